@@ -1,0 +1,24 @@
+"""Builder twin of ``definitions/fraud-check.yaml``: a DAG where a condition picks one decision."""
+
+from __future__ import annotations
+
+from statemachine.definition.builder import workflow
+from statemachine.definition.models import WorkflowDefinition
+
+
+def build() -> WorkflowDefinition:
+    return (
+        workflow("fraud-check", version="1", title="Fraud check")
+        .task("score", "calculateFraudScore", input={"payment_id": "${{ input.payment_id }}"})
+        .task("auto-approve", "approvePayment", depends_on=["score"], condition="score.risk < 0.3")
+        .task(
+            "manual-review", "queueForReview", depends_on=["score"], condition="score.risk >= 0.3"
+        )
+        # default trigger rule: runs when none failed and at least one succeeded (the other is skipped)
+        .task("notify", "notifyCustomer", depends_on=["auto-approve", "manual-review"])
+        .build()
+    )
+
+
+if __name__ == "__main__":
+    print(build().to_mermaid(), end="")

@@ -1,0 +1,164 @@
+"""The ``statemachine`` command line: one typer app; each command is a small function.
+
+Exit codes (API.md section 7): 0 success, 1 a workflow failed, 2 bad usage or a bad
+definition. Errors are one line each on stderr, never a traceback: ``main`` is the last net.
+New commands add themselves with ``@app.command()`` and report problems through ``fail``.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from statemachine import errors
+from statemachine.definition import loader, models
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+YAML_SUFFIXES = (".yaml", ".yml")
+
+app = typer.Typer(
+    name="statemachine",
+    help="Durable workflows from Python or YAML: validate, draw and run them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# soft_wrap: never break "file:line:column: message" lines at the terminal width (CI logs, pipes);
+# no markup or emoji parsing: file names, messages and diagrams are printed as written.
+stdout = Console(soft_wrap=True, highlight=False, emoji=False, markup=False)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False, markup=False)
+
+
+class GraphFormat(enum.StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message, or its type when it has none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def error_line(message: str) -> None:
+    stderr.print(Text.assemble(("error", "bold red"), f": {message}"))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and leave with ``code``."""
+    error_line(message)
+    raise typer.Exit(code)
+
+
+def print_issues(issues: Sequence[errors.Issue]) -> None:
+    """Every issue as ``file:line:column: location: message`` (editors and CI jump to these)."""
+    for issue in issues:
+        stderr.print(Text(str(issue), style="red"))
+
+
+def report_error(exc: errors.StatemachineError, source: str) -> None:
+    if isinstance(exc, errors.DefinitionError) and exc.errors:
+        print_issues(exc.errors)
+    else:
+        error_line(f"{source}: {one_line(exc)}")
+
+
+def yaml_files(path: Path) -> Iterator[Path]:
+    """``path`` itself, or every ``*.yaml``/``*.yml`` under it, in a stable order."""
+    if path.is_dir():
+        yield from sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+    else:
+        yield path
+
+
+def describe(definition: models.WorkflowDefinition) -> str:
+    count = sum(1 for _ in definition.walk())
+    plural = "step" if count == 1 else "steps"
+    return f"{definition.name} v{definition.version}, {count} {plural}, hash {definition.hash}"
+
+
+def load_one(file: Path) -> models.WorkflowDefinition | None:
+    """Load ``file``, printing its problems; None when it is not a valid definition."""
+    try:
+        return loader.load_yaml_file(file)
+    except errors.StatemachineError as exc:
+        report_error(exc, str(file))
+    except Exception as exc:  # a bug, not the author's mistake: still one line, no traceback
+        error_line(f"{file}: {type(exc).__name__}: {one_line(exc)}")
+    return None
+
+
+@app.command()
+def validate(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="YAML files or folders (searched recursively for *.yaml / *.yml)."),
+    ],
+) -> None:
+    """Check workflow definitions; print every problem as file:line:column: message."""
+    ok = True
+    seen: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        if not path.exists():
+            error_line(f"{path}: no such file or folder")
+            ok = False
+            continue
+        files = list(yaml_files(path))
+        if not files:
+            error_line(f"{path}: no *.yaml or *.yml files found")
+            ok = False
+        for file in files:
+            definition = load_one(file)
+            if definition is None:
+                ok = False
+                continue
+            key = (definition.name, definition.version)
+            if key in seen and seen[key].resolve() != file.resolve():
+                name = f"{definition.name!r} v{definition.version}"
+                message = f"workflow {name} is also defined in {seen[key]}"
+                print_issues([errors.Issue(message, "id", str(file), 1, 1, "duplicate_workflow")])
+                ok = False
+                continue
+            seen[key] = file
+            stdout.print(Text.assemble(("ok", "green"), f": {file} ({describe(definition)})"))
+    raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
+
+
+@app.command()
+def graph(
+    file: Annotated[Path, typer.Argument(help="A YAML workflow definition.")],
+    format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="Diagram language.", case_sensitive=False)
+    ] = GraphFormat.mermaid,
+) -> None:
+    """Print the workflow's graph as Mermaid (default) or Graphviz DOT."""
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    definition = load_one(file)
+    if definition is None:
+        raise typer.Exit(EXIT_USAGE)
+    diagram = definition.to_dot() if format is GraphFormat.dot else definition.to_mermaid()
+    stdout.print(diagram, end="")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; ``argv`` defaults to ``sys.argv[1:]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="statemachine")
+    except errors.StatemachineError as exc:
+        report_error(exc, "statemachine")
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # the last net: one line on stderr, never a traceback
+        error_line(f"{type(exc).__name__}: {one_line(exc)}")
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,1 @@
+"""Workflow definitions: models, the YAML reader and loader, validation."""

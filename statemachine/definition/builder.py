@@ -1,0 +1,251 @@
+"""The fluent builder: ``workflow(...).task(...).choice(...).build()``.
+
+Steps are collected as plain keyword dicts and turned into models at ``build()``, so every
+mistake in the chain is reported together, in one ``DefinitionError``, like YAML's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ValidationError
+
+from statemachine import errors
+from statemachine.definition import issues, models, validation
+
+_KINDS: dict[str, type[models.StepBase]] = {
+    "task": models.TaskStep,
+    "choice": models.ChoiceStep,
+    "parallel": models.ParallelStep,
+    "pass": models.PassStep,
+    "poll": models.PollStep,
+    "loop": models.LoopStep,
+    "wait": models.WaitStep,
+    "map": models.MapStep,
+    "subworkflow": models.SubworkflowStep,
+}
+
+
+def when(condition: models.ExprOrFn, *, next: str) -> models.ChoiceRule:
+    """One rule of a choice step: go to ``next`` when ``condition`` (callable or expression) holds."""
+    return models.ChoiceRule(condition=condition, next=next)
+
+
+def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def build_steps(raw: Sequence[tuple[str, dict[str, Any]]], base: issues.Loc) -> tuple[list[models.StepBase], list[errors.Issue]]:
+    steps: list[models.StepBase] = []
+    found: list[errors.Issue] = []
+    for i, (kind, fields) in enumerate(raw):
+        if fields.get("error_next") and fields.get("on_error", "fail") == "fail":
+            fields = {**fields, "on_error": "branch"}
+        try:
+            steps.append(_KINDS[kind](**fields))
+        except ValidationError as exc:
+            found.extend(issues.from_validation_error(exc, (*base, i)))
+    return steps, found
+
+
+class _Steps:
+    """Step methods shared by ``workflow()`` and ``branch()``."""
+
+    def __init__(self) -> None:
+        self._raw: list[tuple[str, dict[str, Any]]] = []
+
+    def _add(self, kind: str, name: str, common: dict[str, Any], own: dict[str, Any]) -> Self:
+        self._raw.append((kind, _compact({"name": name, **own, **common})))
+        return self
+
+    def task(
+        self,
+        name: str,
+        handler: models.ExprOrFn,
+        *,
+        input: Any = None,
+        input_schema: type[BaseModel] | None = None,
+        output_schema: type[BaseModel] | None = None,
+        retry: models.RetryPolicy | Mapping[str, Any] | None = None,
+        timeout: Any = None,
+        compensate: models.ExprOrFn | None = None,
+        **common: Any,
+    ) -> Self:
+        own = {
+            "handler": handler,
+            "input": input,
+            "input_schema": input_schema,
+            "output_schema": output_schema,
+            "retry": retry,
+            "timeout": timeout,
+            "compensate": compensate,
+        }
+        return self._add("task", name, common, own)
+
+    def choice(
+        self,
+        name: str,
+        *,
+        choices: Sequence[models.ChoiceRule | Mapping[str, Any]],
+        default: str | None = None,
+        **common: Any,
+    ) -> Self:
+        return self._add("choice", name, common, {"choices": tuple(choices), "default": default})
+
+    def parallel(
+        self,
+        name: str,
+        *,
+        branches: Sequence[models.Branch],
+        mode: Literal["all", "race"] = "all",
+        failure: Literal["fail-fast", "wait-all"] = "fail-fast",
+        max_concurrency: int | None = None,
+        **common: Any,
+    ) -> Self:
+        own = {"branches": tuple(branches), "mode": mode, "failure": failure, "max_concurrency": max_concurrency}
+        return self._add("parallel", name, common, own)
+
+    def pass_(self, name: str, *, result: Any = None, transform: models.ExprOrFn | None = None, **common: Any) -> Self:
+        return self._add("pass", name, common, {"result": result, "transform": transform})
+
+    def end(self, name: str) -> Self:
+        return self.pass_(name, end=True)
+
+    def poll(
+        self,
+        name: str,
+        *,
+        check: models.ExprOrFn,
+        interval: Any,
+        timeout: Any = None,
+        max_attempts: int | None = None,
+        input: Any = None,
+        **common: Any,
+    ) -> Self:
+        own = {"check": check, "interval": interval, "timeout": timeout, "max_attempts": max_attempts, "input": input}
+        return self._add("poll", name, common, own)
+
+    def loop(
+        self,
+        name: str,
+        *,
+        condition: models.ExprOrFn,
+        target: str,
+        interval: Any = None,
+        max_iterations: int | None = None,
+        timeout: Any = None,
+        **common: Any,
+    ) -> Self:
+        own = {
+            "condition": condition,
+            "target": target,
+            "interval": interval,
+            "max_iterations": max_iterations,
+            "timeout": timeout,
+        }
+        return self._add("loop", name, common, own)
+
+    def wait(
+        self,
+        name: str,
+        *,
+        duration: Any = None,
+        until: Any = None,
+        event: str | None = None,
+        timeout: Any = None,
+        **common: Any,
+    ) -> Self:
+        own = {"duration": duration, "until": until, "event": event, "timeout": timeout}
+        return self._add("wait", name, common, own)
+
+    def map(
+        self,
+        name: str,
+        *,
+        items: models.ExprOrFn,
+        iterator: models.Branch,
+        max_concurrency: int | None = None,
+        **common: Any,
+    ) -> Self:
+        own = {"items": items, "iterator": iterator, "max_concurrency": max_concurrency}
+        return self._add("map", name, common, own)
+
+    def subworkflow(self, name: str, *, workflow: str, input: Any = None, **common: Any) -> Self:
+        return self._add("subworkflow", name, common, {"workflow": workflow, "input": input})
+
+
+class BranchBuilder(_Steps):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    def build(self) -> models.Branch:
+        steps, found = build_steps(self._raw, ("branches", self._name, "steps"))
+        if found:
+            raise errors.DefinitionError(found)
+        try:
+            return models.Branch(name=self._name, steps=tuple(steps))
+        except ValidationError as exc:
+            raise errors.DefinitionError(issues.from_validation_error(exc, ("branches", self._name))) from None
+
+
+class WorkflowBuilder(_Steps):
+    def __init__(
+        self,
+        name: str,
+        version: str | int = "1",
+        input_schema: type[BaseModel] | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._fields: dict[str, Any] = _compact(
+            {"name": name, "version": version, "input_schema": input_schema, "title": title, "description": description}
+        )
+        self._triggers: list[models.Trigger] = []
+
+    def timeout(self, duration: Any) -> Self:
+        self._fields["timeout"] = duration
+        return self
+
+    def default_retry(self, **policy: Any) -> Self:
+        self._fields["default_retry"] = policy
+        return self
+
+    def on_complete(self, callback: Callable[..., Any]) -> Self:
+        self._fields["on_complete"] = callback
+        return self
+
+    def trigger(self, event: str, condition: str | None = None) -> Self:
+        self._triggers.append(models.Trigger(event=event, condition=condition))
+        return self
+
+    def build(self) -> models.WorkflowDefinition:
+        steps, found = build_steps(self._raw, ("steps",))
+        definition: models.WorkflowDefinition | None = None
+        try:
+            definition = models.WorkflowDefinition(**self._fields, triggers=tuple(self._triggers), steps=tuple(steps))
+        except ValidationError as exc:
+            found.extend(i for i in issues.from_validation_error(exc) if not i.location.startswith("steps["))
+        if definition is not None and not found:
+            found.extend(validation.validate(definition))
+        if found or definition is None:
+            raise errors.DefinitionError(found)
+        return definition
+
+
+def workflow(
+    name: str,
+    version: str | int = "1",
+    input_schema: type[BaseModel] | None = None,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+) -> WorkflowBuilder:
+    return WorkflowBuilder(name, version, input_schema, title=title, description=description)
+
+
+def branch(name: str) -> BranchBuilder:
+    return BranchBuilder(name)

@@ -1,0 +1,427 @@
+"""YAML documents -> ``WorkflowDefinition``: key normalisation, step typing, positions of issues.
+
+Both key styles (camelCase, snake_case) map to one canonical key; every canonical location is
+remembered with the source location it came from, so any issue, from pydantic, from
+validation or from here, is reported at the author's own line and column.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from statemachine import errors
+from statemachine.definition import builder, issues, models, validation, yaml_source
+
+Loc = issues.Loc
+
+_ALIASES = {
+    "name": "id",
+    "depends_on": "dependsOn",
+    "error_branch": "errorBranch",
+    "error_next": "errorBranch",
+    "on_error": "onError",
+    "max_retries": "maxRetries",
+    "retry_delay": "retryDelay",
+    "default_retry": "defaultRetry",
+    "max_attempts": "maxAttempts",
+    "backoff_rate": "backoffRate",
+    "max_interval": "maxInterval",
+    "max_iterations": "maxIterations",
+    "max_concurrency": "maxConcurrency",
+    "input_schema": "inputSchema",
+    "output_schema": "outputSchema",
+    "on_complete": "onComplete",
+    "params": "input",
+    "delay": "wait",
+    "retry_on": "retryOn",
+}
+
+_TOP_KEYS = {"id", "version", "title", "description", "timeout", "defaultRetry", "triggers", "steps",
+             "onComplete", "inputSchema"}
+_COMMON = {"id", "type", "description", "next", "end", "onError", "errorBranch", "dependsOn",
+           "condition", "trigger", "wait"}
+_OWN: dict[str, set[str]] = {
+    "task": {"action", "handler", "input", "inputSchema", "outputSchema", "retry", "maxRetries",
+             "retryDelay", "timeout", "compensate"},
+    "choice": {"choices", "default"},
+    "parallel": {"branches", "mode", "failure", "maxConcurrency"},
+    "pass": {"result", "transform"},
+    "poll": {"action", "check", "input", "interval", "timeout", "maxAttempts"},
+    "loop": {"target", "interval", "maxIterations", "timeout"},
+    "wait": {"duration", "until", "event", "timeout"},
+    "map": {"items", "iterator", "maxConcurrency"},
+    "subworkflow": {"workflow", "input"},
+}
+_RETRY_KEYS = {"maxAttempts", "interval", "backoffRate", "maxInterval", "retryOn"}
+_TEMPLATE = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.S)
+_FIELD = {  # canonical YAML key -> model field
+    "id": "name", "dependsOn": "depends_on", "errorBranch": "error_next", "onError": "on_error",
+    "wait": "delay", "action": "handler", "inputSchema": "input_schema", "outputSchema": "output_schema",
+    "maxAttempts": "max_attempts", "maxIterations": "max_iterations", "maxConcurrency": "max_concurrency",
+}
+
+
+def canonical_key(key: str) -> str:
+    return _ALIASES.get(key, key)
+
+
+class _Reader:
+    """Walks one document; collects issues instead of raising, so every problem is reported."""
+
+    def __init__(self, doc: yaml_source.SourceDocument) -> None:
+        self.doc = doc
+        self.found: list[errors.Issue] = []
+        self.where: dict[str, Loc] = {}  # canonical location text -> source location
+
+    # -- positions -----------------------------------------------------------------------
+    def note(self, canon: Loc, source: Loc) -> None:
+        self.where[issues.format_loc(canon)] = source
+
+    def issue(self, message: str, canon: Loc, *, code: str = "invalid") -> None:
+        self.found.append(errors.Issue(message=message, location=issues.format_loc(canon), code=code))
+
+    def place(self, issue: errors.Issue) -> errors.Issue:
+        """Give an issue the line and column of the source node its location came from."""
+        parts = issues.parse_loc(issue.location)
+        source: Loc | None = None
+        for cut in range(len(parts), 0, -1):
+            known = self.where.get(issues.format_loc(parts[:cut]))
+            if known is not None:
+                source = (*known, *parts[cut:])
+                break
+        line, col = 0, 0
+        if source is not None:
+            at_key = issue.code in {"extra_forbidden", "unknown_key", "duplicate_key"}
+            line, col = self.doc.key_position(source) if at_key else self.doc.position(source)
+        if not line:
+            line, col = 1, 1
+        return errors.Issue(issue.message, issue.location, self.doc.path, line, col, issue.code)
+
+    # -- helpers -------------------------------------------------------------------------
+    def mapping(self, value: Any, canon: Loc, what: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.issue(f"{what} must be a mapping, got {type(value).__name__}", canon, code="type")
+        return None
+
+    def normalise(self, raw: Mapping[str, Any], canon: Loc, source: Loc, allowed: set[str], what: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            ckey = canonical_key(str(key))
+            self.note((*canon, ckey), (*source, key))
+            if ckey not in allowed:
+                hint = issues.did_you_mean(ckey, sorted(allowed))
+                self.issue(f"unknown key {key!r} on {what}{hint}", (*canon, ckey), code="unknown_key")
+                continue
+            if ckey in out:
+                self.issue(f"key {key!r} given twice (as camelCase and snake_case)", (*canon, ckey), code="duplicate_key")
+            out[ckey] = value
+        return out
+
+    def not_loadable(self, value: Any, canon: Loc) -> bool:
+        if isinstance(value, dict) and value.get("loadable") is False and "callable" in value:
+            self.issue(
+                f"{value.get('callable')!r} is an inline Python callable and cannot be loaded from YAML; "
+                "register it as an action and name it instead",
+                canon,
+                code="not_loadable",
+            )
+            return True
+        return False
+
+    def expression(self, value: Any) -> Any:
+        """Conditions may be written bare or wrapped in ``${{ }}``; the model keeps them bare."""
+        if isinstance(value, str):
+            match = _TEMPLATE.match(value)
+            if match and "${{" not in match.group(1):
+                return match.group(1).strip()
+        return value
+
+    # -- document ------------------------------------------------------------------------
+    def definition(self) -> models.WorkflowDefinition | None:
+        raw = self.mapping(self.doc.data, (), "a workflow definition")
+        if raw is None:
+            return None
+        top = self.normalise(raw, (), (), _TOP_KEYS, "the workflow")
+        fields: dict[str, Any] = {}
+        if "id" not in top:
+            self.issue("the workflow needs an id (or name)", (), code="missing")
+        for key in ("id", "version", "title", "description", "timeout"):
+            if key in top:
+                fields[_FIELD.get(key, key)] = top[key]
+        for key in ("onComplete", "inputSchema"):
+            if key in top and not self.not_loadable(top[key], (key,)):
+                self.issue(f"{key} cannot be given in YAML", (key,), code="not_loadable")
+        if "defaultRetry" in top:
+            policy = self.retry(top["defaultRetry"], ("defaultRetry",))
+            if policy is not None:
+                fields["default_retry"] = policy
+        fields["triggers"] = self.triggers(top.get("triggers", []))
+        steps_raw = top.get("steps")
+        if not isinstance(steps_raw, list):
+            self.issue("steps must be a list of steps", ("steps",), code="type")
+            steps_raw = []
+        steps = self.steps(steps_raw, ("steps",), ("steps",))
+        if self.found:
+            return None
+        try:
+            return models.WorkflowDefinition(**fields, steps=tuple(steps), source_path=self.doc.path)
+        except ValidationError as exc:
+            self.found.extend(issues.from_validation_error(exc))
+            return None
+
+    def triggers(self, value: Any) -> tuple[models.Trigger, ...]:
+        if not isinstance(value, list):
+            self.issue("triggers must be a list", ("triggers",), code="type")
+            return ()
+        out: list[models.Trigger] = []
+        for i, item in enumerate(value):
+            canon = ("triggers", i)
+            self.note(canon, canon)
+            if isinstance(item, str):
+                item = {"event": item}
+            raw = self.mapping(item, canon, "a trigger")
+            if raw is None:
+                continue
+            fields = self.normalise(raw, canon, canon, {"event", "condition"}, "a trigger")
+            fields["condition"] = self.expression(fields.get("condition"))
+            try:
+                out.append(models.Trigger(**fields))
+            except ValidationError as exc:
+                self.found.extend(issues.from_validation_error(exc, canon))
+        return tuple(out)
+
+    def retry(self, value: Any, canon: Loc) -> dict[str, Any] | None:
+        raw = self.mapping(value, canon, "a retry policy")
+        if raw is None:
+            return None
+        fields = self.normalise(raw, canon, canon, _RETRY_KEYS, "a retry policy")
+        if "retryOn" in fields:
+            self.issue("retryOn names Python exception types and cannot be given in YAML", (*canon, "retryOn"),
+                       code="not_loadable")
+        return {_FIELD.get(k, re.sub(r"([A-Z])", r"_\1", k).lower()): v for k, v in fields.items() if k != "retryOn"}
+
+    def steps(self, raw_steps: list[Any], canon: Loc, source: Loc) -> list[models.StepBase]:
+        collected: list[tuple[str, dict[str, Any]]] = []
+        for i, raw in enumerate(raw_steps):
+            c, s = (*canon, i), (*source, i)
+            self.note(c, s)
+            step = self.mapping(raw, c, "a step")
+            if step is None:
+                continue
+            parsed = self.step(step, c, s)
+            if parsed is not None:
+                collected.append(parsed)
+        built, found = builder.build_steps(collected, canon)
+        self.found.extend(found)
+        return built
+
+    def step(self, raw: dict[str, Any], canon: Loc, source: Loc) -> tuple[str, dict[str, Any]] | None:
+        kind = raw.get("type")
+        if kind is None:
+            kind = "task" if ("action" in raw or "handler" in raw) else None
+        if kind not in _OWN:
+            got = "no type and no action" if kind is None else f"unknown type {kind!r}"
+            hint = issues.did_you_mean(str(kind), _OWN) if kind is not None else ""
+            if kind is None:  # a misspelt `action:` is the usual cause: name it
+                typo = next((str(k) for k in raw if issues.did_you_mean(str(k), ["action"])), None)
+                hint = f" (did you mean 'action' instead of {typo!r}?)" if typo else ""
+            self.note((*canon, "type"), (*source, "type"))
+            self.issue(f"step has {got}{hint}; type is one of {', '.join(models.STEP_TYPES)}",
+                       (*canon, "type") if kind is not None else canon, code="step_type")
+            return None
+        fields = self.normalise(raw, canon, source, _COMMON | _OWN[kind], f"a {kind} step")
+        fields.pop("type", None)
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            here = (*canon, key)
+            if self.not_loadable(value, here):
+                continue
+            if key in {"maxRetries", "retryDelay", "retry"}:
+                continue
+            if key == "onError" and value in {"fail-fast", "wait-all"}:
+                if kind == "parallel":
+                    out["failure"] = value
+                else:
+                    self.issue(f"onError: {value} is only for parallel steps", here, code="on_error")
+                continue
+            if key == "onError" and value == "retry":
+                out.setdefault("retry", {})
+                continue
+            if key in {"condition", "transform", "items"} or (key == "until" and isinstance(value, str)):
+                value = self._until(value) if key == "until" else self.expression(value)
+            if key == "choices":
+                value = self.choices(value, here)
+            if key == "branches":
+                value = self.branches(value, here, (*source, key))
+            if key == "iterator":
+                value = self.branch(value, here, (*source, key), default_name="item")
+            if key == "handler":
+                self.issue("handler cannot be given in YAML; name a registered action with action:", here,
+                           code="not_loadable")
+                continue
+            if key == "action" and kind == "poll":
+                key = "check"
+            if key == "compensate" and not isinstance(value, str):
+                self.issue("compensate must name a registered action", here, code="type")
+                continue
+            out[_FIELD.get(key, re.sub(r"([A-Z])", r"_\1", key).lower())] = value
+        policy = self.step_retry(fields, canon)
+        if policy is not None:
+            out["retry"] = policy
+        return kind, out
+
+    def _until(self, value: str) -> Any:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return self.expression(value)
+
+    def step_retry(self, fields: dict[str, Any], canon: Loc) -> dict[str, Any] | None:
+        policy: dict[str, Any] | None = None
+        if "retry" in fields:
+            policy = self.retry(fields["retry"], (*canon, "retry"))
+        if "maxRetries" in fields or "retryDelay" in fields:
+            policy = dict(policy or {})
+            retries = fields.get("maxRetries", 2)
+            if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
+                policy["max_attempts"] = retries + 1
+            else:
+                self.issue(f"maxRetries must be a whole number >= 0, got {retries!r}", (*canon, "maxRetries"),
+                           code="retry")
+            if "retryDelay" in fields:
+                policy["interval"] = fields["retryDelay"]
+        if policy is None and fields.get("onError") == "retry":
+            policy = {}
+        return policy
+
+    def choices(self, value: Any, canon: Loc) -> Any:
+        if not isinstance(value, list):
+            self.issue("choices must be a list of {condition, next}", canon, code="type")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            here = (*canon, i)
+            raw = self.mapping(item, here, "a choice")
+            if raw is not None:
+                rule = self.normalise(raw, here, here, {"condition", "next"}, "a choice")
+                rule["condition"] = self.expression(rule.get("condition"))
+                out.append(rule)
+        return tuple(out)
+
+    def branches(self, value: Any, canon: Loc, source: Loc) -> Any:
+        if not isinstance(value, list):
+            self.issue("branches must be a list of {name, steps}", canon, code="type")
+            return ()
+        return tuple(
+            b for i, item in enumerate(value)
+            if (b := self.branch(item, (*canon, i), (*source, i), default_name=None)) is not None
+        )
+
+    def branch(self, value: Any, canon: Loc, source: Loc, *, default_name: str | None) -> models.Branch | None:
+        self.note(canon, source)
+        raw = self.mapping(value, canon, "a branch")
+        if raw is None:
+            return None
+        fields = self.normalise(raw, canon, source, {"id", "steps"}, "a branch")
+        name = fields.get("id", default_name)
+        if not isinstance(name, str) or not name:
+            self.issue("a branch needs a name", canon, code="missing")
+            return None
+        steps_raw = fields.get("steps")
+        if not isinstance(steps_raw, list):
+            self.issue("a branch needs a list of steps", (*canon, "steps"), code="type")
+            return None
+        steps = self.steps(steps_raw, (*canon, "steps"), (*source, "steps"))
+        try:
+            return models.Branch(name=name, steps=tuple(steps))
+        except ValidationError as exc:
+            self.found.extend(issues.from_validation_error(exc, canon))
+            return None
+
+
+def _load(doc: yaml_source.SourceDocument) -> models.WorkflowDefinition:
+    reader = _Reader(doc)
+    definition = reader.definition()
+    found = list(reader.found)
+    if definition is not None and not found:
+        found = validation.validate(definition)
+    if found or definition is None:
+        # a required field whose inline callable was refused is also "missing": report it once
+        refused = {_field_of(i.location) for i in found if i.code == "not_loadable"}
+        found = [i for i in found if i.code != "missing" or _field_of(i.location) not in refused]
+        raise errors.DefinitionError([reader.place(i) for i in found])
+    return definition
+
+
+def _field_of(location: str) -> tuple[str, str]:
+    """``steps[0].handler`` -> ("steps[0]", "action"): action, handler and check name one field."""
+    head, _, key = location.rpartition(".")
+    return head, "action" if key in {"action", "handler", "check"} else key
+
+
+def load_yaml_text(text: str, *, path: str | None = None) -> models.WorkflowDefinition:
+    return _load(yaml_source.parse_text(text, path=path))
+
+
+def load_yaml_file(path: str | os.PathLike[str]) -> models.WorkflowDefinition:
+    return _load(yaml_source.parse_file(path))
+
+
+def load_yaml(source: str | os.PathLike[str]) -> models.WorkflowDefinition:
+    """A path (``Path``, or a one-line string ending in .yaml/.yml or naming a file) or YAML text."""
+    if isinstance(source, os.PathLike):
+        return load_yaml_file(source)
+    if not isinstance(source, str):
+        raise errors.DefinitionError(f"load_yaml takes a path or YAML text, not {type(source).__name__}")
+    one_line = "\n" not in source and len(source) < 4096
+    if one_line and (source.endswith((".yaml", ".yml")) or _is_file(source)):
+        return load_yaml_file(source)
+    return load_yaml_text(source)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def load_definitions(folder: str | os.PathLike[str]) -> list[models.WorkflowDefinition]:
+    """Every ``*.yaml``/``*.yml`` under ``folder``; problems of all files are reported together."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise errors.DefinitionError([errors.Issue(f"{root} is not a folder", path=str(root))])
+    found: list[errors.Issue] = []
+    out: list[models.WorkflowDefinition] = []
+    seen: dict[tuple[str, str], str] = {}
+    files = sorted(p for p in root.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+    for file in files:
+        try:
+            definition = load_yaml_file(file)
+        except errors.DefinitionError as exc:
+            found.extend(exc.errors)
+            continue
+        key = (definition.name, definition.version)
+        if key in seen:
+            found.append(errors.Issue(
+                f"workflow {definition.name!r} version {definition.version} is also defined in {seen[key]}",
+                location="id", path=str(file), line=1, column=1, code="duplicate_workflow"))
+            continue
+        seen[key] = str(file)
+        out.append(definition)
+    if found:
+        raise errors.DefinitionError(found)
+    return out
+
+
+def load_dict(data: dict[str, Any], *, path: str | None = None) -> models.WorkflowDefinition:
+    """A definition from its ``to_dict()`` form (e.g. the canonical copy stored with instances)."""
+    return _load(yaml_source.SourceDocument(data=data, path=path, positions={}, key_positions={}))

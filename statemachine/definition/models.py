@@ -1,0 +1,272 @@
+"""Frozen models of a workflow graph: the one neutral form both the builder and YAML produce.
+
+Expressions stay strings here (compiled by ``expressions``); callables are kept as given and
+rendered by qualified name. Durations are seconds. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from statemachine.definition import durations
+
+OnError = Literal["fail", "continue", "branch"]
+TriggerRule = Literal["all_success", "all_done", "one_success", "none_failed_min_one_success", "always"]
+TRIGGER_RULES: tuple[str, ...] = (
+    "all_success",
+    "all_done",
+    "one_success",
+    "none_failed_min_one_success",
+    "always",
+)
+DEFAULT_TRIGGER_RULE: TriggerRule = "none_failed_min_one_success"
+STEP_TYPES: tuple[str, ...] = ("task", "choice", "parallel", "pass", "poll", "loop", "wait", "map", "subworkflow")
+
+Fn = Callable[..., Any]
+Schema = type[BaseModel]  # module-level: inside step classes the name `type` is a field
+ExprOrFn = str | Fn
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+def _seconds(cls: type[BaseModel], value: Any) -> Any:
+    """Shared ``before`` validator: any duration input becomes seconds."""
+    return None if value is None else durations.parse_duration(value)
+
+
+class RetryPolicy(Frozen):
+    """How often and how patiently a step is retried; tenacity does the arithmetic at run time."""
+
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    interval: float = 1.0
+    backoff_rate: float = Field(default=2.0, ge=1.0, le=100.0)
+    max_interval: float = 30.0
+    retry_on: tuple[type[BaseException], ...] | None = None
+
+    _check_durations = field_validator("interval", "max_interval", mode="before")(_seconds)
+
+    def delay(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1`` after ``attempt`` failures; the first is ``interval``."""
+        raw = self.interval * self.backoff_rate ** max(attempt - 1, 0)
+        return min(raw, max(self.max_interval, self.interval))
+
+
+class Trigger(Frozen):
+    event: str = Field(min_length=1)
+    condition: str | None = None
+
+
+class ChoiceRule(Frozen):
+    condition: ExprOrFn
+    next: str
+
+
+class StepBase(Frozen):
+    name: str = Field(min_length=1)
+    next: str | None = None
+    end: bool = False
+    on_error: OnError = "fail"
+    error_next: str | None = None
+    description: str | None = None
+    depends_on: tuple[str, ...] = ()
+    condition: ExprOrFn | None = None
+    trigger: TriggerRule = DEFAULT_TRIGGER_RULE
+    delay: float | None = None
+
+    _check_delay = field_validator("delay", mode="before")(_seconds)
+
+    @property
+    def kind(self) -> str:
+        return str(getattr(self, "type", "task"))
+
+
+class TaskStep(StepBase):
+    type: Literal["task"] = "task"
+    handler: ExprOrFn
+    input: Any = None
+    input_schema: Schema | None = None
+    output_schema: Schema | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    compensate: ExprOrFn | None = None
+
+    _check_timeout = field_validator("timeout", mode="before")(_seconds)
+
+
+class ChoiceStep(StepBase):
+    type: Literal["choice"] = "choice"
+    choices: tuple[ChoiceRule, ...]
+    default: str | None = None
+
+
+class PassStep(StepBase):
+    type: Literal["pass"] = "pass"
+    result: Any = None
+    transform: ExprOrFn | None = None
+
+
+class PollStep(StepBase):
+    type: Literal["poll"] = "poll"
+    check: ExprOrFn
+    input: Any = None
+    interval: float
+    timeout: float | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+
+    _check_durations = field_validator("interval", "timeout", mode="before")(_seconds)
+
+
+class LoopStep(StepBase):
+    type: Literal["loop"] = "loop"
+    condition: ExprOrFn  # the loop's "while" condition (a loop never sits in a DAG scope)
+    target: str
+    interval: float | None = None
+    max_iterations: int | None = Field(default=None, ge=1)
+    timeout: float | None = None
+
+    _check_durations = field_validator("interval", "timeout", mode="before")(_seconds)
+
+
+class WaitStep(StepBase):
+    type: Literal["wait"] = "wait"
+    duration: float | None = None
+    until: datetime | ExprOrFn | None = None
+    event: str | None = None
+    timeout: float | None = None
+
+    _check_durations = field_validator("duration", "timeout", mode="before")(_seconds)
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class SubworkflowStep(StepBase):
+    type: Literal["subworkflow"] = "subworkflow"
+    workflow: str = Field(min_length=1)
+    input: Any = None
+
+
+class Branch(Frozen):
+    """A named sequence (or DAG) of steps: one branch of a parallel, or a map's iterator."""
+
+    name: str = Field(min_length=1)
+    steps: tuple[Step, ...]
+
+
+class ParallelStep(StepBase):
+    type: Literal["parallel"] = "parallel"
+    branches: tuple[Branch, ...]
+    mode: Literal["all", "race"] = "all"
+    failure: Literal["fail-fast", "wait-all"] = "fail-fast"
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+class MapStep(StepBase):
+    type: Literal["map"] = "map"
+    items: ExprOrFn
+    iterator: Branch
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+Step = Annotated[
+    TaskStep | ChoiceStep | ParallelStep | PassStep | PollStep | LoopStep | WaitStep | MapStep | SubworkflowStep,
+    Field(discriminator="type"),
+]
+
+
+class WorkflowDefinition(Frozen):
+    """A validated, immutable workflow graph; ``hash`` identifies its content, whatever the source."""
+
+    name: str = Field(min_length=1)
+    version: str = "1"
+    title: str | None = None
+    description: str | None = None
+    timeout: float | None = None
+    default_retry: RetryPolicy | None = None
+    triggers: tuple[Trigger, ...] = ()
+    steps: tuple[Step, ...]
+    on_complete: Fn | None = None
+    input_schema: Schema | None = None
+    source_path: str | None = Field(default=None, exclude=True)
+
+    _hash: str = PrivateAttr(default="")
+
+    _check_timeout = field_validator("timeout", mode="before")(_seconds)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _compute_hash(self) -> WorkflowDefinition:
+        from statemachine.definition import render
+
+        canonical = json.dumps(render.to_dict(self), sort_keys=True, separators=(",", ":"), default=str)
+        object.__setattr__(self, "_hash", hashlib.sha256(canonical.encode()).hexdigest()[:16])
+        return self
+
+    @property
+    def hash(self) -> str:
+        return self._hash
+
+    def walk(self) -> Iterator[tuple[str, StepBase]]:
+        """Every step with its path (``fulfill/shipping/ship``), parents before children."""
+        yield from walk_steps(self.steps, "")
+
+    def step_index(self) -> Mapping[str, StepBase]:
+        return dict(self.walk())
+
+    def to_dict(self) -> dict[str, Any]:
+        from statemachine.definition import render
+
+        return render.to_dict(self)
+
+    def to_yaml(self) -> str:
+        from statemachine.definition import render
+
+        return render.to_yaml(self)
+
+    def to_mermaid(self) -> str:
+        from statemachine.definition import render
+
+        return render.to_mermaid(self)
+
+    def to_dot(self) -> str:
+        from statemachine.definition import render
+
+        return render.to_dot(self)
+
+
+def child_branches(step: StepBase) -> tuple[Branch, ...]:
+    if isinstance(step, ParallelStep):
+        return step.branches
+    if isinstance(step, MapStep):
+        return (step.iterator,)
+    return ()
+
+
+def walk_steps(steps: tuple[StepBase, ...], prefix: str) -> Iterator[tuple[str, StepBase]]:
+    for step in steps:
+        path = f"{prefix}{step.name}"
+        yield path, step
+        for br in child_branches(step):
+            yield from walk_steps(br.steps, f"{path}/{br.name}/")
+
+
+Branch.model_rebuild()
+ParallelStep.model_rebuild()
+MapStep.model_rebuild()
+WorkflowDefinition.model_rebuild()

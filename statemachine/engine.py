@@ -1,0 +1,537 @@
+"""The facade users hold: register definitions and actions, start and control instances, run them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from statemachine import errors, records
+from statemachine.definition import durations, issues, loader, models
+from statemachine.runner import InstanceRunner
+from statemachine.runtime import clock as clocks
+from statemachine.runtime import events, executor, jsondata
+from statemachine.runtime import interpreter as interp
+from statemachine.runtime import plan as plans
+from statemachine.runtime.state import State
+from statemachine.store import repository as repo
+
+T = TypeVar("T")
+BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
+ACTIVE = ("pending", "running", "waiting", "paused", "compensating")
+
+
+def _seconds(value: Any, what: str) -> float:
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationSyntaxError as exc:
+        raise errors.InputValidationError(f"{what}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    lease: float = 30.0  # seconds a claim lasts without a heartbeat
+    inline_wait: float = 1.0  # timers this close are slept through in process (real clock only)
+    max_recoveries: int = 5  # an instance that kills its worker this often is dead-lettered
+    synchronous: str = "FULL"
+
+
+class _LoopThread:
+    """One asyncio loop in a daemon thread: handlers run there, sync callers wait on futures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="statemachine-loop", daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class Engine:
+    """Runs workflows durably on SQLite (default ``./statemachine.db``) or Postgres."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: clocks.Clock | None = None,
+        worker_id: str | None = None,
+        lease: Any = "30s",
+        settings: EngineSettings | None = None,
+    ) -> None:
+        base = settings or EngineSettings()
+        self.settings = EngineSettings(
+            lease=_seconds(lease, "lease") if settings is None else base.lease,
+            inline_wait=base.inline_wait, max_recoveries=base.max_recoveries, synchronous=base.synchronous,
+        )
+        self.clock: clocks.Clock = clock or clocks.SystemClock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.repo = repo.Repository(url, synchronous=self.settings.synchronous)
+        self.executor = executor.Executor()
+        self.bus = events.EventBus()
+        self._definitions: dict[str, models.WorkflowDefinition] = {}
+        self._latest: dict[str, str] = {}
+        self._max_concurrent: dict[str, int | None] = {}
+        self._actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
+        self._loop: _LoopThread | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+
+    # -- registration ------------------------------------------------------------------
+    def action(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(fn):
+                raise errors.InputValidationError(f"action {name!r} must be callable")
+            self._actions[name] = fn
+            return fn
+
+        return decorate
+
+    def register_actions(self, obj: Any) -> None:
+        """Every public callable attribute of ``obj`` (an object, class or module) becomes an action."""
+        for name in dir(obj):
+            if name.startswith("_"):
+                continue
+            value = getattr(obj, name)
+            if callable(value) and not inspect.isclass(value):
+                if inspect.ismodule(obj) and getattr(value, "__module__", None) != obj.__name__:
+                    continue
+                self._actions[name] = value
+
+    def register(self, definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition], max_concurrent: int | None = None) -> None:
+        items = [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
+        for item in items:
+            if not isinstance(item, models.WorkflowDefinition):
+                raise errors.DefinitionError(f"register takes WorkflowDefinition objects, not {type(item).__name__}")
+            self._check_actions(item)
+        now = self.clock.now()
+        for item in items:
+            self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
+            self._definitions[item.hash] = item
+            self._latest[item.name] = item.hash
+            self._max_concurrent[item.name] = max_concurrent
+
+    def _check_actions(self, definition: models.WorkflowDefinition) -> None:
+        found: list[errors.Issue] = []
+        for path, step in definition.walk():
+            names = []
+            if isinstance(step, models.TaskStep):
+                names = [step.handler, step.compensate]
+            elif isinstance(step, models.PollStep):
+                names = [step.check]
+            for name in names:
+                if isinstance(name, str) and name not in self._actions:
+                    hint = issues.did_you_mean(name, self._actions)
+                    found.append(errors.Issue(f"step {path!r} uses action {name!r}, which is not registered{hint}",
+                                              location=path, path=definition.source_path, code="unknown_action"))
+        if found:
+            raise errors.DefinitionError(found)
+
+    def resolve_action(self, target: Any) -> Callable[..., Any]:
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        fn = self._actions.get(target)
+        if fn is None:
+            raise errors.DefinitionError(f"action {target!r} is not registered{issues.did_you_mean(target, self._actions)}")
+        return fn
+
+    def definition(self, name: str) -> models.WorkflowDefinition:
+        key = self._latest.get(name)
+        if key is None:
+            raise errors.WorkflowNotFound(name, f"no workflow named {name!r} is registered{issues.did_you_mean(name, self._latest)}")
+        return self._definitions[key]
+
+    def definitions(self) -> list[models.WorkflowDefinition]:
+        return [self._definitions[h] for h in self._latest.values()]
+
+    def _definition_for(self, rec: repo.InstanceRecord) -> models.WorkflowDefinition:
+        found = self._definitions.get(rec.definition_hash)
+        if found is not None:
+            return found
+        body = self.repo.load_definition(rec.definition_hash)
+        if body is None:
+            raise errors.WorkflowNotFound(rec.workflow_name, f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored")
+        try:
+            definition = loader.load_dict(body)
+        except errors.DefinitionError as exc:
+            raise errors.WorkflowNotFound(
+                rec.workflow_name,
+                f"version {rec.workflow_version} ({rec.definition_hash}) of {rec.workflow_name!r} uses inline callables; "
+                f"register that version in this process to run its instances: {exc}",
+            ) from None
+        self._check_actions(definition)
+        self._definitions[rec.definition_hash] = definition
+        return definition
+
+    # -- starting ----------------------------------------------------------------------
+    def start(self, workflow: str, input: Any = None, instance_id: str | None = None, *, parent_id: str | None = None,
+              _definition: models.WorkflowDefinition | None = None) -> str:
+        definition = _definition or self.definition(workflow)
+        data = self._validate_input(definition, input)
+        iid = instance_id or uuid.uuid4().hex
+        if not isinstance(iid, str) or not iid or len(iid) > 200:
+            raise errors.InputValidationError("instance_id must be a non-empty string of at most 200 characters")
+        now = self.clock.now()
+        values = {
+            "id": iid, "workflow_name": definition.name, "workflow_version": definition.version,
+            "definition_hash": definition.hash, "status": "pending", "input": data, "metadata": {}, "state": {},
+            "parent_id": parent_id, "wake_at": now, "lease_epoch": 0, "recoveries": 0, "created_at": now, "updated_at": now,
+        }
+        started = repo.HistoryWrite("workflow.started", None, {"input": data, "version": definition.version}, now)
+        if self.repo.create_instance(values, [started]):
+            self.publish_raw({"type": "workflow.started", "instance_id": iid, "workflow_name": definition.name, "input": data})
+        else:
+            existing = self.repo.get(iid)
+            if existing is not None and existing.workflow_name != definition.name:
+                raise errors.InvalidTransition(
+                    f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}", instance_id=iid)
+        return iid
+
+    def _validate_input(self, definition: models.WorkflowDefinition, input: Any) -> Any:
+        if definition.input_schema is not None:
+            try:
+                input = definition.input_schema.model_validate(input)
+            except ValidationError as exc:
+                raise errors.InputValidationError(
+                    f"input of workflow {definition.name!r} is invalid: {exc}",
+                    errors=[dict(e) for e in exc.errors(include_url=False, include_context=False)]) from None
+        try:
+            return jsondata.to_storable(input, what=f"input of workflow {definition.name!r}")
+        except errors.OutputNotStorable as exc:
+            raise errors.InputValidationError(str(exc)) from None
+
+    def execute(self, workflow: str, input: Any = None, instance_id: str | None = None) -> records.WorkflowInstance:
+        """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
+        iid = self.start(workflow, input, instance_id)
+        self._call(self._drive(iid))
+        self._call(self._drain())
+        return self.get(iid)
+
+    # -- reading -----------------------------------------------------------------------
+    def _record(self, instance_id: str) -> repo.InstanceRecord:
+        if not isinstance(instance_id, str):
+            raise errors.InstanceNotFound(str(instance_id))
+        rec = self.repo.get(instance_id)
+        if rec is None:
+            raise errors.InstanceNotFound(instance_id)
+        return rec
+
+    def get(self, instance_id: str) -> records.WorkflowInstance:
+        rec = self._record(instance_id)
+        return self._instance(rec)
+
+    def _instance(self, rec: repo.InstanceRecord) -> records.WorkflowInstance:
+        steps = {s.step_name: s for s in self.repo.steps(rec.id)}
+        return records.WorkflowInstance(
+            id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
+            definition_hash=rec.definition_hash, status=rec.status,  # type: ignore[arg-type]
+            current_step=rec.current_step, input=rec.input, output=rec.output, error=rec.error, step_results=steps,
+            metadata=rec.metadata, parent_id=rec.parent_id, created_at=rec.created_at, started_at=rec.started_at,
+            completed_at=rec.completed_at, wake_at=rec.wake_at,
+        )
+
+    def list(self, workflow: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0) -> list[records.WorkflowInstance]:
+        if status is not None and status not in records.InstanceStatus.__args__:  # type: ignore[attr-defined]
+            raise errors.InputValidationError(f"unknown status {status!r}{issues.did_you_mean(status, records.InstanceStatus.__args__)}")  # type: ignore[attr-defined]
+        if not (isinstance(limit, int) and 0 < limit <= 10_000 and isinstance(offset, int) and offset >= 0):
+            raise errors.InputValidationError("limit must be 1..10000 and offset >= 0")
+        return [self._instance(r) for r in self.repo.list(workflow, status, limit, offset)]
+
+    def history(self, instance_id: str) -> list[records.HistoryEntry]:
+        self._record(instance_id)
+        return self.repo.history(instance_id)
+
+    # -- events ------------------------------------------------------------------------
+    def on(self, pattern: str, callback: events.Listener) -> Callable[[], None]:
+        return self.bus.on(pattern, callback)
+
+    def publish(self, rec: repo.InstanceRecord, type_: str, step: str | None, data: dict[str, Any]) -> None:
+        self.publish_raw({"type": type_, "instance_id": rec.id, "workflow_name": rec.workflow_name, "step": step, **data})
+
+    def publish_raw(self, event: dict[str, Any]) -> None:
+        self.bus.publish(event)
+
+    def finished(self, instance_id: str, definition: models.WorkflowDefinition) -> None:
+        if definition.on_complete is not None:
+            try:
+                definition.on_complete(self.get(instance_id))
+            except Exception:  # a callback must not break the engine
+                import logging
+
+                logging.getLogger("statemachine.engine").exception("on_complete of %s failed", instance_id)
+
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
+        if not isinstance(name, str) or not name:
+            raise errors.InputValidationError("an event needs a non-empty name")
+        rec = self._record(instance_id)
+        if rec.status in records.TERMINAL:
+            raise errors.InvalidTransition(f"instance {instance_id} is {rec.status}; it takes no more events", instance_id=instance_id, status=rec.status)
+        try:
+            payload = jsondata.to_storable(data, what=f"data of event {name!r}")
+        except errors.OutputNotStorable as exc:
+            raise errors.InputValidationError(str(exc)) from None
+        now = self.clock.now()
+        self.repo.add_event(instance_id, name, payload, now, wake=True)
+
+    def emit(self, name: str, data: Any = None) -> list[str]:
+        """Start every registered workflow that has a trigger matching this event."""
+        from statemachine.definition import expressions
+
+        if not isinstance(name, str) or not name:
+            raise errors.InputValidationError("an event needs a non-empty name")
+        started: list[str] = []
+        for definition in self.definitions():
+            for trig in definition.triggers:
+                if trig.event != name:
+                    continue
+                if trig.condition:
+                    names = dict(data) if isinstance(data, dict) else {}
+                    names.update(event=data, input=data)
+                    try:
+                        if not expressions.compile_expression(trig.condition).evaluate_condition(names):
+                            continue
+                    except errors.ExpressionError:
+                        continue
+                started.append(self.start(definition.name, data))
+                break
+        return started
+
+    def update_metadata(self, instance_id: str, patch: dict[str, Any]) -> None:
+        if not isinstance(patch, dict):
+            raise errors.InputValidationError("metadata must be a dict")
+        rec = self._record(instance_id)
+        try:
+            merged = jsondata.to_storable({**rec.metadata, **patch}, what="metadata")
+        except errors.OutputNotStorable as exc:
+            raise errors.InputValidationError(str(exc)) from None
+        self.repo.set_metadata(instance_id, merged, self.clock.now())
+
+    def set_metadata_key(self, instance_id: str, key: str, value: Any) -> None:
+        self.update_metadata(instance_id, {key: value})
+
+    # -- control -----------------------------------------------------------------------
+    def _control(self, instance_id: str, allowed: tuple[str, ...], verb: str, values: dict[str, Any], event: str,
+                 fence: bool = False, decision: interp.Decision | None = None) -> None:
+        rec = self._record(instance_id)
+        if rec.status not in allowed:
+            raise errors.InvalidTransition(
+                f"cannot {verb} instance {instance_id}: it is {rec.status} (allowed when {', '.join(allowed)})",
+                instance_id=instance_id, status=rec.status)
+        now = self.clock.now()
+        vals = {**values, "updated_at": now}
+        if fence:
+            vals.update(lease_epoch=repo.IT.c.lease_epoch + 1, lease_owner=None, lease_expires_at=None)
+        steps: list[repo.StepWrite] = []
+        history = [repo.HistoryWrite(event, None, {}, now)]
+        if decision is not None:
+            vals["state"] = decision.state.frontier_json()
+            steps = [InstanceRunner._step_write(decision.state, p) for p in decision.changed if "#" not in p]
+            history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
+        done = self.repo.commit_transition(repo.Transition(instance_id, None, vals, steps, history, [], expect_status=(rec.status,)))
+        if not done:
+            return self._control(instance_id, allowed, verb, values, event, fence, None)
+        for h in history:
+            self.publish(rec, h.type, h.step, h.data)
+        if vals.get("status") in records.TERMINAL:
+            self.finished(instance_id, self._definition_for(rec))
+
+    def pause(self, instance_id: str) -> None:
+        self._control(instance_id, ("pending", "running", "waiting"), "pause", {"status": "paused"}, "workflow.paused")
+
+    def resume(self, instance_id: str) -> None:
+        rec = self._record(instance_id)
+        status = "pending" if rec.started_at is None else "running"
+        self._control(instance_id, ("paused",), "resume", {"status": status, "wake_at": self.clock.now()}, "workflow.resumed")
+
+    def cancel(self, instance_id: str) -> None:
+        rec = self._record(instance_id)
+        decision = None
+        if rec.status in ACTIVE:
+            decision = self._decide(rec, interp.Cancel())
+        now = self.clock.now()
+        self._control(instance_id, ACTIVE, "cancel",
+                      {"status": "cancelled", "wake_at": None, "completed_at": now,
+                       "error": {"type": "Cancelled", "message": "cancelled"}},
+                      "workflow.cancelled", fence=True, decision=decision)
+        for child in self.repo.list(None, ACTIVE, 1000, 0, parent_id=instance_id):
+            with contextlib.suppress(errors.InvalidTransition):
+                self.cancel(child.id)
+
+    def _decide(self, rec: repo.InstanceRecord, event: interp.Event) -> interp.Decision:
+        definition = self._definition_for(rec)
+        state = State.restore(status=rec.status, input=rec.input, metadata=rec.metadata, frontier=rec.state,
+                              steps=self.repo.steps(rec.id), output=rec.output, error=rec.error,
+                              started_at=rec.started_at, completed_at=rec.completed_at)
+        return interp.decide(plans.plan_for(definition), state, event, self.clock.now(), rec.id)
+
+    def retry(self, instance_id: str) -> None:
+        rec = self._record(instance_id)
+        if rec.status != "failed":
+            raise errors.InvalidTransition(f"cannot retry instance {instance_id}: it is {rec.status}, not failed",
+                                           instance_id=instance_id, status=rec.status)
+        decision = self._decide(rec, interp.Retry())
+        s = decision.state
+        self._control(instance_id, ("failed",), "retry",
+                      {"status": "running", "wake_at": self.clock.now(), "error": None, "completed_at": None,
+                       "output": None}, "workflow.retried", fence=True, decision=decision)
+        del s
+
+    def replay(self, instance_id: str) -> str:
+        rec = self._record(instance_id)
+        definition = self._definition_for(rec)
+        return self.start(rec.workflow_name, rec.input, _definition=definition)
+
+    # -- running -----------------------------------------------------------------------
+    def _loop_thread(self) -> _LoopThread:
+        with self._lock:
+            if self._closed:
+                raise errors.StatemachineError("this engine is closed")
+            if self._loop is None:
+                self._loop = _LoopThread()
+            return self._loop
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop_thread().call(coro)
+
+    async def _drive(self, instance_id: str) -> bool:
+        now = self.clock.now()
+        claim = self.repo.claim(instance_id, self.worker_id, now, now + timedelta(seconds=self.settings.lease))
+        if claim is None:
+            return False
+        epoch, recovered = claim
+        try:
+            rec = self.repo.get(instance_id)
+            if rec is None or rec.status not in ("pending", "running", "waiting"):
+                return False
+            if recovered and rec.recoveries > self.settings.max_recoveries:
+                self._dead_letter(rec, epoch)
+                return True
+            limit = self._max_concurrent.get(rec.workflow_name)
+            if rec.status == "pending" and limit is not None and self.repo.count_active(rec.workflow_name) >= limit:
+                return False
+            try:
+                definition = self._definition_for(rec)
+            except (errors.WorkflowNotFound, errors.DefinitionError):
+                return False
+            runner = InstanceRunner(self, rec, epoch, definition)
+            await runner.run()
+            return runner.advanced
+        finally:
+            with contextlib.suppress(errors.StatemachineError):
+                self.repo.release(instance_id, epoch)
+
+    def _dead_letter(self, rec: repo.InstanceRecord, epoch: int) -> None:
+        now = self.clock.now()
+        error = {"type": "DeadLettered", "message": f"the instance's worker died {rec.recoveries} times while running it"}
+        self.repo.commit_transition(repo.Transition(
+            rec.id, epoch, {"status": "failed", "error": error, "wake_at": None, "completed_at": now, "updated_at": now},
+            [], [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)]))
+        self.publish(rec, "workflow.failed", rec.current_step, {"error": error})
+
+    async def _drain(self, limit: int = 100) -> int:
+        advanced = 0
+        for _ in range(1000):
+            ids = self.repo.due(self.clock.now(), limit)
+            progressed = 0
+            for iid in ids:
+                if await self._drive(iid):
+                    progressed += 1
+            advanced += progressed
+            if not progressed:
+                break
+        return advanced
+
+    def run_due(self) -> int:
+        """Run here every instance that is due now; returns how many advanced."""
+        return self._call(self._drain())
+
+    async def _worker(self, concurrency: int, poll: float, stop: threading.Event) -> None:
+        running: dict[str, asyncio.Task[bool]] = {}
+        while not stop.is_set():
+            for iid, task in list(running.items()):
+                if task.done():
+                    del running[iid]
+            free = concurrency - len(running)
+            if free > 0:
+                for iid in self.repo.due(self.clock.now(), free * 2):
+                    if iid not in running and len(running) < concurrency:
+                        running[iid] = asyncio.ensure_future(self._drive(iid))
+            await asyncio.sleep(poll if not running else min(poll, 0.05))
+        if running:
+            await asyncio.wait(running.values(), timeout=self.settings.lease)
+
+    def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
+        """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish."""
+        poll = _seconds(poll_interval, "poll_interval")
+        stop = threading.Event()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            self._call(self._worker(concurrency, poll, stop))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def worker(self, concurrency: int = 8, poll_interval: Any = "100ms") -> Iterator[None]:
+        poll = _seconds(poll_interval, "poll_interval")
+        stop = threading.Event()
+        fut = asyncio.run_coroutine_threadsafe(self._worker(concurrency, poll, stop), self._loop_thread().loop)
+        try:
+            yield
+        finally:
+            stop.set()
+            fut.result(timeout=self.settings.lease + 5)
+
+    def wait(self, instance_id: str, timeout: float | None = None) -> records.WorkflowInstance:
+        """Block until the instance reaches a terminal status (something else must run it)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            inst = self.get(instance_id)
+            if inst.is_terminal:
+                return inst
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"instance {instance_id} is still {inst.status} after {timeout}s")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop()
+        self.executor.close()
+        self.repo.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+_ = datetime

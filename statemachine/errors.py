@@ -1,0 +1,139 @@
+"""The one exception family of statemachine.
+
+::
+
+    StatemachineError                 every error the package raises on purpose
+    ├── DefinitionError               a workflow definition is invalid (.errors lists every Issue)
+    ├── ExpressionError               an expression is unsafe, malformed or failed to evaluate
+    ├── InputValidationError          workflow input, event data or a control argument is invalid
+    ├── WorkflowNotFound              no registered workflow by that name (or version)
+    ├── InstanceNotFound              no instance by that id
+    ├── InvalidTransition             a control call not allowed in the instance's status
+    ├── StepError                     raised inside or about one step
+    │   ├── CriticalError             raised by a handler: fail the step now, never retry
+    │   ├── StepTimeoutError          a step or an event wait ran out of time
+    │   └── OutputNotStorable         a step's output is not JSON the store can keep
+    ├── LeaseLost                     another worker owns the instance now (fencing)
+    └── StoreError                    the database failed (the driver error is ``__cause__``)
+
+Every class has a stable ``code`` used by the CLI and the HTTP API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class StatemachineError(Exception):
+    """Root of every error statemachine raises on purpose."""
+
+    code = "statemachine_error"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a definition; line and column are 1-based, 0 when unknown."""
+
+    message: str
+    location: str = ""
+    path: str | None = None
+    line: int = 0
+    column: int = 0
+    code: str = "invalid"
+
+    def __str__(self) -> str:
+        where = self.path or "<definition>"
+        prefix = f"{where}:{self.line}:{self.column}" if self.line else where
+        loc = f" {self.location}:" if self.location else ""
+        return f"{prefix}:{loc} {self.message}"
+
+
+class DefinitionError(StatemachineError):
+    """A definition is invalid; ``errors`` holds every problem found, not only the first."""
+
+    code = "definition_error"
+
+    def __init__(self, errors: Iterable[Issue] | str) -> None:
+        self.errors: list[Issue] = [Issue(errors)] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class ExpressionError(StatemachineError):
+    """An expression was rejected at load time or failed while evaluating."""
+
+    code = "expression_error"
+
+    def __init__(self, message: str, *, expression: str | None = None) -> None:
+        self.expression = expression
+        super().__init__(message)
+
+
+class InputValidationError(StatemachineError):
+    """Input (workflow input, event data, a control argument) did not validate."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None) -> None:
+        self.errors = errors or []
+        super().__init__(message)
+
+
+class WorkflowNotFound(StatemachineError):
+    code = "workflow_not_found"
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        self.workflow_name = name
+        super().__init__(message or f"no workflow named {name!r} is registered")
+
+
+class InstanceNotFound(StatemachineError):
+    code = "instance_not_found"
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"no workflow instance with id {instance_id!r}")
+
+
+class InvalidTransition(StatemachineError):
+    code = "invalid_transition"
+
+    def __init__(self, message: str, *, instance_id: str | None = None, status: str | None = None) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        super().__init__(message)
+
+
+class StepError(StatemachineError):
+    """An error about one step; ``step`` names it when known."""
+
+    code = "step_error"
+
+    def __init__(self, message: str = "", *, step: str | None = None, attempt: int | None = None) -> None:
+        self.step = step
+        self.attempt = attempt
+        super().__init__(message)
+
+
+class CriticalError(StepError):
+    """Raise from a handler to fail the step at once, with no retry."""
+
+    code = "critical_error"
+
+
+class StepTimeoutError(StepError):
+    code = "step_timeout"
+
+
+class OutputNotStorable(StepError):
+    code = "output_not_storable"
+
+
+class LeaseLost(StatemachineError):
+    """This worker's claim was superseded; its writes are refused."""
+
+    code = "lease_lost"
+
+
+class StoreError(StatemachineError):
+    code = "store_error"

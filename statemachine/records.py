@@ -1,0 +1,62 @@
+"""Read models handed to users: instances, step results, history entries (frozen snapshots)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+InstanceStatus = Literal[
+    "pending", "running", "waiting", "paused", "compensating", "completed", "failed", "cancelled", "timed_out"
+]
+StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StepResult(_Record):
+    step_name: str
+    status: StepStatus
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    iteration: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WorkflowInstance(_Record):
+    id: str
+    workflow_name: str
+    workflow_version: str
+    definition_hash: str
+    status: InstanceStatus
+    current_step: str | None = None
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    step_results: dict[str, StepResult] = {}
+    metadata: dict[str, Any] = {}
+    parent_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    wake_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class HistoryEntry(_Record):
+    seq: int
+    at: datetime
+    type: str
+    step: str | None = None
+    data: dict[str, Any] = {}

@@ -1,0 +1,203 @@
+"""Drives one claimed instance: decide, commit, run handlers, repeat, until it waits or ends.
+
+Every transition is one fenced commit (step rows + instance state + history); a handler runs
+outside any transaction and its result is committed with the transition it causes. A crash
+between the two re-runs the handler with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from statemachine import errors
+from statemachine.definition import models
+from statemachine.runtime import flowctx
+from statemachine.runtime import interpreter as interp
+from statemachine.runtime import plan as plans
+from statemachine.runtime.context import StepContext
+from statemachine.runtime.executor import Outcome
+from statemachine.runtime.state import State
+from statemachine.store import repository as repo
+
+if TYPE_CHECKING:
+    from statemachine.engine import Engine
+
+_log = logging.getLogger("statemachine.runner")
+
+
+@dataclass
+class Driven:
+    advanced: bool = False
+    status: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InstanceRunner:
+    """One claimed instance in this process."""
+
+    def __init__(self, engine: Engine, record: repo.InstanceRecord, epoch: int, definition: models.WorkflowDefinition) -> None:
+        self.engine = engine
+        self.rec = record
+        self.epoch = epoch
+        self.definition = definition
+        self.plan = plans.plan_for(definition)
+        self.state = State.restore(
+            status=record.status, input=record.input, metadata=record.metadata, frontier=record.state,
+            steps=engine.repo.steps(record.id), output=record.output, error=record.error,
+            started_at=record.started_at, completed_at=record.completed_at,
+        )
+        self.advanced = False
+        self.paused = False
+        self.inflight: dict[str, asyncio.Task[Outcome]] = {}
+
+    @property
+    def now(self) -> datetime:
+        return self.engine.clock.now()
+
+    # -- committing --------------------------------------------------------------------
+    def apply(self, event: interp.Event, consume: list[int] | None = None) -> interp.Decision:
+        decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
+        if not decision.history and not decision.changed and decision.state.status == self.state.status:
+            self.state = decision.state
+            return decision
+        self.commit(decision, consume or [])
+        return decision
+
+    def commit(self, decision: interp.Decision, consume: list[int]) -> None:
+        now = self.now
+        s = decision.state
+        runnable = decision.runnable(self.plan)
+        wake = None if s.status in ("completed", "failed", "cancelled", "timed_out") else (now if runnable else interp.next_wake(s))
+        values: dict[str, Any] = {
+            "status": s.status,
+            "state": s.frontier_json(),
+            "current_step": s.active[-1] if s.active else None,
+            "output": s.output,
+            "error": s.error,
+            "wake_at": wake,
+            "started_at": s.started_at,
+            "completed_at": s.completed_at,
+            "updated_at": now,
+        }
+        steps = [self._step_write(s, p) for p in sorted(decision.changed) if p in s.steps and "#" not in p]
+        history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
+        status = self.engine.repo.commit_transition(
+            repo.Transition(self.rec.id, self.epoch, values, steps, history, consume)
+        )
+        self.state = s
+        self.advanced = True
+        if status == "paused" and s.status not in ("completed", "failed", "cancelled", "timed_out"):
+            self.paused = True
+            self.state.status = "paused"
+        for h in decision.history:
+            self.engine.publish(self.rec, h.type, h.step, h.data)
+        if s.status in ("completed", "failed", "cancelled", "timed_out"):
+            self.engine.finished(self.rec.id, self.definition)
+
+    @staticmethod
+    def _step_write(s: State, path: str) -> repo.StepWrite:
+        st = s.steps[path]
+        return repo.StepWrite(
+            path=path, status=st.status, input=st.input, output=st.output, error=st.error, attempts=st.attempts,
+            iteration=st.iteration, started_at=st.started_at, completed_at=st.completed_at, next_attempt_at=st.wake_at,
+        )
+
+    # -- running -----------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            if self.state.status == "pending":
+                self.apply(interp.Start())
+            self.deliver_events()
+            self.apply(interp.Tick())
+            await self.loop()
+        except errors.LeaseLost:
+            _log.info("lease on %s lost; another worker owns it now", self.rec.id)
+            for task in self.inflight.values():
+                task.cancel()
+        except errors.ExpressionError as exc:
+            self.fail_instance(exc)
+
+    def fail_instance(self, exc: BaseException) -> None:
+        """A flow rule could not be evaluated (e.g. a condition raised): the instance fails cleanly."""
+        s = self.state
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        decision = interp.decide(self.plan, s, interp.Cancel("failed"), self.now, self.rec.id)
+        decision.state.status = "failed"
+        decision.state.error = error
+        decision.history = [h for h in decision.history if h.type != "workflow.cancelled"]
+        decision.history.append(interp.HistoryItem("workflow.failed", None, {"error": error}))
+        self.commit(decision, [])
+
+    def deliver_events(self) -> None:
+        if not any(self.state.steps[p].phase == "event" for p in self.state.active if p in self.state.steps):
+            return
+        for ev in self.engine.repo.pending_events(self.rec.id):
+            waiting = [p for p in self.state.active if self.state.steps[p].phase == "event" and self.state.steps[p].event == ev.name]
+            if waiting:
+                self.apply(interp.EventArrived(ev.name, ev.data), consume=[ev.id])
+
+    async def loop(self) -> None:
+        settings = self.engine.settings
+        stalled = 0
+        while self.state.status in ("running", "waiting"):
+            if not self.paused:
+                for path in interp.Decision(self.state).runnable(self.plan):
+                    if path not in self.inflight:
+                        self.inflight[path] = asyncio.ensure_future(self.execute(path))
+            if not self.inflight:
+                wake = interp.next_wake(self.state)
+                if self.paused or wake is None:
+                    return
+                delay = (wake - self.now).total_seconds()
+                if delay > settings.inline_wait or not self.engine.clock.real:
+                    if delay <= 0 and stalled < 3:
+                        stalled += 1  # a due timer the tick cannot fire must not spin forever
+                        self.apply(interp.Tick())
+                        continue
+                    return
+                await self.engine.clock.sleep(delay)
+                self.heartbeat()
+                self.apply(interp.Tick())
+                continue
+            done, _ = await asyncio.wait(self.inflight.values(), timeout=settings.lease / 3, return_when=asyncio.FIRST_COMPLETED)
+            self.heartbeat()
+            for path, task in list(self.inflight.items()):
+                if task in done:
+                    del self.inflight[path]
+                    outcome = task.result()
+                    if outcome.ok:
+                        self.apply(interp.StepSucceeded(path, outcome.output))
+                    else:
+                        self.apply(interp.StepFailed(path, outcome.error or {}, outcome.retryable))
+            self.deliver_events()
+            if self.state.deadline is not None and self.now >= self.state.deadline:
+                self.apply(interp.Tick())
+        for task in self.inflight.values():
+            task.cancel()
+
+    def heartbeat(self) -> None:
+        until = self.now + timedelta(seconds=self.engine.settings.lease)
+        if not self.engine.repo.heartbeat(self.rec.id, self.epoch, until):
+            raise errors.LeaseLost(f"instance {self.rec.id} was taken over")
+
+    async def execute(self, path: str) -> Outcome:
+        st = self.state.steps[path]
+        node = self.plan.node(path)
+        step = node.step
+        assert isinstance(step, models.TaskStep | models.PollStep)
+        target = step.handler if isinstance(step, models.TaskStep) else step.check
+        fn: Callable[..., Any] = self.engine.resolve_action(target)
+        view = flowctx.view(self.plan, self.state, path, st.prev, self.rec.id)
+        key = f"{self.rec.id}/{path}/{st.iteration}"
+        ctx = StepContext(
+            view, attempt=st.attempts, idempotency_key=key,
+            set_metadata=lambda k, v: self.engine.set_metadata_key(self.rec.id, k, v),
+            emit=lambda name, data: self.engine.publish(self.rec, name, path, {"data": data}),
+        )
+        policy = flowctx.retry_policy(self.definition, step)
+        return await self.engine.executor.run(fn, step, st.input, ctx, policy)

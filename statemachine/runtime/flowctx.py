@@ -1,0 +1,216 @@
+"""What flow decisions read: the view of an instance from one step, and pure helpers on it.
+
+Conditions, input mappers, transforms and ``until`` callables get a ``FlowView`` (the read-only
+half of ``StepContext``); expressions get the same data as names.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import tenacity
+
+from statemachine import errors
+from statemachine.definition import expressions, models
+from statemachine.runtime import plan as plans
+from statemachine.runtime.state import State
+
+
+@dataclass(frozen=True)
+class FlowView:
+    """Read-only data a step sees: workflow input, visible step outputs, ``prev``, metadata."""
+
+    input: Any
+    steps: Mapping[str, Any]
+    prev: Any
+    metadata: Mapping[str, Any]
+    instance_id: str
+    workflow_name: str
+    step_name: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def names(self) -> dict[str, Any]:
+        names: dict[str, Any] = {k: v for k, v in self.steps.items() if k.isidentifier()}
+        names.update(input=self.input, steps=dict(self.steps), prev=self.prev, metadata=dict(self.metadata), event=None)
+        names.update(self.extra)
+        return names
+
+
+def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
+    """Outputs by step name: enclosing scopes first, so the branch's own names win."""
+    prefixes = [""]
+    parts = path.split("/")
+    for i in range(1, len(parts) - 1, 2):
+        prefixes.append("/".join(parts[: i + 1]) + "/")
+    out: dict[str, Any] = {}
+    for prefix in prefixes:
+        scope = plan.scopes.get(prefix)
+        if scope is None:
+            continue
+        for step in scope.steps:
+            st = state.steps.get(prefix + step.name)
+            if st is not None and st.status == "completed":
+                out[step.name] = st.output
+    return out
+
+
+def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_id: str) -> FlowView:
+    if prev is None:
+        node = plan.node(path)
+        prev_value = state.input if node.scope.parent is None else _scope_input(plan, state, node)
+    else:
+        p = state.steps.get(prev)
+        prev_value = None if p is None else (p.output if p.status == "completed" else {"error": p.error})
+    return FlowView(
+        input=state.input, steps=MappingProxyType(visible_steps(plan, state, path)), prev=prev_value,
+        metadata=MappingProxyType(dict(state.metadata)), instance_id=instance_id,
+        workflow_name=plan.definition.name, step_name=path,
+    )
+
+
+def _scope_input(plan: plans.Plan, state: State, node: plans.Node) -> Any:
+    parent = state.steps.get(node.scope.parent or "")
+    if parent is None or parent.prev is None:
+        return state.input
+    before = state.steps.get(parent.prev)
+    return None if before is None else before.output
+
+
+def call_user(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call with as many positional arguments as ``fn`` accepts."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_all = any(p.kind == p.VAR_POSITIONAL for p in params)
+        count = len(args) if takes_all else min(len(args), len(positional))
+    except (TypeError, ValueError):
+        count = len(args)
+    return fn(*args[:count])
+
+
+def evaluate(value: models.ExprOrFn, view_: FlowView, *, what: str) -> Any:
+    if isinstance(value, str):
+        return expressions.compile_expression(value).evaluate(view_.names())
+    try:
+        return call_user(value, view_)
+    except errors.StatemachineError:
+        raise
+    except Exception as exc:
+        raise errors.ExpressionError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def condition(value: models.ExprOrFn, view_: FlowView, *, what: str) -> bool:
+    if isinstance(value, str):
+        return expressions.compile_expression(value).evaluate_condition(view_.names())
+    result = evaluate(value, view_, what=what)
+    if not isinstance(result, bool):
+        raise errors.ExpressionError(f"{what} returned {type(result).__name__}, expected True or False")
+    return result
+
+
+def condition_with_values(value: models.ExprOrFn, view_: FlowView, *, what: str) -> tuple[bool, dict[str, Any]]:
+    """The result plus the values of the names it read, for history ("why was this skipped")."""
+    ok = condition(value, view_, what=what)
+    if not isinstance(value, str):
+        return ok, {}
+    names = view_.names()
+    read = expressions.compile_expression(value).names
+    return ok, {n: names.get(n) for n in sorted(read)}
+
+
+def describe(value: models.ExprOrFn) -> str:
+    return value if isinstance(value, str) else getattr(value, "__qualname__", repr(value))
+
+
+def choose(step: models.ChoiceStep, view_: FlowView) -> str | None:
+    for i, rule in enumerate(step.choices):
+        if condition(rule.condition, view_, what=f"choice {i} of {view_.step_name!r}"):
+            return rule.next
+    return step.default
+
+
+def task_input(step: models.TaskStep | models.PollStep, view_: FlowView) -> Any:
+    if step.input is None:
+        return copy.deepcopy(view_.prev)
+    if callable(step.input):
+        return call_user(step.input, copy.deepcopy(view_.prev), copy.deepcopy(view_.input))
+    return expressions.render_value(step.input, view_.names())
+
+
+def pass_output(step: models.PassStep, view_: FlowView) -> Any:
+    if step.transform is not None:
+        return evaluate(step.transform, view_, what=f"transform of {view_.step_name!r}")
+    if step.result is not None:
+        return expressions.render_value(step.result, view_.names())
+    return view_.prev
+
+
+def until(step: models.WaitStep, view_: FlowView) -> datetime:
+    value = step.until
+    if not isinstance(value, datetime) and value is not None:
+        value = evaluate(value, view_, what=f"until of {view_.step_name!r}")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise errors.ExpressionError(f"until of {view_.step_name!r} gave {value!r}, not an ISO-8601 time") from exc
+    if not isinstance(value, datetime):
+        raise errors.ExpressionError(f"until of {view_.step_name!r} gave {type(value).__name__}, expected a datetime")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def poll_result(output: Any) -> tuple[bool, Any]:
+    if isinstance(output, Mapping) and "done" in output:
+        return bool(output["done"]), output.get("result")
+    if isinstance(output, bool):
+        return output, None
+    return output is not None, output
+
+
+def retry_policy(definition: models.WorkflowDefinition, step: models.StepBase) -> models.RetryPolicy | None:
+    if isinstance(step, models.TaskStep):
+        return step.retry or definition.default_retry
+    return None
+
+
+def retry_delay(policy: models.RetryPolicy, failures: int) -> float:
+    """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts."""
+    wait = tenacity.wait_exponential(
+        multiplier=policy.interval, exp_base=policy.backoff_rate, max=max(policy.max_interval, policy.interval), min=0
+    )
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = failures
+    return float(wait(state))
+
+
+def retryable(policy: models.RetryPolicy | None, exc: BaseException) -> bool:
+    if isinstance(exc, errors.CriticalError) or policy is None:
+        return False
+    if policy.retry_on is None:
+        return True
+    return isinstance(exc, policy.retry_on)
+
+
+def trigger_ok(rule: str, statuses: list[str]) -> bool:
+    ok = sum(1 for s in statuses if s == "completed")
+    failed = sum(1 for s in statuses if s in ("failed", "cancelled"))
+    if rule == "all_success":
+        return ok == len(statuses)
+    if rule == "all_done" or rule == "always":
+        return True
+    if rule == "one_success":
+        return ok >= 1
+    return failed == 0 and (ok >= 1 or not statuses)
+
+
+def names_for(view_: FlowView, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    names = view_.names()
+    if extra:
+        names.update(extra)
+    return names

@@ -1,0 +1,52 @@
+"""Making handler outputs storable JSON, the same way on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel
+
+from statemachine import errors
+
+MAX_BYTES = 1_000_000
+
+
+def _check(value: Any, where: str) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"{where}: strings must not contain NUL characters (\\u0000)")
+        elif isinstance(item, float):
+            if math.isnan(item) or math.isinf(item):
+                raise ValueError(f"{where}: {item} is not valid JSON (NaN and Infinity cannot be stored)")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise ValueError(f"{where}: dict keys must be strings, got {type(k).__name__}")
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is None or isinstance(item, bool | int):
+            continue
+        else:
+            raise ValueError(f"{where}: {type(item).__name__} is not JSON (return dicts, lists, str, numbers, bool, None or a pydantic model)")
+
+
+def to_storable(value: Any, *, what: str, step: str | None = None, limit: int = MAX_BYTES) -> Any:
+    """JSON-safe copy of ``value``; pydantic models are dumped; anything else fails clearly."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        _check(value, what)
+        text = json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise errors.OutputNotStorable(str(exc), step=step) from None
+    if len(text) > limit:
+        raise errors.OutputNotStorable(f"{what} is {len(text)} bytes of JSON, over the {limit}-byte limit", step=step)
+    return json.loads(text)

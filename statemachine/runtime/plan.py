@@ -1,0 +1,88 @@
+"""A definition indexed for running: every step path with its scope, position and neighbours.
+
+Built once per definition (cached), so the interpreter never re-walks or re-validates the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from statemachine.definition import graph, models
+
+
+@dataclass(frozen=True)
+class Scope:
+    prefix: str  # "" for the top level, "fulfill/shipping/" for a branch
+    steps: tuple[models.StepBase, ...]
+    parent: str | None  # path of the parallel/map step that owns this scope
+    branch: str | None
+    dag: bool
+    dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    leaves: tuple[str, ...] = ()
+    handlers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Node:
+    path: str
+    step: models.StepBase
+    scope: Scope
+    index: int
+
+
+class Plan:
+    def __init__(self, definition: models.WorkflowDefinition) -> None:
+        self.definition = definition
+        self.nodes: dict[str, Node] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.top = self._scope(definition.steps, "", None, None)
+        self.top_level_count = len(definition.steps)
+
+    def _scope(self, steps: tuple[models.StepBase, ...], prefix: str, parent: str | None, branch: str | None) -> Scope:
+        dag = graph.is_dag_scope(steps)
+        dependents: dict[str, list[str]] = {s.name: [] for s in steps}
+        for s in steps:
+            for dep in s.depends_on:
+                dependents.setdefault(dep, []).append(s.name)
+        leaves = tuple(s.name for s in steps if not dependents.get(s.name))
+        scope = Scope(
+            prefix, steps, parent, branch, dag, {k: tuple(v) for k, v in dependents.items()}, leaves,
+            frozenset(graph.error_targets(steps)),
+        )
+        self.scopes[prefix] = scope
+        for i, step in enumerate(steps):
+            path = prefix + step.name
+            self.nodes[path] = Node(path, step, scope, i)
+            for br in models.child_branches(step):
+                self._scope(br.steps, f"{path}/{br.name}/", path, br.name)
+        return scope
+
+    def node(self, path: str) -> Node:
+        return self.nodes[path]
+
+    def roots(self, scope: Scope) -> list[str]:
+        return [scope.prefix + name for name in graph.roots(scope.steps)]
+
+    def next_of(self, node: Node) -> str | None:
+        nxt = graph.sequential_next(node.scope.steps, node.index)
+        return None if nxt is None else node.scope.prefix + nxt
+
+    def sibling(self, node: Node, name: str) -> str:
+        return node.scope.prefix + name
+
+    def branch_scopes(self, path: str) -> list[Scope]:
+        node = self.nodes[path]
+        return [self.scopes[f"{path}/{br.name}/"] for br in models.child_branches(node.step)]
+
+
+_PLANS: dict[int, Plan] = {}
+
+
+def plan_for(definition: models.WorkflowDefinition) -> Plan:
+    """Cached by identity: definitions may hold unhashable values (dict inputs)."""
+    found = _PLANS.get(id(definition))
+    if found is None or found.definition is not definition:
+        if len(_PLANS) > 512:
+            _PLANS.clear()
+        found = _PLANS[id(definition)] = Plan(definition)
+    return found

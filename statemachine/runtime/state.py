@@ -1,0 +1,117 @@
+"""The persisted state of one instance as the interpreter sees it (plain, JSON-friendly data)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from statemachine import records
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass
+class StepState:
+    path: str
+    status: str = "pending"
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    iteration: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    wake_at: datetime | None = None  # next retry, poll, delay or timer
+    phase: str = ""  # delay | run | retry | poll | timer | event | loop
+    event: str | None = None
+    deadline: datetime | None = None
+    prev: str | None = None  # the step whose output led here
+    handled: bool = False  # a failure taken by onError continue/branch
+
+    def record(self) -> records.StepResult:
+        return records.StepResult(
+            step_name=self.path, status=self.status, input=self.input, output=self.output,  # type: ignore[arg-type]
+            error=self.error, attempts=self.attempts, iteration=self.iteration, started_at=self.started_at,
+            completed_at=self.completed_at, next_attempt_at=self.wake_at,
+        )
+
+    def extra(self) -> dict[str, Any]:
+        """What the step table does not hold; kept in the instance's state column."""
+        out: dict[str, Any] = {}
+        for key in ("phase", "event", "prev"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.deadline:
+            out["deadline"] = self.deadline.isoformat()
+        if self.wake_at:
+            out["wake_at"] = self.wake_at.isoformat()
+        if self.handled:
+            out["handled"] = True
+        return out
+
+
+@dataclass
+class State:
+    status: str = "pending"
+    input: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, StepState] = field(default_factory=dict)
+    active: list[str] = field(default_factory=list)
+    loops: dict[str, int] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # completion order, for compensation
+    branches: dict[str, dict[str, Any]] = field(default_factory=dict)  # parallel path -> branch -> result
+    deadline: datetime | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def step(self, path: str) -> StepState:
+        found = self.steps.get(path)
+        if found is None:
+            found = self.steps[path] = StepState(path)
+        return found
+
+    def frontier_json(self) -> dict[str, Any]:
+        """The instance's ``state`` column: everything but step rows' own columns."""
+        return {
+            "active": list(self.active),
+            "loops": dict(self.loops),
+            "order": list(self.order),
+            "branches": self.branches,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
+        }
+
+    @classmethod
+    def restore(
+        cls, *, status: str, input: Any, metadata: dict[str, Any], frontier: dict[str, Any],
+        steps: list[records.StepResult], output: Any = None, error: Any = None,
+        started_at: datetime | None = None, completed_at: datetime | None = None,
+    ) -> State:
+        state = cls(status=status, input=input, metadata=dict(metadata), output=output, error=error,
+                    started_at=started_at, completed_at=completed_at)
+        state.active = list(frontier.get("active", []))
+        state.loops = dict(frontier.get("loops", {}))
+        state.order = list(frontier.get("order", []))
+        state.branches = dict(frontier.get("branches", {}))
+        state.deadline = _dt(frontier.get("deadline"))
+        extra: dict[str, dict[str, Any]] = frontier.get("extra", {})
+        for r in steps:
+            x = extra.get(r.step_name, {})
+            state.steps[r.step_name] = StepState(
+                path=r.step_name, status=r.status, input=r.input, output=r.output, error=r.error,
+                attempts=r.attempts, iteration=r.iteration, started_at=r.started_at, completed_at=r.completed_at,
+                wake_at=_dt(x.get("wake_at")) or r.next_attempt_at, phase=x.get("phase", ""), event=x.get("event"),
+                deadline=_dt(x.get("deadline")), prev=x.get("prev"), handled=bool(x.get("handled")),
+            )
+        return state
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,75 @@
+"""Opening a database: SQLite pragmas and BEGIN IMMEDIATE, Postgres pooling, schema upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine as SAEngine
+
+from statemachine import errors
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str | None) -> str:
+    """Accept SQLAlchemy URLs plus two shorthands: a bare file path and ``postgresql://``."""
+    if not url:
+        return "sqlite:///statemachine.db"
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str | None, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> SAEngine:
+    url = normalise_url(url)
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False})
+            _sqlite_setup(engine, synchronous, busy_timeout_ms)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        hint = " (install the postgres extra: pip install 'durable-statemachine[postgres]')" if "postgres" in url else ""
+        raise errors.StoreError(f"cannot open database {url!r}: {exc}{hint}") from exc
+    return engine
+
+
+def _sqlite_setup(engine: SAEngine, synchronous: str, busy_timeout_ms: int) -> None:
+    if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+        raise errors.StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # a deferred transaction that reads then writes fails at once with "database is locked"
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade(engine: SAEngine) -> None:
+    """Bring the schema to the newest migration; concurrent callers serialise on a lock."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StoreError(f"cannot prepare the database schema: {exc}") from exc

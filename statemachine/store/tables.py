@@ -1,0 +1,89 @@
+"""The schema, as SQLModel tables. Private to ``store``: the rest of the package sees records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+
+
+def _ts(index: bool = False, nullable: bool = True) -> datetime | None:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
+
+
+class DefinitionRow(SQLModel, table=True):
+    __tablename__ = "sm_definition"
+    hash: str = Field(primary_key=True, max_length=64)
+    name: str = Field(index=True, max_length=200)
+    version: str = Field(max_length=100)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime | None = _ts()
+
+
+class InstanceRow(SQLModel, table=True):
+    __tablename__ = "sm_instance"
+    __table_args__ = (
+        Index("ix_sm_instance_due", "status", "wake_at"),
+        Index("ix_sm_instance_wf_status", "workflow_name", "status"),
+    )
+    id: str = Field(primary_key=True, max_length=200)
+    workflow_name: str = Field(max_length=200)
+    workflow_version: str = Field(max_length=100)
+    definition_hash: str = Field(max_length=64)
+    status: str = Field(max_length=20)
+    current_step: str | None = Field(default=None, max_length=500)
+    input: object = Field(default=None, sa_column=Column(JSON))
+    output: object = Field(default=None, sa_column=Column(JSON))
+    error: object = Field(default=None, sa_column=Column(JSON))
+    meta: object = Field(default=None, sa_column=Column("metadata", JSON))
+    state: object = Field(default=None, sa_column=Column(JSON))
+    parent_id: str | None = Field(default=None, max_length=200, index=True)
+    wake_at: datetime | None = _ts()
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = _ts()
+    lease_epoch: int = 0
+    recoveries: int = 0
+    history_seq: int = 0
+    created_at: datetime | None = _ts(index=True)
+    started_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts()
+
+
+class StepRow(SQLModel, table=True):
+    __tablename__ = "sm_step"
+    instance_id: str = Field(primary_key=True, max_length=200)
+    path: str = Field(primary_key=True, max_length=500)
+    status: str = Field(max_length=20)
+    input: object = Field(default=None, sa_column=Column(JSON))
+    output: object = Field(default=None, sa_column=Column(JSON))
+    error: object = Field(default=None, sa_column=Column(JSON))
+    attempts: int = 0
+    iteration: int = 0
+    started_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    next_attempt_at: datetime | None = _ts()
+
+
+class HistoryRow(SQLModel, table=True):
+    __tablename__ = "sm_history"
+    instance_id: str = Field(primary_key=True, max_length=200)
+    seq: int = Field(primary_key=True)
+    at: datetime | None = _ts()
+    type: str = Field(max_length=200)
+    step: str | None = Field(default=None, max_length=500)
+    data: object = Field(default=None, sa_column=Column(JSON))
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "sm_event"
+    __table_args__ = (Index("ix_sm_event_pending", "instance_id", "consumed_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    instance_id: str = Field(max_length=200)
+    name: str = Field(max_length=200)
+    data: object = Field(default=None, sa_column=Column(JSON))
+    received_at: datetime | None = _ts()
+    consumed_at: datetime | None = _ts()
