@@ -30,7 +30,8 @@ class ShopActions:
     def chargePayment(self, data: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         # the idempotency key makes a re-run after a crash charge once, not twice
         charge = self.charges.setdefault(
-            ctx.idempotency_key, {"charge_id": f"ch_{len(self.charges) + 1}", "amount": data.get("amount")}
+            ctx.idempotency_key,
+            {"charge_id": f"ch_{len(self.charges) + 1}", "amount": data.get("amount")},
         )
         return charge
 

@@ -1,6 +1,6 @@
 """The README's main job: run the order-processing workflow from YAML on the embedded SQLite file.
 
-    python examples/quickstart.py [DB_URL]
+python examples/quickstart.py [DB_URL]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from statemachine import Engine, load_yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from actions import ShopActions  # noqa: E402
+from actions import ShopActions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +21,16 @@ def main(url: str = "sqlite:///statemachine.db") -> int:
     engine = Engine(url)
     engine.register_actions(ShopActions())
     engine.register(load_yaml(ROOT / "definitions" / "order-processing.yaml"))
-    engine.on("workflow.step.completed", lambda ev: print(f"  step {ev['step']}: {json.dumps(ev['output'])}"))
-    order = {"order_id": "o-1001", "items": ["book", "pen"], "amount": 42.5, "email": "ada@example.com"}
+    engine.on(
+        "workflow.step.completed",
+        lambda ev: print(f"  step {ev['step']}: {json.dumps(ev['output'])}"),
+    )
+    order = {
+        "order_id": "o-1001",
+        "items": ["book", "pen"],
+        "amount": 42.5,
+        "email": "ada@example.com",
+    }
     print(f"running order-processing on {url}")
     instance = engine.execute("order-processing", order)
     print(f"{instance.id}: {instance.status}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import inspect
 import os
@@ -53,7 +54,9 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="statemachine-loop", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="statemachine-loop", daemon=True
+        )
         self.thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -80,7 +83,9 @@ class Engine:
         base = settings or EngineSettings()
         self.settings = EngineSettings(
             lease=_seconds(lease, "lease") if settings is None else base.lease,
-            inline_wait=base.inline_wait, max_recoveries=base.max_recoveries, synchronous=base.synchronous,
+            inline_wait=base.inline_wait,
+            max_recoveries=base.max_recoveries,
+            synchronous=base.synchronous,
         )
         self.clock: clocks.Clock = clock or clocks.SystemClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -117,11 +122,19 @@ class Engine:
                     continue
                 self._actions[name] = value
 
-    def register(self, definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition], max_concurrent: int | None = None) -> None:
-        items = [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
+    def register(
+        self,
+        definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition],
+        max_concurrent: int | None = None,
+    ) -> None:
+        items = (
+            [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
+        )
         for item in items:
             if not isinstance(item, models.WorkflowDefinition):
-                raise errors.DefinitionError(f"register takes WorkflowDefinition objects, not {type(item).__name__}")
+                raise errors.DefinitionError(
+                    f"register takes WorkflowDefinition objects, not {type(item).__name__}"
+                )
             self._check_actions(item)
         now = self.clock.now()
         for item in items:
@@ -141,8 +154,14 @@ class Engine:
             for name in names:
                 if isinstance(name, str) and name not in self._actions:
                     hint = issues.did_you_mean(name, self._actions)
-                    found.append(errors.Issue(f"step {path!r} uses action {name!r}, which is not registered{hint}",
-                                              location=path, path=definition.source_path, code="unknown_action"))
+                    found.append(
+                        errors.Issue(
+                            f"step {path!r} uses action {name!r}, which is not registered{hint}",
+                            location=path,
+                            path=definition.source_path,
+                            code="unknown_action",
+                        )
+                    )
         if found:
             raise errors.DefinitionError(found)
 
@@ -151,16 +170,21 @@ class Engine:
             return target  # type: ignore[no-any-return]
         fn = self._actions.get(target)
         if fn is None:
-            raise errors.DefinitionError(f"action {target!r} is not registered{issues.did_you_mean(target, self._actions)}")
+            raise errors.DefinitionError(
+                f"action {target!r} is not registered{issues.did_you_mean(target, self._actions)}"
+            )
         return fn
 
     def definition(self, name: str) -> models.WorkflowDefinition:
         key = self._latest.get(name)
         if key is None:
-            raise errors.WorkflowNotFound(name, f"no workflow named {name!r} is registered{issues.did_you_mean(name, self._latest)}")
+            raise errors.WorkflowNotFound(
+                name,
+                f"no workflow named {name!r} is registered{issues.did_you_mean(name, self._latest)}",
+            )
         return self._definitions[key]
 
-    def definitions(self) -> list[models.WorkflowDefinition]:
+    def definitions(self) -> builtins.list[models.WorkflowDefinition]:
         return [self._definitions[h] for h in self._latest.values()]
 
     def _definition_for(self, rec: repo.InstanceRecord) -> models.WorkflowDefinition:
@@ -169,7 +193,10 @@ class Engine:
             return found
         body = self.repo.load_definition(rec.definition_hash)
         if body is None:
-            raise errors.WorkflowNotFound(rec.workflow_name, f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored")
+            raise errors.WorkflowNotFound(
+                rec.workflow_name,
+                f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored",
+            )
         try:
             definition = loader.load_dict(body)
         except errors.DefinitionError as exc:
@@ -183,27 +210,58 @@ class Engine:
         return definition
 
     # -- starting ----------------------------------------------------------------------
-    def start(self, workflow: str, input: Any = None, instance_id: str | None = None, *, parent_id: str | None = None,
-              _definition: models.WorkflowDefinition | None = None) -> str:
+    def start(
+        self,
+        workflow: str,
+        input: Any = None,
+        instance_id: str | None = None,
+        *,
+        parent_id: str | None = None,
+        _definition: models.WorkflowDefinition | None = None,
+    ) -> str:
         definition = _definition or self.definition(workflow)
         data = self._validate_input(definition, input)
         iid = instance_id or uuid.uuid4().hex
         if not isinstance(iid, str) or not iid or len(iid) > 200:
-            raise errors.InputValidationError("instance_id must be a non-empty string of at most 200 characters")
+            raise errors.InputValidationError(
+                "instance_id must be a non-empty string of at most 200 characters"
+            )
         now = self.clock.now()
         values = {
-            "id": iid, "workflow_name": definition.name, "workflow_version": definition.version,
-            "definition_hash": definition.hash, "status": "pending", "input": data, "metadata": {}, "state": {},
-            "parent_id": parent_id, "wake_at": now, "lease_epoch": 0, "recoveries": 0, "created_at": now, "updated_at": now,
+            "id": iid,
+            "workflow_name": definition.name,
+            "workflow_version": definition.version,
+            "definition_hash": definition.hash,
+            "status": "pending",
+            "input": data,
+            "metadata": {},
+            "state": {},
+            "parent_id": parent_id,
+            "wake_at": now,
+            "lease_epoch": 0,
+            "recoveries": 0,
+            "created_at": now,
+            "updated_at": now,
         }
-        started = repo.HistoryWrite("workflow.started", None, {"input": data, "version": definition.version}, now)
+        started = repo.HistoryWrite(
+            "workflow.started", None, {"input": data, "version": definition.version}, now
+        )
         if self.repo.create_instance(values, [started]):
-            self.publish_raw({"type": "workflow.started", "instance_id": iid, "workflow_name": definition.name, "input": data})
+            self.publish_raw(
+                {
+                    "type": "workflow.started",
+                    "instance_id": iid,
+                    "workflow_name": definition.name,
+                    "input": data,
+                }
+            )
         else:
             existing = self.repo.get(iid)
             if existing is not None and existing.workflow_name != definition.name:
                 raise errors.InvalidTransition(
-                    f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}", instance_id=iid)
+                    f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}",
+                    instance_id=iid,
+                )
         return iid
 
     def _validate_input(self, definition: models.WorkflowDefinition, input: Any) -> Any:
@@ -213,13 +271,16 @@ class Engine:
             except ValidationError as exc:
                 raise errors.InputValidationError(
                     f"input of workflow {definition.name!r} is invalid: {exc}",
-                    errors=[dict(e) for e in exc.errors(include_url=False, include_context=False)]) from None
+                    errors=[dict(e) for e in exc.errors(include_url=False, include_context=False)],
+                ) from None
         try:
             return jsondata.to_storable(input, what=f"input of workflow {definition.name!r}")
         except errors.OutputNotStorable as exc:
             raise errors.InputValidationError(str(exc)) from None
 
-    def execute(self, workflow: str, input: Any = None, instance_id: str | None = None) -> records.WorkflowInstance:
+    def execute(
+        self, workflow: str, input: Any = None, instance_id: str | None = None
+    ) -> records.WorkflowInstance:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
         iid = self.start(workflow, input, instance_id)
         self._call(self._drive(iid))
@@ -242,21 +303,47 @@ class Engine:
     def _instance(self, rec: repo.InstanceRecord) -> records.WorkflowInstance:
         steps = {s.step_name: s for s in self.repo.steps(rec.id)}
         return records.WorkflowInstance(
-            id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
-            definition_hash=rec.definition_hash, status=rec.status,  # type: ignore[arg-type]
-            current_step=rec.current_step, input=rec.input, output=rec.output, error=rec.error, step_results=steps,
-            metadata=rec.metadata, parent_id=rec.parent_id, created_at=rec.created_at, started_at=rec.started_at,
-            completed_at=rec.completed_at, wake_at=rec.wake_at,
+            id=rec.id,
+            workflow_name=rec.workflow_name,
+            workflow_version=rec.workflow_version,
+            definition_hash=rec.definition_hash,
+            status=rec.status,
+            current_step=rec.current_step,
+            input=rec.input,
+            output=rec.output,
+            error=rec.error,
+            step_results=steps,
+            metadata=rec.metadata,
+            parent_id=rec.parent_id,
+            created_at=rec.created_at,
+            started_at=rec.started_at,
+            completed_at=rec.completed_at,
+            wake_at=rec.wake_at,
         )
 
-    def list(self, workflow: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0) -> list[records.WorkflowInstance]:
+    def list(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[records.WorkflowInstance]:
         if status is not None and status not in records.InstanceStatus.__args__:  # type: ignore[attr-defined]
-            raise errors.InputValidationError(f"unknown status {status!r}{issues.did_you_mean(status, records.InstanceStatus.__args__)}")  # type: ignore[attr-defined]
-        if not (isinstance(limit, int) and 0 < limit <= 10_000 and isinstance(offset, int) and offset >= 0):
+            raise errors.InputValidationError(
+                f"unknown status {status!r}{issues.did_you_mean(status, records.InstanceStatus.__args__)}"
+            )  # type: ignore[attr-defined]
+        if not (
+            isinstance(limit, int)
+            and 0 < limit <= 10_000
+            and isinstance(offset, int)
+            and offset >= 0
+        ):
             raise errors.InputValidationError("limit must be 1..10000 and offset >= 0")
-        return [self._instance(r) for r in self.repo.list(workflow, status, limit, offset)]
+        return [
+            self._instance(r) for r in self.repo.list_instances(workflow, status, limit, offset)
+        ]
 
-    def history(self, instance_id: str) -> list[records.HistoryEntry]:
+    def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         self._record(instance_id)
         return self.repo.history(instance_id)
 
@@ -264,8 +351,18 @@ class Engine:
     def on(self, pattern: str, callback: events.Listener) -> Callable[[], None]:
         return self.bus.on(pattern, callback)
 
-    def publish(self, rec: repo.InstanceRecord, type_: str, step: str | None, data: dict[str, Any]) -> None:
-        self.publish_raw({"type": type_, "instance_id": rec.id, "workflow_name": rec.workflow_name, "step": step, **data})
+    def publish(
+        self, rec: repo.InstanceRecord, type_: str, step: str | None, data: dict[str, Any]
+    ) -> None:
+        self.publish_raw(
+            {
+                "type": type_,
+                "instance_id": rec.id,
+                "workflow_name": rec.workflow_name,
+                "step": step,
+                **data,
+            }
+        )
 
     def publish_raw(self, event: dict[str, Any]) -> None:
         self.bus.publish(event)
@@ -277,7 +374,9 @@ class Engine:
             except Exception:  # a callback must not break the engine
                 import logging
 
-                logging.getLogger("statemachine.engine").exception("on_complete of %s failed", instance_id)
+                logging.getLogger("statemachine.engine").exception(
+                    "on_complete of %s failed", instance_id
+                )
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
@@ -285,7 +384,11 @@ class Engine:
             raise errors.InputValidationError("an event needs a non-empty name")
         rec = self._record(instance_id)
         if rec.status in records.TERMINAL:
-            raise errors.InvalidTransition(f"instance {instance_id} is {rec.status}; it takes no more events", instance_id=instance_id, status=rec.status)
+            raise errors.InvalidTransition(
+                f"instance {instance_id} is {rec.status}; it takes no more events",
+                instance_id=instance_id,
+                status=rec.status,
+            )
         try:
             payload = jsondata.to_storable(data, what=f"data of event {name!r}")
         except errors.OutputNotStorable as exc:
@@ -293,13 +396,13 @@ class Engine:
         now = self.clock.now()
         self.repo.add_event(instance_id, name, payload, now, wake=True)
 
-    def emit(self, name: str, data: Any = None) -> list[str]:
+    def emit(self, name: str, data: Any = None) -> builtins.list[str]:
         """Start every registered workflow that has a trigger matching this event."""
         from statemachine.definition import expressions
 
         if not isinstance(name, str) or not name:
             raise errors.InputValidationError("an event needs a non-empty name")
-        started: list[str] = []
+        started: builtins.list[str] = []
         for definition in self.definitions():
             for trig in definition.triggers:
                 if trig.event != name:
@@ -308,7 +411,9 @@ class Engine:
                     names = dict(data) if isinstance(data, dict) else {}
                     names.update(event=data, input=data)
                     try:
-                        if not expressions.compile_expression(trig.condition).evaluate_condition(names):
+                        if not expressions.compile_expression(trig.condition).evaluate_condition(
+                            names
+                        ):
                             continue
                     except errors.ExpressionError:
                         continue
@@ -330,24 +435,44 @@ class Engine:
         self.update_metadata(instance_id, {key: value})
 
     # -- control -----------------------------------------------------------------------
-    def _control(self, instance_id: str, allowed: tuple[str, ...], verb: str, values: dict[str, Any], event: str,
-                 fence: bool = False, decision: interp.Decision | None = None) -> None:
+    def _control(
+        self,
+        instance_id: str,
+        allowed: tuple[str, ...],
+        verb: str,
+        values: dict[str, Any],
+        event: str,
+        fence: bool = False,
+        decision: interp.Decision | None = None,
+    ) -> None:
         rec = self._record(instance_id)
         if rec.status not in allowed:
             raise errors.InvalidTransition(
                 f"cannot {verb} instance {instance_id}: it is {rec.status} (allowed when {', '.join(allowed)})",
-                instance_id=instance_id, status=rec.status)
+                instance_id=instance_id,
+                status=rec.status,
+            )
         now = self.clock.now()
         vals = {**values, "updated_at": now}
         if fence:
-            vals.update(lease_epoch=repo.IT.c.lease_epoch + 1, lease_owner=None, lease_expires_at=None)
-        steps: list[repo.StepWrite] = []
+            vals.update(
+                lease_epoch=repo.IT.c.lease_epoch + 1, lease_owner=None, lease_expires_at=None
+            )
+        steps: builtins.list[repo.StepWrite] = []
         history = [repo.HistoryWrite(event, None, {}, now)]
         if decision is not None:
             vals["state"] = decision.state.frontier_json()
-            steps = [InstanceRunner._step_write(decision.state, p) for p in decision.changed if "#" not in p]
+            steps = [
+                InstanceRunner._step_write(decision.state, p)
+                for p in decision.changed
+                if "#" not in p
+            ]
             history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
-        done = self.repo.commit_transition(repo.Transition(instance_id, None, vals, steps, history, [], expect_status=(rec.status,)))
+        done = self.repo.commit_transition(
+            repo.Transition(
+                instance_id, None, vals, steps, history, [], expect_status=(rec.status,)
+            )
+        )
         if not done:
             return self._control(instance_id, allowed, verb, values, event, fence, None)
         for h in history:
@@ -356,12 +481,24 @@ class Engine:
             self.finished(instance_id, self._definition_for(rec))
 
     def pause(self, instance_id: str) -> None:
-        self._control(instance_id, ("pending", "running", "waiting"), "pause", {"status": "paused"}, "workflow.paused")
+        self._control(
+            instance_id,
+            ("pending", "running", "waiting"),
+            "pause",
+            {"status": "paused"},
+            "workflow.paused",
+        )
 
     def resume(self, instance_id: str) -> None:
         rec = self._record(instance_id)
         status = "pending" if rec.started_at is None else "running"
-        self._control(instance_id, ("paused",), "resume", {"status": status, "wake_at": self.clock.now()}, "workflow.resumed")
+        self._control(
+            instance_id,
+            ("paused",),
+            "resume",
+            {"status": status, "wake_at": self.clock.now()},
+            "workflow.resumed",
+        )
 
     def cancel(self, instance_id: str) -> None:
         rec = self._record(instance_id)
@@ -369,31 +506,64 @@ class Engine:
         if rec.status in ACTIVE:
             decision = self._decide(rec, interp.Cancel())
         now = self.clock.now()
-        self._control(instance_id, ACTIVE, "cancel",
-                      {"status": "cancelled", "wake_at": None, "completed_at": now,
-                       "error": {"type": "Cancelled", "message": "cancelled"}},
-                      "workflow.cancelled", fence=True, decision=decision)
-        for child in self.repo.list(None, ACTIVE, 1000, 0, parent_id=instance_id):
+        self._control(
+            instance_id,
+            ACTIVE,
+            "cancel",
+            {
+                "status": "cancelled",
+                "wake_at": None,
+                "completed_at": now,
+                "error": {"type": "Cancelled", "message": "cancelled"},
+            },
+            "workflow.cancelled",
+            fence=True,
+            decision=decision,
+        )
+        for child in self.repo.list_instances(None, ACTIVE, 1000, 0, parent_id=instance_id):
             with contextlib.suppress(errors.InvalidTransition):
                 self.cancel(child.id)
 
     def _decide(self, rec: repo.InstanceRecord, event: interp.Event) -> interp.Decision:
         definition = self._definition_for(rec)
-        state = State.restore(status=rec.status, input=rec.input, metadata=rec.metadata, frontier=rec.state,
-                              steps=self.repo.steps(rec.id), output=rec.output, error=rec.error,
-                              started_at=rec.started_at, completed_at=rec.completed_at)
+        state = State.restore(
+            status=rec.status,
+            input=rec.input,
+            metadata=rec.metadata,
+            frontier=rec.state,
+            steps=self.repo.steps(rec.id),
+            output=rec.output,
+            error=rec.error,
+            started_at=rec.started_at,
+            completed_at=rec.completed_at,
+        )
         return interp.decide(plans.plan_for(definition), state, event, self.clock.now(), rec.id)
 
     def retry(self, instance_id: str) -> None:
         rec = self._record(instance_id)
         if rec.status != "failed":
-            raise errors.InvalidTransition(f"cannot retry instance {instance_id}: it is {rec.status}, not failed",
-                                           instance_id=instance_id, status=rec.status)
+            raise errors.InvalidTransition(
+                f"cannot retry instance {instance_id}: it is {rec.status}, not failed",
+                instance_id=instance_id,
+                status=rec.status,
+            )
         decision = self._decide(rec, interp.Retry())
         s = decision.state
-        self._control(instance_id, ("failed",), "retry",
-                      {"status": "running", "wake_at": self.clock.now(), "error": None, "completed_at": None,
-                       "output": None}, "workflow.retried", fence=True, decision=decision)
+        self._control(
+            instance_id,
+            ("failed",),
+            "retry",
+            {
+                "status": "running",
+                "wake_at": self.clock.now(),
+                "error": None,
+                "completed_at": None,
+                "output": None,
+            },
+            "workflow.retried",
+            fence=True,
+            decision=decision,
+        )
         del s
 
     def replay(self, instance_id: str) -> str:
@@ -415,7 +585,9 @@ class Engine:
 
     async def _drive(self, instance_id: str) -> bool:
         now = self.clock.now()
-        claim = self.repo.claim(instance_id, self.worker_id, now, now + timedelta(seconds=self.settings.lease))
+        claim = self.repo.claim(
+            instance_id, self.worker_id, now, now + timedelta(seconds=self.settings.lease)
+        )
         if claim is None:
             return False
         epoch, recovered = claim
@@ -427,7 +599,11 @@ class Engine:
                 self._dead_letter(rec, epoch)
                 return True
             limit = self._max_concurrent.get(rec.workflow_name)
-            if rec.status == "pending" and limit is not None and self.repo.count_active(rec.workflow_name) >= limit:
+            if (
+                rec.status == "pending"
+                and limit is not None
+                and self.repo.count_active(rec.workflow_name) >= limit
+            ):
                 return False
             try:
                 definition = self._definition_for(rec)
@@ -442,10 +618,25 @@ class Engine:
 
     def _dead_letter(self, rec: repo.InstanceRecord, epoch: int) -> None:
         now = self.clock.now()
-        error = {"type": "DeadLettered", "message": f"the instance's worker died {rec.recoveries} times while running it"}
-        self.repo.commit_transition(repo.Transition(
-            rec.id, epoch, {"status": "failed", "error": error, "wake_at": None, "completed_at": now, "updated_at": now},
-            [], [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)]))
+        error = {
+            "type": "DeadLettered",
+            "message": f"the instance's worker died {rec.recoveries} times while running it",
+        }
+        self.repo.commit_transition(
+            repo.Transition(
+                rec.id,
+                epoch,
+                {
+                    "status": "failed",
+                    "error": error,
+                    "wake_at": None,
+                    "completed_at": now,
+                    "updated_at": now,
+                },
+                [],
+                [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)],
+            )
+        )
         self.publish(rec, "workflow.failed", rec.current_step, {"error": error})
 
     async def _drain(self, limit: int = 100) -> int:
@@ -484,7 +675,7 @@ class Engine:
         """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish."""
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
@@ -498,7 +689,9 @@ class Engine:
     def worker(self, concurrency: int = 8, poll_interval: Any = "100ms") -> Iterator[None]:
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
-        fut = asyncio.run_coroutine_threadsafe(self._worker(concurrency, poll, stop), self._loop_thread().loop)
+        fut = asyncio.run_coroutine_threadsafe(
+            self._worker(concurrency, poll, stop), self._loop_thread().loop
+        )
         try:
             yield
         finally:
@@ -515,7 +708,9 @@ class Engine:
             if inst.is_terminal:
                 return inst
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"instance {instance_id} is still {inst.status} after {timeout}s")
+                raise TimeoutError(
+                    f"instance {instance_id} is still {inst.status} after {timeout}s"
+                )
             time.sleep(0.02)
 
     def close(self) -> None:

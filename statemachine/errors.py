@@ -98,7 +98,9 @@ class InstanceNotFound(StatemachineError):
 class InvalidTransition(StatemachineError):
     code = "invalid_transition"
 
-    def __init__(self, message: str, *, instance_id: str | None = None, status: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, instance_id: str | None = None, status: str | None = None
+    ) -> None:
         self.instance_id = instance_id
         self.status = status
         super().__init__(message)
@@ -109,7 +111,9 @@ class StepError(StatemachineError):
 
     code = "step_error"
 
-    def __init__(self, message: str = "", *, step: str | None = None, attempt: int | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, step: str | None = None, attempt: int | None = None
+    ) -> None:
         self.step = step
         self.attempt = attempt
         super().__init__(message)

@@ -8,7 +8,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 InstanceStatus = Literal[
-    "pending", "running", "waiting", "paused", "compensating", "completed", "failed", "cancelled", "timed_out"
+    "pending",
+    "running",
+    "waiting",
+    "paused",
+    "compensating",
+    "completed",
+    "failed",
+    "cancelled",
+    "timed_out",
 ]
 StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})

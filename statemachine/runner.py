@@ -40,16 +40,28 @@ class Driven:
 class InstanceRunner:
     """One claimed instance in this process."""
 
-    def __init__(self, engine: Engine, record: repo.InstanceRecord, epoch: int, definition: models.WorkflowDefinition) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        record: repo.InstanceRecord,
+        epoch: int,
+        definition: models.WorkflowDefinition,
+    ) -> None:
         self.engine = engine
         self.rec = record
         self.epoch = epoch
         self.definition = definition
         self.plan = plans.plan_for(definition)
         self.state = State.restore(
-            status=record.status, input=record.input, metadata=record.metadata, frontier=record.state,
-            steps=engine.repo.steps(record.id), output=record.output, error=record.error,
-            started_at=record.started_at, completed_at=record.completed_at,
+            status=record.status,
+            input=record.input,
+            metadata=record.metadata,
+            frontier=record.state,
+            steps=engine.repo.steps(record.id),
+            output=record.output,
+            error=record.error,
+            started_at=record.started_at,
+            completed_at=record.completed_at,
         )
         self.advanced = False
         self.paused = False
@@ -62,7 +74,11 @@ class InstanceRunner:
     # -- committing --------------------------------------------------------------------
     def apply(self, event: interp.Event, consume: list[int] | None = None) -> interp.Decision:
         decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
-        if not decision.history and not decision.changed and decision.state.status == self.state.status:
+        if (
+            not decision.history
+            and not decision.changed
+            and decision.state.status == self.state.status
+        ):
             self.state = decision.state
             return decision
         self.commit(decision, consume or [])
@@ -72,7 +88,11 @@ class InstanceRunner:
         now = self.now
         s = decision.state
         runnable = decision.runnable(self.plan)
-        wake = None if s.status in ("completed", "failed", "cancelled", "timed_out") else (now if runnable else interp.next_wake(s))
+        wake = (
+            None
+            if s.status in ("completed", "failed", "cancelled", "timed_out")
+            else (now if runnable else interp.next_wake(s))
+        )
         values: dict[str, Any] = {
             "status": s.status,
             "state": s.frontier_json(),
@@ -84,7 +104,11 @@ class InstanceRunner:
             "completed_at": s.completed_at,
             "updated_at": now,
         }
-        steps = [self._step_write(s, p) for p in sorted(decision.changed) if p in s.steps and "#" not in p]
+        steps = [
+            self._step_write(s, p)
+            for p in sorted(decision.changed)
+            if p in s.steps and "#" not in p
+        ]
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
         status = self.engine.repo.commit_transition(
             repo.Transition(self.rec.id, self.epoch, values, steps, history, consume)
@@ -103,8 +127,16 @@ class InstanceRunner:
     def _step_write(s: State, path: str) -> repo.StepWrite:
         st = s.steps[path]
         return repo.StepWrite(
-            path=path, status=st.status, input=st.input, output=st.output, error=st.error, attempts=st.attempts,
-            iteration=st.iteration, started_at=st.started_at, completed_at=st.completed_at, next_attempt_at=st.wake_at,
+            path=path,
+            status=st.status,
+            input=st.input,
+            output=st.output,
+            error=st.error,
+            attempts=st.attempts,
+            iteration=st.iteration,
+            started_at=st.started_at,
+            completed_at=st.completed_at,
+            next_attempt_at=st.wake_at,
         )
 
     # -- running -----------------------------------------------------------------------
@@ -134,10 +166,16 @@ class InstanceRunner:
         self.commit(decision, [])
 
     def deliver_events(self) -> None:
-        if not any(self.state.steps[p].phase == "event" for p in self.state.active if p in self.state.steps):
+        if not any(
+            self.state.steps[p].phase == "event" for p in self.state.active if p in self.state.steps
+        ):
             return
         for ev in self.engine.repo.pending_events(self.rec.id):
-            waiting = [p for p in self.state.active if self.state.steps[p].phase == "event" and self.state.steps[p].event == ev.name]
+            waiting = [
+                p
+                for p in self.state.active
+                if self.state.steps[p].phase == "event" and self.state.steps[p].event == ev.name
+            ]
             if waiting:
                 self.apply(interp.EventArrived(ev.name, ev.data), consume=[ev.id])
 
@@ -164,7 +202,11 @@ class InstanceRunner:
                 self.heartbeat()
                 self.apply(interp.Tick())
                 continue
-            done, _ = await asyncio.wait(self.inflight.values(), timeout=settings.lease / 3, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                self.inflight.values(),
+                timeout=settings.lease / 3,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             self.heartbeat()
             for path, task in list(self.inflight.items()):
                 if task in done:
@@ -195,7 +237,9 @@ class InstanceRunner:
         view = flowctx.view(self.plan, self.state, path, st.prev, self.rec.id)
         key = f"{self.rec.id}/{path}/{st.iteration}"
         ctx = StepContext(
-            view, attempt=st.attempts, idempotency_key=key,
+            view,
+            attempt=st.attempts,
+            idempotency_key=key,
             set_metadata=lambda k, v: self.engine.set_metadata_key(self.rec.id, k, v),
             emit=lambda name, data: self.engine.publish(self.rec, name, path, {"data": data}),
         )

@@ -36,7 +36,9 @@ def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def build_steps(raw: Sequence[tuple[str, dict[str, Any]]], base: issues.Loc) -> tuple[list[models.StepBase], list[errors.Issue]]:
+def build_steps(
+    raw: Sequence[tuple[str, dict[str, Any]]], base: issues.Loc
+) -> tuple[list[models.StepBase], list[errors.Issue]]:
     steps: list[models.StepBase] = []
     found: list[errors.Issue] = []
     for i, (kind, fields) in enumerate(raw):
@@ -103,10 +105,22 @@ class _Steps:
         max_concurrency: int | None = None,
         **common: Any,
     ) -> Self:
-        own = {"branches": tuple(branches), "mode": mode, "failure": failure, "max_concurrency": max_concurrency}
+        own = {
+            "branches": tuple(branches),
+            "mode": mode,
+            "failure": failure,
+            "max_concurrency": max_concurrency,
+        }
         return self._add("parallel", name, common, own)
 
-    def pass_(self, name: str, *, result: Any = None, transform: models.ExprOrFn | None = None, **common: Any) -> Self:
+    def pass_(
+        self,
+        name: str,
+        *,
+        result: Any = None,
+        transform: models.ExprOrFn | None = None,
+        **common: Any,
+    ) -> Self:
         return self._add("pass", name, common, {"result": result, "transform": transform})
 
     def end(self, name: str) -> Self:
@@ -123,7 +137,13 @@ class _Steps:
         input: Any = None,
         **common: Any,
     ) -> Self:
-        own = {"check": check, "interval": interval, "timeout": timeout, "max_attempts": max_attempts, "input": input}
+        own = {
+            "check": check,
+            "interval": interval,
+            "timeout": timeout,
+            "max_attempts": max_attempts,
+            "input": input,
+        }
         return self._add("poll", name, common, own)
 
     def loop(
@@ -187,7 +207,9 @@ class BranchBuilder(_Steps):
         try:
             return models.Branch(name=self._name, steps=tuple(steps))
         except ValidationError as exc:
-            raise errors.DefinitionError(issues.from_validation_error(exc, ("branches", self._name))) from None
+            raise errors.DefinitionError(
+                issues.from_validation_error(exc, ("branches", self._name))
+            ) from None
 
 
 class WorkflowBuilder(_Steps):
@@ -202,7 +224,13 @@ class WorkflowBuilder(_Steps):
     ) -> None:
         super().__init__()
         self._fields: dict[str, Any] = _compact(
-            {"name": name, "version": version, "input_schema": input_schema, "title": title, "description": description}
+            {
+                "name": name,
+                "version": version,
+                "input_schema": input_schema,
+                "title": title,
+                "description": description,
+            }
         )
         self._triggers: list[models.Trigger] = []
 
@@ -226,9 +254,13 @@ class WorkflowBuilder(_Steps):
         steps, found = build_steps(self._raw, ("steps",))
         definition: models.WorkflowDefinition | None = None
         try:
-            definition = models.WorkflowDefinition(**self._fields, triggers=tuple(self._triggers), steps=tuple(steps))
+            definition = models.WorkflowDefinition(
+                **self._fields, triggers=tuple(self._triggers), steps=tuple(steps)
+            )
         except ValidationError as exc:
-            found.extend(i for i in issues.from_validation_error(exc) if not i.location.startswith("steps["))
+            found.extend(
+                i for i in issues.from_validation_error(exc) if not i.location.startswith("steps[")
+            )
         if definition is not None and not found:
             found.extend(validation.validate(definition))
         if found or definition is None:

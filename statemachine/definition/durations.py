@@ -54,7 +54,14 @@ def format_duration(seconds: float) -> str | float:
     if ms == 0:
         return "0s"
     parts: list[str] = []
-    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+    for unit, size in (
+        ("w", 604_800_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ):
         count, ms = divmod(ms, size)
         if count:
             parts.append(f"{count}{unit}")

@@ -69,7 +69,12 @@ def from_validation_error(exc: ValidationError, base: Loc = ()) -> list[errors.I
         raw: Sequence[int | str] = err["loc"]
         for i, part in enumerate(raw):
             # discriminated unions put the tag in the location; authors never wrote it
-            if isinstance(part, str) and part in step_tags and i > 0 and isinstance(raw[i - 1], int):
+            if (
+                isinstance(part, str)
+                and part in step_tags
+                and i > 0
+                and isinstance(raw[i - 1], int)
+            ):
                 continue
             loc.append(yaml_key(part) if isinstance(part, str) else part)
         message = str(err["msg"])
@@ -77,5 +82,7 @@ def from_validation_error(exc: ValidationError, base: Loc = ()) -> list[errors.I
             message = message[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        found.append(errors.Issue(message=message, location=format_loc(tuple(loc)), code=err["type"]))
+        found.append(
+            errors.Issue(message=message, location=format_loc(tuple(loc)), code=err["type"])
+        )
     return found

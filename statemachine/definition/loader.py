@@ -43,13 +43,44 @@ _ALIASES = {
     "retry_on": "retryOn",
 }
 
-_TOP_KEYS = {"id", "version", "title", "description", "timeout", "defaultRetry", "triggers", "steps",
-             "onComplete", "inputSchema"}
-_COMMON = {"id", "type", "description", "next", "end", "onError", "errorBranch", "dependsOn",
-           "condition", "trigger", "wait"}
+_TOP_KEYS = {
+    "id",
+    "version",
+    "title",
+    "description",
+    "timeout",
+    "defaultRetry",
+    "triggers",
+    "steps",
+    "onComplete",
+    "inputSchema",
+}
+_COMMON = {
+    "id",
+    "type",
+    "description",
+    "next",
+    "end",
+    "onError",
+    "errorBranch",
+    "dependsOn",
+    "condition",
+    "trigger",
+    "wait",
+}
 _OWN: dict[str, set[str]] = {
-    "task": {"action", "handler", "input", "inputSchema", "outputSchema", "retry", "maxRetries",
-             "retryDelay", "timeout", "compensate"},
+    "task": {
+        "action",
+        "handler",
+        "input",
+        "inputSchema",
+        "outputSchema",
+        "retry",
+        "maxRetries",
+        "retryDelay",
+        "timeout",
+        "compensate",
+    },
     "choice": {"choices", "default"},
     "parallel": {"branches", "mode", "failure", "maxConcurrency"},
     "pass": {"result", "transform"},
@@ -62,9 +93,17 @@ _OWN: dict[str, set[str]] = {
 _RETRY_KEYS = {"maxAttempts", "interval", "backoffRate", "maxInterval", "retryOn"}
 _TEMPLATE = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.S)
 _FIELD = {  # canonical YAML key -> model field
-    "id": "name", "dependsOn": "depends_on", "errorBranch": "error_next", "onError": "on_error",
-    "wait": "delay", "action": "handler", "inputSchema": "input_schema", "outputSchema": "output_schema",
-    "maxAttempts": "max_attempts", "maxIterations": "max_iterations", "maxConcurrency": "max_concurrency",
+    "id": "name",
+    "dependsOn": "depends_on",
+    "errorBranch": "error_next",
+    "onError": "on_error",
+    "wait": "delay",
+    "action": "handler",
+    "inputSchema": "input_schema",
+    "outputSchema": "output_schema",
+    "maxAttempts": "max_attempts",
+    "maxIterations": "max_iterations",
+    "maxConcurrency": "max_concurrency",
 }
 
 
@@ -85,7 +124,9 @@ class _Reader:
         self.where[issues.format_loc(canon)] = source
 
     def issue(self, message: str, canon: Loc, *, code: str = "invalid") -> None:
-        self.found.append(errors.Issue(message=message, location=issues.format_loc(canon), code=code))
+        self.found.append(
+            errors.Issue(message=message, location=issues.format_loc(canon), code=code)
+        )
 
     def place(self, issue: errors.Issue) -> errors.Issue:
         """Give an issue the line and column of the source node its location came from."""
@@ -111,17 +152,25 @@ class _Reader:
         self.issue(f"{what} must be a mapping, got {type(value).__name__}", canon, code="type")
         return None
 
-    def normalise(self, raw: Mapping[str, Any], canon: Loc, source: Loc, allowed: set[str], what: str) -> dict[str, Any]:
+    def normalise(
+        self, raw: Mapping[str, Any], canon: Loc, source: Loc, allowed: set[str], what: str
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in raw.items():
             ckey = canonical_key(str(key))
             self.note((*canon, ckey), (*source, key))
             if ckey not in allowed:
                 hint = issues.did_you_mean(ckey, sorted(allowed))
-                self.issue(f"unknown key {key!r} on {what}{hint}", (*canon, ckey), code="unknown_key")
+                self.issue(
+                    f"unknown key {key!r} on {what}{hint}", (*canon, ckey), code="unknown_key"
+                )
                 continue
             if ckey in out:
-                self.issue(f"key {key!r} given twice (as camelCase and snake_case)", (*canon, ckey), code="duplicate_key")
+                self.issue(
+                    f"key {key!r} given twice (as camelCase and snake_case)",
+                    (*canon, ckey),
+                    code="duplicate_key",
+                )
             out[ckey] = value
         return out
 
@@ -172,7 +221,9 @@ class _Reader:
         if self.found:
             return None
         try:
-            return models.WorkflowDefinition(**fields, steps=tuple(steps), source_path=self.doc.path)
+            return models.WorkflowDefinition(
+                **fields, steps=tuple(steps), source_path=self.doc.path
+            )
         except ValidationError as exc:
             self.found.extend(issues.from_validation_error(exc))
             return None
@@ -204,9 +255,16 @@ class _Reader:
             return None
         fields = self.normalise(raw, canon, canon, _RETRY_KEYS, "a retry policy")
         if "retryOn" in fields:
-            self.issue("retryOn names Python exception types and cannot be given in YAML", (*canon, "retryOn"),
-                       code="not_loadable")
-        return {_FIELD.get(k, re.sub(r"([A-Z])", r"_\1", k).lower()): v for k, v in fields.items() if k != "retryOn"}
+            self.issue(
+                "retryOn names Python exception types and cannot be given in YAML",
+                (*canon, "retryOn"),
+                code="not_loadable",
+            )
+        return {
+            _FIELD.get(k, re.sub(r"([A-Z])", r"_\1", k).lower()): v
+            for k, v in fields.items()
+            if k != "retryOn"
+        }
 
     def steps(self, raw_steps: list[Any], canon: Loc, source: Loc) -> list[models.StepBase]:
         collected: list[tuple[str, dict[str, Any]]] = []
@@ -223,7 +281,9 @@ class _Reader:
         self.found.extend(found)
         return built
 
-    def step(self, raw: dict[str, Any], canon: Loc, source: Loc) -> tuple[str, dict[str, Any]] | None:
+    def step(
+        self, raw: dict[str, Any], canon: Loc, source: Loc
+    ) -> tuple[str, dict[str, Any]] | None:
         kind = raw.get("type")
         if kind is None:
             kind = "task" if ("action" in raw or "handler" in raw) else None
@@ -234,8 +294,11 @@ class _Reader:
                 typo = next((str(k) for k in raw if issues.did_you_mean(str(k), ["action"])), None)
                 hint = f" (did you mean 'action' instead of {typo!r}?)" if typo else ""
             self.note((*canon, "type"), (*source, "type"))
-            self.issue(f"step has {got}{hint}; type is one of {', '.join(models.STEP_TYPES)}",
-                       (*canon, "type") if kind is not None else canon, code="step_type")
+            self.issue(
+                f"step has {got}{hint}; type is one of {', '.join(models.STEP_TYPES)}",
+                (*canon, "type") if kind is not None else canon,
+                code="step_type",
+            )
             return None
         fields = self.normalise(raw, canon, source, _COMMON | _OWN[kind], f"a {kind} step")
         fields.pop("type", None)
@@ -250,12 +313,16 @@ class _Reader:
                 if kind == "parallel":
                     out["failure"] = value
                 else:
-                    self.issue(f"onError: {value} is only for parallel steps", here, code="on_error")
+                    self.issue(
+                        f"onError: {value} is only for parallel steps", here, code="on_error"
+                    )
                 continue
             if key == "onError" and value == "retry":
                 out.setdefault("retry", {})
                 continue
-            if key in {"condition", "transform", "items"} or (key == "until" and isinstance(value, str)):
+            if key in {"condition", "transform", "items"} or (
+                key == "until" and isinstance(value, str)
+            ):
                 value = self._until(value) if key == "until" else self.expression(value)
             if key == "choices":
                 value = self.choices(value, here)
@@ -264,8 +331,11 @@ class _Reader:
             if key == "iterator":
                 value = self.branch(value, here, (*source, key), default_name="item")
             if key == "handler":
-                self.issue("handler cannot be given in YAML; name a registered action with action:", here,
-                           code="not_loadable")
+                self.issue(
+                    "handler cannot be given in YAML; name a registered action with action:",
+                    here,
+                    code="not_loadable",
+                )
                 continue
             if key == "action" and kind == "poll":
                 key = "check"
@@ -294,8 +364,11 @@ class _Reader:
             if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
                 policy["max_attempts"] = retries + 1
             else:
-                self.issue(f"maxRetries must be a whole number >= 0, got {retries!r}", (*canon, "maxRetries"),
-                           code="retry")
+                self.issue(
+                    f"maxRetries must be a whole number >= 0, got {retries!r}",
+                    (*canon, "maxRetries"),
+                    code="retry",
+                )
             if "retryDelay" in fields:
                 policy["interval"] = fields["retryDelay"]
         if policy is None and fields.get("onError") == "retry":
@@ -321,11 +394,14 @@ class _Reader:
             self.issue("branches must be a list of {name, steps}", canon, code="type")
             return ()
         return tuple(
-            b for i, item in enumerate(value)
+            b
+            for i, item in enumerate(value)
             if (b := self.branch(item, (*canon, i), (*source, i), default_name=None)) is not None
         )
 
-    def branch(self, value: Any, canon: Loc, source: Loc, *, default_name: str | None) -> models.Branch | None:
+    def branch(
+        self, value: Any, canon: Loc, source: Loc, *, default_name: str | None
+    ) -> models.Branch | None:
         self.note(canon, source)
         raw = self.mapping(value, canon, "a branch")
         if raw is None:
@@ -380,7 +456,9 @@ def load_yaml(source: str | os.PathLike[str]) -> models.WorkflowDefinition:
     if isinstance(source, os.PathLike):
         return load_yaml_file(source)
     if not isinstance(source, str):
-        raise errors.DefinitionError(f"load_yaml takes a path or YAML text, not {type(source).__name__}")
+        raise errors.DefinitionError(
+            f"load_yaml takes a path or YAML text, not {type(source).__name__}"
+        )
     one_line = "\n" not in source and len(source) < 4096
     if one_line and (source.endswith((".yaml", ".yml")) or _is_file(source)):
         return load_yaml_file(source)
@@ -411,9 +489,16 @@ def load_definitions(folder: str | os.PathLike[str]) -> list[models.WorkflowDefi
             continue
         key = (definition.name, definition.version)
         if key in seen:
-            found.append(errors.Issue(
-                f"workflow {definition.name!r} version {definition.version} is also defined in {seen[key]}",
-                location="id", path=str(file), line=1, column=1, code="duplicate_workflow"))
+            found.append(
+                errors.Issue(
+                    f"workflow {definition.name!r} version {definition.version} is also defined in {seen[key]}",
+                    location="id",
+                    path=str(file),
+                    line=1,
+                    column=1,
+                    code="duplicate_workflow",
+                )
+            )
             continue
         seen[key] = str(file)
         out.append(definition)

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from statemachine.definition import durations
 
 OnError = Literal["fail", "continue", "branch"]
-TriggerRule = Literal["all_success", "all_done", "one_success", "none_failed_min_one_success", "always"]
+TriggerRule = Literal[
+    "all_success", "all_done", "one_success", "none_failed_min_one_success", "always"
+]
 TRIGGER_RULES: tuple[str, ...] = (
     "all_success",
     "all_done",
@@ -26,7 +28,17 @@ TRIGGER_RULES: tuple[str, ...] = (
     "always",
 )
 DEFAULT_TRIGGER_RULE: TriggerRule = "none_failed_min_one_success"
-STEP_TYPES: tuple[str, ...] = ("task", "choice", "parallel", "pass", "poll", "loop", "wait", "map", "subworkflow")
+STEP_TYPES: tuple[str, ...] = (
+    "task",
+    "choice",
+    "parallel",
+    "pass",
+    "poll",
+    "loop",
+    "wait",
+    "map",
+    "subworkflow",
+)
 
 Fn = Callable[..., Any]
 Schema = type[BaseModel]  # module-level: inside step classes the name `type` is a field
@@ -181,7 +193,15 @@ class MapStep(StepBase):
 
 
 Step = Annotated[
-    TaskStep | ChoiceStep | ParallelStep | PassStep | PollStep | LoopStep | WaitStep | MapStep | SubworkflowStep,
+    TaskStep
+    | ChoiceStep
+    | ParallelStep
+    | PassStep
+    | PollStep
+    | LoopStep
+    | WaitStep
+    | MapStep
+    | SubworkflowStep,
     Field(discriminator="type"),
 ]
 
@@ -208,13 +228,17 @@ class WorkflowDefinition(Frozen):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
 
     @model_validator(mode="after")
     def _compute_hash(self) -> WorkflowDefinition:
         from statemachine.definition import render
 
-        canonical = json.dumps(render.to_dict(self), sort_keys=True, separators=(",", ":"), default=str)
+        canonical = json.dumps(
+            render.to_dict(self), sort_keys=True, separators=(",", ":"), default=str
+        )
         object.__setattr__(self, "_hash", hashlib.sha256(canonical.encode()).hexdigest()[:16])
         return self
 

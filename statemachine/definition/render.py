@@ -78,7 +78,9 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
             _put(out, "timeout", _dur(step.timeout))
             _put(out, "compensate", _ref(step.compensate))
         case models.ChoiceStep():
-            out["choices"] = [{"condition": _ref(r.condition), "next": r.next} for r in step.choices]
+            out["choices"] = [
+                {"condition": _ref(r.condition), "next": r.next} for r in step.choices
+            ]
             _put(out, "default", step.default)
         case models.ParallelStep():
             out["branches"] = [branch_to_dict(b) for b in step.branches]
@@ -152,6 +154,7 @@ def to_yaml(definition: models.WorkflowDefinition) -> str:
 
 
 # --- diagrams -------------------------------------------------------------------------------
+
 
 def _node_id(path: str) -> str:
     return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", path)

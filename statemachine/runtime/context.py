@@ -66,8 +66,11 @@ class StepContext:
 
     def log(self, level: str | int, message: str, **fields: Any) -> None:
         lvl = level if isinstance(level, int) else logging.getLevelName(level.upper())
-        _log.log(lvl if isinstance(lvl, int) else logging.INFO, message,
-                 extra={"instance_id": self.instance_id, "step": self.step_name, "fields": fields})
+        _log.log(
+            lvl if isinstance(lvl, int) else logging.INFO,
+            message,
+            extra={"instance_id": self.instance_id, "step": self.step_name, "fields": fields},
+        )
 
     def emit(self, event: str, data: Any = None) -> None:
         self._emit(event, data)

@@ -34,7 +34,11 @@ class Outcome:
 
 def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8)
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "traceback": "".join(tb)[-4000:]}
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "traceback": "".join(tb)[-4000:],
+    }
 
 
 @functools.lru_cache(maxsize=1024)
@@ -49,12 +53,16 @@ def _arity(fn: Callable[..., Any]) -> int:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)
+    )  # noqa: B004
 
 
 class Executor:
     def __init__(self, max_threads: int = 32) -> None:
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="sm-step")
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="sm-step"
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -73,7 +81,10 @@ class Executor:
                 try:
                     payload = step.input_schema.model_validate(payload)
                 except ValidationError as exc:
-                    raise errors.CriticalError(f"input of step {path!r} does not match {step.input_schema.__name__}: {exc}", step=path) from None
+                    raise errors.CriticalError(
+                        f"input of step {path!r} does not match {step.input_schema.__name__}: {exc}",
+                        step=path,
+                    ) from None
             args = (payload, ctx)[: _arity(fn)]
             timeout = step.timeout
             if _is_async(fn):
@@ -91,13 +102,18 @@ class Executor:
                     model = step.output_schema
                     result = result if isinstance(result, model) else model.model_validate(result)
                 except ValidationError as exc:
-                    raise errors.CriticalError(f"output of step {path!r} does not match {step.output_schema.__name__}: {exc}", step=path) from None
+                    raise errors.CriticalError(
+                        f"output of step {path!r} does not match {step.output_schema.__name__}: {exc}",
+                        step=path,
+                    ) from None
             output = jsondata.to_storable(result, what=f"output of step {path!r}", step=path)
             return Outcome(True, output)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            exc2 = errors.StepTimeoutError(f"step {path!r} timed out after {step.timeout}s", step=path)
+            exc2 = errors.StepTimeoutError(
+                f"step {path!r} timed out after {step.timeout}s", step=path
+            )
             return Outcome(False, error=error_dict(exc2), retryable=policy is not None)
         except errors.OutputNotStorable as exc:
             return Outcome(False, error=error_dict(exc), retryable=False)

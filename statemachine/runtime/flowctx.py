@@ -37,7 +37,13 @@ class FlowView:
 
     def names(self) -> dict[str, Any]:
         names: dict[str, Any] = {k: v for k, v in self.steps.items() if k.isidentifier()}
-        names.update(input=self.input, steps=dict(self.steps), prev=self.prev, metadata=dict(self.metadata), event=None)
+        names.update(
+            input=self.input,
+            steps=dict(self.steps),
+            prev=self.prev,
+            metadata=dict(self.metadata),
+            event=None,
+        )
         names.update(self.extra)
         return names
 
@@ -66,11 +72,17 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
         prev_value = state.input if node.scope.parent is None else _scope_input(plan, state, node)
     else:
         p = state.steps.get(prev)
-        prev_value = None if p is None else (p.output if p.status == "completed" else {"error": p.error})
+        prev_value = (
+            None if p is None else (p.output if p.status == "completed" else {"error": p.error})
+        )
     return FlowView(
-        input=state.input, steps=MappingProxyType(visible_steps(plan, state, path)), prev=prev_value,
-        metadata=MappingProxyType(dict(state.metadata)), instance_id=instance_id,
-        workflow_name=plan.definition.name, step_name=path,
+        input=state.input,
+        steps=MappingProxyType(visible_steps(plan, state, path)),
+        prev=prev_value,
+        metadata=MappingProxyType(dict(state.metadata)),
+        instance_id=instance_id,
+        workflow_name=plan.definition.name,
+        step_name=path,
     )
 
 
@@ -110,11 +122,15 @@ def condition(value: models.ExprOrFn, view_: FlowView, *, what: str) -> bool:
         return expressions.compile_expression(value).evaluate_condition(view_.names())
     result = evaluate(value, view_, what=what)
     if not isinstance(result, bool):
-        raise errors.ExpressionError(f"{what} returned {type(result).__name__}, expected True or False")
+        raise errors.ExpressionError(
+            f"{what} returned {type(result).__name__}, expected True or False"
+        )
     return result
 
 
-def condition_with_values(value: models.ExprOrFn, view_: FlowView, *, what: str) -> tuple[bool, dict[str, Any]]:
+def condition_with_values(
+    value: models.ExprOrFn, view_: FlowView, *, what: str
+) -> tuple[bool, dict[str, Any]]:
     """The result plus the values of the names it read, for history ("why was this skipped")."""
     ok = condition(value, view_, what=what)
     if not isinstance(value, str):
@@ -159,9 +175,13 @@ def until(step: models.WaitStep, view_: FlowView) -> datetime:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise errors.ExpressionError(f"until of {view_.step_name!r} gave {value!r}, not an ISO-8601 time") from exc
+            raise errors.ExpressionError(
+                f"until of {view_.step_name!r} gave {value!r}, not an ISO-8601 time"
+            ) from exc
     if not isinstance(value, datetime):
-        raise errors.ExpressionError(f"until of {view_.step_name!r} gave {type(value).__name__}, expected a datetime")
+        raise errors.ExpressionError(
+            f"until of {view_.step_name!r} gave {type(value).__name__}, expected a datetime"
+        )
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -173,7 +193,9 @@ def poll_result(output: Any) -> tuple[bool, Any]:
     return output is not None, output
 
 
-def retry_policy(definition: models.WorkflowDefinition, step: models.StepBase) -> models.RetryPolicy | None:
+def retry_policy(
+    definition: models.WorkflowDefinition, step: models.StepBase
+) -> models.RetryPolicy | None:
     if isinstance(step, models.TaskStep):
         return step.retry or definition.default_retry
     return None
@@ -182,7 +204,10 @@ def retry_policy(definition: models.WorkflowDefinition, step: models.StepBase) -
 def retry_delay(policy: models.RetryPolicy, failures: int) -> float:
     """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts."""
     wait = tenacity.wait_exponential(
-        multiplier=policy.interval, exp_base=policy.backoff_rate, max=max(policy.max_interval, policy.interval), min=0
+        multiplier=policy.interval,
+        exp_base=policy.backoff_rate,
+        max=max(policy.max_interval, policy.interval),
+        min=0,
     )
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = failures

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from statemachine.definition import expressions, models
-from statemachine.runtime import flowctx, plan as plans
+from statemachine.runtime import flowctx
+from statemachine.runtime import plan as plans
 from statemachine.runtime.state import State, StepState
 
 FINISHED = frozenset({"completed", "failed", "skipped", "cancelled"})
@@ -127,7 +128,11 @@ class _Run:
         st.started_at = self.now
         self.log("workflow.step.started", path, iteration=st.iteration)
         if step.delay:
-            st.status, st.phase, st.wake_at = "waiting", "delay", self.now + timedelta(seconds=step.delay)
+            st.status, st.phase, st.wake_at = (
+                "waiting",
+                "delay",
+                self.now + timedelta(seconds=step.delay),
+            )
             return
         self.begin(st, node)
 
@@ -138,14 +143,24 @@ class _Run:
             st.input = flowctx.task_input(step, view)
             st.status, st.phase, st.wake_at = "running", "run", None
             st.attempts += 1
-            if isinstance(step, models.PollStep) and step.timeout is not None and st.deadline is None:
+            if (
+                isinstance(step, models.PollStep)
+                and step.timeout is not None
+                and st.deadline is None
+            ):
                 st.deadline = self.now + timedelta(seconds=step.timeout)
         elif isinstance(step, models.PassStep):
             self.succeed(st, flowctx.pass_output(step, view))
         elif isinstance(step, models.ChoiceStep):
             target = flowctx.choose(step, view)
             if target is None:
-                self.fail(st, {"type": "NoChoiceMatched", "message": f"no choice of {st.path!r} matched and it has no default"})
+                self.fail(
+                    st,
+                    {
+                        "type": "NoChoiceMatched",
+                        "message": f"no choice of {st.path!r} matched and it has no default",
+                    },
+                )
                 return
             self.succeed(st, view.prev, goto=self.plan.sibling(node, target))
         elif isinstance(step, models.WaitStep):
@@ -159,7 +174,11 @@ class _Run:
                 for root in self.plan.roots(scope):
                     self.enter(root, st.prev)
         else:
-            self.fail(st, {"type": "NotSupported", "message": f"{step.kind} steps are not supported yet"}, retry=False)
+            self.fail(
+                st,
+                {"type": "NotSupported", "message": f"{step.kind} steps are not supported yet"},
+                retry=False,
+            )
 
     def begin_wait(self, st: StepState, step: models.WaitStep, view: flowctx.FlowView) -> None:
         st.status = "waiting"
@@ -183,17 +202,37 @@ class _Run:
             count = self.s.loops.get(node.scope.prefix + step.target, 0) + 1
             started = first.started_at if first and first.started_at else self.now
             if first is None:
-                self.s.steps[f"{st.path}#first"] = StepState(path=f"{st.path}#first", status="internal", started_at=self.now)
+                self.s.steps[f"{st.path}#first"] = StepState(
+                    path=f"{st.path}#first", status="internal", started_at=self.now
+                )
             if step.max_iterations is not None and count > step.max_iterations:
-                self.fail(st, {"type": "StepTimeoutError", "message": f"loop {st.path!r} exceeded {step.max_iterations} iterations"}, retry=False)
+                self.fail(
+                    st,
+                    {
+                        "type": "StepTimeoutError",
+                        "message": f"loop {st.path!r} exceeded {step.max_iterations} iterations",
+                    },
+                    retry=False,
+                )
                 return
             if step.timeout is not None and self.now >= started + timedelta(seconds=step.timeout):
-                self.fail(st, {"type": "StepTimeoutError", "message": f"loop {st.path!r} exceeded its timeout"}, retry=False)
+                self.fail(
+                    st,
+                    {
+                        "type": "StepTimeoutError",
+                        "message": f"loop {st.path!r} exceeded its timeout",
+                    },
+                    retry=False,
+                )
                 return
             self.s.loops[node.scope.prefix + step.target] = count
             self.log("workflow.step.loop", st.path, iteration=count, target=step.target)
             if step.interval:
-                st.status, st.phase, st.wake_at = "waiting", "loop", self.now + timedelta(seconds=step.interval)
+                st.status, st.phase, st.wake_at = (
+                    "waiting",
+                    "loop",
+                    self.now + timedelta(seconds=step.interval),
+                )
                 return
             self.jump(st, node)
         else:
@@ -219,8 +258,16 @@ class _Run:
         self.s.order.append(st.path)
         self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
         if "/" not in st.path:
-            done = sum(1 for s in self.definition.steps if self.s.steps.get(s.name, StepState("")).status in FINISHED)
-            self.log("workflow.progress", st.path, progress=min(100, round(100 * done / max(1, len(self.definition.steps)))))
+            done = sum(
+                1
+                for s in self.definition.steps
+                if self.s.steps.get(s.name, StepState("")).status in FINISHED
+            )
+            self.log(
+                "workflow.progress",
+                st.path,
+                progress=min(100, round(100 * done / max(1, len(self.definition.steps)))),
+            )
         self.advance(st, goto)
 
     def fail(self, st: StepState, error: dict[str, Any], *, retry: bool = True) -> None:
@@ -283,18 +330,38 @@ class _Run:
         statuses = [_rule_status(d) for d in deps if d is not None]
         rule = node.step.trigger
         if not flowctx.trigger_ok(rule, statuses):
-            self.skip(path, {"reason": "trigger_rule", "rule": rule, "dependencies": dict(zip(node.step.depends_on, statuses, strict=True))})
+            self.skip(
+                path,
+                {
+                    "reason": "trigger_rule",
+                    "rule": rule,
+                    "dependencies": dict(zip(node.step.depends_on, statuses, strict=True)),
+                },
+            )
             return
         if node.step.condition is not None:
             view = self.view(path, None)
-            ok, values = flowctx.condition_with_values(node.step.condition, view, what=f"condition of {path!r}")
+            ok, values = flowctx.condition_with_values(
+                node.step.condition, view, what=f"condition of {path!r}"
+            )
             if not ok:
-                self.skip(path, {"reason": "condition", "condition": flowctx.describe(node.step.condition), "values": values})
+                self.skip(
+                    path,
+                    {
+                        "reason": "condition",
+                        "condition": flowctx.describe(node.step.condition),
+                        "values": values,
+                    },
+                )
                 return
-        self.enter(path, node.scope.prefix + node.step.depends_on[-1] if node.step.depends_on else None)
+        self.enter(
+            path, node.scope.prefix + node.step.depends_on[-1] if node.step.depends_on else None
+        )
 
     def maybe_finish_dag(self, scope: plans.Scope) -> None:
-        if any(p.startswith(scope.prefix) and "/" not in p[len(scope.prefix):] for p in self.s.active):
+        if any(
+            p.startswith(scope.prefix) and "/" not in p[len(scope.prefix) :] for p in self.s.active
+        ):
             return
         for step in scope.steps:
             st = self.s.steps.get(scope.prefix + step.name)
@@ -302,13 +369,21 @@ class _Run:
                 if step.name in scope.handlers:
                     continue
                 return
-        failed = [self.s.steps[scope.prefix + s.name] for s in scope.steps
-                  if (x := self.s.steps.get(scope.prefix + s.name)) and x.status == "failed" and not x.handled]
+        failed = [
+            self.s.steps[scope.prefix + s.name]
+            for s in scope.steps
+            if (x := self.s.steps.get(scope.prefix + s.name))
+            and x.status == "failed"
+            and not x.handled
+        ]
         if failed:
             self.scope_failed(scope, failed[0].error or {})
             return
-        output = {name: self.s.steps[scope.prefix + name].output for name in scope.leaves
-                  if (x := self.s.steps.get(scope.prefix + name)) and x.status == "completed"}
+        output = {
+            name: self.s.steps[scope.prefix + name].output
+            for name in scope.leaves
+            if (x := self.s.steps.get(scope.prefix + name)) and x.status == "completed"
+        }
         self.scope_done(scope, output)
 
     def scope_done(self, scope: plans.Scope, output: Any) -> None:
@@ -338,10 +413,21 @@ class _Run:
             return
         step = self.plan.node(scope.parent).step
         assert isinstance(step, models.ParallelStep) and scope.branch is not None
-        self.s.branches.setdefault(scope.parent, {})[scope.branch] = {"status": "failed", "error": error}
+        self.s.branches.setdefault(scope.parent, {})[scope.branch] = {
+            "status": "failed",
+            "error": error,
+        }
         if step.failure == "fail-fast" or step.mode == "race":
             self.cancel_branches(scope.parent, keep=None)
-            self.fail(parent, {"type": "BranchFailed", "message": f"branch {scope.branch!r} failed: {error.get('message')}", "errors": [error]}, retry=False)
+            self.fail(
+                parent,
+                {
+                    "type": "BranchFailed",
+                    "message": f"branch {scope.branch!r} failed: {error.get('message')}",
+                    "errors": [error],
+                },
+                retry=False,
+            )
             return
         self.maybe_join(parent, step)
 
@@ -352,7 +438,9 @@ class _Run:
         errors_ = [r["error"] for r in results.values() if r["status"] == "failed"]
         if errors_:
             msg = "; ".join(str(e.get("message")) for e in errors_)
-            self.fail(parent, {"type": "BranchFailed", "message": msg, "errors": errors_}, retry=False)
+            self.fail(
+                parent, {"type": "BranchFailed", "message": msg, "errors": errors_}, retry=False
+            )
         else:
             self.succeed(parent, {b.name: results[b.name]["output"] for b in step.branches})
 
@@ -374,7 +462,9 @@ class _Run:
                 self.log("workflow.step.cancelled", path, reason=reason)
             self.deactivate(path)
 
-    def finish_workflow(self, status: str, *, output: Any = None, error: dict[str, Any] | None = None) -> None:
+    def finish_workflow(
+        self, status: str, *, output: Any = None, error: dict[str, Any] | None = None
+    ) -> None:
         self.s.status = status
         self.s.output, self.s.error = output, error
         self.s.completed_at = self.now
@@ -384,12 +474,24 @@ class _Run:
     # -- events ------------------------------------------------------------------------
     def retry(self) -> None:
         failed = [st for st in self.s.steps.values() if st.status == "failed" and not st.handled]
-        containers = {st.path for st in failed if models.child_branches(self.plan.node(st.path).step)}
+        containers = {
+            st.path for st in failed if models.child_branches(self.plan.node(st.path).step)
+        }
         leaves = [st for st in failed if st.path not in containers]
-        self.s.status, self.s.error, self.s.completed_at, self.s.output = "running", None, None, None
+        self.s.status, self.s.error, self.s.completed_at, self.s.output = (
+            "running",
+            None,
+            None,
+            None,
+        )
         for path in sorted(containers):
             parent = self.s.step(path)
-            parent.status, parent.phase, parent.error, parent.completed_at = "running", "branches", None, None
+            parent.status, parent.phase, parent.error, parent.completed_at = (
+                "running",
+                "branches",
+                None,
+                None,
+            )
             self.touch(parent)
             self.activate(path)
             results = self.s.branches.get(path, {})
@@ -416,9 +518,16 @@ class _Run:
             self.enter(root, None)
 
     def tick(self) -> None:
-        if self.s.deadline is not None and self.now >= self.s.deadline and self.s.status not in FINISHED:
+        if (
+            self.s.deadline is not None
+            and self.now >= self.s.deadline
+            and self.s.status not in FINISHED
+        ):
             self.cancel_active("timed_out")
-            self.finish_workflow("timed_out", error={"type": "WorkflowTimeout", "message": "the workflow exceeded its timeout"})
+            self.finish_workflow(
+                "timed_out",
+                error={"type": "WorkflowTimeout", "message": "the workflow exceeded its timeout"},
+            )
             return
         for path in list(self.s.active):
             if self.s.status not in ("running", "waiting"):
@@ -427,9 +536,20 @@ class _Run:
             if st is None or path not in self.s.active:
                 continue
             if st.phase == "event" and st.deadline is not None and self.now >= st.deadline:
-                self.fail(st, {"type": "StepTimeoutError", "message": f"no event {st.event!r} within the timeout"}, retry=False)
+                self.fail(
+                    st,
+                    {
+                        "type": "StepTimeoutError",
+                        "message": f"no event {st.event!r} within the timeout",
+                    },
+                    retry=False,
+                )
             elif st.phase == "poll" and st.deadline is not None and self.now >= st.deadline:
-                self.fail(st, {"type": "StepTimeoutError", "message": f"poll {path!r} timed out"}, retry=False)
+                self.fail(
+                    st,
+                    {"type": "StepTimeoutError", "message": f"poll {path!r} timed out"},
+                    retry=False,
+                )
             elif st.wake_at is not None and self.now >= st.wake_at:
                 self.wake(st)
 
@@ -459,7 +579,14 @@ class _Run:
                 return
             self.log("workflow.step.poll", path, attempt=st.attempts, result=result)
             if step.max_attempts is not None and st.attempts >= step.max_attempts:
-                self.fail(st, {"type": "StepTimeoutError", "message": f"poll {path!r} not done after {st.attempts} checks"}, retry=False)
+                self.fail(
+                    st,
+                    {
+                        "type": "StepTimeoutError",
+                        "message": f"poll {path!r} not done after {st.attempts} checks",
+                    },
+                    retry=False,
+                )
                 return
             st.status, st.phase = "waiting", "poll"
             st.wake_at = self.now + timedelta(seconds=step.interval)
@@ -478,7 +605,12 @@ class _Run:
     def event(self, name: str, data: Any) -> None:
         for path in list(self.s.active):
             st = self.s.steps.get(path)
-            if st is not None and st.phase == "event" and st.event == name and st.status == "waiting":
+            if (
+                st is not None
+                and st.phase == "event"
+                and st.event == name
+                and st.status == "waiting"
+            ):
                 self.d.consumed_event = True
                 self.log("workflow.event.received", path, name=name)
                 self.succeed(st, data)
@@ -496,7 +628,9 @@ def _rule_status(st: StepState) -> str:
 Handler = Callable[..., Any]
 
 
-def decide(plan: plans.Plan, state: State, event: Event, now: datetime, instance_id: str) -> Decision:
+def decide(
+    plan: plans.Plan, state: State, event: Event, now: datetime, instance_id: str
+) -> Decision:
     """Apply one event to a copy of ``state``; the input state is never modified."""
     run = _Run(plan, copy.deepcopy(state), now, instance_id)
     if isinstance(event, Start):
@@ -514,7 +648,11 @@ def decide(plan: plans.Plan, state: State, event: Event, now: datetime, instance
     elif isinstance(event, Cancel):
         run.cancel_active(event.reason)
         run.finish_workflow("cancelled", error={"type": "Cancelled", "message": event.reason})
-    leaves = [run.s.steps[p] for p in run.s.active if p in run.s.steps and run.s.steps[p].phase != "branches"]
+    leaves = [
+        run.s.steps[p]
+        for p in run.s.active
+        if p in run.s.steps and run.s.steps[p].phase != "branches"
+    ]
     if run.s.status == "running" and leaves and all(st.status == "waiting" for st in leaves):
         run.s.status = "waiting"
     elif run.s.status == "waiting" and any(st.status == "running" for st in leaves):

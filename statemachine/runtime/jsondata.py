@@ -22,7 +22,9 @@ def _check(value: Any, where: str) -> None:
                 raise ValueError(f"{where}: strings must not contain NUL characters (\\u0000)")
         elif isinstance(item, float):
             if math.isnan(item) or math.isinf(item):
-                raise ValueError(f"{where}: {item} is not valid JSON (NaN and Infinity cannot be stored)")
+                raise ValueError(
+                    f"{where}: {item} is not valid JSON (NaN and Infinity cannot be stored)"
+                )
         elif isinstance(item, dict):
             for k, v in item.items():
                 if not isinstance(k, str):
@@ -33,7 +35,9 @@ def _check(value: Any, where: str) -> None:
         elif item is None or isinstance(item, bool | int):
             continue
         else:
-            raise ValueError(f"{where}: {type(item).__name__} is not JSON (return dicts, lists, str, numbers, bool, None or a pydantic model)")
+            raise ValueError(
+                f"{where}: {type(item).__name__} is not JSON (return dicts, lists, str, numbers, bool, None or a pydantic model)"
+            )
 
 
 def to_storable(value: Any, *, what: str, step: str | None = None, limit: int = MAX_BYTES) -> Any:
@@ -48,5 +52,7 @@ def to_storable(value: Any, *, what: str, step: str | None = None, limit: int = 
     except (ValueError, TypeError, RecursionError) as exc:
         raise errors.OutputNotStorable(str(exc), step=step) from None
     if len(text) > limit:
-        raise errors.OutputNotStorable(f"{what} is {len(text)} bytes of JSON, over the {limit}-byte limit", step=step)
+        raise errors.OutputNotStorable(
+            f"{what} is {len(text)} bytes of JSON, over the {limit}-byte limit", step=step
+        )
     return json.loads(text)

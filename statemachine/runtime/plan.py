@@ -38,7 +38,13 @@ class Plan:
         self.top = self._scope(definition.steps, "", None, None)
         self.top_level_count = len(definition.steps)
 
-    def _scope(self, steps: tuple[models.StepBase, ...], prefix: str, parent: str | None, branch: str | None) -> Scope:
+    def _scope(
+        self,
+        steps: tuple[models.StepBase, ...],
+        prefix: str,
+        parent: str | None,
+        branch: str | None,
+    ) -> Scope:
         dag = graph.is_dag_scope(steps)
         dependents: dict[str, list[str]] = {s.name: [] for s in steps}
         for s in steps:
@@ -46,7 +52,13 @@ class Plan:
                 dependents.setdefault(dep, []).append(s.name)
         leaves = tuple(s.name for s in steps if not dependents.get(s.name))
         scope = Scope(
-            prefix, steps, parent, branch, dag, {k: tuple(v) for k, v in dependents.items()}, leaves,
+            prefix,
+            steps,
+            parent,
+            branch,
+            dag,
+            {k: tuple(v) for k, v in dependents.items()},
+            leaves,
             frozenset(graph.error_targets(steps)),
         )
         self.scopes[prefix] = scope

@@ -36,9 +36,16 @@ class StepState:
 
     def record(self) -> records.StepResult:
         return records.StepResult(
-            step_name=self.path, status=self.status, input=self.input, output=self.output,  # type: ignore[arg-type]
-            error=self.error, attempts=self.attempts, iteration=self.iteration, started_at=self.started_at,
-            completed_at=self.completed_at, next_attempt_at=self.wake_at,
+            step_name=self.path,
+            status=self.status,
+            input=self.input,
+            output=self.output,
+            error=self.error,
+            attempts=self.attempts,
+            iteration=self.iteration,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            next_attempt_at=self.wake_at,
         )
 
     def extra(self) -> dict[str, Any]:
@@ -65,7 +72,9 @@ class State:
     active: list[str] = field(default_factory=list)
     loops: dict[str, int] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # completion order, for compensation
-    branches: dict[str, dict[str, Any]] = field(default_factory=dict)  # parallel path -> branch -> result
+    branches: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # parallel path -> branch -> result
     deadline: datetime | None = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -91,12 +100,27 @@ class State:
 
     @classmethod
     def restore(
-        cls, *, status: str, input: Any, metadata: dict[str, Any], frontier: dict[str, Any],
-        steps: list[records.StepResult], output: Any = None, error: Any = None,
-        started_at: datetime | None = None, completed_at: datetime | None = None,
+        cls,
+        *,
+        status: str,
+        input: Any,
+        metadata: dict[str, Any],
+        frontier: dict[str, Any],
+        steps: list[records.StepResult],
+        output: Any = None,
+        error: Any = None,
+        started_at: datetime | None = None,
+        completed_at: datetime | None = None,
     ) -> State:
-        state = cls(status=status, input=input, metadata=dict(metadata), output=output, error=error,
-                    started_at=started_at, completed_at=completed_at)
+        state = cls(
+            status=status,
+            input=input,
+            metadata=dict(metadata),
+            output=output,
+            error=error,
+            started_at=started_at,
+            completed_at=completed_at,
+        )
         state.active = list(frontier.get("active", []))
         state.loops = dict(frontier.get("loops", {}))
         state.order = list(frontier.get("order", []))
@@ -106,10 +130,21 @@ class State:
         for r in steps:
             x = extra.get(r.step_name, {})
             state.steps[r.step_name] = StepState(
-                path=r.step_name, status=r.status, input=r.input, output=r.output, error=r.error,
-                attempts=r.attempts, iteration=r.iteration, started_at=r.started_at, completed_at=r.completed_at,
-                wake_at=_dt(x.get("wake_at")) or r.next_attempt_at, phase=x.get("phase", ""), event=x.get("event"),
-                deadline=_dt(x.get("deadline")), prev=x.get("prev"), handled=bool(x.get("handled")),
+                path=r.step_name,
+                status=r.status,
+                input=r.input,
+                output=r.output,
+                error=r.error,
+                attempts=r.attempts,
+                iteration=r.iteration,
+                started_at=r.started_at,
+                completed_at=r.completed_at,
+                wake_at=_dt(x.get("wake_at")) or r.next_attempt_at,
+                phase=x.get("phase", ""),
+                event=x.get("event"),
+                deadline=_dt(x.get("deadline")),
+                prev=x.get("prev"),
+                handled=bool(x.get("handled")),
             )
         return state
 

@@ -28,16 +28,24 @@ def normalise_url(url: str | None) -> str:
     return url
 
 
-def connect(url: str | None, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> SAEngine:
+def connect(
+    url: str | None, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000
+) -> SAEngine:
     url = normalise_url(url)
     try:
         if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False})
+            engine = sa.create_engine(
+                url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
+            )
             _sqlite_setup(engine, synchronous, busy_timeout_ms)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        hint = " (install the postgres extra: pip install 'durable-statemachine[postgres]')" if "postgres" in url else ""
+        hint = (
+            " (install the postgres extra: pip install 'durable-statemachine[postgres]')"
+            if "postgres" in url
+            else ""
+        )
         raise errors.StoreError(f"cannot open database {url!r}: {exc}{hint}") from exc
     return engine
 

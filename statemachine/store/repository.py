@@ -6,6 +6,7 @@ Writes of a running instance are fenced on ``lease_epoch``: a transition whose e
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -122,11 +123,19 @@ class Repository:
             raise errors.StoreError(f"database error: {exc.orig}") from exc
 
     # -- definitions ---------------------------------------------------------------------
-    def save_definition(self, hash_: str, name: str, version: str, body: dict[str, Any], now: datetime) -> None:
+    def save_definition(
+        self, hash_: str, name: str, version: str, body: dict[str, Any], now: datetime
+    ) -> None:
         with self.tx() as conn:
             found = conn.execute(sa.select(D.c.hash).where(D.c.hash == hash_)).first()
             if found is None:
-                row = {"hash": hash_, "name": name, "version": version, "body": json.dumps(body, default=str), "created_at": now}
+                row = {
+                    "hash": hash_,
+                    "name": name,
+                    "version": version,
+                    "body": json.dumps(body, default=str),
+                    "created_at": now,
+                }
                 self._insert_ignore(conn, D, row, ["hash"])
 
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
@@ -134,15 +143,21 @@ class Repository:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
-    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> bool:
+    def _insert_ignore(
+        self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]
+    ) -> bool:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            res = conn.execute(pg_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys))
+            res = conn.execute(
+                pg_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
+            )
         else:
             from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-            res = conn.execute(lite_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys))
+            res = conn.execute(
+                lite_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
+            )
         return bool(res.rowcount)
 
     # -- instances -----------------------------------------------------------------------
@@ -160,7 +175,7 @@ class Repository:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
 
-    def steps(self, instance_id: str) -> list[records.StepResult]:
+    def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(S).where(S.c.instance_id == instance_id)).mappings().all()
         return [_step(r) for r in rows]
@@ -168,13 +183,21 @@ class Repository:
     def step_rows(self, instance_id: str) -> dict[str, records.StepResult]:
         return {s.step_name: s for s in self.steps(instance_id)}
 
-    def list(self, workflow: str | None, status: str | Sequence[str] | None, limit: int, offset: int,
-             parent_id: str | None = None) -> list[InstanceRecord]:
+    def list_instances(
+        self,
+        workflow: str | None,
+        status: str | Sequence[str] | None,
+        limit: int,
+        offset: int,
+        parent_id: str | None = None,
+    ) -> builtins.list[InstanceRecord]:
         query = sa.select(IT)
         if workflow:
             query = query.where(IT.c.workflow_name == workflow)
         if status:
-            query = query.where(IT.c.status.in_([status] if isinstance(status, str) else list(status)))
+            query = query.where(
+                IT.c.status.in_([status] if isinstance(status, str) else list(status))
+            )
         if parent_id:
             query = query.where(IT.c.parent_id == parent_id)
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
@@ -182,24 +205,36 @@ class Repository:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
     def count_active(self, workflow: str) -> int:
-        query = sa.select(sa.func.count()).select_from(IT).where(
-            IT.c.workflow_name == workflow, IT.c.status.in_(("running", "waiting", "paused", "compensating"))
+        query = (
+            sa.select(sa.func.count())
+            .select_from(IT)
+            .where(
+                IT.c.workflow_name == workflow,
+                IT.c.status.in_(("running", "waiting", "paused", "compensating")),
+            )
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
-    def history(self, instance_id: str) -> list[records.HistoryEntry]:
+    def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            records.HistoryEntry(seq=r["seq"], at=utc(r["at"]) or datetime.now(UTC), type=r["type"], step=r["step"],
-                                 data=r["data"] or {})
+            records.HistoryEntry(
+                seq=r["seq"],
+                at=utc(r["at"]) or datetime.now(UTC),
+                type=r["type"],
+                step=r["step"],
+                data=r["data"] or {},
+            )
             for r in rows
         ]
 
     # -- leases --------------------------------------------------------------------------
-    def claim(self, instance_id: str, owner: str, now: datetime, until: datetime) -> tuple[int, bool] | None:
+    def claim(
+        self, instance_id: str, owner: str, now: datetime, until: datetime
+    ) -> tuple[int, bool] | None:
         """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered)."""
         with self.tx() as conn:
             row = conn.execute(
@@ -213,15 +248,21 @@ class Repository:
             free = row.lease_owner is None or expires is None or expires <= now
             if not free and row.lease_owner != owner:
                 return None
-            recovered = row.lease_owner is not None and row.lease_owner != owner and row.status in RUNNABLE
+            recovered = (
+                row.lease_owner is not None and row.lease_owner != owner and row.status in RUNNABLE
+            )
             epoch = row.lease_epoch + 1
-            values: dict[str, Any] = {"lease_owner": owner, "lease_expires_at": until, "lease_epoch": epoch}
+            values: dict[str, Any] = {
+                "lease_owner": owner,
+                "lease_expires_at": until,
+                "lease_epoch": epoch,
+            }
             if recovered:
                 values["recoveries"] = IT.c.recoveries + 1
             conn.execute(sa.update(IT).where(IT.c.id == instance_id).values(**values))
             return epoch, recovered
 
-    def due(self, now: datetime, limit: int) -> list[str]:
+    def due(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids that have work now: runnable, woken, and not leased by a live worker."""
         lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
         query = (
@@ -236,7 +277,9 @@ class Repository:
     def heartbeat(self, instance_id: str, epoch: int, until: datetime) -> bool:
         with self.tx() as conn:
             res = conn.execute(
-                sa.update(IT).where(IT.c.id == instance_id, IT.c.lease_epoch == epoch).values(lease_expires_at=until)
+                sa.update(IT)
+                .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch)
+                .values(lease_expires_at=until)
             )
             return bool(res.rowcount)
 
@@ -264,19 +307,34 @@ class Repository:
                 where.append(IT.c.status.in_(list(t.expect_status)))
             values = {**t.values, "history_seq": IT.c.history_seq + len(t.history)}
             new_status = values.get("status")
-            if t.epoch is not None and new_status is not None and new_status not in records.TERMINAL:
-                values["status"] = sa.case((IT.c.status == "paused", "paused"), else_=sa.literal(new_status))
-            row = conn.execute(sa.update(IT).where(*where).values(**values).returning(IT.c.history_seq, IT.c.status)).first()
+            if (
+                t.epoch is not None
+                and new_status is not None
+                and new_status not in records.TERMINAL
+            ):
+                values["status"] = sa.case(
+                    (IT.c.status == "paused", "paused"), else_=sa.literal(new_status)
+                )
+            row = conn.execute(
+                sa.update(IT)
+                .where(*where)
+                .values(**values)
+                .returning(IT.c.history_seq, IT.c.status)
+            ).first()
             if row is None:
                 if t.epoch is not None:
-                    raise errors.LeaseLost(f"instance {t.instance_id} is now owned by another worker")
+                    raise errors.LeaseLost(
+                        f"instance {t.instance_id} is now owned by another worker"
+                    )
                 return ""
             for step in t.steps:
                 self._upsert_step(conn, t.instance_id, step)
             self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
             if t.consume_events:
                 at = t.history[0].at if t.history else datetime.now(UTC)
-                conn.execute(sa.update(E).where(E.c.id.in_(t.consume_events)).values(consumed_at=at))
+                conn.execute(
+                    sa.update(E).where(E.c.id.in_(t.consume_events)).values(consumed_at=at)
+                )
             return str(row[1])
 
     def _upsert_step(self, conn: sa.Connection, instance_id: str, step: StepWrite) -> None:
@@ -284,21 +342,35 @@ class Repository:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            stmt = pg_insert(S).values(**row)
+            pg = pg_insert(S).values(**row)
+            pg_set = {k: pg.excluded[k] for k in row if k not in ("instance_id", "path")}
+            conn.execute(
+                pg.on_conflict_do_update(index_elements=["instance_id", "path"], set_=pg_set)
+            )
         else:
             from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-            stmt = lite_insert(S).values(**row)
-        updates = {k: stmt.excluded[k] for k in row if k not in ("instance_id", "path")}
-        conn.execute(stmt.on_conflict_do_update(index_elements=["instance_id", "path"], set_=updates))
+            lite = lite_insert(S).values(**row)
+            lite_set = {k: lite.excluded[k] for k in row if k not in ("instance_id", "path")}
+            conn.execute(
+                lite.on_conflict_do_update(index_elements=["instance_id", "path"], set_=lite_set)
+            )
 
-    def _append_history(self, conn: sa.Connection, instance_id: str, first_seq: int, entries: list[HistoryWrite]) -> None:
+    def _append_history(
+        self, conn: sa.Connection, instance_id: str, first_seq: int, entries: list[HistoryWrite]
+    ) -> None:
         if entries:
             conn.execute(
                 sa.insert(H),
                 [
-                    {"instance_id": instance_id, "seq": first_seq + n + 1, "at": e.at, "type": e.type, "step": e.step,
-                     "data": e.data}
+                    {
+                        "instance_id": instance_id,
+                        "seq": first_seq + n + 1,
+                        "at": e.at,
+                        "type": e.type,
+                        "step": e.step,
+                        "data": e.data,
+                    }
                     for n, e in enumerate(entries)
                 ],
             )
@@ -306,36 +378,73 @@ class Repository:
     # -- events --------------------------------------------------------------------------
     def add_event(self, instance_id: str, name: str, data: Any, now: datetime, wake: bool) -> None:
         with self.tx() as conn:
-            conn.execute(sa.insert(E).values(instance_id=instance_id, name=name, data=data, received_at=now))
+            conn.execute(
+                sa.insert(E).values(instance_id=instance_id, name=name, data=data, received_at=now)
+            )
             if wake:
-                conn.execute(sa.update(IT).where(IT.c.id == instance_id, IT.c.status == "waiting").values(wake_at=now))
+                conn.execute(
+                    sa.update(IT)
+                    .where(IT.c.id == instance_id, IT.c.status == "waiting")
+                    .values(wake_at=now)
+                )
 
-    def pending_events(self, instance_id: str) -> list[Event]:
-        query = sa.select(E).where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None)).order_by(E.c.id)
+    def pending_events(self, instance_id: str) -> builtins.list[Event]:
+        query = (
+            sa.select(E)
+            .where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None))
+            .order_by(E.c.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC)) for r in rows]
+        return [
+            Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC))
+            for r in rows
+        ]
 
     def set_metadata(self, instance_id: str, metadata: dict[str, Any], now: datetime) -> None:
         with self.tx() as conn:
-            conn.execute(sa.update(IT).where(IT.c.id == instance_id).values({"metadata": metadata, "updated_at": now}))
+            conn.execute(
+                sa.update(IT)
+                .where(IT.c.id == instance_id)
+                .values({"metadata": metadata, "updated_at": now})
+            )
 
 
 def _instance(r: sa.RowMapping) -> InstanceRecord:
     return InstanceRecord(
-        id=r["id"], workflow_name=r["workflow_name"], workflow_version=r["workflow_version"],
-        definition_hash=r["definition_hash"], status=r["status"], current_step=r["current_step"],
-        input=r["input"], output=r["output"], error=r["error"], metadata=dict(r["metadata"] or {}),
-        state=dict(r["state"] or {}), parent_id=r["parent_id"], wake_at=utc(r["wake_at"]),
-        lease_owner=r["lease_owner"], lease_expires_at=utc(r["lease_expires_at"]), lease_epoch=r["lease_epoch"],
-        recoveries=r["recoveries"], created_at=utc(r["created_at"]) or datetime.now(UTC),
-        started_at=utc(r["started_at"]), completed_at=utc(r["completed_at"]),
+        id=r["id"],
+        workflow_name=r["workflow_name"],
+        workflow_version=r["workflow_version"],
+        definition_hash=r["definition_hash"],
+        status=r["status"],
+        current_step=r["current_step"],
+        input=r["input"],
+        output=r["output"],
+        error=r["error"],
+        metadata=dict(r["metadata"] or {}),
+        state=dict(r["state"] or {}),
+        parent_id=r["parent_id"],
+        wake_at=utc(r["wake_at"]),
+        lease_owner=r["lease_owner"],
+        lease_expires_at=utc(r["lease_expires_at"]),
+        lease_epoch=r["lease_epoch"],
+        recoveries=r["recoveries"],
+        created_at=utc(r["created_at"]) or datetime.now(UTC),
+        started_at=utc(r["started_at"]),
+        completed_at=utc(r["completed_at"]),
     )
 
 
 def _step(r: sa.RowMapping) -> records.StepResult:
     return records.StepResult(
-        step_name=r["path"], status=r["status"], input=r["input"], output=r["output"], error=r["error"],
-        attempts=r["attempts"], iteration=r["iteration"], started_at=utc(r["started_at"]),
-        completed_at=utc(r["completed_at"]), next_attempt_at=utc(r["next_attempt_at"]),
+        step_name=r["path"],
+        status=r["status"],
+        input=r["input"],
+        output=r["output"],
+        error=r["error"],
+        attempts=r["attempts"],
+        iteration=r["iteration"],
+        started_at=utc(r["started_at"]),
+        completed_at=utc(r["completed_at"]),
+        next_attempt_at=utc(r["next_attempt_at"]),
     )

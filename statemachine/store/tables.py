@@ -11,7 +11,9 @@ metadata = SQLModel.metadata
 
 
 def _ts(index: bool = False, nullable: bool = True) -> datetime | None:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
+    """A timezone-aware timestamp column (stored as UTC)."""
+    column = Column(DateTime(timezone=True), index=index, nullable=nullable)
+    return Field(default=None, sa_column=column)  # type: ignore[no-any-return]
 
 
 class DefinitionRow(SQLModel, table=True):
