@@ -328,10 +328,9 @@ class Engine:
         limit: int = 100,
         offset: int = 0,
     ) -> list[records.WorkflowInstance]:
-        if status is not None and status not in records.InstanceStatus.__args__:  # type: ignore[attr-defined]
-            raise errors.InputValidationError(
-                f"unknown status {status!r}{issues.did_you_mean(status, records.InstanceStatus.__args__)}"
-            )  # type: ignore[attr-defined]
+        if status is not None and status not in records.STATUSES:
+            hint = issues.did_you_mean(status, records.STATUSES)
+            raise errors.InputValidationError(f"unknown status {status!r}{hint}")
         if not (
             isinstance(limit, int)
             and 0 < limit <= 10_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +19,7 @@ InstanceStatus = Literal[
     "timed_out",
 ]
 StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped", "cancelled"]
+STATUSES: tuple[str, ...] = get_args(InstanceStatus)
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 
