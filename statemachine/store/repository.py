@@ -143,22 +143,17 @@ class Repository:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
-    def _insert_ignore(
-        self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]
-    ) -> bool:
+    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> bool:
+        """INSERT unless the key exists; True when a row was inserted (RETURNING: rowcount lies)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            res = conn.execute(
-                pg_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
-            )
-        else:
-            from sqlalchemy.dialects.sqlite import insert as lite_insert
+            pg = pg_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
+            return conn.execute(pg.returning(table.c[keys[0]])).first() is not None
+        from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-            res = conn.execute(
-                lite_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
-            )
-        return bool(res.rowcount)
+        lite = lite_insert(table).values(**row).on_conflict_do_nothing(index_elements=keys)
+        return conn.execute(lite.returning(table.c[keys[0]])).first() is not None
 
     # -- instances -----------------------------------------------------------------------
     def create_instance(self, values: dict[str, Any], history: list[HistoryWrite]) -> bool:
