@@ -41,3 +41,54 @@ class ShopActions:
     def sendOrderConfirmation(self, data: dict[str, Any]) -> dict[str, Any]:
         self.sent.append(data)
         return {"sent_to": data.get("email")}
+
+    def shipOrder(self, data: Any) -> dict[str, Any]:
+        return {"tracking": "TRK-1", "carrier": "post"}
+
+    def notifyCustomer(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        self.sent.append({"instance": ctx.instance_id, "data": data})
+        return {"notified": True}
+
+    def backorderItems(self, data: Any) -> dict[str, Any]:
+        return {"backordered": True}
+
+    # fraud check
+    def calculateFraudScore(self, data: dict[str, Any]) -> dict[str, Any]:
+        amount = float(data.get("amount") or 0) if isinstance(data, dict) else 0.0
+        return {"risk": 0.9 if amount > 1000 else 0.1}
+
+    def approvePayment(self, data: Any) -> dict[str, Any]:
+        return {"approved": True}
+
+    def queueForReview(self, data: Any) -> dict[str, Any]:
+        return {"queued": True}
+
+    # onboarding and customer lifecycle
+    def sendEmail(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(data)
+        return {"sent": True, "template": data.get("template") if isinstance(data, dict) else None}
+
+    def upsertCrmContact(self, data: Any) -> dict[str, Any]:
+        return {"contact_id": "c-1"}
+
+    def assignAccountManager(self, data: Any) -> dict[str, Any]:
+        return {"manager": "grace"}
+
+    # batch job: the job is done on the third check
+    def submitBatchJob(self, data: Any) -> dict[str, Any]:
+        return {"job_id": "job-1"}
+
+    def checkBatchStatus(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        done = ctx.attempt >= 3
+        return {"done": done, "result": {"rows": 1200} if done else None}
+
+    def sendReport(self, data: Any) -> dict[str, Any]:
+        return {"reported": data}
+
+    # paginated fetch: three pages, the iteration number comes from the idempotency key
+    def fetchPage(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        page = int(ctx.idempotency_key.rsplit("/", 1)[1])
+        return {"page": page, "items": [page * 10 + i for i in range(3)], "has_more": page < 2}
+
+    def processPage(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"processed": len(data.get("items", []))}

@@ -35,7 +35,14 @@ app = typer.Typer(
 
 # soft_wrap: never break "file:line:column: message" lines at the terminal width (CI logs, pipes);
 # no markup or emoji parsing: file names, messages and diagrams are printed as written.
-stdout = Console(soft_wrap=True, highlight=False, emoji=False, markup=False)
+# a pipe has no width: keep ids and tables whole there rather than folding them at 80 columns
+stdout = Console(
+    soft_wrap=True,
+    highlight=False,
+    emoji=False,
+    markup=False,
+    width=None if sys.stdout.isatty() else 220,
+)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False, markup=False)
 
 
@@ -162,3 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # the last net: one line on stderr, never a traceback
         error_line(f"{type(exc).__name__}: {one_line(exc)}")
         sys.exit(EXIT_USAGE)
+
+
+from statemachine import cli_ops  # noqa: E402  (registers run, worker, start, status, ...)
+
+_ = cli_ops

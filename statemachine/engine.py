@@ -126,7 +126,14 @@ class Engine:
         self,
         definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition],
         max_concurrent: int | None = None,
+        *,
+        check_actions: bool = True,
     ) -> None:
+        """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
+        if max_concurrent is not None and (
+            not isinstance(max_concurrent, int) or max_concurrent < 1
+        ):
+            raise errors.InputValidationError("max_concurrent must be a whole number >= 1")
         items = (
             [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
         )
@@ -135,7 +142,8 @@ class Engine:
                 raise errors.DefinitionError(
                     f"register takes WorkflowDefinition objects, not {type(item).__name__}"
                 )
-            self._check_actions(item)
+            if check_actions:
+                self._check_actions(item)
         now = self.clock.now()
         for item in items:
             self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
@@ -187,9 +195,14 @@ class Engine:
     def definitions(self) -> builtins.list[models.WorkflowDefinition]:
         return [self._definitions[h] for h in self._latest.values()]
 
-    def _definition_for(self, rec: repo.InstanceRecord) -> models.WorkflowDefinition:
+    def _definition_for(
+        self, rec: repo.InstanceRecord, *, check_actions: bool = False
+    ) -> models.WorkflowDefinition:
+        """The exact version an instance started with: registered here, or its stored copy."""
         found = self._definitions.get(rec.definition_hash)
         if found is not None:
+            if check_actions:
+                self._check_actions(found)
             return found
         body = self.repo.load_definition(rec.definition_hash)
         if body is None:
@@ -205,8 +218,9 @@ class Engine:
                 f"version {rec.workflow_version} ({rec.definition_hash}) of {rec.workflow_name!r} uses inline callables; "
                 f"register that version in this process to run its instances: {exc}",
             ) from None
-        self._check_actions(definition)
         self._definitions[rec.definition_hash] = definition
+        if check_actions:
+            self._check_actions(definition)
         return definition
 
     # -- starting ----------------------------------------------------------------------
@@ -605,7 +619,7 @@ class Engine:
             ):
                 return False
             try:
-                definition = self._definition_for(rec)
+                definition = self._definition_for(rec, check_actions=True)
             except (errors.WorkflowNotFound, errors.DefinitionError):
                 return False
             runner = InstanceRunner(self, rec, epoch, definition)

@@ -143,7 +143,9 @@ class Repository:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
-    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> bool:
+    def _insert_ignore(
+        self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], keys: list[str]
+    ) -> bool:
         """INSERT unless the key exists; True when a row was inserted (RETURNING: rowcount lies)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert

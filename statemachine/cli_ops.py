@@ -1,0 +1,288 @@
+"""Commands that run and operate instances: run, worker, start, status, list, history, control.
+
+They share ``--db`` (or ``STATEMACHINE_DB``), ``--definitions`` and ``--actions module:object``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from statemachine import errors, records
+from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, stderr, stdout
+from statemachine.definition import loader, models
+from statemachine.engine import Engine
+
+DEFAULT_DB = "sqlite:///statemachine.db"
+Db = Annotated[str, typer.Option("--db", envvar="STATEMACHINE_DB", help="Database URL.")]
+Defs = Annotated[
+    Path | None,
+    typer.Option(
+        "--definitions", "-d", help="Folder of YAML definitions (default: ./definitions)."
+    ),
+]
+Actions = Annotated[
+    str | None,
+    typer.Option("--actions", "-a", help="module:object whose public methods are actions."),
+]
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc}")
+
+
+def load_actions(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        fail(f"--actions takes module:object, not {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        fail(f"cannot import {module_name!r}: {exc}")
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        fail(f"module {module_name!r} has no {attr!r}")
+    return obj() if isinstance(obj, type) else obj
+
+
+@contextmanager
+def engine_for(
+    db: str, definitions: Path | None, actions: str | None, *, run: bool
+) -> Iterator[Engine]:
+    """An engine with the definitions (and, to run steps, the actions) registered."""
+    engine = Engine(db)
+    try:
+        if actions:
+            obj = load_actions(actions)
+            if isinstance(obj, dict):
+                for name, fn in obj.items():
+                    engine.action(name)(fn)
+            else:
+                engine.register_actions(obj)
+        # the default folder only serves commands that run nothing: runners name theirs explicitly
+        fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
+        folder = definitions or fallback
+        if folder is not None:
+            engine.register(loader.load_definitions(folder), check_actions=run)
+        yield engine
+    finally:
+        engine.close()
+
+
+def instance_json(inst: records.WorkflowInstance) -> str:
+    data = {
+        "id": inst.id,
+        "workflow": inst.workflow_name,
+        "version": inst.workflow_version,
+        "status": inst.status,
+        "output": inst.output,
+        "error": {k: v for k, v in (inst.error or {}).items() if k != "traceback"} or None,
+    }
+    return json.dumps(data, indent=2, default=str)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    kind, step = str(event.get("type")), event.get("step")
+    marks = {
+        "workflow.step.started": ("▶", "cyan"),
+        "workflow.step.completed": ("✓", "green"),
+        "workflow.step.failed": ("✗", "red"),
+        "workflow.step.retry": ("↻", "yellow"),
+        "workflow.step.skipped": ("-", "dim"),
+    }
+    if kind in marks:
+        mark, style = marks[kind]
+        extra = f" (attempt {event.get('attempt')})" if kind == "workflow.step.retry" else ""
+        stderr.print(Text.assemble((f"{mark} ", style), f"{step}{extra}"))
+
+
+@app.command()
+def run(
+    workflow: Annotated[
+        str, typer.Argument(help="A YAML file, or the name of a workflow in --definitions.")
+    ],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Workflow input as JSON.")
+    ] = None,
+    db: Db = DEFAULT_DB,
+    definitions: Defs = None,
+    actions: Actions = None,
+    instance_id: Annotated[
+        str | None, typer.Option("--id", help="Instance id (idempotent).")
+    ] = None,
+) -> None:
+    """Run a workflow here with live progress, then print the result as JSON (exit 1 if it failed)."""
+    data = parse_json(input, "--input")
+    with engine_for(db, definitions, actions, run=True) as engine:
+        name = workflow
+        if workflow.endswith((".yaml", ".yml")) or Path(workflow).is_file():
+            definition = loader.load_yaml_file(workflow)
+            engine.register(definition)
+            name = definition.name
+        engine.on("workflow.step.*", _progress)
+        inst = engine.execute(name, data, instance_id)
+        while inst.status == "waiting" and inst.wake_at is not None:
+            # a durable timer (poll interval, backoff, wait): sleep to it here; ^C leaves it stored
+            time.sleep(max(0.0, (inst.wake_at - engine.clock.now()).total_seconds()) + 0.01)
+            engine.run_due()
+            inst = engine.get(inst.id)
+        stdout.print(instance_json(inst))
+    raise typer.Exit(
+        EXIT_FAILED if inst.status in ("failed", "timed_out", "cancelled") else EXIT_OK
+    )
+
+
+@app.command()
+def worker(
+    db: Db = DEFAULT_DB,
+    definitions: Defs = None,
+    actions: Actions = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 8,
+    poll_interval: Annotated[str, typer.Option(help="How often to look for due work.")] = "1s",
+) -> None:
+    """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first)."""
+    with engine_for(db, definitions, actions, run=True) as engine:
+        stderr.print(f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows")
+        engine.run_worker(concurrency=concurrency, poll_interval=poll_interval)
+
+
+@app.command()
+def start(
+    workflow: Annotated[str, typer.Argument(help="Workflow name (from --definitions).")],
+    input: Annotated[str | None, typer.Option("--input", "-i")] = None,
+    db: Db = DEFAULT_DB,
+    definitions: Defs = None,
+    instance_id: Annotated[str | None, typer.Option("--id")] = None,
+) -> None:
+    """Start an instance for a worker to run; prints its id."""
+    with engine_for(db, definitions, None, run=False) as engine:
+        stdout.print(engine.start(workflow, parse_json(input, "--input"), instance_id))
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@app.command()
+def status(
+    instance_id: str, db: Db = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """An instance and a table of its steps."""
+    with engine_for(db, None, None, run=False) as engine:
+        inst = engine.get(instance_id)
+        if as_json:
+            stdout.print(inst.model_dump_json(indent=2))
+            return
+        stdout.print(f"{inst.id}  {inst.workflow_name} v{inst.workflow_version}  {inst.status}")
+        table = Table("step", "status", "attempts", "started", "completed", "error")
+        for path, st in inst.step_results.items():
+            error = (st.error or {}).get("message", "") if st.error else ""
+            table.add_row(
+                path,
+                st.status,
+                str(st.attempts),
+                _when(st.started_at),
+                _when(st.completed_at),
+                str(error),
+            )
+        stdout.print(table)
+
+
+@app.command("list")
+def list_(
+    db: Db = DEFAULT_DB,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s")] = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> None:
+    """Instances, newest first."""
+    with engine_for(db, None, None, run=False) as engine:
+        table = Table("id", "workflow", "version", "status", "current step", "created")
+        for inst in engine.list(workflow, status, limit, offset):
+            table.add_row(
+                inst.id,
+                inst.workflow_name,
+                inst.workflow_version,
+                inst.status,
+                inst.current_step or "",
+                _when(inst.created_at),
+            )
+        stdout.print(table)
+
+
+@app.command()
+def history(instance_id: str, db: Db = DEFAULT_DB) -> None:
+    """The append-only history of an instance."""
+    with engine_for(db, None, None, run=False) as engine:
+        table = Table("seq", "at", "type", "step", "data")
+        for entry in engine.history(instance_id):
+            data = json.dumps(
+                {k: v for k, v in entry.data.items() if k != "error"}
+                | (
+                    {"error": entry.data["error"].get("message")}
+                    if isinstance(entry.data.get("error"), dict)
+                    else {}
+                ),
+                default=str,
+            )
+            table.add_row(str(entry.seq), _when(entry.at), entry.type, entry.step or "", data[:120])
+        stdout.print(table)
+
+
+def _control(verb: str) -> None:
+    def command(instance_id: str, db: Db = DEFAULT_DB, definitions: Defs = None) -> None:
+        with engine_for(db, definitions, None, run=False) as engine:
+            result = getattr(engine, verb)(instance_id)
+            stdout.print(
+                result
+                if isinstance(result, str)
+                else f"{verb}: {instance_id} is now {engine.get(instance_id).status}"
+            )
+
+    command.__doc__ = {
+        "cancel": "Cancel an instance (terminal).",
+        "pause": "Pause: no new step starts until resume.",
+        "resume": "Resume a paused instance.",
+        "retry": "Continue a failed instance from its failed step(s).",
+        "replay": "Start a new instance with the same input and definition version; prints its id.",
+    }[verb]
+    app.command(verb)(command)
+
+
+for _verb in ("cancel", "pause", "resume", "retry", "replay"):
+    _control(_verb)
+
+
+@app.command()
+def send(
+    instance_id: str,
+    event: str,
+    data: Annotated[str | None, typer.Option("--data", help="Event data as JSON.")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Send an event to an instance (kept in its inbox until it waits for it)."""
+    with engine_for(db, None, None, run=False) as engine:
+        engine.send_event(instance_id, event, parse_json(data, "--data"))
+        stdout.print(f"sent {event} to {instance_id}")
+
+
+_ = (errors, models)
