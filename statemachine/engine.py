@@ -298,7 +298,6 @@ class Engine:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
         iid = self.start(workflow, input, instance_id)
         self._call(self._drive(iid))
-        self._call(self._drain())
         return self.get(iid)
 
     # -- reading -----------------------------------------------------------------------

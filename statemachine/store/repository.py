@@ -174,7 +174,12 @@ class Repository:
 
     def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(S).where(S.c.instance_id == instance_id)).mappings().all()
+            query = (
+                sa.select(S)
+                .where(S.c.instance_id == instance_id)
+                .order_by(S.c.started_at, S.c.path)
+            )
+            rows = conn.execute(query).mappings().all()
         return [_step(r) for r in rows]
 
     def step_rows(self, instance_id: str) -> dict[str, records.StepResult]:
