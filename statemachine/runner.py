@@ -183,7 +183,8 @@ class InstanceRunner:
     async def loop(self) -> None:
         settings = self.engine.settings
         stalled = 0
-        while self.state.status in ("running", "waiting"):
+        # a pause stops new steps; the ones in flight still finish and are recorded
+        while self.state.status in ("running", "waiting") or (self.paused and self.inflight):
             if not self.paused:
                 for path in interp.Decision(self.state).runnable(self.plan):
                     if path not in self.inflight:
@@ -223,6 +224,11 @@ class InstanceRunner:
         for task in self.inflight.values():
             task.cancel()
 
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Persisted at once (outside the step's transition) and visible to later steps here."""
+        self.engine.set_metadata_key(self.rec.id, key, value)
+        self.state.metadata[key] = value
+
     def heartbeat(self, force: bool = False) -> None:
         """Extend the lease, at most every third of it: a heartbeat per step would double the commits."""
         now = self.now
@@ -250,7 +256,7 @@ class InstanceRunner:
             view,
             attempt=st.attempts,
             idempotency_key=key,
-            set_metadata=lambda k, v: self.engine.set_metadata_key(self.rec.id, k, v),
+            set_metadata=self.set_metadata,
             emit=lambda name, data: self.engine.publish(self.rec, name, path, {"data": data}),
         )
         policy = flowctx.retry_policy(self.definition, step)
