@@ -119,7 +119,7 @@ def _text_pos(text: AnyStr, index: int) -> tuple[int, int]:
 def _pos(at: Any) -> tuple[int, int]:
     """1-based (line, column) of a yaml Mark; a ready tuple passes through; None is unknown."""
     if at is None or isinstance(at, tuple):
-        return at or (0, 0)
+        return at or (1, 1)  # a whole-document problem (e.g. its size) points at its start
     return (at.line + 1, at.column + 1)
 
 

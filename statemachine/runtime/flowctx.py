@@ -66,19 +66,28 @@ def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
     return out
 
 
+def prev_value(state: State, prev: str | None) -> Any:
+    """What step ``prev`` passes on: its output, ``{"error": ...}`` if it failed, else None."""
+    p = None if prev is None else state.steps.get(prev)
+    if p is None:
+        return None
+    if p.status == "completed":
+        return p.output
+    if p.status == "failed":
+        return {"error": p.error}
+    return None
+
+
 def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_id: str) -> FlowView:
     if prev is None:
         node = plan.node(path)
-        prev_value = state.input if node.scope.parent is None else _scope_input(plan, state, node)
+        prev_value_ = state.input if node.scope.parent is None else _scope_input(plan, state, node)
     else:
-        p = state.steps.get(prev)
-        prev_value = (
-            None if p is None else (p.output if p.status == "completed" else {"error": p.error})
-        )
+        prev_value_ = prev_value(state, prev)
     return FlowView(
         input=state.input,
         steps=MappingProxyType(visible_steps(plan, state, path)),
-        prev=prev_value,
+        prev=prev_value_,
         metadata=MappingProxyType(dict(state.metadata)),
         instance_id=instance_id,
         workflow_name=plan.definition.name,
@@ -87,11 +96,16 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
 
 
 def _scope_input(plan: plans.Plan, state: State, node: plans.Node) -> Any:
+    """A branch's input: what led to its parallel step (the workflow input at the very start)."""
     parent = state.steps.get(node.scope.parent or "")
-    if parent is None or parent.prev is None:
+    if parent is None:
         return state.input
-    before = state.steps.get(parent.prev)
-    return None if before is None else before.output
+    if parent.prev is None:
+        container = plan.node(parent.path)
+        return (
+            state.input if container.scope.parent is None else _scope_input(plan, state, container)
+        )
+    return prev_value(state, parent.prev)
 
 
 def call_user(fn: Callable[..., Any], *args: Any) -> Any:
@@ -155,7 +169,14 @@ def task_input(step: models.TaskStep | models.PollStep, view_: FlowView) -> Any:
     if step.input is None:
         return copy.deepcopy(view_.prev)
     if callable(step.input):
-        return call_user(step.input, copy.deepcopy(view_.prev), copy.deepcopy(view_.input))
+        try:
+            return call_user(step.input, copy.deepcopy(view_.prev), copy.deepcopy(view_.input))
+        except errors.StatemachineError:
+            raise
+        except Exception as exc:
+            raise errors.ExpressionError(
+                f"input of {view_.step_name!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
     return expressions.render_value(step.input, view_.names())
 
 

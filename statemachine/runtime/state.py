@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,7 +71,8 @@ class State:
     metadata: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, StepState] = field(default_factory=dict)
     active: list[str] = field(default_factory=list)
-    loops: dict[str, int] = field(default_factory=dict)
+    loops: dict[str, int] = field(default_factory=dict)  # loop target path -> iterations
+    loop_started: dict[str, datetime] = field(default_factory=dict)  # loop path -> first pass
     order: list[str] = field(default_factory=list)  # completion order, for compensation
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
@@ -92,8 +94,9 @@ class State:
         return {
             "active": list(self.active),
             "loops": dict(self.loops),
+            "loop_started": {p: t.isoformat() for p, t in self.loop_started.items()},
             "order": list(self.order),
-            "branches": self.branches,
+            "branches": copy.deepcopy(self.branches),
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
         }
@@ -123,8 +126,11 @@ class State:
         )
         state.active = list(frontier.get("active", []))
         state.loops = dict(frontier.get("loops", {}))
+        state.loop_started = {
+            p: t for p, raw in frontier.get("loop_started", {}).items() if (t := _dt(raw))
+        }
         state.order = list(frontier.get("order", []))
-        state.branches = dict(frontier.get("branches", {}))
+        state.branches = copy.deepcopy(dict(frontier.get("branches", {})))
         state.deadline = _dt(frontier.get("deadline"))
         extra: dict[str, dict[str, Any]] = frontier.get("extra", {})
         for r in steps:
