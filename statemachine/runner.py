@@ -185,6 +185,9 @@ class InstanceRunner:
         stalled = 0
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ("running", "waiting") or (self.paused and self.inflight):
+            self.deliver_events()  # an event may have waited in the inbox for a wait that just began
+            if self.state.status not in ("running", "waiting") and not self.inflight:
+                break
             if not self.paused:
                 for path in interp.Decision(self.state).runnable(self.plan):
                     if path not in self.inflight:

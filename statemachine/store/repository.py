@@ -27,6 +27,19 @@ E = tables.EventRow.__table__  # type: ignore[attr-defined]
 D = tables.DefinitionRow.__table__  # type: ignore[attr-defined]
 
 RUNNABLE = ("pending", "running", "waiting", "compensating")
+RUNNER_KEYS = frozenset(
+    {
+        "status",
+        "state",
+        "current_step",
+        "output",
+        "error",
+        "wake_at",
+        "started_at",
+        "completed_at",
+        "updated_at",
+    }
+)
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -110,6 +123,57 @@ class Repository:
         self.engine: SAEngine = database.connect(self.url, synchronous=synchronous)
         self.dialect = self.engine.dialect.name
         database.upgrade(self.engine)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Statements of the hot path, built once: building them per step costs more than the commit."""
+        b = sa.bindparam
+        terminal = sorted(records.TERMINAL)
+        self._step_upsert = self._upsert_statement(S, ["instance_id", "path"])
+        self._history_insert = sa.insert(H)
+        self._runner_update = (
+            sa.update(IT)
+            .where(IT.c.id == b("p_id"), IT.c.lease_epoch == b("p_epoch"))
+            .values(
+                # a pause that landed while the step ran is kept, unless the workflow just ended
+                status=sa.case(
+                    (
+                        sa.and_(
+                            IT.c.status == "paused", b("p_status", type_=sa.String).not_in(terminal)
+                        ),
+                        "paused",
+                    ),
+                    else_=b("p_status", type_=sa.String),
+                ),
+                state=b("p_state", type_=IT.c.state.type),
+                current_step=b("p_current_step", type_=sa.String),
+                output=b("p_output", type_=IT.c.output.type),
+                error=b("p_error", type_=IT.c.error.type),
+                wake_at=b("p_wake_at", type_=IT.c.wake_at.type),
+                started_at=b("p_started_at", type_=IT.c.started_at.type),
+                completed_at=b("p_completed_at", type_=IT.c.completed_at.type),
+                updated_at=b("p_updated_at", type_=IT.c.updated_at.type),
+                history_seq=IT.c.history_seq + b("p_count", type_=sa.Integer),
+            )
+            .returning(IT.c.history_seq, IT.c.status)
+        )
+
+    def _upsert_statement(self, table: sa.Table, keys: builtins.list[str]) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            pg = pg_insert(table)
+            return pg.on_conflict_do_update(
+                index_elements=keys,
+                set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys},
+            )
+        from sqlalchemy.dialects.sqlite import insert as lite_insert
+
+        lite = lite_insert(table)
+        return lite.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys},
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -302,35 +366,23 @@ class Repository:
         Unfenced control transitions (``epoch=None``) return "" when ``expect_status`` fails.
         """
         with self.tx() as conn:
-            where = [IT.c.id == t.instance_id]
-            if t.epoch is not None:
-                where.append(IT.c.lease_epoch == t.epoch)
-            if t.expect_status is not None:
-                where.append(IT.c.status.in_(list(t.expect_status)))
-            values = {**t.values, "history_seq": IT.c.history_seq + len(t.history)}
-            new_status = values.get("status")
-            if (
-                t.epoch is not None
-                and new_status is not None
-                and new_status not in records.TERMINAL
-            ):
-                values["status"] = sa.case(
-                    (IT.c.status == "paused", "paused"), else_=sa.literal(new_status)
-                )
-            row = conn.execute(
-                sa.update(IT)
-                .where(*where)
-                .values(**values)
-                .returning(IT.c.history_seq, IT.c.status)
-            ).first()
+            if t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS:
+                params = {f"p_{k}": v for k, v in t.values.items()}
+                params.update(p_id=t.instance_id, p_epoch=t.epoch, p_count=len(t.history))
+                row = conn.execute(self._runner_update, params).first()
+            else:
+                row = self._generic_update(conn, t)
             if row is None:
                 if t.epoch is not None:
                     raise errors.LeaseLost(
                         f"instance {t.instance_id} is now owned by another worker"
                     )
                 return ""
-            for step in t.steps:
-                self._upsert_step(conn, t.instance_id, step)
+            if t.steps:
+                conn.execute(
+                    self._step_upsert,
+                    [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
+                )
             self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
             if t.consume_events:
                 at = t.history[0].at if t.history else datetime.now(UTC)
@@ -339,31 +391,27 @@ class Repository:
                 )
             return str(row[1])
 
-    def _upsert_step(self, conn: sa.Connection, instance_id: str, step: StepWrite) -> None:
-        row = {"instance_id": instance_id, **step.__dict__}
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            pg = pg_insert(S).values(**row)
-            pg_set = {k: pg.excluded[k] for k in row if k not in ("instance_id", "path")}
-            conn.execute(
-                pg.on_conflict_do_update(index_elements=["instance_id", "path"], set_=pg_set)
+    def _generic_update(self, conn: sa.Connection, t: Transition) -> Any:
+        where = [IT.c.id == t.instance_id]
+        if t.epoch is not None:
+            where.append(IT.c.lease_epoch == t.epoch)
+        if t.expect_status is not None:
+            where.append(IT.c.status.in_(builtins.list(t.expect_status)))
+        values = {**t.values, "history_seq": IT.c.history_seq + len(t.history)}
+        new_status = values.get("status")
+        if t.epoch is not None and new_status is not None and new_status not in records.TERMINAL:
+            values["status"] = sa.case(
+                (IT.c.status == "paused", "paused"), else_=sa.literal(new_status)
             )
-        else:
-            from sqlalchemy.dialects.sqlite import insert as lite_insert
-
-            lite = lite_insert(S).values(**row)
-            lite_set = {k: lite.excluded[k] for k in row if k not in ("instance_id", "path")}
-            conn.execute(
-                lite.on_conflict_do_update(index_elements=["instance_id", "path"], set_=lite_set)
-            )
+        stmt = sa.update(IT).where(*where).values(**values).returning(IT.c.history_seq, IT.c.status)
+        return conn.execute(stmt).first()
 
     def _append_history(
         self, conn: sa.Connection, instance_id: str, first_seq: int, entries: list[HistoryWrite]
     ) -> None:
         if entries:
             conn.execute(
-                sa.insert(H),
+                self._history_insert,
                 [
                     {
                         "instance_id": instance_id,
