@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,10 @@ def _scope_input(plan: plans.Plan, state: State, node: plans.Node) -> Any:
     parent = state.steps.get(node.scope.parent or "")
     if parent is None:
         return state.input
+    record = state.branches.get(parent.path, {}).get(node.scope.branch or "", {})
+    if "items" in record:  # a map's iterator: its input is the current item
+        index = record["index"]
+        return record["items"][index] if index < len(record["items"]) else None
     if parent.prev is None:
         container = plan.node(parent.path)
         return (
@@ -163,6 +168,23 @@ def choose(step: models.ChoiceStep, view_: FlowView) -> str | None:
         if condition(rule.condition, view_, what=f"choice {i} of {view_.step_name!r}"):
             return rule.next
     return step.default
+
+
+def map_items(step: models.MapStep, view_: FlowView) -> list[Any]:
+    """The items a map step runs its iterator on: a list of JSON values."""
+    value = evaluate(step.items, view_, what=f"items of {view_.step_name!r}")
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise errors.ExpressionError(
+            f"items of {view_.step_name!r} gave {type(value).__name__}, expected a list"
+        )
+    try:
+        return list(json.loads(json.dumps(value, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise errors.ExpressionError(
+            f"items of {view_.step_name!r} are not JSON data: {exc}"
+        ) from None
 
 
 def task_input(step: models.TaskStep | models.PollStep, view_: FlowView) -> Any:

@@ -30,7 +30,7 @@ FINISHED = frozenset({"completed", "failed", "skipped", "cancelled"})
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 # Steps entered in one decision before the instance is failed as making no progress (a loop
 # over pure steps whose condition never turns false, with no interval and only a timeout).
-MAX_ENTERS_PER_DECISION = 50_000
+MAX_ENTERS_PER_DECISION = 10_000
 
 
 @dataclass
@@ -269,6 +269,8 @@ class _Run:
                     value = flowctx.until(step, view)
             elif isinstance(step, models.LoopStep):
                 value = flowctx.condition(step.condition, view, what=f"loop {st.path!r}")
+            elif isinstance(step, models.MapStep):
+                value = flowctx.map_items(step, view)
         except errors.ExpressionError as exc:
             if isinstance(step, models.LoopStep):
                 self.end_loop(st.path, node)
@@ -304,6 +306,12 @@ class _Run:
             self.start_branches(st, step)
             if not step.branches:
                 self.maybe_join(st, step)
+        elif isinstance(step, models.MapStep):
+            st.status, st.phase = "running", "branches"
+            self.s.branches[st.path] = {
+                step.iterator.name: {"status": "running", "items": value, "index": 0, "results": []}
+            }
+            self.next_item(st, step)
         else:
             self.fail(
                 st,
@@ -312,21 +320,24 @@ class _Run:
             )
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:
-        """Start a scope: its first step, or every DAG root (whose conditions are checked)."""
-        if not scope.dag:
-            if scope.steps:
-                self.schedule_enter(scope.prefix + scope.steps[0].name, prev)
-            else:
-                self.scope_done(scope, self.view(scope.prefix + "_", prev).prev)
-            return
-        for step in scope.steps:  # a DAG entered again (loop) starts from scratch
+        """Start a scope: its first step, or every DAG root (whose conditions are checked).
+
+        A scope started again (a loop around a parallel, the next item of a map) starts from
+        scratch: results of its previous round become ``pending`` one iteration later.
+        """
+        for step in scope.steps:
             old = self.s.steps.get(scope.prefix + step.name)
             if old is not None and old.status != "pending":
                 fresh = StepState(path=old.path, status="pending", iteration=old.iteration + 1)
                 self.s.steps[old.path] = fresh
                 self.touch(fresh)
-        for root in self.plan.roots(scope):
-            self.schedule_consider(root)
+        if scope.dag:
+            for root in self.plan.roots(scope):
+                self.schedule_consider(root)
+        elif scope.steps:
+            self.schedule_enter(scope.prefix + scope.steps[0].name, prev)
+        else:  # validation refuses empty branches; pass the input through all the same
+            self.scope_done(scope, flowctx.prev_value(self.s, prev))
 
     def start_branches(self, parent: StepState, step: models.ParallelStep) -> None:
         """Start branches not started yet, up to ``max_concurrency`` running at once."""
@@ -341,6 +352,20 @@ class _Run:
             results[br.name] = {"status": "running"}
             running += 1
             self.start_scope(self.plan.scopes[f"{parent.path}/{br.name}/"], parent.prev)
+
+    def next_item(self, parent: StepState, step: models.MapStep) -> None:
+        """Run the iterator on the next item, or finish the map with every result in order.
+
+        Items run one after the other: an item's steps sit at the plain paths
+        (``map/iterator/step``), each item one more iteration of them.
+        """
+        record = self.s.branches[parent.path][step.iterator.name]
+        index = record["index"]
+        if index >= len(record["items"]):
+            record["status"] = "completed"
+            self.succeed(parent, list(record["results"]))
+            return
+        self.start_scope(self.plan.scopes[f"{parent.path}/{step.iterator.name}/"], None)
 
     def begin_wait(self, st: StepState, step: models.WaitStep, until: Any) -> None:
         st.status = "waiting"
@@ -565,6 +590,12 @@ class _Run:
         assert scope.branch is not None
         parent = self.s.step(scope.parent)
         step = self.plan.node(scope.parent).step
+        if isinstance(step, models.MapStep):
+            record = self.s.branches[scope.parent][scope.branch]
+            record["results"].append(output)
+            record["index"] += 1
+            self.next_item(parent, step)
+            return
         assert isinstance(step, models.ParallelStep)
         results = self.s.branches.setdefault(scope.parent, {})
         results[scope.branch] = {"status": "completed", "output": output}
@@ -586,8 +617,23 @@ class _Run:
         assert scope.branch is not None
         parent = self.s.step(scope.parent)
         step = self.plan.node(scope.parent).step
-        assert isinstance(step, models.ParallelStep)
         self.cancel_under(scope.prefix, "its branch failed")  # the rest of a DAG branch
+        if isinstance(step, models.MapStep):
+            record = self.s.branches[scope.parent][scope.branch]
+            record["status"] = "failed"
+            index = record["index"]
+            self.fail(
+                parent,
+                {
+                    "type": "ItemFailed",
+                    "message": f"item {index} failed: {error.get('message')}",
+                    "index": index,
+                    "errors": [error],
+                },
+                retry=False,
+            )
+            return
+        assert isinstance(step, models.ParallelStep)
         self.s.branches.setdefault(scope.parent, {})[scope.branch] = {
             "status": "failed",
             "error": error,
@@ -710,7 +756,8 @@ class _Run:
             results = self.s.branches.setdefault(parent.path, {})
             for name, result in list(results.items()):
                 if result.get("status") == "failed":
-                    results[name] = {"status": "running"}
+                    kept = {k: v for k, v in result.items() if k != "error"}
+                    results[name] = {**kept, "status": "running"}
         for st in leaves:
             st.status, st.attempts, st.error, st.phase, st.wake_at = "pending", 0, None, "", None
             self.touch(st)
@@ -837,7 +884,13 @@ class _Run:
 
 
 def _rule_status(st: StepState) -> str:
-    return "skipped" if st.status == "failed" and st.handled else st.status
+    """A dependency's status for trigger rules.
+
+    A failure taken by ``on_error`` (continue, or an error branch) counts as a failure here:
+    it no longer fails the instance, but ``all_success`` / ``none_failed_min_one_success``
+    dependents do not run after it while ``all_done`` / ``always`` ones do (as in Airflow).
+    """
+    return st.status
 
 
 Handler = Callable[..., Any]
