@@ -239,6 +239,8 @@ class Engine:
         parent_id: str | None = None,
         _definition: models.WorkflowDefinition | None = None,
     ) -> str:
+        if self._closed:
+            raise errors.StatemachineError("this engine is closed")
         definition = _definition or self.definition(workflow)
         data = self._validate_input(definition, input)
         iid = instance_id or uuid.uuid4().hex
@@ -302,6 +304,7 @@ class Engine:
         self, workflow: str, input: Any = None, instance_id: str | None = None
     ) -> records.WorkflowInstance:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
+        self._loop_thread()  # a closed engine refuses before anything is stored
         iid = self.start(workflow, input, instance_id)
         self._call(self._drive(iid))
         return self.get(iid)
@@ -599,7 +602,12 @@ class Engine:
             return self._loop
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop_thread().call(coro)
+        try:
+            loop = self._loop_thread()
+        except errors.StatemachineError:
+            coro.close()  # never scheduled: close it so Python does not warn
+            raise
+        return loop.call(coro)
 
     async def _drive(self, instance_id: str) -> bool:
         now = self.clock.now()

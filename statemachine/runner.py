@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from statemachine import errors
 from statemachine.definition import models
-from statemachine.runtime import flowctx
+from statemachine.runtime import flowctx, saga
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.context import StepContext
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from statemachine.engine import Engine
 
 _log = logging.getLogger("statemachine.runner")
+ACTIVE = ("running", "waiting", "compensating")
 
 
 @dataclass
@@ -88,12 +89,9 @@ class InstanceRunner:
     def commit(self, decision: interp.Decision, consume: list[int]) -> None:
         now = self.now
         s = decision.state
-        runnable = decision.runnable(self.plan)
-        wake = (
-            None
-            if s.status in ("completed", "failed", "cancelled", "timed_out")
-            else (now if runnable else interp.next_wake(s))
-        )
+        work = decision.runnable(self.plan) or decision.children()
+        terminal = s.status in ("completed", "failed", "cancelled", "timed_out")
+        wake = None if terminal else (now if work else interp.next_wake(s))
         values: dict[str, Any] = {
             "status": s.status,
             "state": s.frontier_json(),
@@ -105,14 +103,14 @@ class InstanceRunner:
             "completed_at": s.completed_at,
             "updated_at": now,
         }
-        steps = [
-            self._step_write(s, p)
-            for p in sorted(decision.changed)
-            if p in s.steps and "#" not in p
-        ]
+        steps = [self._step_write(s, p) for p in sorted(decision.changed) if p in s.steps]
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
+        notify: list[tuple[str, str, Any]] = []
+        if terminal and self.rec.parent_id:  # the parent learns in the same commit, or not at all
+            result = {"status": s.status, "output": s.output, "error": s.error}
+            notify.append((self.rec.parent_id, f"child:{self.rec.id}", result))
         status = self.engine.repo.commit_transition(
-            repo.Transition(self.rec.id, self.epoch, values, steps, history, consume)
+            repo.Transition(self.rec.id, self.epoch, values, steps, history, consume, notify)
         )
         self.state = s
         self.advanced = True
@@ -166,12 +164,59 @@ class InstanceRunner:
         decision.history.append(interp.HistoryItem("workflow.failed", None, {"error": error}))
         self.commit(decision, [])
 
+    async def start_children(self) -> None:
+        """Start (idempotently) the child of every subworkflow step that has none yet."""
+        for path in interp.Decision(self.state).children():
+            st = self.state.steps[path]
+            step = self.plan.node(path).step
+            assert isinstance(step, models.SubworkflowStep)
+            cid = interp.child_id(self.rec.id, path, st.iteration)
+            child = self.engine.repo.get(cid)
+            if child is None:
+                try:
+                    self.engine.start(step.workflow, st.input, cid, parent_id=self.rec.id)
+                except (
+                    errors.StatemachineError
+                ) as exc:  # unknown workflow, input failing its schema
+                    error = {"type": type(exc).__name__, "message": str(exc)}
+                    self.apply(interp.ChildFinished(path, "failed", None, error))
+                    continue
+                self.apply(interp.ChildStarted(path))
+                await self.engine._drive(cid)  # run it here now; any worker could, later
+                continue
+            elif (
+                child.status == "failed"
+                and child.completed_at
+                and st.started_at
+                and child.completed_at < st.started_at
+            ):
+                self.engine.retry(cid)  # the parent is being retried: so is its failed child
+            elif child.status in ("completed", "failed", "cancelled", "timed_out"):
+                self.apply(interp.ChildFinished(path, child.status, child.output, child.error))
+                continue
+            self.apply(interp.ChildStarted(path))
+
     def deliver_events(self) -> None:
-        if not any(
-            self.state.steps[p].phase == "event" for p in self.state.active if p in self.state.steps
-        ):
+        phases = {self.state.steps[p].phase for p in self.state.active if p in self.state.steps}
+        if not phases & {"event", "child-wait", "child"}:
             return
+        children = {
+            interp.child_id(self.rec.id, p, self.state.steps[p].iteration): p
+            for p in self.state.active
+            if p in self.state.steps and self.state.steps[p].phase in ("child", "child-wait")
+        }
         for ev in self.engine.repo.pending_events(self.rec.id):
+            if ev.name.startswith("child:"):
+                path = children.get(ev.name[len("child:") :])
+                if path is not None and isinstance(ev.data, dict):
+                    finished = interp.ChildFinished(
+                        path,
+                        str(ev.data.get("status")),
+                        ev.data.get("output"),
+                        ev.data.get("error"),
+                    )
+                    self.apply(finished, consume=[ev.id])
+                continue
             waiting = [
                 p
                 for p in self.state.active
@@ -184,9 +229,11 @@ class InstanceRunner:
         settings = self.engine.settings
         stalled = 0
         # a pause stops new steps; the ones in flight still finish and are recorded
-        while self.state.status in ("running", "waiting") or (self.paused and self.inflight):
+        while self.state.status in ACTIVE or (self.paused and self.inflight):
             self.deliver_events()  # an event may have waited in the inbox for a wait that just began
-            if self.state.status not in ("running", "waiting") and not self.inflight:
+            if not self.paused:
+                await self.start_children()
+            if self.state.status not in ACTIVE and not self.inflight:
                 break
             if not self.paused:
                 for path in interp.Decision(self.state).runnable(self.plan):
@@ -248,10 +295,14 @@ class InstanceRunner:
 
     async def execute(self, path: str) -> Outcome:
         st = self.state.steps[path]
-        node = self.plan.node(path)
-        step = node.step
+        compensation = saga.is_compensation(path)
+        step = self.plan.node(saga.base_path(path)).step
         assert isinstance(step, models.TaskStep | models.PollStep)
-        target = step.handler if isinstance(step, models.TaskStep) else step.check
+        if compensation:
+            assert isinstance(step, models.TaskStep) and step.compensate is not None
+            target: Any = step.compensate
+        else:
+            target = step.handler if isinstance(step, models.TaskStep) else step.check
         fn: Callable[..., Any] = self.engine.resolve_action(target)
         view = flowctx.view(self.plan, self.state, path, st.prev, self.rec.id)
         key = f"{self.rec.id}/{path}/{st.iteration}"
@@ -263,4 +314,6 @@ class InstanceRunner:
             emit=lambda name, data: self.engine.publish(self.rec, name, path, {"data": data}),
         )
         policy = flowctx.retry_policy(self.definition, step)
-        return await self.engine.executor.run(fn, step, st.input, ctx, policy)
+        return await self.engine.executor.run(
+            fn, step, st.input, ctx, policy, compensation=compensation
+        )

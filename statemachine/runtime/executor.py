@@ -75,10 +75,14 @@ class Executor:
         payload: Any,
         ctx: StepContext,
         policy: models.RetryPolicy | None,
+        *,
+        compensation: bool = False,
     ) -> Outcome:
+        """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas."""
         path = ctx.step_name
+        schemas = isinstance(step, models.TaskStep) and not compensation
         try:
-            if isinstance(step, models.TaskStep) and step.input_schema is not None:
+            if schemas and isinstance(step, models.TaskStep) and step.input_schema is not None:
                 try:
                     payload = step.input_schema.model_validate(payload)
                 except ValidationError as exc:
@@ -98,7 +102,7 @@ class Executor:
                 result = await (asyncio.wait_for(fut, timeout) if timeout else fut)
             if inspect.isawaitable(result):
                 result = await result
-            if isinstance(step, models.TaskStep) and step.output_schema is not None:
+            if schemas and isinstance(step, models.TaskStep) and step.output_schema is not None:
                 try:
                     model = step.output_schema
                     result = result if isinstance(result, model) else model.model_validate(result)

@@ -187,7 +187,9 @@ def map_items(step: models.MapStep, view_: FlowView) -> list[Any]:
         ) from None
 
 
-def task_input(step: models.TaskStep | models.PollStep, view_: FlowView) -> Any:
+def task_input(
+    step: models.TaskStep | models.PollStep | models.SubworkflowStep, view_: FlowView
+) -> Any:
     if step.input is None:
         return copy.deepcopy(view_.prev)
     if callable(step.input):

@@ -16,87 +16,53 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from statemachine import errors
 from statemachine.definition import expressions, models
-from statemachine.runtime import flowctx
+from statemachine.runtime import flowctx, saga
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import State, StepState
+from statemachine.runtime.transitions import (
+    Cancel,
+    ChildFinished,
+    ChildStarted,
+    Decision,
+    Event,
+    EventArrived,
+    HistoryItem,
+    Retry,
+    Start,
+    StepFailed,
+    StepSucceeded,
+    Tick,
+    child_id,
+)
+
+__all__ = [
+    "Cancel",
+    "ChildFinished",
+    "ChildStarted",
+    "Decision",
+    "Event",
+    "EventArrived",
+    "HistoryItem",
+    "Retry",
+    "Start",
+    "StepFailed",
+    "StepSucceeded",
+    "Tick",
+    "child_id",
+    "decide",
+    "next_wake",
+]
 
 FINISHED = frozenset({"completed", "failed", "skipped", "cancelled"})
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 # Steps entered in one decision before the instance is failed as making no progress (a loop
 # over pure steps whose condition never turns false, with no interval and only a timeout).
 MAX_ENTERS_PER_DECISION = 10_000
-
-
-@dataclass
-class Start:
-    pass
-
-
-@dataclass
-class StepSucceeded:
-    path: str
-    output: Any
-
-
-@dataclass
-class StepFailed:
-    path: str
-    error: dict[str, Any]
-    retryable: bool = True
-
-
-@dataclass
-class Tick:
-    """Time passed: fire every timer that is due."""
-
-
-@dataclass
-class EventArrived:
-    name: str
-    data: Any
-
-
-@dataclass
-class Cancel:
-    reason: str = "cancelled"
-
-
-@dataclass
-class Retry:
-    """Continue a failed instance from its failed step(s); completed steps stay completed."""
-
-
-Event = Start | StepSucceeded | StepFailed | Tick | EventArrived | Cancel | Retry
-
-
-@dataclass
-class HistoryItem:
-    type: str
-    step: str | None
-    data: dict[str, Any]
-
-
-@dataclass
-class Decision:
-    state: State
-    history: list[HistoryItem] = field(default_factory=list)
-    changed: set[str] = field(default_factory=set)
-    consumed_event: bool = False
-
-    def runnable(self, plan: plans.Plan) -> list[str]:
-        """Steps whose handler must run now (tasks and poll checks left ``running``)."""
-        out = []
-        for path in self.state.active:
-            st = self.state.steps.get(path)
-            if st and st.status == "running" and st.phase == "run":
-                out.append(path)
-        return out
 
 
 def _ancestors(path: str) -> Iterator[tuple[str, str]]:
@@ -258,7 +224,7 @@ class _Run:
         value: Any = None
         try:
             view = self.view(st.path, st.prev)
-            if isinstance(step, models.TaskStep | models.PollStep):
+            if isinstance(step, models.TaskStep | models.PollStep | models.SubworkflowStep):
                 value = flowctx.task_input(step, view)
             elif isinstance(step, models.PassStep):
                 value = flowctx.pass_output(step, view)
@@ -282,6 +248,10 @@ class _Run:
             st.attempts += 1
             if isinstance(step, models.PollStep) and step.timeout is not None:
                 st.deadline = self.now + timedelta(seconds=step.timeout)
+        elif isinstance(step, models.SubworkflowStep):
+            st.input = value
+            st.status, st.phase, st.wake_at = "running", "child", None
+            st.attempts += 1
         elif isinstance(step, models.PassStep):
             self.succeed(st, value)
         elif isinstance(step, models.ChoiceStep):
@@ -312,12 +282,6 @@ class _Run:
                 step.iterator.name: {"status": "running", "items": value, "index": 0, "results": []}
             }
             self.next_item(st, step)
-        else:
-            self.fail(
-                st,
-                {"type": "NotSupported", "message": f"{step.kind} steps are not supported yet"},
-                retry=False,
-            )
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:
         """Start a scope: its first step, or every DAG root (whose conditions are checked).
@@ -608,9 +572,9 @@ class _Run:
 
     def scope_failed(self, scope: plans.Scope, error: dict[str, Any]) -> None:
         if scope.parent is None:
-            if not self.terminal:
+            if not self.terminal and self.s.status != "compensating":
                 self.cancel_active("failed")
-                self.finish_workflow("failed", error=error)
+                self.fail_workflow(error)
             return
         if not self.scope_alive(scope):
             return
@@ -702,6 +666,90 @@ class _Run:
         data: dict[str, Any] = {"output": output} if status == "completed" else {"error": error}
         self.log(f"workflow.{status}", None, **data)
 
+    # -- saga ----------------------------------------------------------------------------
+    def fail_workflow(self, error: dict[str, Any]) -> None:
+        """Fail, after undoing completed tasks that declared ``compensate`` (newest first)."""
+        todo = saga.compensations(self.plan, self.s)
+        if not todo:
+            self.finish_workflow("failed", error=error)
+            return
+        self.s.status, self.s.error, self.s.compensations = "compensating", error, todo
+        self.log("workflow.compensating", None, steps=list(todo), error=error)
+        self.next_compensation()
+
+    def next_compensation(self) -> None:
+        if not self.s.compensations:
+            self.finish_workflow("failed", error=self.s.error)
+            return
+        path = self.s.compensations.pop(0)
+        done = self.s.steps[path]
+        st = StepState(
+            path=saga.compensation_path(path), status="running", phase="run", prev=path,
+            input=copy.deepcopy(done.output), attempts=1, iteration=done.iteration, started_at=self.now,
+        )  # fmt: skip
+        self.s.steps[st.path] = st
+        self.touch(st)
+        self.activate(st.path)
+        self.log("workflow.step.started", st.path, compensating=path)
+
+    def compensation_done(
+        self, st: StepState, output: Any, error: dict[str, Any] | None, retry: bool
+    ) -> None:
+        if error is not None:
+            policy = flowctx.retry_policy(
+                self.definition, self.plan.node(saga.base_path(st.path)).step
+            )
+            error = {**error, "step": st.path, "attempt": st.attempts}
+            if retry and policy is not None and st.attempts < policy.max_attempts:
+                delay = flowctx.retry_delay(policy, st.attempts)
+                st.status, st.phase, st.error = "waiting", "retry", error
+                st.wake_at = self.now + timedelta(seconds=delay)
+                self.touch(st)
+                self.log(
+                    "workflow.step.retry", st.path, error=error, attempt=st.attempts, delay=delay
+                )
+                return
+            st.status, st.error = "failed", error
+            self.s.error = {**(self.s.error or {}), "compensation_errors": [
+                *(self.s.error or {}).get("compensation_errors", []), error]}  # fmt: skip
+            self.log("workflow.step.failed", st.path, error=error, attempt=st.attempts)
+        else:
+            st.status, st.output = "completed", output
+            self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
+        st.phase, st.wake_at, st.completed_at = "", None, self.now
+        self.touch(st)
+        self.deactivate(st.path)
+        self.next_compensation()
+
+    # -- subworkflows --------------------------------------------------------------------
+    def child_started(self, path: str) -> None:
+        st = self.s.steps.get(path)
+        if (
+            st is not None
+            and path in self.s.active
+            and st.status == "running"
+            and st.phase == "child"
+        ):
+            st.status, st.phase = "waiting", "child-wait"
+            self.touch(st)
+
+    def child_finished(self, event: ChildFinished) -> None:
+        st = self.s.steps.get(event.path)
+        if st is None or event.path not in self.s.active or st.phase not in ("child", "child-wait"):
+            return
+        st.status = "running"
+        if event.status == "completed":
+            self.succeed(st, event.output)
+            return
+        error = event.error or {
+            "type": "ChildFailed",
+            "message": f"the child workflow ended {event.status}",
+        }
+        message = f"subworkflow {event.path!r} ended {event.status}: {error.get('message')}"
+        self.fail(
+            st, {"type": "SubworkflowFailed", "message": message, "child": error}, retry=False
+        )
+
     # -- events ------------------------------------------------------------------------
     def start(self) -> None:
         if self.s.status != "pending":
@@ -773,7 +821,13 @@ class _Run:
                 self.maybe_join(parent, step)
 
     def tick(self) -> None:
-        if self.s.deadline is not None and self.now >= self.s.deadline and not self.terminal:
+        compensating = self.s.status == "compensating"  # undoing is allowed to outlive the deadline
+        if (
+            self.s.deadline is not None
+            and self.now >= self.s.deadline
+            and not self.terminal
+            and not compensating
+        ):
             self.cancel_active("timed_out")
             self.finish_workflow(
                 "timed_out",
@@ -781,7 +835,7 @@ class _Run:
             )
             return
         for path in list(self.s.active):
-            if self.s.status not in ("running", "waiting"):
+            if self.s.status not in ("running", "waiting", "compensating"):
                 return
             st = self.s.steps.get(path)
             if st is None or path not in self.s.active:
@@ -806,7 +860,7 @@ class _Run:
             self.drain()
 
     def wake(self, st: StepState) -> None:
-        node = self.plan.node(st.path)
+        node = self.plan.node(saga.base_path(st.path))
         phase, st.wake_at = st.phase, None
         self.touch(st)
         if phase == "delay":
@@ -830,6 +884,9 @@ class _Run:
         st = self.running(path)
         if st is None:
             return  # a late result of a cancelled step
+        if saga.is_compensation(path):
+            self.compensation_done(st, output, None, False)
+            return
         step = self.plan.node(path).step
         if isinstance(step, models.PollStep):
             done, result = flowctx.poll_result(output)
@@ -858,6 +915,9 @@ class _Run:
     def failed(self, path: str, error: dict[str, Any], retryable: bool) -> None:
         st = self.running(path)
         if st is None:
+            return
+        if saga.is_compensation(path):
+            self.compensation_done(st, None, error, retryable)
             return
         self.fail(st, error, retry=retryable)
 
@@ -915,6 +975,10 @@ def decide(
         run.retry()
     elif isinstance(event, Cancel):
         run.cancel(event.reason)
+    elif isinstance(event, ChildStarted):
+        run.child_started(event.path)
+    elif isinstance(event, ChildFinished):
+        run.child_finished(event)
     run.drain()
     leaves = [
         run.s.steps[p]

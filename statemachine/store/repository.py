@@ -106,6 +106,9 @@ class Transition:
     steps: list[StepWrite] = field(default_factory=list)
     history: list[HistoryWrite] = field(default_factory=list)
     consume_events: list[int] = field(default_factory=list)
+    notify: list[tuple[str, str, Any]] = field(
+        default_factory=list
+    )  # (instance, event, data) to wake
     expect_status: Sequence[str] | None = None  # only apply while the status is one of these
 
 
@@ -384,6 +387,16 @@ class Repository:
                     [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
                 )
             self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
+            for target, name, data in t.notify:
+                now = t.history[0].at if t.history else datetime.now(UTC)
+                conn.execute(
+                    sa.insert(E).values(instance_id=target, name=name, data=data, received_at=now)
+                )
+                conn.execute(
+                    sa.update(IT)
+                    .where(IT.c.id == target, IT.c.status.in_(RUNNABLE))
+                    .values(wake_at=now)
+                )
             if t.consume_events:
                 at = t.history[0].at if t.history else datetime.now(UTC)
                 conn.execute(
