@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ from statemachine.runtime.state import State
 from statemachine.store import repository as repo
 
 T = TypeVar("T")
+_log = logging.getLogger("statemachine.engine")
 BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
 ACTIVE = ("pending", "running", "waiting", "paused", "compensating")
 
@@ -39,6 +41,17 @@ def _seconds(value: Any, what: str) -> float:
         return durations.parse_duration(value)
     except durations.DurationSyntaxError as exc:
         raise errors.InputValidationError(f"{what}: {exc}") from None
+
+
+def _without_modules(value: Any) -> Any:
+    """A definition dict with inline callables named by qualified name only."""
+    if isinstance(value, dict):
+        if value.get("loadable") is False and isinstance(value.get("callable"), str):
+            return {"callable": value["callable"].rsplit(".<locals>.", 1)[-1].rsplit(".", 1)[-1]}
+        return {k: _without_modules(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_modules(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -216,6 +229,10 @@ class Engine:
                 rec.workflow_name,
                 f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored",
             )
+        twin = self._registered_twin(rec, body)
+        if twin is not None:
+            self._definitions[rec.definition_hash] = twin
+            return self._definition_for(rec, check_actions=check_actions)
         try:
             definition = loader.load_dict(body)
         except errors.DefinitionError as exc:
@@ -228,6 +245,23 @@ class Engine:
         if check_actions:
             self._check_actions(definition)
         return definition
+
+    def _registered_twin(
+        self, rec: repo.InstanceRecord, body: dict[str, Any]
+    ) -> models.WorkflowDefinition | None:
+        """A registered definition that differs from the stored one only in callables' module names.
+
+        A script run as ``__main__`` and the same code imported as a module name their inline
+        callables differently, so their hashes differ although the graph is the same.
+        """
+        wanted = _without_modules(body)
+        for definition in self._definitions.values():
+            same = (
+                definition.name == rec.workflow_name and definition.version == rec.workflow_version
+            )
+            if same and _without_modules(definition.to_dict()) == wanted:
+                return definition
+        return None
 
     # -- starting ----------------------------------------------------------------------
     def start(
@@ -619,7 +653,7 @@ class Engine:
         epoch, recovered = claim
         try:
             rec = self.repo.get(instance_id)
-            if rec is None or rec.status not in ("pending", "running", "waiting"):
+            if rec is None or rec.status not in repo.RUNNABLE:
                 return False
             if recovered and rec.recoveries > self.settings.max_recoveries:
                 self._dead_letter(rec, epoch)
@@ -633,7 +667,8 @@ class Engine:
                 return False
             try:
                 definition = self._definition_for(rec, check_actions=True)
-            except (errors.WorkflowNotFound, errors.DefinitionError):
+            except (errors.WorkflowNotFound, errors.DefinitionError) as exc:
+                _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
                 return False
             runner = InstanceRunner(self, rec, epoch, definition)
             await runner.run()

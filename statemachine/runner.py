@@ -164,9 +164,10 @@ class InstanceRunner:
         decision.history.append(interp.HistoryItem("workflow.failed", None, {"error": error}))
         self.commit(decision, [])
 
-    async def start_children(self) -> None:
+    async def start_children(self) -> bool:
         """Start (idempotently) the child of every subworkflow step that has none yet."""
-        for path in interp.Decision(self.state).children():
+        paths = interp.Decision(self.state).children()
+        for path in paths:
             st = self.state.steps[path]
             step = self.plan.node(path).step
             assert isinstance(step, models.SubworkflowStep)
@@ -195,6 +196,7 @@ class InstanceRunner:
                 self.apply(interp.ChildFinished(path, child.status, child.output, child.error))
                 continue
             self.apply(interp.ChildStarted(path))
+        return bool(paths)
 
     def deliver_events(self) -> None:
         phases = {self.state.steps[p].phase for p in self.state.active if p in self.state.steps}
@@ -231,8 +233,8 @@ class InstanceRunner:
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ACTIVE or (self.paused and self.inflight):
             self.deliver_events()  # an event may have waited in the inbox for a wait that just began
-            if not self.paused:
-                await self.start_children()
+            if not self.paused and await self.start_children():
+                continue  # a child that ran here may already have finished: deliver its event
             if self.state.status not in ACTIVE and not self.inflight:
                 break
             if not self.paused:

@@ -1,0 +1,171 @@
+"""Compensation (saga) and subworkflow steps on real databases, including a crash mid-compensation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statemachine import CriticalError, Engine, InvalidTransition, workflow
+from statemachine.testing import ManualClock
+from tests.integration.programs import saga_worker
+
+PROGRAM = Path(saga_worker.__file__)
+
+
+def test_compensations_run_in_reverse_completion_order(db_url: str) -> None:
+    undone: list[tuple[str, Any]] = []
+    engine = Engine(db_url)
+
+    def fail(_: Any) -> None:
+        raise CriticalError("no stock")
+
+    engine.register(
+        workflow("order-saga")
+        .task("reserve", lambda _: {"r": 1}, compensate=lambda out: undone.append(("reserve", out)))
+        .task(
+            "charge", lambda _: {"c": 2}, compensate=lambda out, ctx: undone.append(("charge", out))
+        )
+        .task("audit", lambda _: {"a": 3})  # no compensate: nothing to undo
+        .task("ship", fail)
+        .build()
+    )
+    inst = engine.execute("order-saga", {})
+    assert inst.status == "failed"
+    assert inst.error is not None and inst.error["message"] == "no stock"
+    assert undone == [("charge", {"c": 2}), ("reserve", {"r": 1})]
+    assert inst.step_results["charge#compensate"].status == "completed"
+    types = [h.type for h in engine.history(inst.id)]
+    assert types.index("workflow.compensating") < types.index("workflow.failed")
+    engine.close()
+
+
+def test_a_failing_compensation_is_retried_then_recorded(db_url: str) -> None:
+    clock = ManualClock()
+    engine = Engine(db_url, clock=clock)
+    calls: list[int] = []
+
+    def flaky_undo(out: Any, ctx: Any) -> None:
+        calls.append(ctx.attempt)
+        raise ConnectionError("refund service down")
+
+    def fail(_: Any) -> None:
+        raise CriticalError("boom")
+
+    engine.register(
+        workflow("undo-fails")
+        .task(
+            "pay",
+            lambda _: {"p": 1},
+            compensate=flaky_undo,
+            retry={"max_attempts": 2, "interval": "1m"},
+        )
+        .task("ship", fail)
+        .build()
+    )
+    inst = engine.execute("undo-fails", {})
+    assert inst.status == "compensating"
+    clock.advance("1m")
+    engine.run_due()
+    inst = engine.get(inst.id)
+    assert inst.status == "failed"
+    assert calls == [1, 2]
+    assert inst.error is not None
+    assert inst.error["compensation_errors"][0]["message"] == "refund service down"
+    engine.close()
+
+
+def test_compensation_resumes_after_a_crash(sqlite_url: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, str(PROGRAM), sqlite_url, str(tmp_path)])
+    log = tmp_path / "log.txt"
+    try:
+        deadline = time.monotonic() + 60
+        while "cancel-flight" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the worker never reached the compensation"
+            assert proc.poll() is None, "the worker exited early"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    time.sleep(1.2)  # the dead worker's 1 s lease runs out
+    engine = Engine(sqlite_url, lease="1s")
+    saga_worker.setup(engine, tmp_path, hang=False)
+    assert engine.get(saga_worker.INSTANCE).status == "compensating"
+    engine.run_due()
+    inst = engine.get(saga_worker.INSTANCE)
+    assert inst.status == "failed"
+    runs = log.read_text().split()
+    assert runs == [
+        "book-hotel", "book-flight", "charge",
+        "cancel-flight:f-1",  # killed inside the flight's compensation ...
+        "cancel-flight:f-1",  # ... which runs again after recovery
+        "cancel-hotel:h-1",   # then the older step is undone, exactly once
+    ]  # fmt: skip
+    engine.close()
+
+
+def test_subworkflow_output_becomes_the_step_output(db_url: str) -> None:
+    clock = ManualClock()
+    engine = Engine(db_url, clock=clock)
+    engine.register(
+        [
+            workflow("kyc")
+            .task("check", lambda x: {"ok": x["age"] >= 18})
+            .wait("settle", duration="1h")
+            .build(),
+            workflow("signup")
+            .task("create", lambda x: {"age": x["age"]})
+            .subworkflow("verify", workflow="kyc")
+            .pass_("done", transform=lambda ctx: {"verified": ctx.steps["verify"]["ok"]}, end=True)
+            .build(),
+        ]
+    )
+    inst = engine.execute("signup", {"age": 30})
+    assert inst.status == "waiting"
+    children = [c for c in engine.list(workflow="kyc")]
+    assert len(children) == 1 and children[0].parent_id == inst.id
+    clock.advance("1h")
+    engine.run_due()
+    inst = engine.get(inst.id)
+    assert inst.status == "completed"
+    assert inst.output == {"verified": True}
+    assert engine.get(children[0].id).status == "completed"
+    engine.close()
+
+
+def test_a_failing_child_fails_the_step_and_cancel_reaches_children(db_url: str) -> None:
+    clock = ManualClock()
+    engine = Engine(db_url, clock=clock)
+
+    def reject(_: Any) -> None:
+        raise CriticalError("rejected")
+
+    engine.register(
+        [
+            workflow("bad-child").task("no", reject).build(),
+            workflow("slow-child").wait("w", duration="1d").build(),
+            workflow("parent-bad").subworkflow("sub", workflow="bad-child").build(),
+            workflow("parent-slow").subworkflow("sub", workflow="slow-child").build(),
+            workflow("parent-missing").subworkflow("sub", workflow="nope").build(),
+        ]
+    )
+    bad = engine.execute("parent-bad", {})
+    assert bad.status == "failed"
+    assert bad.error is not None and "rejected" in bad.error["message"]
+    missing = engine.execute("parent-missing", {})
+    assert missing.status == "failed"
+    assert missing.error is not None and "nope" in missing.error["message"]
+    slow = engine.execute("parent-slow", {})
+    child = engine.list(workflow="slow-child")[0]
+    assert child.status == "waiting" and child.parent_id == slow.id
+    engine.cancel(slow.id)
+    assert engine.get(child.id).status == "cancelled"
+    with pytest.raises(InvalidTransition):
+        engine.cancel(child.id)
+    engine.close()
