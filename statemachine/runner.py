@@ -273,8 +273,17 @@ class InstanceRunner:
             self.deliver_events()
             if self.state.deadline is not None and self.now >= self.state.deadline:
                 self.apply(interp.Tick())
+            self.cancel_abandoned()
         for task in self.inflight.values():
             task.cancel()
+
+    def cancel_abandoned(self) -> None:
+        """Cancel handlers whose step no longer waits for them (a lost race, a fail-fast sibling)."""
+        for path, task in list(self.inflight.items()):
+            st = self.state.steps.get(path)
+            if st is None or st.status != "running" or path not in self.state.active:
+                task.cancel()
+                del self.inflight[path]
 
     def set_metadata(self, key: str, value: Any) -> None:
         """Persisted at once (outside the step's transition) and visible to later steps here."""
