@@ -28,6 +28,8 @@ class ShopActions:
         return {"reserved": len(items)}
 
     def chargePayment(self, data: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if float(data.get("amount") or 0) > 10_000:
+            raise CriticalError("card declined: over the limit")  # not retried
         # the idempotency key makes a re-run after a crash charge once, not twice
         charge = self.charges.setdefault(
             ctx.idempotency_key,
@@ -92,3 +94,32 @@ class ShopActions:
 
     def processPage(self, data: dict[str, Any]) -> dict[str, Any]:
         return {"processed": len(data.get("items", []))}
+
+    # trip booking (a saga): each booking has its undo
+    def bookHotel(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"hotel": f"hotel-{data.get('city')}"}
+
+    def cancelHotel(self, booking: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append({"cancelled": booking["hotel"]})
+        return {"cancelled": booking["hotel"]}
+
+    def bookFlight(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"flight": f"flight-to-{data.get('to')}"}
+
+    def cancelFlight(self, booking: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append({"cancelled": booking["flight"]})
+        return {"cancelled": booking["flight"]}
+
+    # expense approval
+    def submitExpense(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"expense_id": "exp-1", "amount": data.get("amount")}
+
+    def payExpense(self, data: Any) -> dict[str, Any]:
+        return {"paid": True}
+
+    # kyc
+    def verifyIdentity(self, data: Any) -> dict[str, Any]:
+        return {"identity": "verified"}
+
+    def screenSanctions(self, data: Any) -> dict[str, Any]:
+        return {"sanctions": "clear"}

@@ -93,7 +93,19 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
         instance_id=instance_id,
         workflow_name=plan.definition.name,
         step_name=path,
+        extra=map_names(state, path),
     )
+
+
+def map_names(state: State, path: str) -> dict[str, Any]:
+    """Inside a map's iterator, ``item`` and ``index`` name the current item (innermost map wins)."""
+    names: dict[str, Any] = {}
+    parts = path.split("/")
+    for i in range(1, len(parts) - 1, 2):
+        record = state.branches.get("/".join(parts[:i]), {}).get(parts[i], {})
+        if "items" in record and record["index"] < len(record["items"]):
+            names = {"item": record["items"][record["index"]], "index": record["index"]}
+    return names
 
 
 def _scope_input(plan: plans.Plan, state: State, node: plans.Node) -> Any:

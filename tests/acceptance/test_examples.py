@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["quickstart.py", "durable_wait.py", "retries.py", "events.py"]
+SCRIPTS = ["quickstart.py", "durable_wait.py", "retries.py", "events.py", "saga_and_children.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

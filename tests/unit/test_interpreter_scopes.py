@@ -761,3 +761,24 @@ def test_map_with_a_dag_iterator() -> None:
     d.ok("m/it/x", 2)
     d.ok("m/it/y", "Y")
     assert d.state.output == [{}, {"y": "Y"}]
+
+
+def test_map_iterator_expressions_see_item_and_index() -> None:
+    wf = (
+        workflow("map-names")
+        .map(
+            "each",
+            items="input.xs",
+            iterator=branch("it")
+            .task("send", "noop", input={"to": "${{ item }}", "n": "${{ index }}"})
+            .build(),
+        )
+        .build()
+    )
+    d = Driver(wf, {"xs": ["a@x.io", "b@x.io"]})
+    d.start()
+    assert d.step("each/it/send").input == {"to": "a@x.io", "n": 0}
+    d.ok("each/it/send", "sent-a")
+    assert d.step("each/it/send").input == {"to": "b@x.io", "n": 1}
+    d.ok("each/it/send", "sent-b")
+    assert d.step("each").output == ["sent-a", "sent-b"]
