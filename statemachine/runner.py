@@ -83,15 +83,24 @@ class InstanceRunner:
         ):
             self.state = decision.state
             return decision
-        self.commit(decision, consume or [])
+        try:
+            self.commit(decision, consume or [], abort_if_paused=not self.paused)
+        except repo.InstancePaused:
+            # paused while the handler ran: record its result, but let no new step start
+            self.paused = True
+            self.state.status = "paused"
+            decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
+            self.commit(decision, consume or [])
         return decision
 
-    def commit(self, decision: interp.Decision, consume: list[int]) -> None:
+    def commit(
+        self, decision: interp.Decision, consume: list[int], *, abort_if_paused: bool = False
+    ) -> None:
         now = self.now
         s = decision.state
         work = decision.runnable(self.plan) or decision.children()
         terminal = s.status in ("completed", "failed", "cancelled", "timed_out")
-        wake = None if terminal else (now if work else interp.next_wake(s))
+        wake = None if terminal else (now if work or s.deferred else interp.next_wake(s))
         values: dict[str, Any] = {
             "status": s.status,
             "state": s.frontier_json(),
@@ -110,7 +119,16 @@ class InstanceRunner:
             result = {"status": s.status, "output": s.output, "error": s.error}
             notify.append((self.rec.parent_id, f"child:{self.rec.id}", result))
         status = self.engine.repo.commit_transition(
-            repo.Transition(self.rec.id, self.epoch, values, steps, history, consume, notify)
+            repo.Transition(
+                self.rec.id,
+                self.epoch,
+                values,
+                steps,
+                history,
+                consume,
+                notify,
+                abort_if_paused=abort_if_paused,
+            )
         )
         self.state = s
         self.advanced = True

@@ -81,6 +81,7 @@ class Executor:
         """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas."""
         path = ctx.step_name
         schemas = isinstance(step, models.TaskStep) and not compensation
+        budget = asyncio.timeout(None if compensation else step.timeout)
         try:
             if schemas and isinstance(step, models.TaskStep) and step.input_schema is not None:
                 try:
@@ -91,17 +92,15 @@ class Executor:
                         step=path,
                     ) from None
             args = (payload, ctx)[: _arity(fn)]
-            timeout = step.timeout
-            if _is_async(fn):
-                coro = fn(*args)
-                result = await (asyncio.wait_for(coro, timeout) if timeout else coro)
-            else:
-                loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, fn, *args)
-                fut = loop.run_in_executor(self.pool, call)
-                result = await (asyncio.wait_for(fut, timeout) if timeout else fut)
-            if inspect.isawaitable(result):
-                result = await result
+            async with budget:
+                if _is_async(fn):
+                    result = await fn(*args)
+                else:
+                    loop = asyncio.get_running_loop()
+                    call = functools.partial(contextvars.copy_context().run, fn, *args)
+                    result = await loop.run_in_executor(self.pool, call)
+                if inspect.isawaitable(result):
+                    result = await result
             if schemas and isinstance(step, models.TaskStep) and step.output_schema is not None:
                 try:
                     model = step.output_schema
@@ -115,11 +114,15 @@ class Executor:
             return Outcome(True, output)
         except asyncio.CancelledError:
             raise
-        except TimeoutError:
-            exc2 = errors.StepTimeoutError(
+        except TimeoutError as exc:
+            if not budget.expired():  # the handler's own TimeoutError, not our step timeout
+                return Outcome(
+                    False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc)
+                )
+            late = errors.StepTimeoutError(
                 f"step {path!r} timed out after {step.timeout}s", step=path
             )
-            return Outcome(False, error=error_dict(exc2), retryable=policy is not None)
+            return Outcome(False, error=error_dict(late), retryable=flowctx.retryable(policy, late))
         except errors.OutputNotStorable as exc:
             return Outcome(False, error=error_dict(exc), retryable=False)
         except Exception as exc:  # user code: anything may be raised

@@ -138,6 +138,13 @@ class _Run:
         return any(self.plan.node(path).scope is scope for _, path, _ in self.queue)
 
     def drain(self) -> None:
+        if self.s.status == "paused":  # no new step starts while paused: resume enters them
+            self.s.deferred.extend([kind, path, prev] for kind, path, prev in self.queue)
+            self.queue.clear()
+            return
+        if self.s.deferred and self.s.status in ("running", "waiting"):
+            self.queue.extend((str(k), str(p), v) for k, p, v in self.s.deferred)
+            self.s.deferred.clear()
         while self.queue:
             kind, path, prev = self.queue.popleft()
             self.entered += 1

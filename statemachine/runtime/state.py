@@ -74,6 +74,7 @@ class State:
     loops: dict[str, int] = field(default_factory=dict)  # loop target path -> iterations
     loop_started: dict[str, datetime] = field(default_factory=dict)  # loop path -> first pass
     compensations: list[str] = field(default_factory=list)  # saga: steps still to undo, in order
+    deferred: list[list[Any]] = field(default_factory=list)  # [kind, path, prev] held by a pause
     order: list[str] = field(default_factory=list)  # completion order, for compensation
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
@@ -97,6 +98,7 @@ class State:
             "loops": dict(self.loops),
             "loop_started": {p: t.isoformat() for p, t in self.loop_started.items()},
             "compensations": list(self.compensations),
+            "deferred": copy.deepcopy(self.deferred),
             "order": list(self.order),
             "branches": copy.deepcopy(self.branches),
             "deadline": self.deadline.isoformat() if self.deadline else None,
@@ -129,6 +131,7 @@ class State:
         state.active = list(frontier.get("active", []))
         state.loops = dict(frontier.get("loops", {}))
         state.compensations = list(frontier.get("compensations", []))
+        state.deferred = [list(item) for item in frontier.get("deferred", [])]
         state.loop_started = {
             p: t for p, raw in frontier.get("loop_started", {}).items() if (t := _dt(raw))
         }

@@ -106,10 +106,13 @@ class Transition:
     steps: list[StepWrite] = field(default_factory=list)
     history: list[HistoryWrite] = field(default_factory=list)
     consume_events: list[int] = field(default_factory=list)
-    notify: list[tuple[str, str, Any]] = field(
-        default_factory=list
-    )  # (instance, event, data) to wake
+    notify: list[tuple[str, str, Any]] = field(default_factory=list)  # (instance, event, data)
     expect_status: Sequence[str] | None = None  # only apply while the status is one of these
+    abort_if_paused: bool = False  # roll back if a pause landed meanwhile (the runner re-decides)
+
+
+class InstancePaused(Exception):
+    """Internal: a runner's transition met a pause; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -139,14 +142,19 @@ class Repository:
             .where(IT.c.id == b("p_id"), IT.c.lease_epoch == b("p_epoch"))
             .values(
                 # a pause that landed while the step ran is kept, unless the workflow just ended
+                # a pause that landed while the step ran is kept, unless the workflow just ended;
+                # a runner that knows it is paused sends no status (NULL) and keeps the stored one
                 status=sa.case(
                     (
                         sa.and_(
-                            IT.c.status == "paused", b("p_status", type_=sa.String).not_in(terminal)
+                            IT.c.status == "paused",
+                            sa.func.coalesce(b("p_status", type_=sa.String), "paused").not_in(
+                                terminal
+                            ),
                         ),
                         "paused",
                     ),
-                    else_=b("p_status", type_=sa.String),
+                    else_=sa.func.coalesce(b("p_status", type_=sa.String), IT.c.status),
                 ),
                 state=b("p_state", type_=IT.c.state.type),
                 current_step=b("p_current_step", type_=sa.String),
@@ -372,7 +380,19 @@ class Repository:
             if t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS:
                 params = {f"p_{k}": v for k, v in t.values.items()}
                 params.update(p_id=t.instance_id, p_epoch=t.epoch, p_count=len(t.history))
+                if params["p_status"] == "paused":
+                    params["p_status"] = None
                 row = conn.execute(self._runner_update, params).first()
+                intended = t.values["status"]
+                if (
+                    t.abort_if_paused
+                    and row is not None
+                    and row[1] == "paused"
+                    and intended != "paused"
+                ):
+                    raise InstancePaused(
+                        t.instance_id
+                    )  # rolls back: the caller decides again, paused
             else:
                 row = self._generic_update(conn, t)
             if row is None:

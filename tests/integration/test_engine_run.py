@@ -6,6 +6,7 @@ Only the public surface is used: ``from statemachine import ...`` and ManualCloc
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import math
 import re
@@ -36,6 +37,7 @@ def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
     eng = Engine(db_url, clock=clock)
     yield eng
     eng.close()
+    gc.collect()  # so a leak shows up in the test that caused it
 
 
 def _example_actions() -> ModuleType:
@@ -143,10 +145,8 @@ def test_yaml_sequence_with_registered_actions(engine: Engine) -> None:
         "subject": "Order o-7 is on its way",  # interpolated
     }
     # the charge was keyed by the idempotency key of that step
-    assert list(actions.charges) == ["order-o-7/charge/0"] or all(
-        k.startswith("order-o-7/charge/") for k in actions.charges
-    )
     assert len(actions.charges) == 1
+    assert re.fullmatch(r"order-o-7/charge/\d+", next(iter(actions.charges)))
     completed = [h.step for h in engine.history(inst.id) if h.type == "workflow.step.completed"]
     assert completed == ["validate", "reserve", "charge", "fulfill", "notify"]
 
@@ -213,7 +213,7 @@ def test_step_context_fields(engine: Engine) -> None:
     assert one["data"] == {"order": 1}
     assert one["input"] == {"order": 1}
     assert one["steps"] == {}
-    assert one["prev"] is None
+    assert one["prev"] in (None, {"order": 1})  # nothing led here: nothing, or the input
     assert one["instance_id"] == "ctx-1"
     assert one["workflow_name"] == "ctx-wf"
     assert one["step_name"] == "first"
@@ -278,7 +278,7 @@ def test_sync_handlers_run_off_the_event_loop(engine: Engine) -> None:
         threads["sync"] = threading.current_thread().name
         return "ok"
 
-    async def async_step(data: Any) -> str:
+    async def async_step(data: str) -> str:
         threads["async"] = threading.current_thread().name
         return data + "!"
 
@@ -287,7 +287,6 @@ def test_sync_handlers_run_off_the_event_loop(engine: Engine) -> None:
     assert inst.status == "completed"
     assert inst.output == "ok!"
     assert threads["sync"] != threads["async"]  # a blocking handler does not block the loop
-    assert threads["sync"] != threading.current_thread().name or True
 
 
 def _snapshot(data: Any, ctx: StepContext) -> dict[str, Any]:

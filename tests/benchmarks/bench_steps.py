@@ -1,0 +1,148 @@
+"""Cost of one durable step, against the floor of what the database must do for it.
+
+(a) floor: raw ``sqlite3`` transactions doing what one step transition does (UPDATE the
+    instance row + INSERT a ~200-byte step row + INSERT a history row), on a SQLite file in WAL
+    with ``synchronous=FULL``, committed one by one;
+(b) statemachine: 200 instances of a 10-step sequential workflow with trivial handlers, run with
+    ``engine.execute`` one after another, on a SQLite file (WAL, ``synchronous=FULL``, the
+    engine's default);
+(c) one markdown table: commits/s and µs per commit, steps/s and µs per step, and the ratio
+    (µs per step / µs per floor commit). Medians of 3 runs, each on a fresh temporary file.
+
+Prints the table and writes nothing else (temporary databases are deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from statemachine import Engine, workflow
+
+FLOOR_COMMITS = 2000
+INSTANCES = 200
+STEPS = 10
+RUNS = 3
+
+
+def _floor_once(path: Path) -> float:
+    """Seconds for FLOOR_COMMITS step-shaped transactions."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(
+            """
+            CREATE TABLE instance (
+                id TEXT PRIMARY KEY, status TEXT NOT NULL, state TEXT NOT NULL,
+                wake_at TEXT, lease_epoch INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+            CREATE TABLE step_result (
+                id INTEGER PRIMARY KEY, instance_id TEXT NOT NULL, path TEXT NOT NULL,
+                status TEXT NOT NULL, input TEXT, output TEXT, attempts INTEGER NOT NULL,
+                started_at TEXT, completed_at TEXT);
+            CREATE INDEX step_result_instance ON step_result (instance_id, path);
+            CREATE TABLE history (
+                id INTEGER PRIMARY KEY, instance_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                at TEXT NOT NULL, type TEXT NOT NULL, step TEXT, data TEXT);
+            CREATE UNIQUE INDEX history_instance_seq ON history (instance_id, seq);
+            """
+        )
+        conn.execute(
+            "INSERT INTO instance (id, status, state, updated_at) VALUES ('i-1', 'running', '{}', '')"
+        )
+        output = json.dumps({"value": "x" * 150, "n": 1})  # with the rest of the row: ~200 bytes
+        state = json.dumps({"active": ["step-1"], "loops": {}, "order": []})
+        now = "2030-01-01T00:00:00+00:00"
+        start = time.perf_counter()
+        for i in range(FLOOR_COMMITS):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE instance SET status = ?, state = ?, wake_at = ?, updated_at = ? "
+                "WHERE id = ? AND lease_epoch = ?",
+                ("running", state, now, now, "i-1", 0),
+            )
+            conn.execute(
+                "INSERT INTO step_result (instance_id, path, status, input, output, attempts, "
+                "started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("i-1", f"step-{i}", "completed", "{}", output, 1, now, now),
+            )
+            conn.execute(
+                "INSERT INTO history (instance_id, seq, at, type, step, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ("i-1", i + 1, now, "workflow.step.completed", f"step-{i}", output),
+            )
+            conn.execute("COMMIT")
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def _engine_once(path: Path) -> float:
+    """Seconds to execute INSTANCES instances of a STEPS-step workflow."""
+
+    def trivial(data: Any) -> Any:
+        return data
+
+    builder = workflow("bench")
+    for i in range(STEPS):
+        builder = builder.task(f"step-{i}", trivial)
+    engine = Engine(f"sqlite:///{path}")
+    try:
+        engine.register(builder.build())
+        engine.execute("bench", {"n": -1})  # warm-up: schema, loop thread, pools
+        start = time.perf_counter()
+        for i in range(INSTANCES):
+            inst = engine.execute("bench", {"n": i})
+            if inst.status != "completed":
+                raise RuntimeError(f"benchmark instance ended {inst.status}: {inst.error}")
+        return time.perf_counter() - start
+    finally:
+        engine.close()
+
+
+def _run(fn: Any) -> float:
+    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp:
+        return float(fn(Path(tmp) / "bench.db"))
+
+
+def main() -> None:
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    floors: list[float] = []
+    engines: list[float] = []
+    for _ in range(RUNS):  # interleaved, so a noisy moment hits both sides alike
+        floors.append(_run(_floor_once))
+        engines.append(_run(_engine_once))
+    floor_s = statistics.median(floors)
+    engine_s = statistics.median(engines)
+    steps = INSTANCES * STEPS
+    floor_us = floor_s / FLOOR_COMMITS * 1e6
+    step_us = engine_s / steps * 1e6
+    rows = [
+        (
+            "floor: raw sqlite3 commit (UPDATE + 2 INSERT)",
+            FLOOR_COMMITS,
+            "commits/s",
+            floor_s,
+            floor_us,
+        ),
+        (f"statemachine: {INSTANCES} x {STEPS}-step execute", steps, "steps/s", engine_s, step_us),
+    ]
+    print(
+        f"SQLite file, WAL, synchronous=FULL; median of {RUNS} runs\n\n"
+        "| measure | n | rate | µs each | ratio to floor |\n"
+        "|---|---:|---:|---:|---:|"
+    )
+    for label, n, unit, seconds, us in rows:
+        print(f"| {label} | {n} | {n / seconds:,.0f} {unit} | {us:,.1f} | {us / floor_us:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
