@@ -21,8 +21,9 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.definition import expressions, models
-from statemachine.runtime import flowctx, saga
+from statemachine.runtime import flowctx, saga, scopes, timers
 from statemachine.runtime import plan as plans
+from statemachine.runtime import state as state_mod
 from statemachine.runtime.state import State, StepState
 from statemachine.runtime.transitions import (
     Cancel,
@@ -58,8 +59,8 @@ __all__ = [
     "next_wake",
 ]
 
-FINISHED = frozenset({"completed", "failed", "skipped", "cancelled"})
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+FINISHED = state_mod.FINISHED
+TERMINAL = state_mod.TERMINAL
 # Steps entered in one decision before the instance is failed as making no progress (a loop
 # over pure steps whose condition never turns false, with no interval and only a timeout).
 MAX_ENTERS_PER_DECISION = 10_000
@@ -76,7 +77,7 @@ def _expression_error(exc: errors.ExpressionError) -> dict[str, Any]:
     return {"type": "ExpressionError", "message": str(exc)}
 
 
-class _Run:
+class FlowRun:
     def __init__(self, plan: plans.Plan, state: State, now: datetime, instance_id: str) -> None:
         self.plan = plan
         self.definition = plan.definition
@@ -291,124 +292,25 @@ class _Run:
             self.next_item(st, step)
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:
-        """Start a scope: its first step, or every DAG root (whose conditions are checked).
-
-        A scope started again (a loop around a parallel, the next item of a map) starts from
-        scratch: results of its previous round become ``pending`` one iteration later.
-        """
-        for step in scope.steps:
-            old = self.s.steps.get(scope.prefix + step.name)
-            if old is not None and old.status != "pending":
-                fresh = StepState(path=old.path, status="pending", iteration=old.iteration + 1)
-                self.s.steps[old.path] = fresh
-                self.touch(fresh)
-        if scope.dag:
-            for root in self.plan.roots(scope):
-                self.schedule_consider(root)
-        elif scope.steps:
-            self.schedule_enter(scope.prefix + scope.steps[0].name, prev)
-        else:  # validation refuses empty branches; pass the input through all the same
-            self.scope_done(scope, flowctx.prev_value(self.s, prev))
+        scopes.start_scope(self, scope, prev)
 
     def start_branches(self, parent: StepState, step: models.ParallelStep) -> None:
-        """Start branches not started yet, up to ``max_concurrency`` running at once."""
-        results = self.s.branches.setdefault(parent.path, {})
-        limit = step.max_concurrency or len(step.branches)
-        running = sum(1 for r in results.values() if r.get("status") == "running")
-        for br in step.branches:
-            if running >= limit:
-                break
-            if br.name in results:
-                continue
-            results[br.name] = {"status": "running"}
-            running += 1
-            self.start_scope(self.plan.scopes[f"{parent.path}/{br.name}/"], parent.prev)
+        scopes.start_branches(self, parent, step)
 
     def next_item(self, parent: StepState, step: models.MapStep) -> None:
-        """Run the iterator on the next item, or finish the map with every result in order.
-
-        Items run one after the other: an item's steps sit at the plain paths
-        (``map/iterator/step``), each item one more iteration of them.
-        """
-        record = self.s.branches[parent.path][step.iterator.name]
-        index = record["index"]
-        if index >= len(record["items"]):
-            record["status"] = "completed"
-            self.succeed(parent, list(record["results"]))
-            return
-        self.start_scope(self.plan.scopes[f"{parent.path}/{step.iterator.name}/"], None)
+        scopes.next_item(self, parent, step)
 
     def begin_wait(self, st: StepState, step: models.WaitStep, until: Any) -> None:
-        st.status = "waiting"
-        if step.event:
-            st.phase, st.event = "event", step.event
-            if step.timeout is not None:
-                st.deadline = self.now + timedelta(seconds=step.timeout)
-            return
-        st.phase = "timer"
-        if step.duration is not None:
-            st.wake_at = self.now + timedelta(seconds=step.duration)
-        else:
-            st.wake_at = until
+        timers.begin_wait(self, st, step, until)
 
     def loop(self, st: StepState, node: plans.Node, view: flowctx.FlowView, holds: bool) -> None:
-        step = node.step
-        assert isinstance(step, models.LoopStep)
-        key = node.scope.prefix + step.target
-        if not holds:
-            self.end_loop(st.path, node)
-            self.succeed(st, copy.deepcopy(view.prev))
-            return
-        started = self.s.loop_started.setdefault(st.path, self.now)
-        count = self.s.loops.get(key, 0) + 1
-        if step.max_iterations is not None and count > step.max_iterations:
-            self.end_loop(st.path, node)
-            self.fail(
-                st,
-                {
-                    "type": "StepTimeoutError",
-                    "message": f"loop {st.path!r} exceeded {step.max_iterations} iterations",
-                },
-                retry=False,
-            )
-            return
-        if step.timeout is not None and self.now >= started + timedelta(seconds=step.timeout):
-            self.end_loop(st.path, node)
-            self.fail(
-                st,
-                {
-                    "type": "StepTimeoutError",
-                    "message": f"loop {st.path!r} exceeded its timeout of {step.timeout:g}s",
-                },
-                retry=False,
-            )
-            return
-        self.s.loops[key] = count
-        self.log("workflow.step.loop", st.path, iteration=count, target=step.target)
-        if step.interval:
-            st.status, st.phase = "waiting", "loop"
-            st.wake_at = self.now + timedelta(seconds=step.interval)
-            self.touch(st)
-            return
-        self.jump(st, node)
+        timers.loop(self, st, node, view, holds)
 
     def end_loop(self, path: str, node: plans.Node) -> None:
-        step = node.step
-        assert isinstance(step, models.LoopStep)
-        self.s.loop_started.pop(path, None)
-        self.s.loops.pop(node.scope.prefix + step.target, None)
+        timers.end_loop(self, path, node)
 
     def jump(self, st: StepState, node: plans.Node) -> None:
-        step = node.step
-        assert isinstance(step, models.LoopStep)
-        st.output = copy.deepcopy(self.view(st.path, st.prev).prev)  # what the loop passes on
-        st.status, st.phase, st.wake_at = "completed", "", None
-        st.completed_at = self.now
-        self.touch(st)
-        self.deactivate(st.path)
-        target = self.plan.sibling(node, step.target)
-        # the target sees what led to the loop; a loop on itself keeps its own predecessor
-        self.schedule_enter(target, st.prev if target == st.path else st.path)
+        timers.jump(self, st, node)
 
     # -- finishing steps ---------------------------------------------------------------
     def succeed(self, st: StepState, output: Any, goto: str | None = None) -> None:
@@ -489,160 +391,19 @@ class _Run:
         self.scope_done(scope, output)
 
     def consider(self, path: str) -> None:
-        """A DAG step whose dependencies may now all be finished: run it, or skip it and say why."""
-        node = self.plan.node(path)
-        st = self.s.steps.get(path)
-        if st is not None and st.status != "pending":
-            return
-        prefix = node.scope.prefix
-        depends_on = node.step.depends_on
-        deps = [self.s.steps.get(prefix + d) for d in depends_on]
-        statuses = [_rule_status(d) for d in deps if d is not None]
-        if len(statuses) < len(deps) or any(s not in FINISHED for s in statuses):
-            return
-        prev = prefix + depends_on[-1] if depends_on else None
-        rule = node.step.trigger
-        if deps and not flowctx.trigger_ok(rule, statuses):
-            reason = {
-                "reason": "trigger_rule",
-                "rule": rule,
-                "dependencies": dict(zip(depends_on, statuses, strict=True)),
-            }
-            self.skip(path, prev, reason)
-            return
-        self.enter(path, prev)
+        scopes.consider(self, path)
 
     def maybe_finish_dag(self, scope: plans.Scope) -> None:
-        if not self.scope_alive(scope) or self.queued_in(scope):
-            return
-        prefix = scope.prefix
-        if any(p.startswith(prefix) and "/" not in p[len(prefix) :] for p in self.s.active):
-            return
-        unfinished = [
-            s
-            for s in scope.steps
-            if (x := self.s.steps.get(prefix + s.name)) is None or x.status not in FINISHED
-        ]
-        # an error branch that was not needed: dependents of it learn it was skipped
-        idle = [s for s in unfinished if s.name in scope.handlers and scope.dependents.get(s.name)]
-        for s in idle:
-            self.skip(prefix + s.name, None, {"reason": "error_branch_not_taken"})
-        if idle:
-            return
-        waiting = [s for s in unfinished if s.name not in scope.handlers]
-        if waiting:  # nothing runs yet these did not start (e.g. after a retry): look again
-            for s in waiting:
-                self.schedule_consider(prefix + s.name)
-            return
-        failed = [
-            x
-            for s in scope.steps
-            if (x := self.s.steps.get(prefix + s.name)) is not None
-            and x.status == "failed"
-            and not x.handled
-        ]
-        if failed:
-            self.scope_failed(scope, failed[0].error or {})
-            return
-        output = {
-            name: x.output
-            for name in scope.leaves
-            if (x := self.s.steps.get(prefix + name)) is not None and x.status == "completed"
-        }
-        self.scope_done(scope, output)
+        scopes.maybe_finish_dag(self, scope)
 
     def scope_done(self, scope: plans.Scope, output: Any) -> None:
-        if scope.parent is None:
-            if not self.terminal:
-                self.finish_workflow("completed", output=output)
-            return
-        if not self.scope_alive(scope):
-            return
-        assert scope.branch is not None
-        parent = self.s.step(scope.parent)
-        step = self.plan.node(scope.parent).step
-        if isinstance(step, models.MapStep):
-            record = self.s.branches[scope.parent][scope.branch]
-            record["results"].append(output)
-            record["index"] += 1
-            self.next_item(parent, step)
-            return
-        assert isinstance(step, models.ParallelStep)
-        results = self.s.branches.setdefault(scope.parent, {})
-        results[scope.branch] = {"status": "completed", "output": output}
-        if step.mode == "race":
-            self.cancel_under(scope.parent + "/", "lost the race")
-            self.succeed(parent, {"winner": scope.branch, "value": output})
-            return
-        self.start_branches(parent, step)
-        self.maybe_join(parent, step)
+        scopes.scope_done(self, scope, output)
 
     def scope_failed(self, scope: plans.Scope, error: dict[str, Any]) -> None:
-        if scope.parent is None:
-            if not self.terminal and self.s.status != "compensating":
-                self.cancel_active("failed")
-                self.fail_workflow(error)
-            return
-        if not self.scope_alive(scope):
-            return
-        assert scope.branch is not None
-        parent = self.s.step(scope.parent)
-        step = self.plan.node(scope.parent).step
-        self.cancel_under(scope.prefix, "its branch failed")  # the rest of a DAG branch
-        if isinstance(step, models.MapStep):
-            record = self.s.branches[scope.parent][scope.branch]
-            record["status"] = "failed"
-            index = record["index"]
-            self.fail(
-                parent,
-                {
-                    "type": "ItemFailed",
-                    "message": f"item {index} failed: {error.get('message')}",
-                    "index": index,
-                    "errors": [error],
-                },
-                retry=False,
-            )
-            return
-        assert isinstance(step, models.ParallelStep)
-        self.s.branches.setdefault(scope.parent, {})[scope.branch] = {
-            "status": "failed",
-            "error": error,
-        }
-        if step.failure == "fail-fast" or step.mode == "race":
-            self.cancel_under(scope.parent + "/", "another branch failed")
-            self.fail(
-                parent,
-                {
-                    "type": "BranchFailed",
-                    "message": f"branch {scope.branch!r} failed: {error.get('message')}",
-                    "errors": [error],
-                },
-                retry=False,
-            )
-            return
-        self.start_branches(parent, step)
-        self.maybe_join(parent, step)
+        scopes.scope_failed(self, scope, error)
 
     def maybe_join(self, parent: StepState, step: models.ParallelStep) -> None:
-        if parent.status != "running":
-            return
-        results = self.s.branches.get(parent.path, {})
-        final = {
-            b.name: results[b.name]
-            for b in step.branches
-            if results.get(b.name, {}).get("status") in ("completed", "failed")
-        }
-        if len(final) < len(step.branches):
-            return
-        errors_ = [r["error"] for r in final.values() if r["status"] == "failed"]
-        if errors_:
-            msg = "; ".join(str(e.get("message")) for e in errors_)
-            self.fail(
-                parent, {"type": "BranchFailed", "message": msg, "errors": errors_}, retry=False
-            )
-        else:
-            self.succeed(parent, {b.name: final[b.name]["output"] for b in step.branches})
+        scopes.maybe_join(self, parent, step)
 
     def cancel_under(self, prefix: str, reason: str) -> None:
         for path in [p for p in self.s.active if p.startswith(prefix)]:
@@ -675,87 +436,22 @@ class _Run:
 
     # -- saga ----------------------------------------------------------------------------
     def fail_workflow(self, error: dict[str, Any]) -> None:
-        """Fail, after undoing completed tasks that declared ``compensate`` (newest first)."""
-        todo = saga.compensations(self.plan, self.s)
-        if not todo:
-            self.finish_workflow("failed", error=error)
-            return
-        self.s.status, self.s.error, self.s.compensations = "compensating", error, todo
-        self.log("workflow.compensating", None, steps=list(todo), error=error)
-        self.next_compensation()
+        saga.fail_workflow(self, error)
 
     def next_compensation(self) -> None:
-        if not self.s.compensations:
-            self.finish_workflow("failed", error=self.s.error)
-            return
-        path = self.s.compensations.pop(0)
-        done = self.s.steps[path]
-        st = StepState(
-            path=saga.compensation_path(path), status="running", phase="run", prev=path,
-            input=copy.deepcopy(done.output), attempts=1, iteration=done.iteration, started_at=self.now,
-        )  # fmt: skip
-        self.s.steps[st.path] = st
-        self.touch(st)
-        self.activate(st.path)
-        self.log("workflow.step.started", st.path, compensating=path)
+        saga.next_compensation(self)
 
     def compensation_done(
         self, st: StepState, output: Any, error: dict[str, Any] | None, retry: bool
     ) -> None:
-        if error is not None:
-            policy = flowctx.retry_policy(
-                self.definition, self.plan.node(saga.base_path(st.path)).step
-            )
-            error = {**error, "step": st.path, "attempt": st.attempts}
-            if retry and policy is not None and st.attempts < policy.max_attempts:
-                delay = flowctx.retry_delay(policy, st.attempts)
-                st.status, st.phase, st.error = "waiting", "retry", error
-                st.wake_at = self.now + timedelta(seconds=delay)
-                self.touch(st)
-                self.log(
-                    "workflow.step.retry", st.path, error=error, attempt=st.attempts, delay=delay
-                )
-                return
-            st.status, st.error = "failed", error
-            self.s.error = {**(self.s.error or {}), "compensation_errors": [
-                *(self.s.error or {}).get("compensation_errors", []), error]}  # fmt: skip
-            self.log("workflow.step.failed", st.path, error=error, attempt=st.attempts)
-        else:
-            st.status, st.output = "completed", output
-            self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
-        st.phase, st.wake_at, st.completed_at = "", None, self.now
-        self.touch(st)
-        self.deactivate(st.path)
-        self.next_compensation()
+        saga.compensation_done(self, st, output, error, retry)
 
     # -- subworkflows --------------------------------------------------------------------
     def child_started(self, path: str) -> None:
-        st = self.s.steps.get(path)
-        if (
-            st is not None
-            and path in self.s.active
-            and st.status == "running"
-            and st.phase == "child"
-        ):
-            st.status, st.phase = "waiting", "child-wait"
-            self.touch(st)
+        saga.child_started(self, path)
 
     def child_finished(self, event: ChildFinished) -> None:
-        st = self.s.steps.get(event.path)
-        if st is None or event.path not in self.s.active or st.phase not in ("child", "child-wait"):
-            return
-        st.status = "running"
-        if event.status == "completed":
-            self.succeed(st, event.output)
-            return
-        error = event.error or {
-            "type": "ChildFailed",
-            "message": f"the child workflow ended {event.status}",
-        }
-        message = f"subworkflow {event.path!r} ended {event.status}: {error.get('message')}"
-        self.fail(
-            st, {"type": "SubworkflowFailed", "message": message, "child": error}, retry=False
-        )
+        saga.child_finished(self, event)
 
     # -- events ------------------------------------------------------------------------
     def start(self) -> None:
@@ -828,57 +524,10 @@ class _Run:
                 self.maybe_join(parent, step)
 
     def tick(self) -> None:
-        compensating = self.s.status == "compensating"  # undoing is allowed to outlive the deadline
-        if (
-            self.s.deadline is not None
-            and self.now >= self.s.deadline
-            and not self.terminal
-            and not compensating
-        ):
-            self.cancel_active("timed_out")
-            self.finish_workflow(
-                "timed_out",
-                error={"type": "WorkflowTimeout", "message": "the workflow exceeded its timeout"},
-            )
-            return
-        for path in list(self.s.active):
-            if self.s.status not in ("running", "waiting", "compensating"):
-                return
-            st = self.s.steps.get(path)
-            if st is None or path not in self.s.active:
-                continue
-            if st.phase == "event" and st.deadline is not None and self.now >= st.deadline:
-                self.fail(
-                    st,
-                    {
-                        "type": "StepTimeoutError",
-                        "message": f"no event {st.event!r} within the timeout",
-                    },
-                    retry=False,
-                )
-            elif st.phase == "poll" and st.deadline is not None and self.now >= st.deadline:
-                self.fail(
-                    st,
-                    {"type": "StepTimeoutError", "message": f"poll {path!r} timed out"},
-                    retry=False,
-                )
-            elif st.status == "waiting" and st.wake_at is not None and self.now >= st.wake_at:
-                self.wake(st)
-            self.drain()
+        timers.tick(self)
 
     def wake(self, st: StepState) -> None:
-        node = self.plan.node(saga.base_path(st.path))
-        phase, st.wake_at = st.phase, None
-        self.touch(st)
-        if phase == "delay":
-            self.begin(st, node)
-        elif phase in ("retry", "poll"):
-            st.status, st.phase = "running", "run"
-            st.attempts += 1
-        elif phase == "timer":
-            self.succeed(st, copy.deepcopy(self.view(st.path, st.prev).prev))
-        elif phase == "loop":
-            self.jump(st, node)
+        timers.wake(self, st)
 
     def running(self, path: str) -> StepState | None:
         """The step if its handler result is expected now; None for a late or unknown result."""
@@ -950,16 +599,6 @@ class _Run:
         self.finish_workflow("cancelled", error={"type": "Cancelled", "message": reason})
 
 
-def _rule_status(st: StepState) -> str:
-    """A dependency's status for trigger rules.
-
-    A failure taken by ``on_error`` (continue, or an error branch) counts as a failure here:
-    it no longer fails the instance, but ``all_success`` / ``none_failed_min_one_success``
-    dependents do not run after it while ``all_done`` / ``always`` ones do (as in Airflow).
-    """
-    return st.status
-
-
 Handler = Callable[..., Any]
 
 
@@ -967,7 +606,7 @@ def decide(
     plan: plans.Plan, state: State, event: Event, now: datetime, instance_id: str
 ) -> Decision:
     """Apply one event to a copy of ``state``; the input state is never modified."""
-    run = _Run(plan, copy.deepcopy(state), now, instance_id)
+    run = FlowRun(plan, copy.deepcopy(state), now, instance_id)
     if isinstance(event, Start):
         run.start()
     elif isinstance(event, StepSucceeded):

@@ -17,6 +17,12 @@ def _dt(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+FINISHED = frozenset(
+    {"completed", "failed", "skipped", "cancelled"}
+)  # a step that will not run again
+TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # an instance that is over
+
+
 @dataclass
 class StepState:
     path: str

@@ -1,0 +1,236 @@
+"""Flow rules of scopes with several steps at once: DAG trigger rules, parallel joins and races, maps.
+
+Functions of the interpreter's run (``FlowRun``), kept here so that each module stays one concern.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from statemachine.definition import models
+from statemachine.runtime import flowctx
+from statemachine.runtime import plan as plans
+from statemachine.runtime.state import FINISHED, StepState
+
+if TYPE_CHECKING:
+    from statemachine.runtime.interpreter import FlowRun
+
+
+def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:
+    """Start a scope: its first step, or every DAG root (whose conditions are checked).
+
+    A scope started again (a loop around a parallel, the next item of a map) starts from
+    scratch: results of its previous round become ``pending`` one iteration later.
+    """
+    for step in scope.steps:
+        old = run.s.steps.get(scope.prefix + step.name)
+        if old is not None and old.status != "pending":
+            fresh = StepState(path=old.path, status="pending", iteration=old.iteration + 1)
+            run.s.steps[old.path] = fresh
+            run.touch(fresh)
+    if scope.dag:
+        for root in run.plan.roots(scope):
+            run.schedule_consider(root)
+    elif scope.steps:
+        run.schedule_enter(scope.prefix + scope.steps[0].name, prev)
+    else:  # validation refuses empty branches; pass the input through all the same
+        run.scope_done(scope, flowctx.prev_value(run.s, prev))
+
+
+def start_branches(run: FlowRun, parent: StepState, step: models.ParallelStep) -> None:
+    """Start branches not started yet, up to ``max_concurrency`` running at once."""
+    results = run.s.branches.setdefault(parent.path, {})
+    limit = step.max_concurrency or len(step.branches)
+    running = sum(1 for r in results.values() if r.get("status") == "running")
+    for br in step.branches:
+        if running >= limit:
+            break
+        if br.name in results:
+            continue
+        results[br.name] = {"status": "running"}
+        running += 1
+        run.start_scope(run.plan.scopes[f"{parent.path}/{br.name}/"], parent.prev)
+
+
+def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
+    """Run the iterator on the next item, or finish the map with every result in order.
+
+    Items run one after the other: an item's steps sit at the plain paths
+    (``map/iterator/step``), each item one more iteration of them.
+    """
+    record = run.s.branches[parent.path][step.iterator.name]
+    index = record["index"]
+    if index >= len(record["items"]):
+        record["status"] = "completed"
+        run.succeed(parent, list(record["results"]))
+        return
+    run.start_scope(run.plan.scopes[f"{parent.path}/{step.iterator.name}/"], None)
+
+
+def consider(run: FlowRun, path: str) -> None:
+    """A DAG step whose dependencies may now all be finished: run it, or skip it and say why."""
+    node = run.plan.node(path)
+    st = run.s.steps.get(path)
+    if st is not None and st.status != "pending":
+        return
+    prefix = node.scope.prefix
+    depends_on = node.step.depends_on
+    deps = [run.s.steps.get(prefix + d) for d in depends_on]
+    statuses = [_rule_status(d) for d in deps if d is not None]
+    if len(statuses) < len(deps) or any(s not in FINISHED for s in statuses):
+        return
+    prev = prefix + depends_on[-1] if depends_on else None
+    rule = node.step.trigger
+    if deps and not flowctx.trigger_ok(rule, statuses):
+        reason = {
+            "reason": "trigger_rule",
+            "rule": rule,
+            "dependencies": dict(zip(depends_on, statuses, strict=True)),
+        }
+        run.skip(path, prev, reason)
+        return
+    run.enter(path, prev)
+
+
+def maybe_finish_dag(run: FlowRun, scope: plans.Scope) -> None:
+    if not run.scope_alive(scope) or run.queued_in(scope):
+        return
+    prefix = scope.prefix
+    if any(p.startswith(prefix) and "/" not in p[len(prefix) :] for p in run.s.active):
+        return
+    unfinished = [
+        s
+        for s in scope.steps
+        if (x := run.s.steps.get(prefix + s.name)) is None or x.status not in FINISHED
+    ]
+    # an error branch that was not needed: dependents of it learn it was skipped
+    idle = [s for s in unfinished if s.name in scope.handlers and scope.dependents.get(s.name)]
+    for s in idle:
+        run.skip(prefix + s.name, None, {"reason": "error_branch_not_taken"})
+    if idle:
+        return
+    waiting = [s for s in unfinished if s.name not in scope.handlers]
+    if waiting:  # nothing runs yet these did not start (e.g. after a retry): look again
+        for s in waiting:
+            run.schedule_consider(prefix + s.name)
+        return
+    failed = [
+        x
+        for s in scope.steps
+        if (x := run.s.steps.get(prefix + s.name)) is not None
+        and x.status == "failed"
+        and not x.handled
+    ]
+    if failed:
+        run.scope_failed(scope, failed[0].error or {})
+        return
+    output = {
+        name: x.output
+        for name in scope.leaves
+        if (x := run.s.steps.get(prefix + name)) is not None and x.status == "completed"
+    }
+    run.scope_done(scope, output)
+
+
+def scope_done(run: FlowRun, scope: plans.Scope, output: Any) -> None:
+    if scope.parent is None:
+        if not run.terminal:
+            run.finish_workflow("completed", output=output)
+        return
+    if not run.scope_alive(scope):
+        return
+    assert scope.branch is not None
+    parent = run.s.step(scope.parent)
+    step = run.plan.node(scope.parent).step
+    if isinstance(step, models.MapStep):
+        record = run.s.branches[scope.parent][scope.branch]
+        record["results"].append(output)
+        record["index"] += 1
+        run.next_item(parent, step)
+        return
+    assert isinstance(step, models.ParallelStep)
+    results = run.s.branches.setdefault(scope.parent, {})
+    results[scope.branch] = {"status": "completed", "output": output}
+    if step.mode == "race":
+        run.cancel_under(scope.parent + "/", "lost the race")
+        run.succeed(parent, {"winner": scope.branch, "value": output})
+        return
+    run.start_branches(parent, step)
+    run.maybe_join(parent, step)
+
+
+def scope_failed(run: FlowRun, scope: plans.Scope, error: dict[str, Any]) -> None:
+    if scope.parent is None:
+        if not run.terminal and run.s.status != "compensating":
+            run.cancel_active("failed")
+            run.fail_workflow(error)
+        return
+    if not run.scope_alive(scope):
+        return
+    assert scope.branch is not None
+    parent = run.s.step(scope.parent)
+    step = run.plan.node(scope.parent).step
+    run.cancel_under(scope.prefix, "its branch failed")  # the rest of a DAG branch
+    if isinstance(step, models.MapStep):
+        record = run.s.branches[scope.parent][scope.branch]
+        record["status"] = "failed"
+        index = record["index"]
+        run.fail(
+            parent,
+            {
+                "type": "ItemFailed",
+                "message": f"item {index} failed: {error.get('message')}",
+                "index": index,
+                "errors": [error],
+            },
+            retry=False,
+        )
+        return
+    assert isinstance(step, models.ParallelStep)
+    run.s.branches.setdefault(scope.parent, {})[scope.branch] = {
+        "status": "failed",
+        "error": error,
+    }
+    if step.failure == "fail-fast" or step.mode == "race":
+        run.cancel_under(scope.parent + "/", "another branch failed")
+        run.fail(
+            parent,
+            {
+                "type": "BranchFailed",
+                "message": f"branch {scope.branch!r} failed: {error.get('message')}",
+                "errors": [error],
+            },
+            retry=False,
+        )
+        return
+    run.start_branches(parent, step)
+    run.maybe_join(parent, step)
+
+
+def maybe_join(run: FlowRun, parent: StepState, step: models.ParallelStep) -> None:
+    if parent.status != "running":
+        return
+    results = run.s.branches.get(parent.path, {})
+    final = {
+        b.name: results[b.name]
+        for b in step.branches
+        if results.get(b.name, {}).get("status") in ("completed", "failed")
+    }
+    if len(final) < len(step.branches):
+        return
+    errors_ = [r["error"] for r in final.values() if r["status"] == "failed"]
+    if errors_:
+        msg = "; ".join(str(e.get("message")) for e in errors_)
+        run.fail(parent, {"type": "BranchFailed", "message": msg, "errors": errors_}, retry=False)
+    else:
+        run.succeed(parent, {b.name: final[b.name]["output"] for b in step.branches})
+
+
+def _rule_status(st: StepState) -> str:
+    """A dependency's status for trigger rules.
+
+    A failure taken by ``on_error`` (continue, or an error branch) counts as a failure here:
+    it no longer fails the instance, but ``all_success`` / ``none_failed_min_one_success``
+    dependents do not run after it while ``all_done`` / ``always`` ones do (as in Airflow).
+    """
+    return st.status
