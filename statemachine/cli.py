@@ -174,3 +174,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 from statemachine import cli_ops  # noqa: E402  (registers run, worker, start, status, ...)
 
 _ = cli_ops
+from statemachine import cli_serve  # noqa: E402, F401  (registers serve)

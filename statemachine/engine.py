@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from statemachine import errors, records
+from statemachine import runner as runner_mod
 from statemachine.definition import durations, issues, loader, models
 from statemachine.runner import InstanceRunner
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import events, executor, jsondata
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
-from statemachine.runtime.state import State
 from statemachine.store import repository as repo
 
 T = TypeVar("T")
@@ -517,11 +517,7 @@ class Engine:
         history = [repo.HistoryWrite(event, None, {}, now)]
         if decision is not None:
             vals["state"] = decision.state.frontier_json()
-            steps = [
-                InstanceRunner._step_write(decision.state, p)
-                for p in decision.changed
-                if "#" not in p
-            ]
+            steps = runner_mod.step_writes(decision.state, decision.changed)
             history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
         done = self.repo.commit_transition(
             repo.Transition(
@@ -581,18 +577,9 @@ class Engine:
 
     def _decide(self, rec: repo.InstanceRecord, event: interp.Event) -> interp.Decision:
         definition = self._definition_for(rec)
-        state = State.restore(
-            status=rec.status,
-            input=rec.input,
-            metadata=rec.metadata,
-            frontier=rec.state,
-            steps=self.repo.steps(rec.id),
-            output=rec.output,
-            error=rec.error,
-            started_at=rec.started_at,
-            completed_at=rec.completed_at,
-        )
-        return interp.decide(plans.plan_for(definition), state, event, self.clock.now(), rec.id)
+        plan = plans.plan_for(definition)
+        state = runner_mod.load_state(self.repo, rec, plan)
+        return interp.decide(plan, state, event, self.clock.now(), rec.id)
 
     def retry(self, instance_id: str) -> None:
         rec = self._record(instance_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,23 @@ class Driven:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+def load_state(store: repo.Repository, record: repo.InstanceRecord, plan: plans.Plan) -> State:
+    """The interpreter's state of an instance; the plain-path copies of map items are for readers."""
+    steps = [r for r in store.steps(record.id) if r.step_name not in plan.in_maps]
+    return State.restore(
+        status=record.status, input=record.input, metadata=record.metadata, frontier=record.state,
+        steps=steps, output=record.output, error=record.error,
+        started_at=record.started_at, completed_at=record.completed_at,
+    )  # fmt: skip
+
+
+def step_writes(state: State, changed: set[str]) -> list[repo.StepWrite]:
+    """Rows for the steps a decision changed; a map item's step also shows, as the latest
+    result, at its plain path (``map/iterator/step``), as API.md promises readers."""
+    writes = [InstanceRunner._step_write(state, p) for p in sorted(changed) if p in state.steps]
+    return writes + [replace(w, path=plans.template_path(w.path)) for w in writes if "@" in w.path]
+
+
 class InstanceRunner:
     """One claimed instance in this process."""
 
@@ -53,17 +70,7 @@ class InstanceRunner:
         self.epoch = epoch
         self.definition = definition
         self.plan = plans.plan_for(definition)
-        self.state = State.restore(
-            status=record.status,
-            input=record.input,
-            metadata=record.metadata,
-            frontier=record.state,
-            steps=engine.repo.steps(record.id),
-            output=record.output,
-            error=record.error,
-            started_at=record.started_at,
-            completed_at=record.completed_at,
-        )
+        self.state = load_state(engine.repo, record, self.plan)
         self.advanced = False
         self.paused = False
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}
@@ -112,7 +119,7 @@ class InstanceRunner:
             "completed_at": s.completed_at,
             "updated_at": now,
         }
-        steps = [self._step_write(s, p) for p in sorted(decision.changed) if p in s.steps]
+        steps = step_writes(s, decision.changed)
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
         notify: list[tuple[str, str, Any]] = []
         if terminal and self.rec.parent_id:  # the parent learns in the same commit, or not at all

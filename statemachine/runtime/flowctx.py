@@ -57,7 +57,7 @@ def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
         prefixes.append("/".join(parts[: i + 1]) + "/")
     out: dict[str, Any] = {}
     for prefix in prefixes:
-        scope = plan.scopes.get(prefix)
+        scope = plan.scope(prefix)
         if scope is None:
             continue
         for step in scope.steps:
@@ -103,8 +103,8 @@ def map_names(state: State, path: str) -> dict[str, Any]:
     parts = path.split("/")
     for i in range(1, len(parts) - 1, 2):
         record = state.branches.get("/".join(parts[:i]), {}).get(parts[i], {})
-        if "items" in record and record["index"] < len(record["items"]):
-            names = {"item": record["items"][record["index"]], "index": record["index"]}
+        if "index" in record:
+            names = {"item": record.get("item"), "index": record["index"]}
     return names
 
 
@@ -114,9 +114,8 @@ def _scope_input(plan: plans.Plan, state: State, node: plans.Node) -> Any:
     if parent is None:
         return state.input
     record = state.branches.get(parent.path, {}).get(node.scope.branch or "", {})
-    if "items" in record:  # a map's iterator: its input is the current item
-        index = record["index"]
-        return record["items"][index] if index < len(record["items"]) else None
+    if "index" in record:  # an item of a map: its input is the item
+        return record.get("item")
     if parent.prev is None:
         container = plan.node(parent.path)
         return (

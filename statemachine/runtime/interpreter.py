@@ -286,9 +286,7 @@ class FlowRun:
                 self.maybe_join(st, step)
         elif isinstance(step, models.MapStep):
             st.status, st.phase = "running", "branches"
-            self.s.branches[st.path] = {
-                step.iterator.name: {"status": "running", "items": value, "index": 0, "results": []}
-            }
+            self.s.branches[st.path] = {scopes.MAP: {"items": value, "next": 0, "results": {}}}
             self.next_item(st, step)
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:
@@ -517,6 +515,8 @@ class FlowRun:
             step = self.plan.node(parent.path).step
             if isinstance(step, models.ParallelStep):
                 self.start_branches(parent, step)
+            elif isinstance(step, models.MapStep):
+                self.next_item(parent, step)
         self.drain()
         for parent in containers:  # branches that had finished before: the join may be due
             step = self.plan.node(parent.path).step

@@ -5,9 +5,18 @@ Built once per definition (cached), so the interpreter never re-walks or re-vali
 
 from __future__ import annotations
 
+import re
+import threading
 from dataclasses import dataclass, field
 
 from statemachine.definition import graph, models
+
+_ITEM = re.compile(r"@\d+/")
+
+
+def template_path(path: str) -> str:
+    """``each/it@3/send`` -> ``each/it/send``: the path a map item's step has in the definition."""
+    return _ITEM.sub("/", path)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class Plan:
         self.definition = definition
         self.nodes: dict[str, Node] = {}
         self.scopes: dict[str, Scope] = {}
+        self.in_maps: set[str] = set()  # template paths of steps inside a map's iterator
+        self._lock = threading.Lock()  # item scopes are added lazily; plans are shared
         self.top = self._scope(definition.steps, "", None, None)
         self.top_level_count = len(definition.steps)
 
@@ -65,12 +76,51 @@ class Plan:
         for i, step in enumerate(steps):
             path = prefix + step.name
             self.nodes[path] = Node(path, step, scope, i)
+            in_map = (
+                parent in self.in_maps or isinstance(self.nodes[parent].step, models.MapStep)
+                if parent
+                else False
+            )
+            if in_map and "@" not in path:  # templates only: item paths (with @) are real steps
+                self.in_maps.add(path)
             for br in models.child_branches(step):
                 self._scope(br.steps, f"{path}/{br.name}/", path, br.name)
         return scope
 
+    def item_scope(self, map_path: str, index: int) -> Scope:
+        """The scope of item ``index`` of a map: the iterator's steps under ``map/iterator@index/``."""
+        step = self.nodes[map_path].step
+        assert isinstance(step, models.MapStep)
+        prefix = f"{map_path}/{step.iterator.name}@{index}/"
+        with self._lock:
+            found = self.scopes.get(prefix)
+            if found is None:
+                found = self._scope(
+                    step.iterator.steps, prefix, map_path, f"{step.iterator.name}@{index}"
+                )
+        return found
+
+    def _materialize(self, path: str) -> None:
+        """Build the item scopes a path of a map item runs in (after a restart, say)."""
+        parts = path.split("/")
+        for i in range(1, len(parts) - 1, 2):
+            _, _, index = parts[i].partition("@")
+            if index.isdigit():
+                self.item_scope("/".join(parts[:i]), int(index))
+
     def node(self, path: str) -> Node:
-        return self.nodes[path]
+        found = self.nodes.get(path)
+        if found is None and "@" in path:
+            self._materialize(path)
+            found = self.nodes.get(path)
+        if found is None:
+            raise KeyError(path)
+        return found
+
+    def scope(self, prefix: str) -> Scope | None:
+        if prefix not in self.scopes and "@" in prefix:
+            self._materialize(prefix + "_")
+        return self.scopes.get(prefix)
 
     def roots(self, scope: Scope) -> list[str]:
         return [scope.prefix + name for name in graph.roots(scope.steps)]

@@ -5,6 +5,7 @@ Functions of the interpreter's run (``FlowRun``), kept here so that each module 
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from statemachine.definition import models
@@ -14,6 +15,8 @@ from statemachine.runtime.state import FINISHED, StepState
 
 if TYPE_CHECKING:
     from statemachine.runtime.interpreter import FlowRun
+
+MAP = "#map"  # the record of a map's items, next index and results, among its items' records
 
 
 def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:
@@ -49,22 +52,37 @@ def start_branches(run: FlowRun, parent: StepState, step: models.ParallelStep) -
             continue
         results[br.name] = {"status": "running"}
         running += 1
-        run.start_scope(run.plan.scopes[f"{parent.path}/{br.name}/"], parent.prev)
+        scope = run.plan.scope(f"{parent.path}/{br.name}/")
+        assert scope is not None
+        run.start_scope(scope, parent.prev)
 
 
 def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
-    """Run the iterator on the next item, or finish the map with every result in order.
+    """Start items up to ``max_concurrency``; when every item is done, the map's output is the
+    list of their results in item order.
 
-    Items run one after the other: an item's steps sit at the plain paths
-    (``map/iterator/step``), each item one more iteration of them.
+    Item ``i`` runs the iterator's steps under ``map/iterator@i/``, so items can run at once;
+    the latest item's result is also shown at the plain path (``map/iterator/step``).
     """
-    record = run.s.branches[parent.path][step.iterator.name]
-    index = record["index"]
-    if index >= len(record["items"]):
-        record["status"] = "completed"
-        run.succeed(parent, list(record["results"]))
-        return
-    run.start_scope(run.plan.scopes[f"{parent.path}/{step.iterator.name}/"], None)
+    records = run.s.branches[parent.path]
+    meta = records[MAP]
+    items = meta["items"]
+    limit = step.max_concurrency or max(1, len(items))
+    running = sum(1 for key, r in records.items() if key != MAP and r.get("status") == "running")
+    while running < limit and meta["next"] < len(items):
+        index = meta["next"]
+        meta["next"] += 1
+        scope = run.plan.item_scope(parent.path, index)
+        assert scope.branch is not None
+        records[scope.branch] = {
+            "status": "running",
+            "index": index,
+            "item": copy.deepcopy(items[index]),
+        }
+        running += 1
+        run.start_scope(scope, None)
+    if running == 0 and meta["next"] >= len(items) and parent.status == "running":
+        run.succeed(parent, [meta["results"].get(str(i)) for i in range(len(items))])
 
 
 def consider(run: FlowRun, path: str) -> None:
@@ -144,8 +162,8 @@ def scope_done(run: FlowRun, scope: plans.Scope, output: Any) -> None:
     step = run.plan.node(scope.parent).step
     if isinstance(step, models.MapStep):
         record = run.s.branches[scope.parent][scope.branch]
-        record["results"].append(output)
-        record["index"] += 1
+        record["status"] = "completed"
+        run.s.branches[scope.parent][MAP]["results"][str(record["index"])] = output
         run.next_item(parent, step)
         return
     assert isinstance(step, models.ParallelStep)
@@ -175,6 +193,7 @@ def scope_failed(run: FlowRun, scope: plans.Scope, error: dict[str, Any]) -> Non
         record = run.s.branches[scope.parent][scope.branch]
         record["status"] = "failed"
         index = record["index"]
+        run.cancel_under(scope.parent + "/", "another item failed")
         run.fail(
             parent,
             {

@@ -686,23 +686,34 @@ def _map_workflow(items: Any = "load.items") -> Any:
     )
 
 
-def test_map_runs_the_iterator_once_per_item_and_keeps_the_order() -> None:
+def test_map_runs_every_item_at_once_and_keeps_the_order() -> None:
     d = Driver(_map_workflow(), {})
     d.start()
     d.ok("load", {"items": [10, 20, 30]})
     assert d.step("each").status == "running"
-    for i, item in enumerate((10, 20, 30)):
-        assert d.runnable == ["each/it/charge"]
-        assert d.step("each/it/charge").input == item
-        assert d.step("each/it/charge").iteration == i  # one idempotency key per item
-        if i:
-            assert d.step("each/it/shape").status == "pending"  # not the previous item's
-        d.ok("each/it/charge", f"c{item}")
+    charges = [f"each/it@{i}/charge" for i in range(3)]
+    assert d.runnable == charges  # items run concurrently, each under its own path
+    assert [d.step(p).input for p in charges] == [10, 20, 30]
+    for path, item in reversed(list(zip(charges, (10, 20, 30), strict=True))):
+        d.ok(path, f"c{item}")  # finishing out of order ...
     expected = [{"charged": f"c{n}", "seen": f"c{n}"} for n in (10, 20, 30)]
-    assert d.step("each").output == expected
+    assert d.step("each").output == expected  # ... still gives the results in item order
     assert d.step("after").input == expected
-    started = [h.data["iteration"] for h in d.items("workflow.step.started", "each/it/shape")]
-    assert started == [0, 1, 2]
+
+
+def test_map_max_concurrency_bounds_the_items_in_flight() -> None:
+    iterator = branch("it").task("charge", "noop").build()
+    wf = workflow("bounded").map("each", items="input", iterator=iterator, max_concurrency=2).build()
+    d = Driver(wf, ["a", "b", "c", "d"])
+    d.start()
+    assert d.runnable == ["each/it@0/charge", "each/it@1/charge"]
+    d.ok("each/it@1/charge", "B")
+    assert d.runnable == ["each/it@0/charge", "each/it@2/charge"]
+    d.ok("each/it@0/charge", "A")
+    d.ok("each/it@2/charge", "C")
+    assert d.runnable == ["each/it@3/charge"]
+    d.ok("each/it@3/charge", "D")
+    assert d.state.output == ["A", "B", "C", "D"]
 
 
 def test_map_over_no_items_gives_an_empty_list() -> None:
@@ -724,11 +735,12 @@ def test_map_items_that_are_not_a_list_fail_the_step() -> None:
 
 
 def test_a_failing_item_fails_the_map_and_a_retry_resumes_at_that_item() -> None:
-    d = Driver(_map_workflow(), {})
+    iterator = branch("it").task("charge", "noop").build()
+    wf = workflow("map-retry").map("each", items="input", iterator=iterator, max_concurrency=1).build()
+    d = Driver(wf, ["a", "b", "c"])
     d.start()
-    d.ok("load", {"items": ["a", "b", "c"]})
-    d.ok("each/it/charge", "A")
-    d.fail("each/it/charge", "card declined")
+    d.ok("each/it@0/charge", "A")
+    d.fail("each/it@1/charge", "card declined")
     assert d.step("each").status == "failed"
     assert d.status == "failed"
     error = d.state.error
@@ -736,13 +748,22 @@ def test_a_failing_item_fails_the_map_and_a_retry_resumes_at_that_item() -> None
     assert error["type"] == "ItemFailed" and error["index"] == 1
     assert "card declined" in error["message"]
     d.retry()
-    assert d.runnable == ["each/it/charge"]
-    assert d.step("each/it/charge").input == "b"
-    d.ok("each/it/charge", "B")
-    d.ok("each/it/charge", "C")
-    assert [r["charged"] for r in d.step("each").output] == ["A", "B", "C"]
-    d.ok("after", 1)
+    assert d.runnable == ["each/it@1/charge"]
+    assert d.step("each/it@1/charge").input == "b"
+    d.ok("each/it@1/charge", "B")
+    d.ok("each/it@2/charge", "C")
+    assert d.step("each").output == ["A", "B", "C"]
     assert d.status == "completed"
+
+
+def test_a_failing_item_cancels_the_items_in_flight() -> None:
+    iterator = branch("it").task("charge", "noop").build()
+    wf = workflow("map-fail").map("each", items="input", iterator=iterator).build()
+    d = Driver(wf, ["a", "b"])
+    d.start()
+    d.fail("each/it@0/charge", "declined")
+    assert d.step("each/it@1/charge").status == "cancelled"
+    assert d.status == "failed"
 
 
 def test_map_with_a_dag_iterator() -> None:
@@ -755,11 +776,10 @@ def test_map_with_a_dag_iterator() -> None:
     wf = workflow("map-dag").map("m", items="input", iterator=iterator).build()
     d = Driver(wf, [1, 2])
     d.start()
-    assert d.step("m/it/x").input == 1
-    d.ok("m/it/x", 1)  # y skipped for the first item
-    assert d.step("m/it/x").input == 2
-    d.ok("m/it/x", 2)
-    d.ok("m/it/y", "Y")
+    assert d.step("m/it@0/x").input == 1 and d.step("m/it@1/x").input == 2
+    d.ok("m/it@0/x", 1)  # y skipped for the first item
+    d.ok("m/it@1/x", 2)
+    d.ok("m/it@1/y", "Y")
     assert d.state.output == [{}, {"y": "Y"}]
 
 
@@ -777,8 +797,8 @@ def test_map_iterator_expressions_see_item_and_index() -> None:
     )
     d = Driver(wf, {"xs": ["a@x.io", "b@x.io"]})
     d.start()
-    assert d.step("each/it/send").input == {"to": "a@x.io", "n": 0}
-    d.ok("each/it/send", "sent-a")
-    assert d.step("each/it/send").input == {"to": "b@x.io", "n": 1}
-    d.ok("each/it/send", "sent-b")
+    assert d.step("each/it@0/send").input == {"to": "a@x.io", "n": 0}
+    assert d.step("each/it@1/send").input == {"to": "b@x.io", "n": 1}
+    d.ok("each/it@1/send", "sent-b")
+    d.ok("each/it@0/send", "sent-a")
     assert d.step("each").output == ["sent-a", "sent-b"]

@@ -1,0 +1,68 @@
+"""``statemachine serve``: the HTTP API and dashboard, with a worker in the same process."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Annotated, Any
+
+import typer
+
+from statemachine import cli_ops  # only read at call time: cli_ops may still be loading now
+from statemachine.cli import app, fail, stderr
+
+SERVER_HINT = "pip install 'durable-statemachine[server]'"
+
+
+@contextmanager
+def _quiet_signals() -> Iterator[None]:
+    """Let uvicorn's shutdown finish here: it re-raises SIGTERM/SIGINT to the previous handler
+    once it has stopped, which by default would kill the process before the worker and the
+    engine are closed. A no-op handler turns that into a normal return."""
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda *_: None)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@app.command()
+def serve(
+    db: cli_ops.Db = "sqlite:///statemachine.db",  # cli_ops.DEFAULT_DB
+    definitions: cli_ops.Defs = None,
+    actions: cli_ops.Actions = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STATEMACHINE_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the API (not on / and /health).",
+        ),
+    ] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve the API only; run no steps here.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Worker concurrency.")] = 8,
+) -> None:
+    """Serve the HTTP API and the dashboard (and run a worker) until SIGTERM/SIGINT."""
+    try:
+        import uvicorn
+
+        from statemachine.server import create_app
+    except ImportError as exc:
+        fail(f"serve needs the server extra ({exc.name} is missing): {SERVER_HINT}")
+    with cli_ops.engine_for(db, definitions, actions, run=not no_worker) as engine:
+        server_app = create_app(engine, token=token or None)
+        worker = nullcontext() if no_worker else engine.worker(concurrency=concurrency)
+        mode = "API only" if no_worker else f"worker {engine.worker_id}"
+        stderr.print(
+            f"serving {len(engine.definitions())} workflows on http://{host}:{port}/ "
+            f"({mode}, {db}{', token required' if token else ''})"
+        )
+        with _quiet_signals(), worker:
+            uvicorn.run(server_app, host=host, port=port, log_level="info")

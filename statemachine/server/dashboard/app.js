@@ -1,0 +1,428 @@
+// The statemachine dashboard: an instance list and an instance page with a live graph.
+// Plain DOM, no dependencies; every value from the server is inserted as text, never as HTML.
+"use strict";
+
+const STATUSES = ["pending", "running", "waiting", "paused", "compensating",
+  "completed", "failed", "cancelled", "timed_out"];
+const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out"]);
+const ACTIVE = new Set(["pending", "running", "waiting", "paused", "compensating"]);
+// EventSource has no wildcard listener: these are the engine's event types
+const EVENT_TYPES = ["started", "progress", "completed", "failed", "cancelled", "timed_out",
+  "paused", "resumed", "retried", "compensating", "event.received",
+  "step.started", "step.completed", "step.failed", "step.retry", "step.skipped", "step.poll",
+  "step.loop", "step.waiting", "step.cancelled", "step.compensated"]
+  .map((t) => "workflow." + t).concat(["stream.overflow"]);
+const PAGE = 50;
+const TOKEN_KEY = "statemachine.token";
+
+const state = { token: null, workflows: null, source: null, asking: false };
+
+// -- helpers ---------------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  return append(el, children);
+}
+
+// children may be nested arrays; null, undefined and false are skipped
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined && child !== false) {
+      el.append(child instanceof Node ? child : String(child));
+    }
+  }
+  return el;
+}
+
+function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
+function badge(status) {
+  return h("span", { class: "badge", "data-status": status }, status);
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function duration(start, end) {
+  if (!start || !end) return "";
+  const ms = new Date(end) - new Date(start);
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function json(value) {
+  return h("pre", {}, JSON.stringify(value, null, 2));
+}
+
+function flash(message) {
+  const box = document.getElementById("flash");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+}
+
+// -- token and API ---------------------------------------------------------------------------
+
+function initToken() {
+  const url = new URL(location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    url.searchParams.delete("token"); // keep it out of the address bar and the history
+    history.replaceState(null, "", url);
+  }
+  state.token = sessionStorage.getItem(TOKEN_KEY);
+  const forget = document.getElementById("forget-token");
+  forget.hidden = !state.token;
+  forget.onclick = () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); };
+}
+
+function askToken() {
+  if (state.asking) return;
+  state.asking = true;
+  const token = prompt("This server needs a token (statemachine serve --token):");
+  state.asking = false;
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    state.token = token;
+    document.getElementById("forget-token").hidden = false;
+    route();
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (state.token) headers.Authorization = "Bearer " + state.token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch("api/" + path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await res.json().catch(() => null);
+  if (res.status === 401) setTimeout(askToken, 0);
+  if (!res.ok) {
+    const err = data && data.error;
+    throw new Error(err ? `${err.code}: ${err.message}` : `HTTP ${res.status}`);
+  }
+  return data;
+}
+
+function listen(path, onEvent) {
+  if (state.source) state.source.close();
+  const live = document.getElementById("live");
+  const url = "api/" + path + (path.includes("?") ? "&" : "?") +
+    (state.token ? "token=" + encodeURIComponent(state.token) : "");
+  const source = new EventSource(url);
+  source.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
+  source.onerror = () => { live.textContent = "reconnecting"; live.classList.remove("on"); };
+  for (const type of EVENT_TYPES) {
+    source.addEventListener(type, (msg) => onEvent(type, JSON.parse(msg.data)));
+  }
+  state.source = source;
+}
+
+async function workflows() {
+  if (!state.workflows) state.workflows = await api("GET", "workflows");
+  return state.workflows;
+}
+
+// -- routing ---------------------------------------------------------------------------------
+
+function route() {
+  flash("");
+  const view = document.getElementById("view");
+  const match = location.hash.match(/^#\/instances\/(.+)$/);
+  const render = match ? showInstance(view, decodeURIComponent(match[1])) : showList(view);
+  render.catch((err) => flash(err.message));
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => { initToken(); route(); });
+
+// -- instance list ---------------------------------------------------------------------------
+
+async function showList(view) {
+  const filters = { status: "", workflow: "", offset: 0 };
+  const defs = await workflows();
+  const body = h("tbody");
+  const pager = h("span", { class: "muted" });
+  const prev = h("button", { type: "button", onclick: () => { filters.offset = Math.max(0, filters.offset - PAGE); load(); } }, "‹ newer");
+  const next = h("button", { type: "button", onclick: () => { filters.offset += PAGE; load(); } }, "older ›");
+
+  const statusSelect = h("select", { onchange: (e) => { filters.status = e.target.value; filters.offset = 0; load(); } },
+    h("option", { value: "" }, "every status"), STATUSES.map((s) => h("option", { value: s }, s)));
+  const workflowSelect = h("select", { onchange: (e) => { filters.workflow = e.target.value; filters.offset = 0; load(); } },
+    h("option", { value: "" }, "every workflow"), defs.map((d) => h("option", { value: d.name }, d.name)));
+
+  const startWorkflow = h("select", {}, defs.map((d) => h("option", { value: d.name }, `${d.name} v${d.version}`)));
+  const startInput = h("textarea", { placeholder: "input as JSON, e.g. {\"order_id\": \"o-1\"}" });
+  const start = async () => {
+    let input = null;
+    try { input = startInput.value.trim() ? JSON.parse(startInput.value) : null; } catch (err) { flash("input is not JSON: " + err.message); return; }
+    try {
+      const inst = await api("POST", `workflows/${encodeURIComponent(startWorkflow.value)}/instances`, { input });
+      location.hash = "#/instances/" + encodeURIComponent(inst.id);
+    } catch (err) { flash(err.message); }
+  };
+
+  async function load() {
+    const query = new URLSearchParams({ limit: PAGE, offset: filters.offset });
+    if (filters.status) query.set("status", filters.status);
+    if (filters.workflow) query.set("workflow", filters.workflow);
+    try {
+      const rows = await api("GET", "instances?" + query);
+      fill(body, ...rows.map((inst) => h("tr", {},
+        h("td", { class: "id" }, h("a", { href: "#/instances/" + encodeURIComponent(inst.id) }, inst.id)),
+        h("td", {}, `${inst.workflow_name} v${inst.workflow_version}`),
+        h("td", {}, badge(inst.status)),
+        h("td", {}, inst.current_step || ""),
+        h("td", {}, when(inst.created_at)),
+        h("td", {}, when(inst.completed_at)))));
+      if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No instances.")));
+      prev.disabled = filters.offset === 0;
+      next.disabled = rows.length < PAGE;
+      pager.textContent = rows.length ? `${filters.offset + 1}–${filters.offset + rows.length}` : "";
+    } catch (err) { flash(err.message); }
+  }
+
+  fill(view,
+    h("div", { class: "panel" }, h("h2", {}, "Start an instance"),
+      h("div", { class: "toolbar" }, startWorkflow, startInput, h("button", { type: "button", onclick: start, disabled: !defs.length }, "start"))),
+    h("div", { class: "toolbar" }, statusSelect, workflowSelect, h("span", { class: "spacer" }), pager, prev, next),
+    h("table", {}, h("thead", {}, h("tr", {}, ["id", "workflow", "status", "current step", "created", "completed"].map((t) => h("th", {}, t)))), body));
+  await load();
+  listen("stream", debounce(load, 300));
+}
+
+// -- instance page ---------------------------------------------------------------------------
+
+async function showInstance(view, id) {
+  const page = { inst: null, history: [], selected: null, def: null };
+  const header = h("div", { class: "panel" });
+  const graphBox = h("div", { class: "graph panel" });
+  const details = h("div", { class: "panel" });
+  const log = h("div", { class: "log" });
+  fill(view, header, h("div", { class: "layout" },
+    h("div", {}, graphBox, h("div", { class: "panel" }, h("h2", {}, "Events"), log)), details));
+
+  page.inst = await api("GET", "instances/" + encodeURIComponent(id));
+  const defs = await workflows();
+  page.def = defs.find((d) => d.hash === page.inst.definition_hash) ||
+    defs.find((d) => d.name === page.inst.workflow_name) || null;
+  drawGraph(graphBox, page);
+  window.onresize = () => drawEdges(graphBox, page.def);
+
+  async function refresh() {
+    try {
+      [page.inst, page.history] = await Promise.all([
+        api("GET", "instances/" + encodeURIComponent(id)),
+        api("GET", `instances/${encodeURIComponent(id)}/history`),
+      ]);
+      paint();
+    } catch (err) { flash(err.message); }
+  }
+
+  function paint() {
+    renderHeader(header, page, control);
+    colourGraph(graphBox, page);
+    drawEdges(graphBox, page.def);
+    renderDetails(details, page);
+    fill(log, ...page.history.slice().reverse().map((e) =>
+      h("div", {}, `${new Date(e.at).toLocaleTimeString()}  ${e.type}${e.step ? "  " + e.step : ""}`)));
+  }
+
+  async function control(verb) {
+    try {
+      if (verb === "cancel" && !confirm("Cancel this instance?")) return;
+      if (verb === "replay") {
+        const copy = await api("POST", `instances/${encodeURIComponent(id)}/replay`);
+        location.hash = "#/instances/" + encodeURIComponent(copy.id);
+        return;
+      }
+      if (verb === "send") {
+        const name = prompt("Event name:");
+        if (!name) return;
+        const raw = prompt("Event data as JSON (empty for null):", "");
+        if (raw === null) return;
+        await api("POST", `instances/${encodeURIComponent(id)}/events`, { name, data: raw.trim() ? JSON.parse(raw) : null });
+      } else {
+        await api("POST", `instances/${encodeURIComponent(id)}/${verb}`);
+      }
+      flash("");
+      await refresh();
+    } catch (err) { flash(err.message); }
+  }
+
+  graphBox.addEventListener("click", (ev) => {
+    const node = ev.target.closest(".node");
+    page.selected = node ? node.dataset.path : null;
+    paint();
+  });
+  await refresh();
+  listen(`instances/${encodeURIComponent(id)}/stream`, debounce(refresh, 150));
+}
+
+function renderHeader(box, page, control) {
+  const inst = page.inst;
+  const status = inst.status;
+  const button = (verb, enabled, cls) =>
+    h("button", { type: "button", class: cls, disabled: !enabled, onclick: () => control(verb) }, verb === "send" ? "send event" : verb);
+  fill(box,
+    h("h1", {}, `${inst.workflow_name} v${inst.workflow_version} `, badge(status)),
+    h("div", { class: "muted" }, inst.id, inst.parent_id ? " · child of " : "",
+      inst.parent_id ? h("a", { href: "#/instances/" + encodeURIComponent(inst.parent_id) }, inst.parent_id) : null),
+    h("div", { class: "toolbar actions" },
+      button("cancel", ACTIVE.has(status), "danger"),
+      button("pause", ["pending", "running", "waiting"].includes(status)),
+      button("resume", status === "paused"),
+      button("retry", status === "failed"),
+      button("replay", true),
+      button("send", !TERMINAL.has(status))));
+}
+
+function renderDetails(box, page) {
+  const inst = page.inst;
+  const path = page.selected;
+  if (!path) {
+    fill(box, h("h2", {}, "Instance"),
+      h("dl", {},
+        h("dt", {}, "status"), h("dd", {}, inst.status),
+        h("dt", {}, "current step"), h("dd", {}, inst.current_step || "—"),
+        h("dt", {}, "created"), h("dd", {}, when(inst.created_at)),
+        h("dt", {}, "started"), h("dd", {}, when(inst.started_at)),
+        h("dt", {}, "completed"), h("dd", {}, when(inst.completed_at)),
+        h("dt", {}, "took"), h("dd", {}, duration(inst.started_at, inst.completed_at))),
+      h("h2", {}, "Input"), json(inst.input),
+      inst.output !== null ? [h("h2", {}, "Output"), json(inst.output)] : null,
+      inst.error ? [h("h2", {}, "Error"), errorView(inst.error)] : null,
+      Object.keys(inst.metadata || {}).length ? [h("h2", {}, "Metadata"), json(inst.metadata)] : null,
+      h("p", { class: "muted" }, "Click a step for its input, output and timings."));
+    return;
+  }
+  const result = inst.step_results[path];
+  const entries = page.history.filter((e) => e.step === path);
+  fill(box, h("h2", {}, `Step ${path}`),
+    result ? [
+      h("dl", {},
+        h("dt", {}, "status"), h("dd", {}, badge(result.status)),
+        h("dt", {}, "attempts"), h("dd", {}, String(result.attempts)),
+        h("dt", {}, "started"), h("dd", {}, when(result.started_at)),
+        h("dt", {}, "completed"), h("dd", {}, when(result.completed_at)),
+        h("dt", {}, "took"), h("dd", {}, duration(result.started_at, result.completed_at)),
+        result.next_attempt_at ? [h("dt", {}, "next attempt"), h("dd", {}, when(result.next_attempt_at))] : null),
+      h("h2", {}, "Input"), json(result.input),
+      h("h2", {}, "Output"), json(result.output),
+      result.error ? [h("h2", {}, "Error"), errorView(result.error)] : null,
+    ] : h("p", { class: "muted" }, "This step has not run."),
+    entries.length ? [h("h2", {}, "History"), h("div", { class: "log" },
+      entries.map((e) => h("div", {}, `${new Date(e.at).toLocaleTimeString()}  ${e.type}`)))] : null);
+}
+
+function errorView(error) {
+  const { traceback, ...rest } = error;
+  return [json(rest), traceback ? h("details", {}, h("summary", {}, "traceback"), h("pre", {}, traceback)) : null];
+}
+
+// -- graph -----------------------------------------------------------------------------------
+
+function drawGraph(box, page) {
+  if (!page.def) {
+    fill(box, h("p", { class: "muted" }, `Workflow ${page.inst.workflow_name} is not registered on this server: no graph.`));
+    return;
+  }
+  fill(box, h("h2", {}, page.def.title || page.def.name), renderScope(page.def.graph));
+  drawEdges(box, page.def);
+}
+
+function renderScope(scope) {
+  const rows = [];
+  for (const node of scope.steps) (rows[node.layer] = rows[node.layer] || []).push(node);
+  return h("div", { class: "scope" }, rows.filter(Boolean).map((row) => h("div", { class: "row" }, row.map(renderNode))));
+}
+
+function renderNode(node) {
+  const el = h("div", { class: `node kind-${node.kind}`, "data-path": node.path, tabindex: 0, title: node.description },
+    h("span", { class: "label" }, h("span", { class: "name" }, node.name), h("span", { class: "kind" }, node.kind)));
+  if (node.branches.length) {
+    el.classList.add("container");
+    el.append(h("div", { class: "branches" }, node.branches.map((b) =>
+      h("div", { class: "branch" }, h("div", { class: "branch-name" }, b.name), renderScope(b)))));
+  }
+  el.addEventListener("keydown", (ev) => { if (ev.key === "Enter") el.click(); });
+  return el;
+}
+
+function allEdges(scope) {
+  return scope.edges.concat(...scope.steps.flatMap((n) => n.branches.map(allEdges)));
+}
+
+function drawEdges(box, def) {
+  if (!def) return;
+  box.querySelector("svg")?.remove();
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", box.scrollWidth);
+  svg.setAttribute("height", box.scrollHeight);
+  svg.innerHTML = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#8b93a3"/></marker></defs>';
+  const origin = box.getBoundingClientRect();
+  const rect = (path) => {
+    const el = box.querySelector(`[data-path="${CSS.escape(path)}"]`);
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    const left = r.left - origin.left + box.scrollLeft;
+    const top = r.top - origin.top + box.scrollTop;
+    return { left, top, right: left + r.width, bottom: top + r.height, cx: left + r.width / 2, cy: top + r.height / 2 };
+  };
+  for (const edge of allEdges(def.graph)) {
+    const s = rect(edge.source);
+    const t = rect(edge.target);
+    if (!s || !t) continue;
+    let d;
+    let label;
+    if (edge.kind === "back" || t.top <= s.top) { // around the right side, back up
+      const x = Math.max(s.right, t.right) + 36;
+      d = `M${s.right},${s.cy} C${x},${s.cy} ${x},${t.cy} ${t.right},${t.cy}`;
+      label = [x - 4, (s.cy + t.cy) / 2];
+    } else {
+      const dy = (t.top - s.bottom) / 2;
+      d = `M${s.cx},${s.bottom} C${s.cx},${s.bottom + dy} ${t.cx},${t.top - dy} ${t.cx},${t.top}`;
+      label = [(s.cx + t.cx) / 2 + 4, (s.bottom + t.top) / 2];
+    }
+    const line = document.createElementNS(ns, "path");
+    line.setAttribute("d", d);
+    line.setAttribute("class", edge.kind);
+    line.setAttribute("marker-end", "url(#arrow)");
+    svg.append(line);
+    if (edge.label) {
+      const text = document.createElementNS(ns, "text");
+      text.setAttribute("x", label[0]);
+      text.setAttribute("y", label[1]);
+      text.textContent = edge.label.length > 28 ? edge.label.slice(0, 27) + "…" : edge.label;
+      svg.append(text);
+    }
+  }
+  box.prepend(svg);
+}
+
+function colourGraph(box, page) {
+  const inst = page.inst;
+  for (const el of box.querySelectorAll(".node")) {
+    const result = inst.step_results[el.dataset.path];
+    if (result) el.dataset.status = result.status;
+    else delete el.dataset.status;
+    el.classList.toggle("selected", el.dataset.path === page.selected);
+    el.querySelector(":scope > .attempts")?.remove();
+    if (result && result.attempts > 1) el.append(h("span", { class: "attempts", title: "attempts" }, "×" + result.attempts));
+  }
+}

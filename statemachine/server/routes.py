@@ -1,0 +1,166 @@
+"""The JSON routes under ``/api``: workflows, instances, control, events and the streams.
+
+Engine calls block, so the endpoints are plain ``def``: FastAPI runs them in its threadpool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, status
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from statemachine import records
+from statemachine.definition import models
+from statemachine.engine import Engine
+from statemachine.server import graph, schemas, stream
+
+Instance = records.WorkflowInstance
+InstanceId = Annotated[str, Path(description="Instance id.")]
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorResponse, "description": text}
+    for code, text in {
+        401: "Missing or wrong token.",
+        404: "Unknown workflow or instance.",
+        409: "Not allowed in the instance's status.",
+        422: "Invalid input, body or parameters.",
+    }.items()
+}
+
+
+def workflow_info(definition: models.WorkflowDefinition) -> schemas.WorkflowInfo:
+    return schemas.WorkflowInfo(
+        name=definition.name,
+        version=definition.version,
+        hash=definition.hash,
+        title=definition.title,
+        description=definition.description,
+        steps=[path for path, _ in definition.walk()],
+        triggers=[t.event for t in definition.triggers],
+        mermaid=definition.to_mermaid(),
+        graph=graph.workflow_graph(definition),
+    )
+
+
+def api_router(engine: Engine) -> APIRouter:
+    api = APIRouter(prefix="/api", responses=ERRORS)
+
+    @api.get("/workflows", summary="Registered workflows", tags=["workflows"])
+    def list_workflows() -> list[schemas.WorkflowInfo]:
+        """The latest registered version of every workflow, with its graph."""
+        return [workflow_info(d) for d in sorted(engine.definitions(), key=lambda d: d.name)]
+
+    @api.post(
+        "/workflows/{name}/instances",
+        summary="Start an instance",
+        tags=["instances"],
+        status_code=status.HTTP_201_CREATED,
+    )
+    def start(
+        name: Annotated[str, Path(description="Workflow name.")],
+        body: Annotated[schemas.StartRequest | None, Body()] = None,
+    ) -> Instance:
+        """Start ``name`` with ``input``; a worker runs it. An empty body starts it with no input."""
+        request = body or schemas.StartRequest()
+        return engine.get(engine.start(name, request.input, request.instance_id))
+
+    @api.get("/instances", summary="List instances", tags=["instances"])
+    def list_instances(
+        workflow: Annotated[str | None, Query(description="Only this workflow.")] = None,
+        status: Annotated[
+            records.InstanceStatus | None, Query(description="Only this status.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[Instance]:
+        """Newest first."""
+        return engine.list(workflow, status, limit, offset)
+
+    @api.get("/instances/{instance_id}", summary="Get an instance", tags=["instances"])
+    def get_instance(instance_id: InstanceId) -> Instance:
+        """The instance with the result of every step, keyed by step path."""
+        return engine.get(instance_id)
+
+    @api.get("/instances/{instance_id}/history", summary="Instance history", tags=["instances"])
+    def history(instance_id: InstanceId) -> list[records.HistoryEntry]:
+        """Every recorded event of the instance, in order."""
+        return engine.history(instance_id)
+
+    def control(verb: str, doc: str) -> None:
+        def endpoint(instance_id: InstanceId) -> Instance:
+            getattr(engine, verb)(instance_id)
+            return engine.get(instance_id)
+
+        endpoint.__name__ = verb
+        endpoint.__doc__ = doc
+        summary = f"{verb.capitalize()} an instance"
+        api.post(f"/instances/{{instance_id}}/{verb}", summary=summary, tags=["control"])(endpoint)
+
+    control("cancel", "Cancel an active instance (terminal); its children are cancelled too.")
+    control("pause", "No new step starts until resume.")
+    control("resume", "Resume a paused instance.")
+    control("retry", "Continue a failed instance from its failed step(s).")
+
+    @api.post(
+        "/instances/{instance_id}/replay",
+        summary="Replay an instance",
+        tags=["control"],
+        status_code=status.HTTP_201_CREATED,
+    )
+    def replay(instance_id: InstanceId) -> Instance:
+        """A new instance with the same input and definition version."""
+        return engine.get(engine.replay(instance_id))
+
+    @api.post(
+        "/instances/{instance_id}/events",
+        summary="Send an event to an instance",
+        tags=["events"],
+        status_code=status.HTTP_202_ACCEPTED,
+    )
+    def send_event(instance_id: InstanceId, body: schemas.EventRequest) -> schemas.EventAccepted:
+        """Delivered when the instance waits for ``name`` (kept in its inbox until then)."""
+        engine.send_event(instance_id, body.name, body.data)
+        return schemas.EventAccepted(instance_id=instance_id, name=body.name)
+
+    @api.post("/events", summary="Emit an event", tags=["events"])
+    def emit(body: schemas.EventRequest) -> schemas.Started:
+        """Start every workflow whose trigger matches the event."""
+        return schemas.Started(started=engine.emit(body.name, body.data))
+
+    return api
+
+
+def stream_router(engine: Engine) -> APIRouter:
+    """The SSE routes (they alone also take ``?token=``, for EventSource)."""
+    api = APIRouter(prefix="/api", responses=ERRORS, tags=["streams"])
+
+    @api.get(
+        "/instances/{instance_id}/stream",
+        summary="Stream an instance's events",
+        response_class=EventSourceResponse,
+        responses=SSE,
+    )
+    async def instance_stream(instance_id: InstanceId) -> EventSourceResponse:
+        """Each SSE ``event:`` is the event type, its ``data:`` the JSON payload."""
+        await run_in_threadpool(engine.get, instance_id)  # 404 before streaming
+        return stream.event_stream(engine, lambda e: e.get("instance_id") == instance_id)
+
+    @api.get(
+        "/stream",
+        summary="Stream every instance's events",
+        response_class=EventSourceResponse,
+        responses=SSE,
+    )
+    async def all_streams(
+        workflow: Annotated[str | None, Query(description="Only this workflow.")] = None,
+    ) -> EventSourceResponse:
+        """Each SSE ``event:`` is the event type, its ``data:`` the JSON payload."""
+        if workflow is None:
+            return stream.event_stream(engine, lambda e: True)
+        return stream.event_stream(engine, lambda e: e.get("workflow_name") == workflow)
+
+    return api
