@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from statemachine import errors, records
 from statemachine import runner as runner_mod
-from statemachine.definition import durations, issues, loader, models
+from statemachine.definition import durations, expressions, issues, loader, models
 from statemachine.runner import InstanceRunner
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import events, executor, jsondata
@@ -52,6 +52,20 @@ def _without_modules(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_modules(v) for v in value]
     return value
+
+
+def _trigger_matches(trigger: models.Trigger, name: str, data: Any) -> bool:
+    """The event's top-level keys are names in the condition, besides ``event`` and ``input``."""
+    if trigger.event != name:
+        return False
+    if not trigger.condition:
+        return True
+    names = dict(data) if isinstance(data, dict) else {}
+    names.update(event=data, input=data)
+    try:
+        return expressions.compile_expression(trigger.condition).evaluate_condition(names)
+    except errors.ExpressionError:
+        return False  # a condition that cannot be evaluated on this data does not match
 
 
 @dataclass(frozen=True)
@@ -452,29 +466,23 @@ class Engine:
         self.repo.add_event(instance_id, name, payload, now, wake=True)
 
     def emit(self, name: str, data: Any = None) -> builtins.list[str]:
-        """Start every registered workflow that has a trigger matching this event."""
-        from statemachine.definition import expressions
+        """Start every registered workflow with a trigger matching this event; all or none.
 
+        Every matching workflow's input is checked first, so an event that one of them refuses
+        starts nothing (InputValidationError) instead of leaving half of them started.
+        """
         if not isinstance(name, str) or not name:
             raise errors.InputValidationError("an event needs a non-empty name")
-        started: builtins.list[str] = []
-        for definition in self.definitions():
-            for trig in definition.triggers:
-                if trig.event != name:
-                    continue
-                if trig.condition:
-                    names = dict(data) if isinstance(data, dict) else {}
-                    names.update(event=data, input=data)
-                    try:
-                        if not expressions.compile_expression(trig.condition).evaluate_condition(
-                            names
-                        ):
-                            continue
-                    except errors.ExpressionError:
-                        continue
-                started.append(self.start(definition.name, data))
-                break
-        return started
+        matching = [
+            d
+            for d in self.definitions()
+            if any(_trigger_matches(t, name, data) for t in d.triggers)
+        ]
+        for definition in matching:
+            self._validate_input(definition, data)
+        return [
+            self.start(definition.name, data, _definition=definition) for definition in matching
+        ]
 
     def update_metadata(self, instance_id: str, patch: dict[str, Any]) -> None:
         if not isinstance(patch, dict):
