@@ -5,25 +5,22 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import inspect
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from statemachine import errors, records
+from statemachine import errors, records, registry, worker
 from statemachine import runner as runner_mod
-from statemachine.definition import durations, expressions, issues, loader, models
-from statemachine.runner import InstanceRunner
+from statemachine.definition import durations, expressions, issues, models
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import events, executor, jsondata
 from statemachine.runtime import interpreter as interp
@@ -32,7 +29,6 @@ from statemachine.store import repository as repo
 
 T = TypeVar("T")
 _log = logging.getLogger("statemachine.engine")
-BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
 ACTIVE = ("pending", "running", "waiting", "paused", "compensating")
 
 
@@ -41,17 +37,6 @@ def _seconds(value: Any, what: str) -> float:
         return durations.parse_duration(value)
     except durations.DurationSyntaxError as exc:
         raise errors.InputValidationError(f"{what}: {exc}") from None
-
-
-def _without_modules(value: Any) -> Any:
-    """A definition dict with inline callables named by qualified name only."""
-    if isinstance(value, dict):
-        if value.get("loadable") is False and isinstance(value.get("callable"), str):
-            return {"callable": value["callable"].rsplit(".<locals>.", 1)[-1].rsplit(".", 1)[-1]}
-        return {k: _without_modules(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_modules(v) for v in value]
-    return value
 
 
 def _trigger_matches(trigger: models.Trigger, name: str, data: Any) -> bool:
@@ -74,31 +59,6 @@ class EngineSettings:
     inline_wait: float = 1.0  # timers this close are slept through in process (real clock only)
     max_recoveries: int = 5  # an instance that kills its worker this often is dead-lettered
     synchronous: str = "FULL"
-
-
-class _LoopThread:
-    """One asyncio loop in a daemon thread: handlers run there, sync callers wait on futures."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="statemachine-loop", daemon=True
-        )
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            for task in asyncio.all_tasks(self.loop):
-                task.cancel()
-            self.loop.run_until_complete(asyncio.sleep(0))
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-            self.loop.close()
 
 
 class Engine:
@@ -125,35 +85,21 @@ class Engine:
         self.repo = repo.Repository(url, synchronous=self.settings.synchronous)
         self.executor = executor.Executor()
         self.bus = events.EventBus()
-        self._definitions: dict[str, models.WorkflowDefinition] = {}
-        self._latest: dict[str, str] = {}
-        self._max_concurrent: dict[str, int | None] = {}
-        self._actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
-        self._loop: _LoopThread | None = None
+        self.registry = registry.Registry(self.repo, self.clock)
+        self._loop: worker.LoopThread | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._closed = False
 
     # -- registration ------------------------------------------------------------------
-    def action(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if not callable(fn):
-                raise errors.InputValidationError(f"action {name!r} must be callable")
-            self._actions[name] = fn
-            return fn
 
-        return decorate
+    # -- registration (see registry.py) -------------------------------------------------
+    def action(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@engine.action("chargeCard")`` registers the function under that name."""
+        return self.registry.action(name)
 
     def register_actions(self, obj: Any) -> None:
-        """Every public callable attribute of ``obj`` (an object, class or module) becomes an action."""
-        for name in dir(obj):
-            if name.startswith("_"):
-                continue
-            value = getattr(obj, name)
-            if callable(value) and not inspect.isclass(value):
-                if inspect.ismodule(obj) and getattr(value, "__module__", None) != obj.__name__:
-                    continue
-                self._actions[name] = value
+        """Every public method of ``obj`` (or public function of a module) becomes an action."""
+        self.registry.register_actions(obj)
 
     def register(
         self,
@@ -163,119 +109,21 @@ class Engine:
         check_actions: bool = True,
     ) -> None:
         """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
-        if max_concurrent is not None and (
-            not isinstance(max_concurrent, int) or max_concurrent < 1
-        ):
-            raise errors.InputValidationError("max_concurrent must be a whole number >= 1")
-        items = (
-            [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
-        )
-        for item in items:
-            if not isinstance(item, models.WorkflowDefinition):
-                raise errors.DefinitionError(
-                    f"register takes WorkflowDefinition objects, not {type(item).__name__}"
-                )
-            if check_actions:
-                self._check_actions(item)
-        now = self.clock.now()
-        for item in items:
-            self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
-            self._definitions[item.hash] = item
-            self._latest[item.name] = item.hash
-            self._max_concurrent[item.name] = max_concurrent
-
-    def _check_actions(self, definition: models.WorkflowDefinition) -> None:
-        found: list[errors.Issue] = []
-        for path, step in definition.walk():
-            names = []
-            if isinstance(step, models.TaskStep):
-                names = [step.handler, step.compensate]
-            elif isinstance(step, models.PollStep):
-                names = [step.check]
-            for name in names:
-                if isinstance(name, str) and name not in self._actions:
-                    hint = issues.did_you_mean(name, self._actions)
-                    found.append(
-                        errors.Issue(
-                            f"step {path!r} uses action {name!r}, which is not registered{hint}",
-                            location=path,
-                            path=definition.source_path,
-                            code="unknown_action",
-                        )
-                    )
-        if found:
-            raise errors.DefinitionError(found)
+        self.registry.register(definition, max_concurrent, check_actions=check_actions)
 
     def resolve_action(self, target: Any) -> Callable[..., Any]:
-        if callable(target):
-            return target  # type: ignore[no-any-return]
-        fn = self._actions.get(target)
-        if fn is None:
-            raise errors.DefinitionError(
-                f"action {target!r} is not registered{issues.did_you_mean(target, self._actions)}"
-            )
-        return fn
+        return self.registry.resolve_action(target)
 
     def definition(self, name: str) -> models.WorkflowDefinition:
-        key = self._latest.get(name)
-        if key is None:
-            raise errors.WorkflowNotFound(
-                name,
-                f"no workflow named {name!r} is registered{issues.did_you_mean(name, self._latest)}",
-            )
-        return self._definitions[key]
+        return self.registry.definition(name)
 
     def definitions(self) -> builtins.list[models.WorkflowDefinition]:
-        return [self._definitions[h] for h in self._latest.values()]
+        return self.registry.definitions()
 
     def _definition_for(
         self, rec: repo.InstanceRecord, *, check_actions: bool = False
     ) -> models.WorkflowDefinition:
-        """The exact version an instance started with: registered here, or its stored copy."""
-        found = self._definitions.get(rec.definition_hash)
-        if found is not None:
-            if check_actions:
-                self._check_actions(found)
-            return found
-        body = self.repo.load_definition(rec.definition_hash)
-        if body is None:
-            raise errors.WorkflowNotFound(
-                rec.workflow_name,
-                f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored",
-            )
-        twin = self._registered_twin(rec, body)
-        if twin is not None:
-            self._definitions[rec.definition_hash] = twin
-            return self._definition_for(rec, check_actions=check_actions)
-        try:
-            definition = loader.load_dict(body)
-        except errors.DefinitionError as exc:
-            raise errors.WorkflowNotFound(
-                rec.workflow_name,
-                f"version {rec.workflow_version} ({rec.definition_hash}) of {rec.workflow_name!r} uses inline callables; "
-                f"register that version in this process to run its instances: {exc}",
-            ) from None
-        self._definitions[rec.definition_hash] = definition
-        if check_actions:
-            self._check_actions(definition)
-        return definition
-
-    def _registered_twin(
-        self, rec: repo.InstanceRecord, body: dict[str, Any]
-    ) -> models.WorkflowDefinition | None:
-        """A registered definition that differs from the stored one only in callables' module names.
-
-        A script run as ``__main__`` and the same code imported as a module name their inline
-        callables differently, so their hashes differ although the graph is the same.
-        """
-        wanted = _without_modules(body)
-        for definition in self._definitions.values():
-            same = (
-                definition.name == rec.workflow_name and definition.version == rec.workflow_version
-            )
-            if same and _without_modules(definition.to_dict()) == wanted:
-                return definition
-        return None
+        return self.registry.definition_for(rec, check_actions=check_actions)
 
     # -- starting ----------------------------------------------------------------------
     def start(
@@ -354,7 +202,7 @@ class Engine:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
         self._loop_thread()  # a closed engine refuses before anything is stored
         iid = self.start(workflow, input, instance_id)
-        self._call(self._drive(iid))
+        self._call(worker.drive(self, iid))
         return self.get(iid)
 
     # -- reading -----------------------------------------------------------------------
@@ -441,11 +289,7 @@ class Engine:
             try:
                 definition.on_complete(self.get(instance_id))
             except Exception:  # a callback must not break the engine
-                import logging
-
-                logging.getLogger("statemachine.engine").exception(
-                    "on_complete of %s failed", instance_id
-                )
+                _log.exception("on_complete of %s failed", instance_id)
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
@@ -622,12 +466,12 @@ class Engine:
         return self.start(rec.workflow_name, rec.input, _definition=definition)
 
     # -- running -----------------------------------------------------------------------
-    def _loop_thread(self) -> _LoopThread:
+    def _loop_thread(self) -> worker.LoopThread:
         with self._lock:
             if self._closed:
                 raise errors.StatemachineError("this engine is closed")
             if self._loop is None:
-                self._loop = _LoopThread()
+                self._loop = worker.LoopThread()
             return self._loop
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -638,94 +482,9 @@ class Engine:
             raise
         return loop.call(coro)
 
-    async def _drive(self, instance_id: str) -> bool:
-        now = self.clock.now()
-        claim = self.repo.claim(
-            instance_id, self.worker_id, now, now + timedelta(seconds=self.settings.lease)
-        )
-        if claim is None:
-            return False
-        epoch, recovered = claim
-        try:
-            rec = self.repo.get(instance_id)
-            if rec is None or rec.status not in repo.RUNNABLE:
-                return False
-            if recovered and rec.recoveries > self.settings.max_recoveries:
-                self._dead_letter(rec, epoch)
-                return True
-            limit = self._max_concurrent.get(rec.workflow_name)
-            if (
-                rec.status == "pending"
-                and limit is not None
-                and self.repo.count_active(rec.workflow_name) >= limit
-            ):
-                return False
-            try:
-                definition = self._definition_for(rec, check_actions=True)
-            except (errors.WorkflowNotFound, errors.DefinitionError) as exc:
-                _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
-                return False
-            runner = InstanceRunner(self, rec, epoch, definition)
-            await runner.run()
-            return runner.advanced
-        finally:
-            with contextlib.suppress(errors.StatemachineError):
-                self.repo.release(instance_id, epoch)
-
-    def _dead_letter(self, rec: repo.InstanceRecord, epoch: int) -> None:
-        now = self.clock.now()
-        error = {
-            "type": "DeadLettered",
-            "message": f"the instance's worker died {rec.recoveries} times while running it",
-        }
-        self.repo.commit_transition(
-            repo.Transition(
-                rec.id,
-                epoch,
-                {
-                    "status": "failed",
-                    "error": error,
-                    "wake_at": None,
-                    "completed_at": now,
-                    "updated_at": now,
-                },
-                [],
-                [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)],
-            )
-        )
-        self.publish(rec, "workflow.failed", rec.current_step, {"error": error})
-
-    async def _drain(self, limit: int = 100) -> int:
-        advanced = 0
-        for _ in range(1000):
-            ids = self.repo.due(self.clock.now(), limit)
-            progressed = 0
-            for iid in ids:
-                if await self._drive(iid):
-                    progressed += 1
-            advanced += progressed
-            if not progressed:
-                break
-        return advanced
-
     def run_due(self) -> int:
         """Run here every instance that is due now; returns how many advanced."""
-        return self._call(self._drain())
-
-    async def _worker(self, concurrency: int, poll: float, stop: threading.Event) -> None:
-        running: dict[str, asyncio.Task[bool]] = {}
-        while not stop.is_set():
-            for iid, task in list(running.items()):
-                if task.done():
-                    del running[iid]
-            free = concurrency - len(running)
-            if free > 0:
-                for iid in self.repo.due(self.clock.now(), free * 2):
-                    if iid not in running and len(running) < concurrency:
-                        running[iid] = asyncio.ensure_future(self._drive(iid))
-            await asyncio.sleep(poll if not running else min(poll, 0.05))
-        if running:
-            await asyncio.wait(running.values(), timeout=self.settings.lease)
+        return self._call(worker.drain(self))
 
     def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
         """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish."""
@@ -736,7 +495,7 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
-            self._call(self._worker(concurrency, poll, stop))
+            self._call(worker.work(self, concurrency, poll, stop))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -746,7 +505,7 @@ class Engine:
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
         fut = asyncio.run_coroutine_threadsafe(
-            self._worker(concurrency, poll, stop), self._loop_thread().loop
+            worker.work(self, concurrency, poll, stop), self._loop_thread().loop
         )
         try:
             yield
@@ -756,8 +515,6 @@ class Engine:
 
     def wait(self, instance_id: str, timeout: float | None = None) -> records.WorkflowInstance:
         """Block until the instance reaches a terminal status (something else must run it)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             inst = self.get(instance_id)
@@ -783,6 +540,3 @@ class Engine:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-_ = datetime

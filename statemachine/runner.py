@@ -208,7 +208,9 @@ class InstanceRunner:
                     self.apply(interp.ChildFinished(path, "failed", None, error))
                     continue
                 self.apply(interp.ChildStarted(path))
-                await self.engine._drive(cid)  # run it here now; any worker could, later
+                from statemachine import worker  # the worker module imports this one
+
+                await worker.drive(self.engine, cid)  # run it here now; any worker could, later
                 continue
             elif (
                 child.status == "failed"

@@ -1,0 +1,182 @@
+"""What an engine knows by name: workflow definitions (every version, by hash) and actions.
+
+Versions are kept by content hash, so an instance always finds the graph it started with: the
+one registered in this process, or the canonical copy stored with it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from statemachine import errors
+from statemachine.definition import issues, loader, models
+from statemachine.runtime import clock as clocks
+from statemachine.store import repository as repo
+
+BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
+
+
+def _without_modules(value: Any) -> Any:
+    """A definition dict with inline callables named by qualified name only."""
+    if isinstance(value, dict):
+        if value.get("loadable") is False and isinstance(value.get("callable"), str):
+            return {"callable": value["callable"].rsplit(".<locals>.", 1)[-1].rsplit(".", 1)[-1]}
+        return {k: _without_modules(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_modules(v) for v in value]
+    return value
+
+
+class Registry:
+    def __init__(self, store: repo.Repository, clock: clocks.Clock) -> None:
+        self.repo = store
+        self.clock = clock
+        self.by_hash: dict[str, models.WorkflowDefinition] = {}
+        self.latest: dict[str, str] = {}  # name -> hash of the version registered last
+        self.max_concurrent: dict[str, int | None] = {}
+        self.actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
+
+    def action(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(fn):
+                raise errors.InputValidationError(f"action {name!r} must be callable")
+            self.actions[name] = fn
+            return fn
+
+        return decorate
+
+    def register_actions(self, obj: Any) -> None:
+        """Every public callable attribute of ``obj`` (an object, class or module) becomes an action."""
+        for name in dir(obj):
+            if name.startswith("_"):
+                continue
+            value = getattr(obj, name)
+            if callable(value) and not inspect.isclass(value):
+                if inspect.ismodule(obj) and getattr(value, "__module__", None) != obj.__name__:
+                    continue
+                self.actions[name] = value
+
+    def register(
+        self,
+        definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition],
+        max_concurrent: int | None = None,
+        *,
+        check_actions: bool = True,
+    ) -> None:
+        """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
+        if max_concurrent is not None and (
+            not isinstance(max_concurrent, int) or max_concurrent < 1
+        ):
+            raise errors.InputValidationError("max_concurrent must be a whole number >= 1")
+        items = (
+            [definition] if isinstance(definition, models.WorkflowDefinition) else list(definition)
+        )
+        for item in items:
+            if not isinstance(item, models.WorkflowDefinition):
+                raise errors.DefinitionError(
+                    f"register takes WorkflowDefinition objects, not {type(item).__name__}"
+                )
+            if check_actions:
+                self.check_actions(item)
+        now = self.clock.now()
+        for item in items:
+            self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
+            self.by_hash[item.hash] = item
+            self.latest[item.name] = item.hash
+            self.max_concurrent[item.name] = max_concurrent
+
+    def check_actions(self, definition: models.WorkflowDefinition) -> None:
+        found: list[errors.Issue] = []
+        for path, step in definition.walk():
+            names = []
+            if isinstance(step, models.TaskStep):
+                names = [step.handler, step.compensate]
+            elif isinstance(step, models.PollStep):
+                names = [step.check]
+            for name in names:
+                if isinstance(name, str) and name not in self.actions:
+                    hint = issues.did_you_mean(name, self.actions)
+                    found.append(
+                        errors.Issue(
+                            f"step {path!r} uses action {name!r}, which is not registered{hint}",
+                            location=path,
+                            path=definition.source_path,
+                            code="unknown_action",
+                        )
+                    )
+        if found:
+            raise errors.DefinitionError(found)
+
+    def resolve_action(self, target: Any) -> Callable[..., Any]:
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        fn = self.actions.get(target)
+        if fn is None:
+            raise errors.DefinitionError(
+                f"action {target!r} is not registered{issues.did_you_mean(target, self.actions)}"
+            )
+        return fn
+
+    def definition(self, name: str) -> models.WorkflowDefinition:
+        key = self.latest.get(name)
+        if key is None:
+            raise errors.WorkflowNotFound(
+                name,
+                f"no workflow named {name!r} is registered{issues.did_you_mean(name, self.latest)}",
+            )
+        return self.by_hash[key]
+
+    def definitions(self) -> builtins.list[models.WorkflowDefinition]:
+        return [self.by_hash[h] for h in self.latest.values()]
+
+    def definition_for(
+        self, rec: repo.InstanceRecord, *, check_actions: bool = False
+    ) -> models.WorkflowDefinition:
+        """The exact version an instance started with: registered here, or its stored copy."""
+        found = self.by_hash.get(rec.definition_hash)
+        if found is not None:
+            if check_actions:
+                self.check_actions(found)
+            return found
+        body = self.repo.load_definition(rec.definition_hash)
+        if body is None:
+            raise errors.WorkflowNotFound(
+                rec.workflow_name,
+                f"definition {rec.definition_hash} of {rec.workflow_name!r} is not stored",
+            )
+        twin = self._registered_twin(rec, body)
+        if twin is not None:
+            self.by_hash[rec.definition_hash] = twin
+            return self.definition_for(rec, check_actions=check_actions)
+        try:
+            definition = loader.load_dict(body)
+        except errors.DefinitionError as exc:
+            raise errors.WorkflowNotFound(
+                rec.workflow_name,
+                f"version {rec.workflow_version} ({rec.definition_hash}) of {rec.workflow_name!r} uses inline callables; "
+                f"register that version in this process to run its instances: {exc}",
+            ) from None
+        self.by_hash[rec.definition_hash] = definition
+        if check_actions:
+            self.check_actions(definition)
+        return definition
+
+    def _registered_twin(
+        self, rec: repo.InstanceRecord, body: dict[str, Any]
+    ) -> models.WorkflowDefinition | None:
+        """A registered definition that differs from the stored one only in callables' module names.
+
+        A script run as ``__main__`` and the same code imported as a module name their inline
+        callables differently, so their hashes differ although the graph is the same.
+        """
+        wanted = _without_modules(body)
+        for definition in self.by_hash.values():
+            same = (
+                definition.name == rec.workflow_name and definition.version == rec.workflow_version
+            )
+            if same and _without_modules(definition.to_dict()) == wanted:
+                return definition
+        return None

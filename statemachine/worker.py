@@ -1,0 +1,145 @@
+"""Claiming and running due instances: one instance (``drive``), every due one (``drain``), and
+the worker loop; plus the event-loop thread that all of them run on.
+
+Claims go through the repository (a lease with an epoch); a claim that fails means another
+worker owns the instance, and is not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from statemachine import errors
+from statemachine.runner import InstanceRunner
+from statemachine.store import repository as repo
+
+if TYPE_CHECKING:
+    from statemachine.engine import Engine
+
+T = TypeVar("T")
+_log = logging.getLogger("statemachine.worker")
+
+
+class LoopThread:
+    """One asyncio loop in a daemon thread: handlers run there, sync callers wait on futures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="statemachine-loop", daemon=True
+        )
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.run_until_complete(asyncio.sleep(0))
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+
+async def drive(engine: Engine, instance_id: str) -> bool:
+    """Claim one instance and run it here until it waits or ends; True if it advanced."""
+    now = engine.clock.now()
+    claim = engine.repo.claim(
+        instance_id, engine.worker_id, now, now + timedelta(seconds=engine.settings.lease)
+    )
+    if claim is None:
+        return False
+    epoch, recovered = claim
+    try:
+        rec = engine.repo.get(instance_id)
+        if rec is None or rec.status not in repo.RUNNABLE:
+            return False
+        if recovered and rec.recoveries > engine.settings.max_recoveries:
+            dead_letter(engine, rec, epoch)
+            return True
+        limit = engine.registry.max_concurrent.get(rec.workflow_name)
+        if (
+            rec.status == "pending"
+            and limit is not None
+            and engine.repo.count_active(rec.workflow_name) >= limit
+        ):
+            return False
+        try:
+            definition = engine._definition_for(rec, check_actions=True)
+        except (errors.WorkflowNotFound, errors.DefinitionError) as exc:
+            _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
+            return False
+        runner = InstanceRunner(engine, rec, epoch, definition)
+        await runner.run()
+        return runner.advanced
+    finally:
+        with contextlib.suppress(errors.StatemachineError):
+            engine.repo.release(instance_id, epoch)
+
+
+def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
+    """An instance whose worker keeps dying fails instead of taking more workers down."""
+    now = engine.clock.now()
+    error = {
+        "type": "DeadLettered",
+        "message": f"the instance's worker died {rec.recoveries} times while running it",
+    }
+    engine.repo.commit_transition(
+        repo.Transition(
+            rec.id,
+            epoch,
+            {
+                "status": "failed",
+                "error": error,
+                "wake_at": None,
+                "completed_at": now,
+                "updated_at": now,
+            },
+            [],
+            [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)],
+        )
+    )
+    engine.publish(rec, "workflow.failed", rec.current_step, {"error": error})
+
+
+async def drain(engine: Engine, limit: int = 100) -> int:
+    """Run every due instance, again while that makes more due (children, inline timers)."""
+    advanced = 0
+    for _ in range(1000):
+        ids = engine.repo.due(engine.clock.now(), limit)
+        progressed = 0
+        for iid in ids:
+            if await drive(engine, iid):
+                progressed += 1
+        advanced += progressed
+        if not progressed:
+            break
+    return advanced
+
+
+async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Event) -> None:
+    """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set."""
+    running: dict[str, asyncio.Task[bool]] = {}
+    while not stop.is_set():
+        for iid, task in list(running.items()):
+            if task.done():
+                del running[iid]
+        free = concurrency - len(running)
+        if free > 0:
+            for iid in engine.repo.due(engine.clock.now(), free * 2):
+                if iid not in running and len(running) < concurrency:
+                    running[iid] = asyncio.ensure_future(drive(engine, iid))
+        await asyncio.sleep(poll if not running else min(poll, 0.05))
+    if running:
+        await asyncio.wait(running.values(), timeout=engine.settings.lease)
