@@ -286,3 +286,17 @@ def send(
 
 
 _ = (errors, models)
+
+
+@app.command()
+def prune(
+    db: Db = DEFAULT_DB,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age of finished instances to delete.")
+    ] = "30d",
+) -> None:
+    """Delete finished instances older than --older-than, with their history (and checkpoint the WAL)."""
+    with engine_for(db, None, None, run=False) as engine:
+        stdout.print(
+            f"pruned {engine.prune(older_than)} finished instances older than {older_than}"
+        )

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -512,6 +513,13 @@ class Engine:
         finally:
             stop.set()
             fut.result(timeout=self.settings.lease + 5)
+
+    def prune(self, older_than: Any = "30d") -> int:
+        """Delete finished instances (and their history) completed more than ``older_than`` ago."""
+        cutoff = self.clock.now() - timedelta(seconds=_seconds(older_than, "older_than"))
+        removed = self.repo.prune(cutoff)
+        self.repo.checkpoint()
+        return removed
 
     def wait(self, instance_id: str, timeout: float | None = None) -> records.WorkflowInstance:
         """Block until the instance reaches a terminal status (something else must run it)."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from datetime import timedelta
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _log = logging.getLogger("statemachine.worker")
+CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
 
 
 class LoopThread:
@@ -131,7 +133,12 @@ async def drain(engine: Engine, limit: int = 100) -> int:
 async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Event) -> None:
     """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set."""
     running: dict[str, asyncio.Task[bool]] = {}
+    checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
     while not stop.is_set():
+        if time.monotonic() >= checkpoint_at:  # long runs keep the SQLite WAL small
+            checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
+            with contextlib.suppress(errors.StatemachineError, OSError):
+                engine.repo.checkpoint()
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -58,7 +58,7 @@ def api_router(engine: Engine) -> APIRouter:
         "/workflows/{name}/instances",
         summary="Start an instance",
         tags=["instances"],
-        status_code=status.HTTP_201_CREATED,
+        status_code=201,
     )
     def start(
         name: Annotated[str, Path(description="Workflow name.")],
@@ -109,7 +109,7 @@ def api_router(engine: Engine) -> APIRouter:
         "/instances/{instance_id}/replay",
         summary="Replay an instance",
         tags=["control"],
-        status_code=status.HTTP_201_CREATED,
+        status_code=201,
     )
     def replay(instance_id: InstanceId) -> Instance:
         """A new instance with the same input and definition version."""
@@ -119,7 +119,7 @@ def api_router(engine: Engine) -> APIRouter:
         "/instances/{instance_id}/events",
         summary="Send an event to an instance",
         tags=["events"],
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=202,
     )
     def send_event(instance_id: InstanceId, body: schemas.EventRequest) -> schemas.EventAccepted:
         """Delivered when the instance waits for ``name`` (kept in its inbox until then)."""

@@ -281,6 +281,32 @@ class Repository:
         with self.engine.connect() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
+    def prune(self, before: datetime, limit: int = 10_000) -> int:
+        """Delete finished instances completed before ``before`` with their steps, history, events."""
+        with self.tx() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(IT.c.id)
+                    .where(IT.c.status.in_(sorted(records.TERMINAL)), IT.c.completed_at < before)
+                    .limit(limit)
+                ).all()
+            ]
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                for table in (S, H, E):
+                    conn.execute(sa.delete(table).where(table.c.instance_id.in_(chunk)))
+                conn.execute(sa.delete(IT).where(IT.c.id.in_(chunk)))
+            return len(ids)
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL back into the database file so it does not grow without bound."""
+        if self.dialect != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def count_active(self, workflow: str) -> int:
         query = (
             sa.select(sa.func.count())
