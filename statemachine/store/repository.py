@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as SAEngine
 
 from statemachine import errors, records
-from statemachine.store import database, tables
+from statemachine.store import database, fastpath, tables
 
 IT = tables.InstanceRow.__table__  # type: ignore[attr-defined]
 S = tables.StepRow.__table__  # type: ignore[attr-defined]
@@ -130,6 +130,7 @@ class Repository:
         self.dialect = self.engine.dialect.name
         database.upgrade(self.engine)
         self._prepare()
+        self.fast = fastpath.FastPath(self.dialect)
 
     def _prepare(self) -> None:
         """Statements of the hot path, built once: building them per step costs more than the commit."""
@@ -403,18 +404,24 @@ class Repository:
         Unfenced control transitions (``epoch=None``) return "" when ``expect_status`` fails.
         """
         with self.tx() as conn:
-            if t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS:
-                params = {f"p_{k}": v for k, v in t.values.items()}
-                params.update(p_id=t.instance_id, p_epoch=t.epoch, p_count=len(t.history))
-                if params["p_status"] == "paused":
-                    params["p_status"] = None
-                row = conn.execute(self._runner_update, params).first()
-                intended = t.values["status"]
+            fast = t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS
+            if fast:
+                assert t.epoch is not None
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                sql, params = self.fast.runner_update(
+                    t.values,
+                    t.instance_id,
+                    t.epoch,
+                    len(t.history),
+                    t.values["status"] in records.TERMINAL,
+                )
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
                 if (
                     t.abort_if_paused
                     and row is not None
                     and row[1] == "paused"
-                    and intended != "paused"
+                    and t.values["status"] != "paused"
                 ):
                     raise InstancePaused(
                         t.instance_id
@@ -427,12 +434,24 @@ class Repository:
                         f"instance {t.instance_id} is now owned by another worker"
                     )
                 return ""
-            if t.steps:
-                conn.execute(
-                    self._step_upsert,
-                    [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
-                )
-            self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
+            if fast:
+                if t.steps:
+                    cursor.executemany(
+                        self.fast.upsert_step, self.fast.step_rows(t.instance_id, t.steps)
+                    )
+                if t.history:
+                    first = int(row[0]) - len(t.history)
+                    cursor.executemany(
+                        self.fast.insert_history,
+                        self.fast.history_rows(t.instance_id, first, t.history),
+                    )
+            else:
+                if t.steps:
+                    conn.execute(
+                        self._step_upsert,
+                        [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
+                    )
+                self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
             for target, name, data in t.notify:
                 now = t.history[0].at if t.history else datetime.now(UTC)
                 conn.execute(

@@ -703,7 +703,9 @@ def test_map_runs_every_item_at_once_and_keeps_the_order() -> None:
 
 def test_map_max_concurrency_bounds_the_items_in_flight() -> None:
     iterator = branch("it").task("charge", "noop").build()
-    wf = workflow("bounded").map("each", items="input", iterator=iterator, max_concurrency=2).build()
+    wf = (
+        workflow("bounded").map("each", items="input", iterator=iterator, max_concurrency=2).build()
+    )
     d = Driver(wf, ["a", "b", "c", "d"])
     d.start()
     assert d.runnable == ["each/it@0/charge", "each/it@1/charge"]
@@ -736,7 +738,11 @@ def test_map_items_that_are_not_a_list_fail_the_step() -> None:
 
 def test_a_failing_item_fails_the_map_and_a_retry_resumes_at_that_item() -> None:
     iterator = branch("it").task("charge", "noop").build()
-    wf = workflow("map-retry").map("each", items="input", iterator=iterator, max_concurrency=1).build()
+    wf = (
+        workflow("map-retry")
+        .map("each", items="input", iterator=iterator, max_concurrency=1)
+        .build()
+    )
     d = Driver(wf, ["a", "b", "c"])
     d.start()
     d.ok("each/it@0/charge", "A")

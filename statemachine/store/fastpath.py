@@ -1,0 +1,96 @@
+"""The per-step commit in plain DBAPI SQL: building SQLAlchemy statements and binding their
+parameters cost more than the commit itself (measured: ~400 µs of ~600 µs per step on SQLite).
+
+Values are written exactly as the SQLAlchemy column types write them (JSON as ``json.dumps``
+text; SQLite timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC), so both paths read alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from statemachine import records
+
+_TERMINAL = ", ".join(f"'{s}'" for s in sorted(records.TERMINAL))
+_STEP_COLUMNS = (
+    "status", "input", "output", "error", "attempts", "iteration", "started_at", "completed_at", "next_attempt_at",
+)  # fmt: skip
+_JSON_STEP = {"input", "output", "error"}
+
+
+class FastPath:
+    def __init__(self, dialect: str) -> None:
+        self.pg = dialect == "postgresql"
+        j = "CAST(? AS json)" if self.pg else "?"
+        # a pause that landed while the step ran is kept, unless the workflow just ended; a
+        # runner that knows it is paused sends no status (NULL) and keeps the stored one
+        self.update = self._sql(
+            "UPDATE sm_instance SET "
+            f"status = CASE WHEN status = 'paused' AND COALESCE(?, 'paused') NOT IN ({_TERMINAL}) "
+            "THEN 'paused' ELSE COALESCE(?, status) END, "
+            f"state = {j}, current_step = ?, output = {j}, error = {j}, wake_at = ?, started_at = ?, "
+            "completed_at = ?, updated_at = ?, history_seq = history_seq + ?"
+            "{release} WHERE id = ? AND lease_epoch = ? RETURNING history_seq, status"
+        )
+        columns = ", ".join(("instance_id", "path", *_STEP_COLUMNS))
+        values = ", ".join(["?", "?"] + [j if c in _JSON_STEP else "?" for c in _STEP_COLUMNS])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS)
+        self.upsert_step = self._sql(
+            f"INSERT INTO sm_step ({columns}) VALUES ({values}) "
+            f"ON CONFLICT (instance_id, path) DO UPDATE SET {updates}"
+        )
+        self.insert_history = self._sql(
+            f"INSERT INTO sm_history (instance_id, seq, at, type, step, data) VALUES (?, ?, ?, ?, ?, {j})"
+        )
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self.pg else text
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None or self.pg:
+            return value
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    @staticmethod
+    def json(value: Any) -> str:
+        return json.dumps(value)
+
+    def runner_update(
+        self, values: dict[str, Any], instance_id: str, epoch: int, count: int, release: bool
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The fenced UPDATE of a runner's transition; ``release`` also drops the lease (the end)."""
+        status = None if values["status"] == "paused" else values["status"]
+        sql = self.update.replace(
+            "{release}", ", lease_owner = NULL, lease_expires_at = NULL" if release else ""
+        )
+        params = (
+            status, status, self.json(values["state"]), values["current_step"], self.json(values["output"]),
+            self.json(values["error"]), self.time(values["wake_at"]), self.time(values["started_at"]),
+            self.time(values["completed_at"]), self.time(values["updated_at"]), count, instance_id, epoch,
+        )  # fmt: skip
+        return sql, params
+
+    def step_rows(self, instance_id: str, steps: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows = []
+        for st in steps:
+            row: list[Any] = [instance_id, st.path]
+            for column in _STEP_COLUMNS:
+                value = getattr(st, column)
+                if column in _JSON_STEP:
+                    value = self.json(value)
+                elif isinstance(value, datetime):
+                    value = self.time(value)
+                row.append(value)
+            rows.append(tuple(row))
+        return rows
+
+    def history_rows(
+        self, instance_id: str, first_seq: int, entries: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        return [
+            (instance_id, first_seq + n + 1, self.time(e.at), e.type, e.step, self.json(e.data))
+            for n, e in enumerate(entries)
+        ]
