@@ -136,9 +136,27 @@ class Engine:
         parent_id: str | None = None,
         _definition: models.WorkflowDefinition | None = None,
     ) -> str:
+        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``."""
+        return self._create(
+            workflow, input, instance_id, parent_id=parent_id, definition=_definition
+        )[0]
+
+    def _create(
+        self,
+        workflow: str,
+        input: Any,
+        instance_id: str | None,
+        *,
+        parent_id: str | None = None,
+        definition: models.WorkflowDefinition | None = None,
+        claim: bool = False,
+    ) -> tuple[str, repo.InstanceRecord | None]:
+        """Insert the instance; with ``claim`` it is born leased to this engine, saving a claim.
+
+        Returns the id, and the new record when this call created it (None if it existed)."""
         if self._closed:
             raise errors.StatemachineError("this engine is closed")
-        definition = _definition or self.definition(workflow)
+        definition = definition or self.definition(workflow)
         data = self._validate_input(definition, input)
         iid = instance_id or uuid.uuid4().hex
         if not isinstance(iid, str) or not iid or len(iid) > 200:
@@ -146,7 +164,7 @@ class Engine:
                 "instance_id must be a non-empty string of at most 200 characters"
             )
         now = self.clock.now()
-        values = {
+        values: dict[str, Any] = {
             "id": iid,
             "workflow_name": definition.name,
             "workflow_version": definition.version,
@@ -157,7 +175,9 @@ class Engine:
             "state": {},
             "parent_id": parent_id,
             "wake_at": now,
-            "lease_epoch": 0,
+            "lease_epoch": 1 if claim else 0,
+            "lease_owner": self.worker_id if claim else None,
+            "lease_expires_at": now + timedelta(seconds=self.settings.lease) if claim else None,
             "recoveries": 0,
             "created_at": now,
             "updated_at": now,
@@ -174,14 +194,21 @@ class Engine:
                     "input": data,
                 }
             )
-        else:
-            existing = self.repo.get(iid)
-            if existing is not None and existing.workflow_name != definition.name:
-                raise errors.InvalidTransition(
-                    f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}",
-                    instance_id=iid,
-                )
-        return iid
+            record = repo.InstanceRecord(
+                id=iid, workflow_name=definition.name, workflow_version=definition.version,
+                definition_hash=definition.hash, status="pending", current_step=None, input=data, output=None,
+                error=None, metadata={}, state={}, parent_id=parent_id, wake_at=now,
+                lease_owner=values["lease_owner"], lease_expires_at=values["lease_expires_at"],
+                lease_epoch=values["lease_epoch"], recoveries=0, created_at=now, started_at=None, completed_at=None,
+            )  # fmt: skip
+            return iid, record
+        existing = self.repo.get(iid)
+        if existing is not None and existing.workflow_name != definition.name:
+            raise errors.InvalidTransition(
+                f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}",
+                instance_id=iid,
+            )
+        return iid, None
 
     def _validate_input(self, definition: models.WorkflowDefinition, input: Any) -> Any:
         if definition.input_schema is not None:
@@ -202,8 +229,9 @@ class Engine:
     ) -> records.WorkflowInstance:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
         self._loop_thread()  # a closed engine refuses before anything is stored
-        iid = self.start(workflow, input, instance_id)
-        self._call(worker.drive(self, iid))
+        iid, record = self._create(workflow, input, instance_id, claim=True)
+        claimed = None if record is None else (record.lease_epoch, record)
+        self._call(worker.drive(self, iid, claimed))
         return self.get(iid)
 
     # -- reading -----------------------------------------------------------------------

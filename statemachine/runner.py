@@ -38,9 +38,12 @@ class Driven:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_state(store: repo.Repository, record: repo.InstanceRecord, plan: plans.Plan) -> State:
+def load_state(
+    store: repo.Repository | None, record: repo.InstanceRecord, plan: plans.Plan
+) -> State:
     """The interpreter's state of an instance; the plain-path copies of map items are for readers."""
-    steps = [r for r in store.steps(record.id) if r.step_name not in plan.in_maps]
+    rows = [] if store is None else store.steps(record.id)
+    steps = [r for r in rows if r.step_name not in plan.in_maps]
     return State.restore(
         status=record.status, input=record.input, metadata=record.metadata, frontier=record.state,
         steps=steps, output=record.output, error=record.error,
@@ -64,13 +67,16 @@ class InstanceRunner:
         record: repo.InstanceRecord,
         epoch: int,
         definition: models.WorkflowDefinition,
+        *,
+        fresh: bool = False,
     ) -> None:
         self.engine = engine
         self.rec = record
         self.epoch = epoch
         self.definition = definition
         self.plan = plans.plan_for(definition)
-        self.state = load_state(engine.repo, record, self.plan)
+        # a fresh instance has no step rows yet: no need to read them
+        self.state = load_state(None if fresh else engine.repo, record, self.plan)
         self.advanced = False
         self.paused = False
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors
 from statemachine.runner import InstanceRunner
+from statemachine.runtime.state import TERMINAL
 from statemachine.store import repository as repo
 
 if TYPE_CHECKING:
@@ -54,18 +55,30 @@ class LoopThread:
             self.loop.close()
 
 
-async def drive(engine: Engine, instance_id: str) -> bool:
-    """Claim one instance and run it here until it waits or ends; True if it advanced."""
-    now = engine.clock.now()
-    claim = engine.repo.claim(
-        instance_id, engine.worker_id, now, now + timedelta(seconds=engine.settings.lease)
-    )
-    if claim is None:
-        return False
-    epoch, recovered = claim
+async def drive(
+    engine: Engine, instance_id: str, claimed: tuple[int, repo.InstanceRecord] | None = None
+) -> bool:
+    """Claim one instance and run it here until it waits or ends; True if it advanced.
+
+    ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed).
+    """
+    if claimed is not None:
+        epoch, recovered, rec = claimed[0], False, claimed[1]
+    else:
+        now = engine.clock.now()
+        claim = engine.repo.claim(
+            instance_id, engine.worker_id, now, now + timedelta(seconds=engine.settings.lease)
+        )
+        if claim is None:
+            return False
+        epoch, recovered = claim
+        found = engine.repo.get(instance_id)
+        if found is None:
+            return False
+        rec = found
+    released = False
     try:
-        rec = engine.repo.get(instance_id)
-        if rec is None or rec.status not in repo.RUNNABLE:
+        if rec.status not in repo.RUNNABLE:
             return False
         if recovered and rec.recoveries > engine.settings.max_recoveries:
             dead_letter(engine, rec, epoch)
@@ -82,12 +95,14 @@ async def drive(engine: Engine, instance_id: str) -> bool:
         except (errors.WorkflowNotFound, errors.DefinitionError) as exc:
             _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
             return False
-        runner = InstanceRunner(engine, rec, epoch, definition)
+        runner = InstanceRunner(engine, rec, epoch, definition, fresh=claimed is not None)
         await runner.run()
+        released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
     finally:
-        with contextlib.suppress(errors.StatemachineError):
-            engine.repo.release(instance_id, epoch)
+        if not released:
+            with contextlib.suppress(errors.StatemachineError):
+                engine.repo.release(instance_id, epoch)
 
 
 def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:

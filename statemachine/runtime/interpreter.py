@@ -606,7 +606,7 @@ def decide(
     plan: plans.Plan, state: State, event: Event, now: datetime, instance_id: str
 ) -> Decision:
     """Apply one event to a copy of ``state``; the input state is never modified."""
-    run = FlowRun(plan, copy.deepcopy(state), now, instance_id)
+    run = FlowRun(plan, state.clone(), now, instance_id)
     if isinstance(event, Start):
         run.start()
     elif isinstance(event, StepSucceeded):

@@ -91,6 +91,21 @@ class State:
     started_at: datetime | None = None
     completed_at: datetime | None = None
 
+    def clone(self) -> State:
+        """A copy the interpreter may change freely: step records are copied one level deep;
+        their JSON values (input, output, error) are shared, never changed in place."""
+        new = copy.copy(self)
+        new.metadata = dict(self.metadata)
+        new.steps = {path: copy.copy(st) for path, st in self.steps.items()}
+        new.active = list(self.active)
+        new.loops = dict(self.loops)
+        new.loop_started = dict(self.loop_started)
+        new.compensations = list(self.compensations)
+        new.deferred = [list(item) for item in self.deferred]
+        new.order = list(self.order)
+        new.branches = copy.deepcopy(self.branches)
+        return new
+
     def step(self, path: str) -> StepState:
         found = self.steps.get(path)
         if found is None:
