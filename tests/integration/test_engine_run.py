@@ -6,12 +6,10 @@ Only the public surface is used: ``from statemachine import ...`` and ManualCloc
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib.util
 import math
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -21,23 +19,9 @@ import pytest
 from pydantic import BaseModel
 
 from statemachine import Engine, RetryPolicy, StepContext, load_yaml, workflow
-from statemachine.testing import ManualClock
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()  # so a leak shows up in the test that caused it
 
 
 def _example_actions() -> ModuleType:

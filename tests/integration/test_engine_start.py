@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,19 +25,6 @@ from statemachine import (
 from statemachine.testing import ManualClock
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
 
 
 def _simple() -> Any:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from statemachine import (
     CriticalError,
@@ -27,19 +24,6 @@ from statemachine import (
 from statemachine.testing import ManualClock
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
 
 
 def _types(engine: Engine, iid: str) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,19 +20,6 @@ from statemachine import (
 from statemachine.testing import ManualClock
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
 
 
 def _approval(engine: Engine, *, cool_off: bool = False) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +15,6 @@ from statemachine import Engine, StepContext, WorkflowDefinition, branch, load_y
 from statemachine.testing import ManualClock
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=ManualClock(START))
-    yield eng
-    eng.close()
-    gc.collect()
 
 
 @pytest.mark.parametrize("items", ["callable", "expression"])

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from statemachine import Engine, StepContext, branch, load_yaml, when, workflow
 from statemachine.testing import ManualClock
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
 
 
 # -- versioning ----------------------------------------------------------------------------
