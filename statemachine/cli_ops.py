@@ -131,12 +131,16 @@ def run(
 ) -> None:
     """Run a workflow here with live progress, then print the result as JSON (exit 1 if it failed)."""
     data = parse_json(input, "--input")
-    with engine_for(db, definitions, actions, run=True) as engine:
+    is_file = workflow.endswith((".yaml", ".yml")) or Path(workflow).is_file()
+    # by name: load the folder (./definitions by default) and check only that workflow's actions
+    with engine_for(db, definitions, actions, run=is_file) as engine:
         name = workflow
-        if workflow.endswith((".yaml", ".yml")) or Path(workflow).is_file():
+        if is_file:
             definition = loader.load_yaml_file(workflow)
             engine.register(definition)
             name = definition.name
+        else:
+            engine.registry.check_actions(engine.definition(name))
         engine.on("workflow.step.*", _progress)
         inst = engine.execute(name, data, instance_id)
         while inst.status == "waiting" and inst.wake_at is not None:

@@ -80,6 +80,7 @@ class InstanceRunner:
         self.advanced = False
         self.paused = False
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}
+        self.emitted: dict[str, list[tuple[str, Any]]] = {}
         self.last_beat: datetime | None = engine.clock.now()  # the claim itself set the lease
 
     @property
@@ -87,8 +88,14 @@ class InstanceRunner:
         return self.engine.clock.now()
 
     # -- committing --------------------------------------------------------------------
-    def apply(self, event: interp.Event, consume: list[int] | None = None) -> interp.Decision:
-        decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
+    def apply(
+        self,
+        event: interp.Event,
+        consume: list[int] | None = None,
+        emitted: list[tuple[str, Any]] | None = None,
+    ) -> interp.Decision:
+        """Decide, then commit; ``emitted`` are the handler's ``ctx.emit`` events, recorded with it."""
+        decision = self.decide(event, emitted)
         if (
             not decision.history
             and not decision.changed
@@ -102,8 +109,17 @@ class InstanceRunner:
             # paused while the handler ran: record its result, but let no new step start
             self.paused = True
             self.state.status = "paused"
-            decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
+            decision = self.decide(event, emitted)
             self.commit(decision, consume or [])
+        return decision
+
+    def decide(self, event: interp.Event, emitted: list[tuple[str, Any]] | None) -> interp.Decision:
+        decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
+        if emitted and isinstance(event, interp.StepSucceeded | interp.StepFailed):
+            custom = [
+                interp.HistoryItem(name, event.path, {"data": data}) for name, data in emitted
+            ]
+            decision.history[:0] = custom  # in history and to subscribers, once the step commits
         return decision
 
     def commit(
@@ -299,10 +315,14 @@ class InstanceRunner:
                 if task in done:
                     del self.inflight[path]
                     outcome = task.result()
+                    emitted = self.emitted.pop(path, [])
                     if outcome.ok:
-                        self.apply(interp.StepSucceeded(path, outcome.output))
+                        self.apply(interp.StepSucceeded(path, outcome.output), emitted=emitted)
                     else:
-                        self.apply(interp.StepFailed(path, outcome.error or {}, outcome.retryable))
+                        self.apply(
+                            interp.StepFailed(path, outcome.error or {}, outcome.retryable),
+                            emitted=emitted,
+                        )
             self.deliver_events()
             if self.state.deadline is not None and self.now >= self.state.deadline:
                 self.apply(interp.Tick())
@@ -355,7 +375,7 @@ class InstanceRunner:
             attempt=st.attempts,
             idempotency_key=key,
             set_metadata=self.set_metadata,
-            emit=lambda name, data: self.engine.publish(self.rec, name, path, {"data": data}),
+            emit=lambda name, data: self.emitted.setdefault(path, []).append((name, data)),
         )
         policy = flowctx.retry_policy(self.definition, step)
         return await self.engine.executor.run(

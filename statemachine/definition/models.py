@@ -159,6 +159,12 @@ class WaitStep(StepBase):
     @field_validator("until", mode="before")
     @classmethod
     def _aware(cls, value: Any) -> Any:
+        """A naive datetime is UTC; an ISO-8601 string is a time, any other string an expression."""
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                return value
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value

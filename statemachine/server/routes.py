@@ -17,7 +17,10 @@ from statemachine.engine import Engine
 from statemachine.server import graph, schemas, stream
 
 Instance = records.WorkflowInstance
-InstanceId = Annotated[str, Path(description="Instance id.")]
+MAX_OFFSET = 2**31 - 1  # databases take no larger OFFSET (SQLite: 64-bit; kept portable)
+# ids and names are text columns, and Postgres text holds no NUL: such a value is a 422 here
+NO_NUL = r"^[^\x00]*$"
+InstanceId = Annotated[str, Path(description="Instance id.", pattern=NO_NUL)]
 SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
 }
@@ -70,12 +73,14 @@ def api_router(engine: Engine) -> APIRouter:
 
     @api.get("/instances", summary="List instances", tags=["instances"])
     def list_instances(
-        workflow: Annotated[str | None, Query(description="Only this workflow.")] = None,
+        workflow: Annotated[
+            str | None, Query(description="Only this workflow.", pattern=NO_NUL)
+        ] = None,
         status: Annotated[
             records.InstanceStatus | None, Query(description="Only this status.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[Instance]:
         """Newest first."""
         return engine.list(workflow, status, limit, offset)

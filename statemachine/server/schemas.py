@@ -4,12 +4,46 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether a JSON value holds a string no database can store: with a NUL character, or
+    not valid Unicode (a lone surrogate such as ``"\\ud800"``, which JSON lets a client send).
+
+    Stored, such a value could not be answered again; refused up front, in keys too.
+    Iterative: the value may be deeply nested.
+    """
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 class _Request(BaseModel):
     # a misspelt key ("inputs") is a 422, not silently ignored
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable_strings(self) -> _Request:
+        for name in type(self).model_fields:
+            if _unstorable(getattr(self, name)):
+                raise ValueError(
+                    f"{name} holds a string with a NUL character or a lone surrogate"
+                )
+        return self
 
 
 class StartRequest(_Request):

@@ -76,3 +76,13 @@ def test_unknown_ids_and_bad_json_are_one_line_errors(db: str) -> None:
     assert "not valid JSON" in bad.stderr
     unknown = cli("start", "onbording", db=db, check=2)
     assert "did you mean 'onboarding'" in unknown.stderr
+
+
+def test_run_by_name_uses_the_definitions_folder(db: str) -> None:
+    proc = cli("run", "fraud-check", "--input", '{"payment_id": "p-1", "amount": 5000}',
+               "--actions", "examples.actions:ShopActions", db=db)  # fmt: skip
+    result = json.loads(proc.stdout)
+    assert result["status"] == "completed"
+    missing = cli("run", "fraud-check", db=db, check=2)  # no actions: refused before running
+    assert "calculateFraudScore" in missing.stderr
+    assert "no workflow instance" not in missing.stderr

@@ -220,6 +220,9 @@ def test_step_context_fields(engine: Engine) -> None:
     assert custom[0]["type"] == "order.audited"
     assert custom[0]["instance_id"] == "ctx-1"
     assert custom[0]["data"] == {"by": "first"}
+    # ... and is recorded in history with the step that emitted it (API.md: custom events)
+    audited = [h for h in engine.history(iid) if h.type == "order.audited"]
+    assert [(h.step, h.data) for h in audited] == [("first", {"data": {"by": "first"}})]
 
 
 def test_metadata_set_by_a_step_is_visible_to_later_steps(engine: Engine) -> None:

@@ -711,3 +711,13 @@ def test_random_graphs_never_raise(steps: list[models.StepBase]) -> None:
     assert isinstance(issues, list)
     assert all(isinstance(i, errors.Issue) and i.code and i.message for i in issues)
     assert validation.validate(define(*steps)) == issues  # deterministic
+
+
+def test_wait_until_accepts_iso_strings_as_times() -> None:
+    from datetime import UTC, datetime
+
+    from statemachine.definition.builder import workflow as wf
+
+    built = wf("until-iso").wait("w", until="2030-01-02T03:04:05Z").build()
+    step = built.steps[0]
+    assert step.until == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # type: ignore[union-attr]
