@@ -171,7 +171,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
 
 
-from statemachine import cli_ops  # noqa: E402  (registers run, worker, start, status, ...)
-
-_ = cli_ops
-from statemachine import cli_serve  # noqa: E402, F401  (registers serve)
+# the other commands register themselves on ``app`` when imported
+from statemachine import cli_ops, cli_serve  # noqa: E402, F401

@@ -19,9 +19,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from statemachine import errors, records
+from statemachine import records
 from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, stderr, stdout
-from statemachine.definition import loader, models
+from statemachine.definition import loader
 from statemachine.engine import Engine
 
 DEFAULT_DB = "sqlite:///statemachine.db"
@@ -287,9 +287,6 @@ def send(
     with engine_for(db, None, None, run=False) as engine:
         engine.send_event(instance_id, event, parse_json(data, "--data"))
         stdout.print(f"sent {event} to {instance_id}")
-
-
-_ = (errors, models)
 
 
 @app.command()

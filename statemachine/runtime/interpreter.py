@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import expressions, models
+from statemachine.definition import models
 from statemachine.runtime import flowctx, saga, scopes, timers
 from statemachine.runtime import plan as plans
 from statemachine.runtime import state as state_mod
@@ -655,10 +655,3 @@ def next_wake(state: State) -> datetime | None:
         if st.deadline:
             times.append(st.deadline)
     return min(times) if times else None
-
-
-def expression_names() -> tuple[str, ...]:
-    return ("input", "steps", "prev", "metadata", "event")
-
-
-_ = expressions  # expressions are evaluated through flowctx

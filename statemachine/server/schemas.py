@@ -40,9 +40,7 @@ class _Request(BaseModel):
     def _storable_strings(self) -> _Request:
         for name in type(self).model_fields:
             if _unstorable(getattr(self, name)):
-                raise ValueError(
-                    f"{name} holds a string with a NUL character or a lone surrogate"
-                )
+                raise ValueError(f"{name} holds a string with a NUL character or a lone surrogate")
         return self
 
 
