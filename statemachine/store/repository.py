@@ -27,6 +27,7 @@ E = tables.EventRow.__table__  # type: ignore[attr-defined]
 D = tables.DefinitionRow.__table__  # type: ignore[attr-defined]
 
 RUNNABLE = ("pending", "running", "waiting", "compensating")
+ACTIVE = ("running", "waiting", "paused", "compensating")  # started and not finished: holds a slot
 RUNNER_KEYS = frozenset(
     {
         "status",
@@ -308,17 +309,30 @@ class Repository:
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def count_active(self, workflow: str) -> int:
-        query = (
-            sa.select(sa.func.count())
-            .select_from(IT)
-            .where(
-                IT.c.workflow_name == workflow,
-                IT.c.status.in_(("running", "waiting", "paused", "compensating")),
+    def reserve_slot(self, instance_id: str, epoch: int, workflow: str, limit: int) -> bool:
+        """Mark a pending instance running if fewer than ``limit`` of its workflow are active.
+
+        Count and mark happen in one transaction, serialised per workflow (SQLite: BEGIN
+        IMMEDIATE; Postgres: an advisory lock), so two workers never both take the last slot.
+        """
+        with self.tx() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": workflow}
+                )
+            active = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(IT)
+                .where(IT.c.workflow_name == workflow, IT.c.status.in_(ACTIVE))
+            ).scalar()
+            if int(active or 0) >= limit:
+                return False
+            res = conn.execute(
+                sa.update(IT)
+                .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch, IT.c.status == "pending")
+                .values(status="running")
             )
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return bool(res.rowcount)
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
