@@ -71,12 +71,13 @@ class Engine:
         *,
         clock: clocks.Clock | None = None,
         worker_id: str | None = None,
-        lease: Any = "30s",
+        lease: Any = None,
         settings: EngineSettings | None = None,
     ) -> None:
+        """``lease`` (default 30 s) wins over ``settings.lease`` when both are given."""
         base = settings or EngineSettings()
         self.settings = EngineSettings(
-            lease=_seconds(lease, "lease") if settings is None else base.lease,
+            lease=_seconds(lease, "lease") if lease is not None else base.lease,
             inline_wait=base.inline_wait,
             max_recoveries=base.max_recoveries,
             synchronous=base.synchronous,

@@ -8,6 +8,7 @@ between the two re-runs the handler with the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import threading
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,7 @@ class InstanceRunner:
         definition: models.WorkflowDefinition,
         *,
         fresh: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.rec = record
@@ -81,6 +83,7 @@ class InstanceRunner:
         self.paused = False
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}
         self.emitted: dict[str, list[tuple[str, Any]]] = {}
+        self.stop = stop  # a worker's graceful stop: finish the step in flight, start no other
         self.last_beat: datetime | None = engine.clock.now()  # the claim itself set the lease
 
     @property
@@ -282,17 +285,18 @@ class InstanceRunner:
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ACTIVE or (self.paused and self.inflight):
             self.deliver_events()  # an event may have waited in the inbox for a wait that just began
-            if not self.paused and await self.start_children():
+            holding = self.paused or self.stopping()  # no new step starts; in-flight ones finish
+            if not holding and await self.start_children():
                 continue  # a child that ran here may already have finished: deliver its event
             if self.state.status not in ACTIVE and not self.inflight:
                 break
-            if not self.paused:
+            if not holding:
                 for path in interp.Decision(self.state).runnable(self.plan):
                     if path not in self.inflight:
                         self.inflight[path] = asyncio.ensure_future(self.execute(path))
             if not self.inflight:
                 wake = interp.next_wake(self.state)
-                if self.paused or wake is None:
+                if holding or wake is None:
                     return
                 delay = (wake - self.now).total_seconds()
                 if delay > settings.inline_wait or not self.engine.clock.real:
@@ -337,6 +341,9 @@ class InstanceRunner:
             if st is None or st.status != "running" or path not in self.state.active:
                 task.cancel()
                 del self.inflight[path]
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def set_metadata(self, key: str, value: Any) -> None:
         """Persisted at once (outside the step's transition) and visible to later steps here."""

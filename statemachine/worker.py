@@ -56,7 +56,10 @@ class LoopThread:
 
 
 async def drive(
-    engine: Engine, instance_id: str, claimed: tuple[int, repo.InstanceRecord] | None = None
+    engine: Engine,
+    instance_id: str,
+    claimed: tuple[int, repo.InstanceRecord] | None = None,
+    stop: threading.Event | None = None,
 ) -> bool:
     """Claim one instance and run it here until it waits or ends; True if it advanced.
 
@@ -92,7 +95,9 @@ async def drive(
         except (errors.WorkflowNotFound, errors.DefinitionError) as exc:
             _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
             return False
-        runner = InstanceRunner(engine, rec, epoch, definition, fresh=claimed is not None)
+        runner = InstanceRunner(
+            engine, rec, epoch, definition, fresh=claimed is not None, stop=stop
+        )
         await runner.run()
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
@@ -158,7 +163,7 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
         if free > 0:
             for iid in engine.repo.due(engine.clock.now(), free * 2):
                 if iid not in running and len(running) < concurrency:
-                    running[iid] = asyncio.ensure_future(drive(engine, iid))
+                    running[iid] = asyncio.ensure_future(drive(engine, iid, stop=stop))
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     if running:
         await asyncio.wait(running.values(), timeout=engine.settings.lease)

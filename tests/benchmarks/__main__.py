@@ -1,16 +1,38 @@
-"""``python -m tests.benchmarks``: run every benchmark and print its table."""
+"""``python -m tests.benchmarks [NAME...]``: run every benchmark (or the named ones) and print its table.
+
+Names: ``steps`` (cost of one durable step, ``bench_steps``), ``workers`` (throughput of 1, 2
+and 4 worker processes on SQLite and Postgres, ``bench_workers``).
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
-from tests.benchmarks import bench_steps
+from tests.benchmarks import bench_steps, bench_workers
+
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "steps": bench_steps.main,
+    "workers": bench_workers.main,
+}
 
 
-def main() -> int:
-    bench_steps.main()
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}",
+            file=sys.stderr,
+        )
+        return 2
+    for i, name in enumerate(names):
+        if i:
+            print()
+        print(f"## {name}\n")
+        BENCHMARKS[name]()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -118,13 +118,20 @@ async function api(method, path, body) {
   return data;
 }
 
+// onEvent runs for every event, and also each time the stream (re)connects: events that
+// happened before that (between the page's first load and the subscription, or while the
+// connection was down) were not streamed, so the page must reload its data then.
 function listen(path, onEvent) {
   if (state.source) state.source.close();
   const live = document.getElementById("live");
   const url = "api/" + path + (path.includes("?") ? "&" : "?") +
     (state.token ? "token=" + encodeURIComponent(state.token) : "");
   const source = new EventSource(url);
-  source.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
+  source.onopen = () => {
+    live.textContent = "live";
+    live.classList.add("on");
+    onEvent("stream.open", null);
+  };
   source.onerror = () => { live.textContent = "reconnecting"; live.classList.remove("on"); };
   for (const type of EVENT_TYPES) {
     source.addEventListener(type, (msg) => onEvent(type, JSON.parse(msg.data)));
@@ -177,6 +184,7 @@ async function showList(view) {
   };
 
   async function load() {
+    if (!body.isConnected) return; // a late, debounced call after leaving the page
     const query = new URLSearchParams({ limit: PAGE, offset: filters.offset });
     if (filters.status) query.set("status", filters.status);
     if (filters.workflow) query.set("workflow", filters.workflow);
@@ -224,6 +232,7 @@ async function showInstance(view, id) {
   window.onresize = () => drawEdges(graphBox, page.def);
 
   async function refresh() {
+    if (!graphBox.isConnected) return; // a late, debounced call after leaving the page
     try {
       [page.inst, page.history] = await Promise.all([
         api("GET", "instances/" + encodeURIComponent(id)),
@@ -367,6 +376,10 @@ function allEdges(scope) {
   return scope.edges.concat(...scope.steps.flatMap((n) => n.branches.map(allEdges)));
 }
 
+// Forward edges leave from the bottom of their source's row (a vertical drop first, so they
+// never cross a taller neighbour), spread along the source's width when it has several, and
+// carry their label just under the source, on their own side (the leftmost edge's to the left,
+// the rightmost's to the right); edges going back up (loops) run around the right-hand side.
 function drawEdges(box, def) {
   if (!def) return;
   box.querySelector("svg")?.remove();
@@ -374,44 +387,79 @@ function drawEdges(box, def) {
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", box.scrollWidth);
   svg.setAttribute("height", box.scrollHeight);
-  svg.innerHTML = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#8b93a3"/></marker></defs>';
+  svg.innerHTML = "<defs>" + ["next", "error", "back"].map((kind) =>
+    `<marker id="arrow-${kind}" class="${kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z"/></marker>`).join("") + "</defs>";
   const origin = box.getBoundingClientRect();
-  const rect = (path) => {
-    const el = box.querySelector(`[data-path="${CSS.escape(path)}"]`);
-    if (!el) return null;
-    const r = el.getBoundingClientRect();
+  const place = (r) => {
     const left = r.left - origin.left + box.scrollLeft;
     const top = r.top - origin.top + box.scrollTop;
     return { left, top, right: left + r.width, bottom: top + r.height, cx: left + r.width / 2, cy: top + r.height / 2 };
   };
-  for (const edge of allEdges(def.graph)) {
-    const s = rect(edge.source);
-    const t = rect(edge.target);
-    if (!s || !t) continue;
+  const rect = (path) => {
+    const el = box.querySelector(`[data-path="${CSS.escape(path)}"]`);
+    if (!el) return null;
+    const at = place(el.getBoundingClientRect());
+    const row = el.parentElement.closest(".row");
+    at.rowBottom = row ? Math.max(at.bottom, place(row.getBoundingClientRect()).bottom) : at.bottom;
+    return at;
+  };
+  const edges = allEdges(def.graph)
+    .map((edge) => ({ edge, s: rect(edge.source), t: rect(edge.target) }))
+    .filter(({ s, t }) => s && t);
+  // where each forward edge leaves its source: spread by target position, left to right
+  const leaving = new Map();
+  for (const item of edges) {
+    item.back = item.edge.kind === "back" || item.t.top <= item.s.top;
+    if (item.back) continue;
+    if (!leaving.has(item.edge.source)) leaving.set(item.edge.source, []);
+    leaving.get(item.edge.source).push(item);
+  }
+  for (const group of leaving.values()) {
+    group.sort((a, b) => a.t.cx - b.t.cx);
+    group.forEach((item, i) => {
+      const s = item.s;
+      const inset = Math.min(22, (s.right - s.left) / 4);
+      item.x = group.length === 1 ? s.cx : s.left + inset + (s.right - s.left - 2 * inset) * i / (group.length - 1);
+      // a label goes on its edge's side: the leftmost sibling's left, the rightmost's right
+      if (group.length === 1) item.side = item.t.cx < item.x - 1 ? -1 : 1;
+      else item.side = i === 0 ? -1 : i === group.length - 1 ? 1 : 0;
+    });
+  }
+  const text = (x, y, anchor, label, kind) => {
+    const el = document.createElementNS(ns, "text");
+    el.setAttribute("x", x);
+    el.setAttribute("y", y);
+    el.setAttribute("text-anchor", anchor);
+    el.setAttribute("class", kind);
+    el.textContent = label.length > 28 ? label.slice(0, 27) + "…" : label;
+    const title = document.createElementNS(ns, "title");
+    title.textContent = label;
+    el.append(title);
+    return el;
+  };
+  const labels = [];
+  for (const { edge, s, t, back, x, side } of edges) {
     let d;
-    let label;
-    if (edge.kind === "back" || t.top <= s.top) { // around the right side, back up
-      const x = Math.max(s.right, t.right) + 36;
-      d = `M${s.right},${s.cy} C${x},${s.cy} ${x},${t.cy} ${t.right},${t.cy}`;
-      label = [x - 4, (s.cy + t.cy) / 2];
+    if (back) { // around the right side, back up
+      const out = Math.max(s.right, t.right) + 36;
+      d = `M${s.right},${s.cy} C${out},${s.cy} ${out},${t.cy} ${t.right},${t.cy}`;
+      if (edge.label) labels.push(text(out - 6, (s.cy + t.cy) / 2, "start", edge.label, edge.kind));
     } else {
-      const dy = (t.top - s.bottom) / 2;
-      d = `M${s.cx},${s.bottom} C${s.cx},${s.bottom + dy} ${t.cx},${t.top - dy} ${t.cx},${t.top}`;
-      label = [(s.cx + t.cx) / 2 + 4, (s.bottom + t.top) / 2];
+      const drop = s.rowBottom;
+      const dy = Math.max(8, (t.top - drop) / 2);
+      d = `M${x},${s.bottom} L${x},${drop} C${x},${drop + dy} ${t.cx},${t.top - dy} ${t.cx},${t.top}`;
+      if (edge.label) {
+        const anchor = side < 0 ? "end" : side > 0 ? "start" : "middle";
+        labels.push(text(x + side * 5, drop + (side ? 12 : 26), anchor, edge.label, edge.kind));
+      }
     }
     const line = document.createElementNS(ns, "path");
     line.setAttribute("d", d);
     line.setAttribute("class", edge.kind);
-    line.setAttribute("marker-end", "url(#arrow)");
+    line.setAttribute("marker-end", `url(#arrow-${edge.kind})`);
     svg.append(line);
-    if (edge.label) {
-      const text = document.createElementNS(ns, "text");
-      text.setAttribute("x", label[0]);
-      text.setAttribute("y", label[1]);
-      text.textContent = edge.label.length > 28 ? edge.label.slice(0, 27) + "…" : edge.label;
-      svg.append(text);
-    }
   }
+  svg.append(...labels); // over every line
   box.prepend(svg);
 }
 

@@ -1,0 +1,53 @@
+"""A worker the chaos test SIGKILLs at random: ``python worker_chaos.py DB_URL LOG_FILE``.
+
+Runs a 5-step workflow (``chaos``) with ``run_worker(concurrency=4, poll_interval="100ms")`` and
+a 2 s lease. Every handler appends ``{instance}/{step}/{pid}`` to LOG_FILE before it sleeps
+20-50 ms, so a run cut short by SIGKILL is still counted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from statemachine import Engine, StepContext, workflow
+from tests.integration.programs.worker_support import append_line
+
+WORKFLOW = "chaos"
+STEPS = ("s1", "s2", "s3", "s4", "s5")
+LEASE = "2s"
+CONCURRENCY = 4
+
+
+def setup(engine: Engine, log: Path) -> None:
+    def chaos_step(data: Any, ctx: StepContext) -> dict[str, Any]:
+        append_line(log, f"{ctx.instance_id}/{ctx.step_name}/{os.getpid()}")
+        time.sleep(random.uniform(0.02, 0.05))
+        return {"step": ctx.step_name, "pid": os.getpid()}
+
+    engine.action("chaos_step")(chaos_step)
+    builder = workflow(WORKFLOW)
+    for step in STEPS:
+        builder = builder.task(step, "chaos_step")
+    engine.register(builder.build())
+
+
+def main(argv: list[str]) -> int:
+    url, log = argv[1], Path(argv[2])
+    engine = Engine(url, lease=LEASE)
+    try:
+        setup(engine, log)
+        print(f"ready {engine.worker_id}", flush=True)
+        engine.run_worker(concurrency=CONCURRENCY, poll_interval="100ms")
+    finally:
+        engine.close()
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

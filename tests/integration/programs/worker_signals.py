@@ -1,0 +1,41 @@
+"""Actions and a definition for the graceful-stop test of ``statemachine worker``.
+
+The CLI loads ``tests.integration.programs.worker_signals:SignalActions``; each action appends
+``{instance}/{step}/{pid}`` to the file named by ``$SM_SIGNALS_LOG``. ``slow`` takes
+``SLOW_SECONDS`` (the test signals the worker while it runs); ``after`` takes ``AFTER_SECONDS``
+(``$SM_SIGNALS_AFTER_SECONDS``): long, so a worker that starts it after being told to stop
+cannot exit promptly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from statemachine import StepContext
+from tests.integration.programs.worker_support import append_line
+
+WORKFLOW = "signals"
+SLOW_SECONDS = 1.5
+DEFINITION = f"""\
+id: {WORKFLOW}
+version: 1
+steps:
+  - id: slow
+    action: slow
+  - id: after
+    action: after
+"""
+
+
+class SignalActions:
+    def slow(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        append_line(os.environ["SM_SIGNALS_LOG"], f"{ctx.instance_id}/slow/{os.getpid()}")
+        time.sleep(SLOW_SECONDS)
+        return {"slow_by": os.getpid()}
+
+    def after(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        append_line(os.environ["SM_SIGNALS_LOG"], f"{ctx.instance_id}/after/{os.getpid()}")
+        time.sleep(float(os.environ.get("SM_SIGNALS_AFTER_SECONDS", "0")))
+        return {"after_by": os.getpid()}

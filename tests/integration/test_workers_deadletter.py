@@ -1,0 +1,84 @@
+"""Dead-lettering: an instance whose step kills its worker every time stops taking workers down.
+
+Each run of ``programs/worker_deadletter.py`` is a new worker process (lease 1 s,
+``max_recoveries=2``) calling ``run_due``; step ``die`` ends it with ``os._exit(1)``. The first
+claim is a plain start, the next two are recoveries of a dead worker's lease; the fourth process
+finds the recovery count over the limit and marks the instance ``failed`` (``DeadLettered``)
+without running the step again.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from statemachine import Engine
+from statemachine.engine import EngineSettings
+from tests.integration.programs import worker_deadletter as wd
+from tests.integration.programs.worker_support import Proc, read_lines
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
+
+
+def test_an_instance_that_kills_every_worker_is_dead_lettered(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "runs.log"
+    engine = Engine(db_url, settings=wd.SETTINGS)
+    procs: list[Proc] = []
+    try:
+        wd.setup(engine, log)
+        engine.start(wd.WORKFLOW, {}, instance_id=wd.INSTANCE)
+
+        for death in range(1, 4):
+            proc = Proc.program("worker_deadletter", [db_url, str(log)], tmp_path, f"w{death}")
+            procs.append(proc)
+            rc = proc.wait(timeout=40)
+            assert rc == 1, f"worker {death} should have died in step die\n{proc.describe()}"
+            dies = [line for line in read_lines(log) if "/die/" in line]
+            assert dies[-1] == f"{wd.INSTANCE}/die/{proc.pid}"
+            assert len(dies) == death
+            inst = engine.get(wd.INSTANCE)
+            assert inst.status == "running"
+            assert inst.step_results["die"].status == "running"
+
+        # the next worker dead-letters it instead of running step die a fourth time
+        proc = Proc.program("worker_deadletter", [db_url, str(log)], tmp_path, "w4")
+        procs.append(proc)
+        rc = proc.wait(timeout=40)
+        assert rc == 0, proc.describe()
+        seen = json.loads(proc.stdout().strip().splitlines()[-1])
+        assert seen["status"] == "failed"
+        assert seen["error"]["type"] == "DeadLettered"
+
+        inst = engine.get(wd.INSTANCE)
+        assert inst.status == "failed"
+        assert inst.error is not None
+        assert inst.error["type"] == "DeadLettered"
+        assert inst.completed_at is not None
+        runs = read_lines(log)
+        assert [line.split("/")[1] for line in runs] == ["ok", "die", "die", "die"]
+        kinds = [(h.type, h.step) for h in engine.history(wd.INSTANCE)]
+        assert kinds.count(("workflow.step.completed", "ok")) == 1
+        assert ("workflow.step.completed", "die") not in kinds
+        assert kinds[-1][0] == "workflow.failed"
+        assert kinds.count(("workflow.failed", kinds[-1][1])) == 1
+        rec = engine.repo.get(wd.INSTANCE)
+        assert rec is not None and rec.lease_owner is None
+        assert engine.run_due() == 0  # a failed instance is not due any more
+    finally:
+        for proc in procs:
+            proc.cleanup()
+        engine.close()
+        gc.collect()
+
+
+def test_the_lease_keyword_is_not_ignored_next_to_settings(sqlite_url: str) -> None:
+    engine = Engine(sqlite_url, lease="1s", settings=EngineSettings(max_recoveries=2))
+    try:
+        assert engine.settings.max_recoveries == 2
+        assert engine.settings.lease == 1.0
+    finally:
+        engine.close()

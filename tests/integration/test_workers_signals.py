@@ -1,0 +1,101 @@
+"""Graceful stop of ``statemachine worker``: SIGTERM or SIGINT while a step runs.
+
+The running step finishes and is recorded, no further step starts, the lease is released (so
+another worker can go on at once instead of waiting for it to expire, and without counting a
+recovery), and the process exits 0 within a few seconds. Another engine then finishes the
+instance without running the recorded step again.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statemachine import Engine, load_yaml
+from tests.integration.programs import worker_signals as ws
+from tests.integration.programs.worker_support import Proc, read_lines, wait_until
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+IID = "sig-1"
+ACTIONS = "tests.integration.programs.worker_signals:SignalActions"
+EXIT_WITHIN = ws.SLOW_SECONDS + 3.0  # seconds from the signal to the process's exit
+
+
+def test_sigterm_finishes_the_running_step_releases_and_exits_0(
+    db_url: str, tmp_path: Path
+) -> None:
+    _graceful_stop(db_url, tmp_path, signal.SIGTERM)
+
+
+def test_sigint_finishes_the_running_step_releases_and_exits_0(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _graceful_stop(sqlite_url, tmp_path, signal.SIGINT)  # the same code path: one backend will do
+
+
+def _graceful_stop(db_url: str, tmp_path: Path, sig: signal.Signals) -> None:
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "signals.yaml").write_text(ws.DEFINITION)
+    log = tmp_path / "runs.log"
+    engine = Engine(db_url)
+    worker = None
+    try:
+        engine.register(load_yaml(defs / "signals.yaml"), check_actions=False)
+        engine.start(ws.WORKFLOW, {}, instance_id=IID)
+        args = [sys.executable, "-m", "statemachine", "worker", "--db", db_url,
+                "--definitions", str(defs), "--actions", ACTIONS,
+                "--concurrency", "2", "--poll-interval", "100ms"]  # fmt: skip
+        env = {"SM_SIGNALS_LOG": str(log), "SM_SIGNALS_AFTER_SECONDS": "30"}
+        worker = Proc(args, tmp_path, "worker", env=env)
+        wait_until("step slow to start", lambda: bool(read_lines(log)) or not worker.alive(), 30)
+        assert worker.alive(), worker.describe()
+        worker.signal(sig)
+        signalled = time.monotonic()
+        try:
+            rc = worker.wait(timeout=EXIT_WITHIN + 1)
+        except Exception:
+            pytest.fail(
+                f"the worker did not exit within {EXIT_WITHIN + 1}s of {sig.name}; "
+                f"handlers run: {read_lines(log)}\n{worker.describe()}"
+            )
+        took = time.monotonic() - signalled
+        assert rc == 0, worker.describe()
+        assert "Traceback" not in worker.stderr(), worker.describe()
+        assert took <= EXIT_WITHIN, f"exit took {took:.1f}s\n{worker.describe()}"
+
+        # the running step finished and was recorded; no handler started after it; lease freed
+        assert read_lines(log) == [f"{IID}/slow/{worker.pid}"]
+        inst = engine.get(IID)
+        assert inst.step_results["slow"].status == "completed"
+        assert inst.step_results["slow"].output == {"slow_by": worker.pid}
+        kinds = [(h.type, h.step) for h in engine.history(IID)]
+        assert kinds.count(("workflow.step.completed", "slow")) == 1
+        rec = engine.repo.get(IID)
+        assert rec is not None
+        assert rec.lease_owner is None, (rec.lease_owner, rec.lease_expires_at)
+
+        # another engine goes on at once, from the next step
+        def after(data: Any) -> str:
+            return "after-here"
+
+        engine.action("slow")(lambda data: pytest.fail("slow ran again"))
+        engine.action("after")(after)
+        engine.register(load_yaml(defs / "signals.yaml"))
+        engine.run_due()
+        inst = engine.get(IID)
+        assert inst.status == "completed", (inst.status, inst.error)
+        assert inst.output == "after-here"
+        assert engine.repo.get(IID).recoveries == 0  # type: ignore[union-attr]
+    finally:
+        if worker is not None:
+            worker.cleanup()
+        engine.close()
+        gc.collect()
