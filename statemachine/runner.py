@@ -8,8 +8,8 @@ between the two re-runs the handler with the same idempotency key.
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta

@@ -87,9 +87,11 @@ async def drive(
             dead_letter(engine, rec, epoch)
             return True
         limit = engine.registry.max_concurrent.get(rec.workflow_name)
-        if rec.status == "pending" and limit is not None:
-            if not engine.repo.reserve_slot(instance_id, epoch, rec.workflow_name, limit):
-                return False  # stays pending (and due) until a slot frees
+        slot = limit is None or rec.status != "pending"
+        if not slot and not engine.repo.reserve_slot(
+            instance_id, epoch, rec.workflow_name, limit or 0
+        ):
+            return False  # stays pending (and due) until a slot frees
         try:
             definition = engine._definition_for(rec, check_actions=True)
         except (errors.WorkflowNotFound, errors.DefinitionError) as exc:

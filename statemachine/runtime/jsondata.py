@@ -13,13 +13,24 @@ from statemachine import errors
 MAX_BYTES = 1_000_000
 
 
+def _check_text(text: str, where: str) -> None:
+    """Postgres refuses NUL, and a lone surrogate cannot be encoded: refuse both everywhere."""
+    if "\x00" in text:
+        raise ValueError(f"{where}: strings must not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where}: strings must be valid Unicode (a lone surrogate was found)"
+        ) from None
+
+
 def _check(value: Any, where: str) -> None:
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError(f"{where}: strings must not contain NUL characters (\\u0000)")
+            _check_text(item, where)
         elif isinstance(item, float):
             if math.isnan(item) or math.isinf(item):
                 raise ValueError(
@@ -29,6 +40,7 @@ def _check(value: Any, where: str) -> None:
             for k, v in item.items():
                 if not isinstance(k, str):
                     raise ValueError(f"{where}: dict keys must be strings, got {type(k).__name__}")
+                _check_text(k, where)
                 stack.append(v)
         elif isinstance(item, list):
             stack.extend(item)

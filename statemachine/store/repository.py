@@ -245,6 +245,8 @@ class Repository:
             return True
 
     def get(self, instance_id: str) -> InstanceRecord | None:
+        if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
@@ -270,6 +272,8 @@ class Repository:
         offset: int,
         parent_id: str | None = None,
     ) -> builtins.list[InstanceRecord]:
+        if any("\x00" in v for v in (workflow or "", parent_id or "")):
+            return []  # nothing is named with a NUL (and Postgres would refuse the query)
         query = sa.select(IT)
         if workflow:
             query = query.where(IT.c.workflow_name == workflow)

@@ -367,3 +367,14 @@ def test_list_newest_first_with_filters(engine: Engine, clock: ManualClock) -> N
     assert engine.list(workflow="nothing") == []
     with pytest.raises(InputValidationError):
         engine.list(status="bogus")
+
+
+def test_nul_and_lone_surrogates_are_refused_and_never_stored(engine: Engine) -> None:
+    engine.register(workflow("echo").task("a", lambda x: x).build())
+    for bad in ({"k": "a\x00b"}, {"a\x00": 1}, {"k": "\ud800"}):
+        with pytest.raises(InputValidationError):
+            engine.start("echo", bad)
+    assert engine.list() == []
+    with pytest.raises(InstanceNotFound):
+        engine.get("a\x00b")
+    assert engine.list(workflow="a\x00b") == []

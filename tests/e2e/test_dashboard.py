@@ -1,0 +1,241 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by selenium.
+
+``statemachine serve`` runs as a user runs it (a real process, port and SQLite file, its worker
+in the same process). The test starts ``expense-approval`` from the dashboard's start form,
+opens its instance page while the instance waits for ``managerDecision``, then sends that event
+through the API, not the page: the page learns of it only over its SSE stream, and the next
+steps must turn green without a reload. The final page is saved as ``docs/dashboard-instance.png``
+(the README's screenshot) and in the test's tmp dir.
+
+Needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian's ``chromium`` and
+``chromium-driver``; ``.ci/run`` installs them): skipped without them, failed in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "dashboard-instance.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",  # we run as root in CI
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    "--force-device-scale-factor=1",
+    "--lang=en-US",
+]
+INSTALL_HINT = "apt-get install chromium chromium-driver (.ci/run does)"
+COMPLETED_RGB = "rgb(46, 157, 91)"  # --completed in style.css
+LIVE_SECONDS = 10.0  # how long a step may take to turn green after the event
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(reason: str) -> None:
+    """Fail in CI (the browser is part of the test setup there), skip elsewhere."""
+    if _in_ci():
+        pytest.fail(f"{reason}: the dashboard e2e test needs it in CI; {INSTALL_HINT}")
+    pytest.skip(f"{reason}; {INSTALL_HINT}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"serve did not answer within {timeout}s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running ``statemachine serve`` (no token); stopped with SIGTERM, killed if need be."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ}
+    env.pop("STATEMACHINE_TOKEN", None)
+    env.pop("STATEMACHINE_DB", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "statemachine", "serve",
+             "--db", f"sqlite:///{tmp_path}/e2e.db",
+             "--definitions", "definitions", "--actions", "examples.actions:ShopActions",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(proc, url, log)
+        yield url, log
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium through chromedriver, with a fresh profile; quit however the test ends."""
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(binary, os.X_OK):
+            _unavailable(f"{binary} is not installed")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (pip install -e '.[dev]')")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(arg)
+    # an explicit driver path: selenium-manager (which would download one) is not used
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, log: Path | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\nserver log:\n{log.read_text()}" if log else ""
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}{extra}")
+        time.sleep(0.05)
+
+
+def node_status(driver: Any, path: str) -> str | None:
+    status: str | None = driver.execute_script(
+        'const n = document.querySelector(`.node[data-path="${arguments[0]}"]`);'
+        "return n ? (n.dataset.status || '') : null;",
+        path,
+    )
+    return status
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_shows_a_step_turning_green_live(
+    browser: Any, server: tuple[str, Path], tmp_path: Path
+) -> None:  # browser first: without Chromium, skip before starting the server
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, log = server
+    driver = browser
+
+    # the instance list, with its start form
+    driver.get(url + "/")
+    wait_for("the start form", lambda: driver.find_elements(By.CSS_SELECTOR, ".panel select"), 15)
+    Select(driver.find_element(By.CSS_SELECTOR, ".panel select")).select_by_value(
+        "expense-approval"
+    )
+    driver.find_element(By.CSS_SELECTOR, ".panel textarea").send_keys(
+        '{"amount": 120, "employee": "ada"}'
+    )
+    driver.find_element(By.XPATH, "//button[normalize-space()='start']").click()
+
+    # the start form opens the new instance's page
+    def opened_instance() -> str | None:
+        where: str = driver.execute_script("return location.hash")
+        return where.removeprefix("#/instances/") if where.startswith("#/instances/") else None
+
+    iid = wait_for("the instance page", opened_instance, 15, log)
+    wait_for("the graph", lambda: node_status(driver, "decision") is not None, 15, log)
+    # the worker in the server runs submit, then the instance waits for managerDecision
+    wait_for("decision waiting", lambda: node_status(driver, "decision") == "waiting", 30, log)
+    assert node_status(driver, "submit") == "completed"
+    assert node_status(driver, "pay") == ""
+    wait_for("the live stream", lambda: driver.find_element(By.ID, "live").text == "live", 15)
+
+    # marks this page load: a reload would drop it
+    driver.execute_script("window.__e2e_same_page = true;")
+    # the event goes through the API, not the page: only the SSE stream can tell the page
+    res = httpx.post(
+        f"{url}/api/instances/{iid}/events",
+        json={"name": "managerDecision", "data": {"approved": True, "by": "grace"}},
+        timeout=10,
+    )
+    assert res.status_code == 202, res.text
+
+    started = time.monotonic()
+    for step in ("decision", "route", "pay"):
+        wait_for(
+            f"step {step} to turn green",
+            lambda step=step: node_status(driver, step) == "completed",
+            LIVE_SECONDS - (time.monotonic() - started),
+            log,
+        )
+    assert driver.execute_script("return window.__e2e_same_page === true")
+    border = driver.execute_script(
+        "return getComputedStyle(document.querySelector('.node[data-path=\"pay\"]')).borderTopColor"
+    )
+    assert border == COMPLETED_RGB
+    assert node_status(driver, "reject") == "" and node_status(driver, "escalate") == ""
+    # (read by script: the header is re-rendered on every update, so elements go stale)
+    badge = "return document.querySelector('h1 .badge')?.textContent"
+    wait_for("the instance badge", lambda: driver.execute_script(badge) == "completed", 5, log)
+
+    # pick a step, so the screenshot shows its details too
+    driver.find_element(By.CSS_SELECTOR, '.node[data-path="decision"]').click()
+    wait_for(
+        "the step details",
+        lambda: "Step decision" in driver.find_element(By.CSS_SELECTOR, ".layout").text,
+        5,
+    )
+    # the whole page, not cut at the window's bottom
+    height, chrome = driver.execute_script(
+        "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
+    )
+    driver.set_window_size(1400, height + chrome)
+    time.sleep(0.5)  # the details panel and edges settle (edges are redrawn on resize)
+    assert driver.save_screenshot(str(tmp_path / "dashboard-instance.png"))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOT))
+
+    errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+    assert not errors, errors
