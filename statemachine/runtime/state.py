@@ -70,6 +70,21 @@ class StepState:
         return out
 
 
+def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Copy the records the interpreter changes (status, next index, results), not the JSON values
+    they hold: a deep copy of a 1,000-item map on every step made maps quadratic."""
+    out: dict[str, dict[str, Any]] = {}
+    for path, records in branches.items():
+        copied: dict[str, Any] = {}
+        for key, record in records.items():
+            record = dict(record)
+            if isinstance(record.get("results"), dict):
+                record["results"] = dict(record["results"])
+            copied[key] = record
+        out[path] = copied
+    return out
+
+
 @dataclass
 class State:
     status: str = "pending"
@@ -103,7 +118,7 @@ class State:
         new.compensations = list(self.compensations)
         new.deferred = [list(item) for item in self.deferred]
         new.order = list(self.order)
-        new.branches = copy.deepcopy(self.branches)
+        new.branches = copy_branches(self.branches)
         return new
 
     def step(self, path: str) -> StepState:
@@ -121,7 +136,7 @@ class State:
             "compensations": list(self.compensations),
             "deferred": copy.deepcopy(self.deferred),
             "order": list(self.order),
-            "branches": copy.deepcopy(self.branches),
+            "branches": copy_branches(self.branches),
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
         }

@@ -1,7 +1,8 @@
 """``python -m tests.benchmarks [NAME...]``: run every benchmark (or the named ones) and print its table.
 
 Names: ``steps`` (cost of one durable step, ``bench_steps``), ``workers`` (throughput of 1, 2
-and 4 worker processes on SQLite and Postgres, ``bench_workers``).
+and 4 worker processes on SQLite and Postgres, ``bench_workers``), ``scale`` (wide parallel
+steps, big maps and definitions, many sleeping instances, wake-up latency, ``bench_scale``).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.benchmarks import bench_steps, bench_workers
+from tests.benchmarks import bench_scale, bench_steps, bench_workers
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "steps": bench_steps.main,
     "workers": bench_workers.main,
+    "scale": bench_scale.main,
 }
 
 
