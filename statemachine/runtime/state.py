@@ -74,9 +74,9 @@ def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     """Copy the records the interpreter changes (status, next index, results), not the JSON values
     they hold: a deep copy of a 1,000-item map on every step made maps quadratic."""
     out: dict[str, dict[str, Any]] = {}
-    for path, records in branches.items():
+    for path, by_branch in branches.items():
         copied: dict[str, Any] = {}
-        for key, record in records.items():
+        for key, record in by_branch.items():
             record = dict(record)
             if isinstance(record.get("results"), dict):
                 record["results"] = dict(record["results"])
