@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import difflib
 import functools
 import io
 import json
@@ -26,6 +25,7 @@ from typing import Any, NoReturn
 import simpleeval
 
 from statemachine import errors
+from statemachine.definition import issues
 
 MAX_LENGTH = 2_000  # characters of source
 MAX_DEPTH = 50  # nesting of the syntax tree
@@ -57,11 +57,6 @@ _REFUSED |= {
 
 def _error(source: str, what: str) -> errors.ExpressionError:
     return errors.ExpressionError(f"expression {source!r}: {what}", expression=source)
-
-
-def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(str(c) for c in candidates), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -289,7 +284,7 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def _eval_name(self, node: ast.Name) -> Any:
         if node.id in self.names:
             return self.names[node.id]
-        hint = _did_you_mean(node.id, self.names)
+        hint = issues.did_you_mean(node.id, self.names)
         if node.id in _FUNCTIONS:
             hint += f" ({node.id} is a function: call it as {node.id}(...))"
         self._fail(f"unknown name {node.id!r}{hint}")
@@ -378,7 +373,7 @@ class _Checker:
         if not isinstance(func, ast.Name):
             self.refuse("only functions named directly can be called")
         if self.name(func.id) not in _FUNCTIONS:
-            hint = _did_you_mean(func.id, _FUNCTIONS)
+            hint = issues.did_you_mean(func.id, _FUNCTIONS)
             self.refuse(f"unknown function {func.id!r}{hint}; known: {', '.join(_FUNCTIONS)}")
         if any(k.arg is None for k in node.keywords):
             self.refuse("keyword unpacking (**x) is not allowed")

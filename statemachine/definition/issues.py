@@ -38,6 +38,7 @@ def yaml_key(field: str) -> str:
 
 
 def format_loc(loc: Loc) -> str:
+    """``("steps", 2, "dependsOn", 0)`` -> ``"steps[2].dependsOn[0]"``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -57,7 +58,7 @@ def parse_loc(text: str) -> Loc:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, sorted(str(c) for c in candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

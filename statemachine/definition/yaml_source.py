@@ -26,6 +26,7 @@ import yaml
 import yaml.reader
 
 from statemachine import errors
+from statemachine.definition import issues
 
 Loc = tuple[str | int, ...]
 
@@ -71,17 +72,6 @@ class SourceDocument:
         return found if found is not None else self.position(loc)
 
 
-def format_loc(loc: Loc) -> str:
-    """``("steps", 2, "dependsOn", 0)`` -> ``"steps[2].dependsOn[0]"``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
 def parse_text(text: str, *, path: str | None = None) -> SourceDocument:
     """Read a definition from text; ``path`` only labels the errors."""
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -124,7 +114,7 @@ def _pos(at: Any) -> tuple[int, int]:
 
 
 def _issue(message: str, path: str | None, code: str, at: Any, loc: Loc = ()) -> errors.Issue:
-    return errors.Issue(message, format_loc(loc), path, *_pos(at), code)
+    return errors.Issue(message, issues.format_loc(loc), path, *_pos(at), code)
 
 
 def _fail(message: str, path: str | None, code: str, at: Any = None) -> NoReturn:

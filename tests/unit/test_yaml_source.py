@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemachine import errors
-from statemachine.definition import yaml_source
+from statemachine.definition import issues, yaml_source
 from statemachine.definition.yaml_source import parse_file, parse_text
 
 WORKFLOW = """\
@@ -97,9 +97,9 @@ def test_unknown_locations_fall_back_to_the_nearest_ancestor() -> None:
 
 
 def test_format_loc() -> None:
-    assert yaml_source.format_loc(("steps", 2, "dependsOn", 0)) == "steps[2].dependsOn[0]"
-    assert yaml_source.format_loc(()) == ""
-    assert yaml_source.format_loc((0, "a")) == "[0].a"
+    assert issues.format_loc(("steps", 2, "dependsOn", 0)) == "steps[2].dependsOn[0]"
+    assert issues.format_loc(()) == ""
+    assert issues.format_loc((0, "a")) == "[0].a"
 
 
 def test_yaml_1_1_booleans_stay_strings() -> None:
