@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,30 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.serving import free_port, wait_until_up
+
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = {"order_id": "o-7", "items": ["a"], "amount": 10, "email": "ada@example.com"}
 TOKEN = "serve-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"serve did not answer within {timeout}s:\n{log.read_text()}")
 
 
 @pytest.fixture
