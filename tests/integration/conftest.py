@@ -19,10 +19,20 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-@pytest.fixture
-def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    """An Engine on ``db_url`` (SQLite and Postgres) whose timers read ``clock``."""
+def _open(db_url: str, clock: ManualClock) -> Iterator[Engine]:
     eng = Engine(db_url, clock=clock)
     yield eng
     eng.close()
     gc.collect()  # so a leaked resource shows up in the test that caused it
+
+
+@pytest.fixture
+def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
+    """An Engine on ``db_url`` (SQLite and Postgres) whose timers read ``clock``."""
+    yield from _open(db_url, clock)
+
+
+@pytest.fixture
+def timed(db_url: str, clock: ManualClock) -> Iterator[Engine]:
+    """The same, for files whose own ``engine`` fixture runs on the real clock."""
+    yield from _open(db_url, clock)

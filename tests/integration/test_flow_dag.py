@@ -32,19 +32,6 @@ def engine(db_url: str) -> Iterator[Engine]:
     gc.collect()
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def timed(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
-
-
 class Naps:
     """An async ``nap`` action and a sync ``snooze`` one that record when they ran."""
 

@@ -33,20 +33,6 @@ def engine(db_url: str) -> Iterator[Engine]:
     gc.collect()
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def timed(db_url: str, clock: ManualClock) -> Iterator[Engine]:
-    """An engine on a ManualClock: timers fire when the test advances it."""
-    eng = Engine(db_url, clock=clock)
-    yield eng
-    eng.close()
-    gc.collect()
-
-
 class Spans:
     """Records (start, end) of every handler call, from any thread."""
 
