@@ -2,7 +2,9 @@
 
 Names: ``steps`` (cost of one durable step, ``bench_steps``), ``workers`` (throughput of 1, 2
 and 4 worker processes on SQLite and Postgres, ``bench_workers``), ``scale`` (wide parallel
-steps, big maps and definitions, many sleeping instances, wake-up latency, ``bench_scale``).
+steps, big maps and definitions, many sleeping instances, wake-up latency, ``bench_scale``),
+``dbos`` (the cost of one step side by side with DBOS Transact on the same SQLite settings,
+``bench_dbos``; needs ``pip install -e '.[bench]'``, and says so when ``dbos`` is missing).
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.benchmarks import bench_scale, bench_steps, bench_workers
+from tests.benchmarks import bench_dbos, bench_scale, bench_steps, bench_workers
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "steps": bench_steps.main,
     "workers": bench_workers.main,
     "scale": bench_scale.main,
+    "dbos": bench_dbos.main,
 }
 
 
