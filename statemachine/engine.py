@@ -89,6 +89,7 @@ class Engine:
         self.bus = events.EventBus()
         self.registry = registry.Registry(self.repo, self.clock)
         self._loop: worker.LoopThread | None = None
+        self.active_runners = 0  # instances being driven here; more than one: group commit
         self._lock = threading.Lock()
         self._closed = False
 

@@ -91,7 +91,7 @@ class InstanceRunner:
         return self.engine.clock.now()
 
     # -- committing --------------------------------------------------------------------
-    def apply(
+    async def apply(
         self,
         event: interp.Event,
         consume: list[int] | None = None,
@@ -107,13 +107,13 @@ class InstanceRunner:
             self.state = decision.state
             return decision
         try:
-            self.commit(decision, consume or [], abort_if_paused=not self.paused)
+            await self.commit(decision, consume or [], abort_if_paused=not self.paused)
         except repo.InstancePaused:
             # paused while the handler ran: record its result, but let no new step start
             self.paused = True
             self.state.status = "paused"
             decision = self.decide(event, emitted)
-            self.commit(decision, consume or [])
+            await self.commit(decision, consume or [])
         return decision
 
     def decide(self, event: interp.Event, emitted: list[tuple[str, Any]] | None) -> interp.Decision:
@@ -125,7 +125,7 @@ class InstanceRunner:
             decision.history[:0] = custom  # in history and to subscribers, once the step commits
         return decision
 
-    def commit(
+    async def commit(
         self, decision: interp.Decision, consume: list[int], *, abort_if_paused: bool = False
     ) -> None:
         now = self.now
@@ -150,18 +150,16 @@ class InstanceRunner:
         if terminal and self.rec.parent_id:  # the parent learns in the same commit, or not at all
             result = {"status": s.status, "output": s.output, "error": s.error}
             notify.append((self.rec.parent_id, f"child:{self.rec.id}", result))
-        status = self.engine.repo.commit_transition(
-            repo.Transition(
-                self.rec.id,
-                self.epoch,
-                values,
-                steps,
-                history,
-                consume,
-                notify,
-                abort_if_paused=abort_if_paused,
-            )
-        )
+        t = repo.Transition(
+            self.rec.id, self.epoch, values, steps, history, consume, notify,
+            abort_if_paused=abort_if_paused,
+        )  # fmt: skip
+        store = self.engine.repo
+        if self.engine.active_runners > 1 and store.runner_shaped(t):
+            # others are in flight: share their commit (one fsync for all), off the loop thread
+            status = await asyncio.wrap_future(store.committer.submit(t))
+        else:
+            status = store.commit_transition(t)
         self.state = s
         self.advanced = True
         if status == "paused" and s.status not in ("completed", "failed", "cancelled", "timed_out"):
@@ -192,18 +190,18 @@ class InstanceRunner:
     async def run(self) -> None:
         try:
             if self.state.status == "pending":
-                self.apply(interp.Start())
-            self.deliver_events()
-            self.apply(interp.Tick())
+                await self.apply(interp.Start())
+            await self.deliver_events()
+            await self.apply(interp.Tick())
             await self.loop()
         except errors.LeaseLost:
             _log.info("lease on %s lost; another worker owns it now", self.rec.id)
             for task in self.inflight.values():
                 task.cancel()
         except errors.ExpressionError as exc:
-            self.fail_instance(exc)
+            await self.fail_instance(exc)
 
-    def fail_instance(self, exc: BaseException) -> None:
+    async def fail_instance(self, exc: BaseException) -> None:
         """A flow rule could not be evaluated (e.g. a condition raised): the instance fails cleanly."""
         s = self.state
         error = {"type": type(exc).__name__, "message": str(exc)}
@@ -212,7 +210,7 @@ class InstanceRunner:
         decision.state.error = error
         decision.history = [h for h in decision.history if h.type != "workflow.cancelled"]
         decision.history.append(interp.HistoryItem("workflow.failed", None, {"error": error}))
-        self.commit(decision, [])
+        await self.commit(decision, [])
 
     async def start_children(self) -> bool:
         """Start (idempotently) the child of every subworkflow step that has none yet."""
@@ -230,9 +228,9 @@ class InstanceRunner:
                     errors.StatemachineError
                 ) as exc:  # unknown workflow, input failing its schema
                     error = {"type": type(exc).__name__, "message": str(exc)}
-                    self.apply(interp.ChildFinished(path, "failed", None, error))
+                    await self.apply(interp.ChildFinished(path, "failed", None, error))
                     continue
-                self.apply(interp.ChildStarted(path))
+                await self.apply(interp.ChildStarted(path))
                 from statemachine import worker  # the worker module imports this one
 
                 await worker.drive(self.engine, cid)  # run it here now; any worker could, later
@@ -245,12 +243,14 @@ class InstanceRunner:
             ):
                 self.engine.retry(cid)  # the parent is being retried: so is its failed child
             elif child.status in ("completed", "failed", "cancelled", "timed_out"):
-                self.apply(interp.ChildFinished(path, child.status, child.output, child.error))
+                await self.apply(
+                    interp.ChildFinished(path, child.status, child.output, child.error)
+                )
                 continue
-            self.apply(interp.ChildStarted(path))
+            await self.apply(interp.ChildStarted(path))
         return bool(paths)
 
-    def deliver_events(self) -> None:
+    async def deliver_events(self) -> None:
         phases = {self.state.steps[p].phase for p in self.state.active if p in self.state.steps}
         if not phases & {"event", "child-wait", "child"}:
             return
@@ -269,7 +269,7 @@ class InstanceRunner:
                         ev.data.get("output"),
                         ev.data.get("error"),
                     )
-                    self.apply(finished, consume=[ev.id])
+                    await self.apply(finished, consume=[ev.id])
                 continue
             waiting = [
                 p
@@ -277,21 +277,27 @@ class InstanceRunner:
                 if self.state.steps[p].phase == "event" and self.state.steps[p].event == ev.name
             ]
             if waiting:
-                self.apply(interp.EventArrived(ev.name, ev.data), consume=[ev.id])
+                await self.apply(interp.EventArrived(ev.name, ev.data), consume=[ev.id])
 
     async def loop(self) -> None:
         settings = self.engine.settings
         stalled = 0
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ACTIVE or (self.paused and self.inflight):
-            self.deliver_events()  # an event may have waited in the inbox for a wait that just began
+            await (
+                self.deliver_events()
+            )  # an event may have waited in the inbox for a wait that just began
             holding = self.paused or self.stopping()  # no new step starts; in-flight ones finish
             if not holding and await self.start_children():
                 continue  # a child that ran here may already have finished: deliver its event
             if self.state.status not in ACTIVE and not self.inflight:
                 break
             if not holding:
-                for path in interp.Decision(self.state).runnable(self.plan):
+                runnable = interp.Decision(self.state).runnable(self.plan)
+                if await self.run_inline(runnable):
+                    await self.settled()
+                    continue
+                for path in runnable:
                     if path not in self.inflight:
                         self.inflight[path] = asyncio.ensure_future(self.execute(path))
             if not self.inflight:
@@ -302,12 +308,12 @@ class InstanceRunner:
                 if delay > settings.inline_wait or not self.engine.clock.real:
                     if delay <= 0 and stalled < 3:
                         stalled += 1  # a due timer the tick cannot fire must not spin forever
-                        self.apply(interp.Tick())
+                        await self.apply(interp.Tick())
                         continue
                     return
                 await self.engine.clock.sleep(delay)
                 self.heartbeat(force=True)
-                self.apply(interp.Tick())
+                await self.apply(interp.Tick())
                 continue
             done, _ = await asyncio.wait(
                 self.inflight.values(),
@@ -318,21 +324,42 @@ class InstanceRunner:
             for path, task in list(self.inflight.items()):
                 if task in done:
                     del self.inflight[path]
-                    outcome = task.result()
-                    emitted = self.emitted.pop(path, [])
-                    if outcome.ok:
-                        self.apply(interp.StepSucceeded(path, outcome.output), emitted=emitted)
-                    else:
-                        self.apply(
-                            interp.StepFailed(path, outcome.error or {}, outcome.retryable),
-                            emitted=emitted,
-                        )
-            self.deliver_events()
-            if self.state.deadline is not None and self.now >= self.state.deadline:
-                self.apply(interp.Tick())
-            self.cancel_abandoned()
+                    await self.record(path, task.result())
+            await self.settled()
         for task in self.inflight.values():
             task.cancel()
+
+    async def record(self, path: str, outcome: Outcome) -> None:
+        emitted = self.emitted.pop(path, [])
+        if outcome.ok:
+            await self.apply(interp.StepSucceeded(path, outcome.output), emitted=emitted)
+        else:
+            failed = interp.StepFailed(path, outcome.error or {}, outcome.retryable)
+            await self.apply(failed, emitted=emitted)
+
+    async def settled(self) -> None:
+        """After results were recorded: events that arrived, a deadline passed, losers cancelled."""
+        await self.deliver_events()
+        if self.state.deadline is not None and self.now >= self.state.deadline:
+            await self.apply(interp.Tick())
+        self.cancel_abandoned()
+
+    async def run_inline(self, runnable: list[str]) -> bool:
+        """Run the one runnable step here, skipping the thread hop, when nothing else can wait
+        on this loop: no other instance in this engine, no other step in flight, and a quick
+        sync action without a timeout (see ``Executor.can_inline``)."""
+        if len(runnable) != 1 or self.inflight or self.engine.active_runners != 1:
+            return False
+        path = runnable[0]
+        call = self.prepare(path)
+        executor = self.engine.executor
+        if not executor.can_inline(call.fn, call.step):
+            return False
+        outcome = executor.run_inline(
+            call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
+        )
+        await self.record(path, outcome)
+        return True
 
     def cancel_abandoned(self) -> None:
         """Cancel handlers whose step no longer waits for them (a lost race, a fail-fast sibling)."""
@@ -365,6 +392,12 @@ class InstanceRunner:
             raise errors.LeaseLost(f"instance {self.rec.id} was taken over")
 
     async def execute(self, path: str) -> Outcome:
+        call = self.prepare(path)
+        return await self.engine.executor.run(
+            call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
+        )
+
+    def prepare(self, path: str) -> Call:
         st = self.state.steps[path]
         compensation = saga.is_compensation(path)
         step = self.plan.node(saga.base_path(path)).step
@@ -385,6 +418,16 @@ class InstanceRunner:
             emit=lambda name, data: self.emitted.setdefault(path, []).append((name, data)),
         )
         policy = flowctx.retry_policy(self.definition, step)
-        return await self.engine.executor.run(
-            fn, step, st.input, ctx, policy, compensation=compensation
-        )
+        return Call(fn, step, st.input, ctx, policy, compensation)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One handler call, ready to run: in the pool, natively (async), or inline."""
+
+    fn: Callable[..., Any]
+    step: models.TaskStep | models.PollStep
+    payload: Any
+    ctx: StepContext
+    policy: models.RetryPolicy | None
+    compensation: bool

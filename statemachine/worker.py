@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,13 +61,15 @@ async def drive(
     instance_id: str,
     claimed: tuple[int, repo.InstanceRecord] | None = None,
     stop: threading.Event | None = None,
+    recovered: bool = False,
 ) -> bool:
     """Claim one instance and run it here until it waits or ends; True if it advanced.
 
-    ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed).
+    ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed; a
+    worker claims due instances in batches), ``recovered`` whether it took over a dead lease.
     """
     if claimed is not None:
-        epoch, recovered, rec = claimed[0], False, claimed[1]
+        epoch, rec = claimed
     else:
         now = engine.clock.now()
         claim = engine.repo.claim(
@@ -98,15 +101,34 @@ async def drive(
             _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
             return False
         runner = InstanceRunner(
-            engine, rec, epoch, definition, fresh=claimed is not None, stop=stop
+            engine, rec, epoch, definition, fresh=rec.status == "pending", stop=stop
         )
-        await runner.run()
+        engine.active_runners += 1
+        try:
+            await runner.run()
+        finally:
+            engine.active_runners -= 1
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
     finally:
         if not released:
             with contextlib.suppress(errors.StatemachineError):
                 engine.repo.release(instance_id, epoch)
+
+
+async def _claim(engine: Engine, limit: int) -> list[tuple[int, bool, repo.InstanceRecord]]:
+    """Due instances, claimed in one transaction on the committer thread (it owns the write lock)."""
+    now = engine.clock.now()
+    until = now + timedelta(seconds=engine.settings.lease)
+    job = functools.partial(engine.repo.claim_due, engine.worker_id, now, until, limit)
+    return await asyncio.wrap_future(engine.repo.committer.call(job))
+
+
+def _one_less(engine: Engine) -> Callable[[object], None]:
+    def done(_: object) -> None:
+        engine.active_runners -= 1
+
+    return done
 
 
 def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
@@ -163,9 +185,14 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
                 del running[iid]
         free = concurrency - len(running)
         if free > 0:
-            for iid in engine.repo.due(engine.clock.now(), free * 2):
-                if iid not in running and len(running) < concurrency:
-                    running[iid] = asyncio.ensure_future(drive(engine, iid, stop=stop))
+            for epoch, recovered, rec in await _claim(engine, free):
+                task = asyncio.ensure_future(
+                    drive(engine, rec.id, (epoch, rec), stop=stop, recovered=recovered)
+                )
+                running[rec.id] = task
+                # claimed work waiting here counts: runners then share commits, not take turns
+                engine.active_runners += 1
+                task.add_done_callback(_one_less(engine))
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     if running:
         await asyncio.wait(running.values(), timeout=engine.settings.lease)

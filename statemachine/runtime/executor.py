@@ -11,6 +11,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,13 +61,22 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 class Executor:
+    """Sync handlers run in a thread pool, or inline when the caller says the loop is its alone
+    and the action has proved quick (a thread hop costs more than a trivial handler)."""
+
+    QUICK = 0.005  # seconds: an action this fast may run inline; one slower call and it never does
+
     def __init__(self, max_threads: int = 32) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="sm-step"
         )
+        self.quick: dict[Callable[..., Any], bool] = {}  # measured in the pool first
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def can_inline(self, fn: Callable[..., Any], step: models.TaskStep | models.PollStep) -> bool:
+        return step.timeout is None and self.quick.get(fn, False) and not _is_async(fn)
 
     async def run(
         self,
@@ -79,54 +89,105 @@ class Executor:
         compensation: bool = False,
     ) -> Outcome:
         """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas."""
-        path = ctx.step_name
-        schemas = isinstance(step, models.TaskStep) and not compensation
         budget = asyncio.timeout(None if compensation else step.timeout)
         try:
-            if schemas and isinstance(step, models.TaskStep) and step.input_schema is not None:
-                try:
-                    payload = step.input_schema.model_validate(payload)
-                except ValidationError as exc:
-                    raise errors.CriticalError(
-                        f"input of step {path!r} does not match {step.input_schema.__name__}: {exc}",
-                        step=path,
-                    ) from None
-            args = (payload, ctx)[: _arity(fn)]
+            args = _arguments(fn, step, payload, ctx, compensation)
             async with budget:
                 if _is_async(fn):
                     result = await fn(*args)
                 else:
                     loop = asyncio.get_running_loop()
-                    call = functools.partial(contextvars.copy_context().run, fn, *args)
+                    call = functools.partial(contextvars.copy_context().run, self._timed, fn, args)
                     result = await loop.run_in_executor(self.pool, call)
                 if inspect.isawaitable(result):
                     result = await result
-            if schemas and isinstance(step, models.TaskStep) and step.output_schema is not None:
-                try:
-                    model = step.output_schema
-                    result = result if isinstance(result, model) else model.model_validate(result)
-                except ValidationError as exc:
-                    raise errors.CriticalError(
-                        f"output of step {path!r} does not match {step.output_schema.__name__}: {exc}",
-                        step=path,
-                    ) from None
-            output = jsondata.to_storable(result, what=f"output of step {path!r}", step=path)
-            return Outcome(True, output)
+            return _succeeded(step, result, ctx.step_name, compensation)
         except asyncio.CancelledError:
             raise
         except TimeoutError as exc:
             if not budget.expired():  # the handler's own TimeoutError, not our step timeout
-                return Outcome(
-                    False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc)
-                )
+                return _failed(exc, policy)
             late = errors.StepTimeoutError(
-                f"step {path!r} timed out after {step.timeout}s", step=path
+                f"step {ctx.step_name!r} timed out after {step.timeout}s", step=ctx.step_name
             )
-            return Outcome(False, error=error_dict(late), retryable=flowctx.retryable(policy, late))
-        except errors.OutputNotStorable as exc:
-            return Outcome(False, error=error_dict(exc), retryable=False)
+            return _failed(late, policy)
         except Exception as exc:  # user code: anything may be raised
-            return Outcome(False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc))
+            return _failed(exc, policy)
+
+    def run_inline(
+        self,
+        fn: Callable[..., Any],
+        step: models.TaskStep | models.PollStep,
+        payload: Any,
+        ctx: StepContext,
+        policy: models.RetryPolicy | None,
+        *,
+        compensation: bool = False,
+    ) -> Outcome:
+        """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
+        try:
+            result = self._timed(fn, _arguments(fn, step, payload, ctx, compensation))
+            if inspect.isawaitable(result):  # a sync function that returned a coroutine
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                self.quick[fn] = False
+                raise errors.CriticalError(
+                    f"handler of step {ctx.step_name!r} returned an awaitable from a sync function",
+                    step=ctx.step_name,
+                )
+            return _succeeded(step, result, ctx.step_name, compensation)
+        except Exception as exc:  # user code: anything may be raised
+            return _failed(exc, policy)
+
+    def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        began = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if time.perf_counter() - began >= self.QUICK:
+                self.quick[fn] = False  # for good: one slow call may mean it blocks
+            else:
+                self.quick.setdefault(fn, True)
+
+
+def _arguments(
+    fn: Callable[..., Any],
+    step: models.TaskStep | models.PollStep,
+    payload: Any,
+    ctx: StepContext,
+    compensation: bool,
+) -> tuple[Any, ...]:
+    if isinstance(step, models.TaskStep) and not compensation and step.input_schema is not None:
+        try:
+            payload = step.input_schema.model_validate(payload)
+        except ValidationError as exc:
+            raise errors.CriticalError(
+                f"input of step {ctx.step_name!r} does not match {step.input_schema.__name__}: {exc}",
+                step=ctx.step_name,
+            ) from None
+    return (payload, ctx)[: _arity(fn)]
+
+
+def _succeeded(
+    step: models.TaskStep | models.PollStep, result: Any, path: str, compensation: bool
+) -> Outcome:
+    if isinstance(step, models.TaskStep) and not compensation and step.output_schema is not None:
+        try:
+            model = step.output_schema
+            result = result if isinstance(result, model) else model.model_validate(result)
+        except ValidationError as exc:
+            raise errors.CriticalError(
+                f"output of step {path!r} does not match {step.output_schema.__name__}: {exc}",
+                step=path,
+            ) from None
+    return Outcome(True, jsondata.to_storable(result, what=f"output of step {path!r}", step=path))
+
+
+def _failed(exc: Exception, policy: models.RetryPolicy | None) -> Outcome:
+    if isinstance(exc, errors.OutputNotStorable):
+        return Outcome(False, error=error_dict(exc), retryable=False)
+    return Outcome(False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc))
 
 
 def ensure_model(value: Any, schema: type[BaseModel] | None) -> Any:

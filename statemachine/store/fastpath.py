@@ -33,7 +33,8 @@ class FastPath:
             "THEN 'paused' ELSE COALESCE(?, status) END, "
             f"state = {j}, current_step = ?, output = {j}, error = {j}, wake_at = ?, started_at = ?, "
             "completed_at = ?, updated_at = ?, history_seq = history_seq + ?"
-            "{release} WHERE id = ? AND lease_epoch = ? RETURNING history_seq, status"
+            "{release} WHERE id = ? AND lease_epoch = ? AND (? = 0 OR status <> 'paused') "
+            "RETURNING history_seq, status"
         )
         columns = ", ".join(("instance_id", "path", *_STEP_COLUMNS))
         values = ", ".join(["?", "?"] + [j if c in _JSON_STEP else "?" for c in _STEP_COLUMNS])
@@ -45,6 +46,15 @@ class FastPath:
         self.insert_history = self._sql(
             f"INSERT INTO sm_history (instance_id, seq, at, type, step, data) VALUES (?, ?, ?, ?, ?, {j})"
         )
+        self.insert_event = self._sql(
+            f"INSERT INTO sm_event (instance_id, name, data, received_at) VALUES (?, ?, {j}, ?)"
+        )
+        runnable = ", ".join("?" for _ in range(4))
+        self.wake = self._sql(
+            f"UPDATE sm_instance SET wake_at = ? WHERE id = ? AND status IN ({runnable})"
+        )
+        self.consume_event = self._sql("UPDATE sm_event SET consumed_at = ? WHERE id = ?")
+        self.lease_of = self._sql("SELECT lease_epoch, status FROM sm_instance WHERE id = ?")
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.pg else text
@@ -59,9 +69,16 @@ class FastPath:
         return json.dumps(value)
 
     def runner_update(
-        self, values: dict[str, Any], instance_id: str, epoch: int, count: int, release: bool
+        self,
+        values: dict[str, Any],
+        instance_id: str,
+        epoch: int,
+        count: int,
+        release: bool,
+        abort_if_paused: bool = False,
     ) -> tuple[str, tuple[Any, ...]]:
-        """The fenced UPDATE of a runner's transition; ``release`` also drops the lease (the end)."""
+        """The fenced UPDATE of a runner's transition; ``release`` also drops the lease (the end),
+        ``abort_if_paused`` makes it match nothing while the instance is paused."""
         status = None if values["status"] == "paused" else values["status"]
         sql = self.update.replace(
             "{release}", ", lease_owner = NULL, lease_expires_at = NULL" if release else ""
@@ -69,7 +86,7 @@ class FastPath:
         params = (
             status, status, self.json(values["state"]), values["current_step"], self.json(values["output"]),
             self.json(values["error"]), self.time(values["wake_at"]), self.time(values["started_at"]),
-            self.time(values["completed_at"]), self.time(values["updated_at"]), count, instance_id, epoch,
+            self.time(values["completed_at"]), self.time(values["updated_at"]), count, instance_id, epoch, int(abort_if_paused),
         )  # fmt: skip
         return sql, params
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as SAEngine
 
 from statemachine import errors, records
-from statemachine.store import database, fastpath, tables
+from statemachine.store import committer, database, fastpath, tables
 
 IT = tables.InstanceRow.__table__  # type: ignore[attr-defined]
 S = tables.StepRow.__table__  # type: ignore[attr-defined]
@@ -112,8 +112,7 @@ class Transition:
     abort_if_paused: bool = False  # roll back if a pause landed meanwhile (the runner re-decides)
 
 
-class InstancePaused(Exception):
-    """Internal: a runner's transition met a pause; nothing was written."""
+InstancePaused = committer.InstancePaused
 
 
 @dataclass(frozen=True)
@@ -132,6 +131,7 @@ class Repository:
         database.upgrade(self.engine)
         self._prepare()
         self.fast = fastpath.FastPath(self.dialect)
+        self.committer = committer.Committer(self.engine, self.fast, RUNNABLE)
 
     def _prepare(self) -> None:
         """Statements of the hot path, built once: building them per step costs more than the commit."""
@@ -189,6 +189,7 @@ class Repository:
         )
 
     def close(self) -> None:
+        self.committer.close()
         self.engine.dispose()
 
     @contextmanager
@@ -384,6 +385,52 @@ class Repository:
             conn.execute(sa.update(IT).where(IT.c.id == instance_id).values(**values))
             return epoch, recovered
 
+    def claim_due(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> builtins.list[tuple[int, bool, InstanceRecord]]:
+        """Claim up to ``limit`` due instances in one transaction: (epoch, recovered, record).
+
+        The batch form of ``claim`` + ``get`` for a worker: one commit for many instances.
+        Postgres skips rows other workers are claiming (SKIP LOCKED) instead of waiting.
+        """
+        lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
+        query = (
+            sa.select(IT)
+            .where(IT.c.status.in_(RUNNABLE), IT.c.wake_at <= now, lease_free)
+            .order_by(IT.c.wake_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        b = sa.bindparam
+        update = (
+            sa.update(IT)
+            .where(IT.c.id == b("p_id"))
+            .values(
+                lease_owner=owner,
+                lease_expires_at=until,
+                lease_epoch=b("p_epoch"),
+                recoveries=IT.c.recoveries + b("p_recovered"),
+            )
+        )
+        claimed: builtins.list[tuple[int, bool, InstanceRecord]] = []
+        with self.tx() as conn:
+            for row in conn.execute(query).mappings().all():
+                rec = _instance(row)
+                recovered = rec.lease_owner is not None and rec.lease_owner != owner
+                rec.lease_epoch += 1
+                rec.lease_owner, rec.lease_expires_at = owner, until
+                rec.recoveries += int(recovered)
+                claimed.append((rec.lease_epoch, recovered, rec))
+            if claimed:
+                conn.execute(
+                    update,
+                    [
+                        {"p_id": r.id, "p_epoch": e, "p_recovered": int(rec)}
+                        for e, rec, r in claimed
+                    ],
+                )
+        return claimed
+
     def due(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids that have work now: runnable, woken, and not leased by a live worker."""
         lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
@@ -421,55 +468,22 @@ class Repository:
         that lands while a step runs is kept (the step's result is still recorded).
         Unfenced control transitions (``epoch=None``) return "" when ``expect_status`` fails.
         """
+        if self.runner_shaped(t):
+            return self.committer.commit(t)
         with self.tx() as conn:
-            fast = t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS
-            if fast:
-                assert t.epoch is not None
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                sql, params = self.fast.runner_update(
-                    t.values,
-                    t.instance_id,
-                    t.epoch,
-                    len(t.history),
-                    t.values["status"] in records.TERMINAL,
-                )
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-                if (
-                    t.abort_if_paused
-                    and row is not None
-                    and row[1] == "paused"
-                    and t.values["status"] != "paused"
-                ):
-                    raise InstancePaused(
-                        t.instance_id
-                    )  # rolls back: the caller decides again, paused
-            else:
-                row = self._generic_update(conn, t)
+            row = self._generic_update(conn, t)
             if row is None:
                 if t.epoch is not None:
                     raise errors.LeaseLost(
                         f"instance {t.instance_id} is now owned by another worker"
                     )
                 return ""
-            if fast:
-                if t.steps:
-                    cursor.executemany(
-                        self.fast.upsert_step, self.fast.step_rows(t.instance_id, t.steps)
-                    )
-                if t.history:
-                    first = int(row[0]) - len(t.history)
-                    cursor.executemany(
-                        self.fast.insert_history,
-                        self.fast.history_rows(t.instance_id, first, t.history),
-                    )
-            else:
-                if t.steps:
-                    conn.execute(
-                        self._step_upsert,
-                        [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
-                    )
-                self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
+            if t.steps:
+                conn.execute(
+                    self._step_upsert,
+                    [{"instance_id": t.instance_id, **st.__dict__} for st in t.steps],
+                )
+            self._append_history(conn, t.instance_id, int(row[0]) - len(t.history), t.history)
             for target, name, data in t.notify:
                 now = t.history[0].at if t.history else datetime.now(UTC)
                 conn.execute(
@@ -486,6 +500,11 @@ class Repository:
                     sa.update(E).where(E.c.id.in_(t.consume_events)).values(consumed_at=at)
                 )
             return str(row[1])
+
+    @staticmethod
+    def runner_shaped(t: Transition) -> bool:
+        """A leased runner's transition: the committer's plain-SQL path (and group commit) takes it."""
+        return t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS
 
     def _generic_update(self, conn: sa.Connection, t: Transition) -> Any:
         where = [IT.c.id == t.instance_id]

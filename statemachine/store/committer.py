@@ -1,0 +1,203 @@
+"""Runners' transitions, written through one dedicated DBAPI connection; concurrent ones share a commit.
+
+A durable commit costs one fsync whatever it holds, so with many instances in flight the
+committer thread takes every transition queued while the previous commit ran and writes them
+all in one transaction (group commit). Each is still fenced on its own lease epoch: a stale one
+changes nothing and fails alone, and no caller hears "done" before the commit that holds it.
+A runner alone in its process commits inline (``commit``), skipping the thread hop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from statemachine import errors, records
+from statemachine.store import fastpath
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as SAEngine
+
+    from statemachine.store.repository import Transition
+
+_log = logging.getLogger("statemachine.committer")
+MAX_BATCH = 500  # transitions per group commit: bounds one transaction's size and lock time
+Result = str | BaseException
+T = TypeVar("T")
+
+
+class InstancePaused(Exception):
+    """Internal: a runner's transition met a pause; nothing was written."""
+
+
+class Committer:
+    def __init__(
+        self, engine: SAEngine, fast: fastpath.FastPath, runnable: tuple[str, ...]
+    ) -> None:
+        self.engine = engine
+        self.fast = fast
+        self.pg = fast.pg
+        self._runnable = runnable
+        self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
+        self._lock = threading.Lock()  # one transaction at a time on the connection
+        self._cv = threading.Condition()
+        self._queue: list[tuple[Transition, Future[str]]] = []
+        self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0  # commits made, and transitions in them: the group-commit ratio
+        self.committed = 0
+
+    # -- callers -------------------------------------------------------------------------
+    def commit(self, t: Transition) -> str:
+        """Commit ``t`` now, on the calling thread; returns the instance's status after it."""
+        with self._lock:
+            result = self._write([t])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def submit(self, t: Transition) -> Future[str]:
+        """Queue ``t`` for the next group commit; the future resolves once it is durable."""
+        fut: Future[str] = Future()
+        with self._cv:
+            if self._closed:
+                raise errors.StoreError("the store is closed")
+            self._queue.append((t, fut))
+            self._start()
+            self._cv.notify()
+        return fut
+
+    def call(self, job: Callable[[], T]) -> Future[T]:
+        """Run ``job`` (its own transaction, e.g. a batch claim) on the committer thread, between
+        group commits: the caller's event loop never waits on the database's write lock."""
+        fut: Future[T] = Future()
+        with self._cv:
+            if self._closed:
+                raise errors.StoreError("the store is closed")
+            self._jobs.append((job, fut))
+            self._start()
+            self._cv.notify()
+        return fut
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="statemachine-committer", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            if self._raw is not None:
+                with contextlib.suppress(Exception):
+                    self._raw.close()
+                self._raw = None
+
+    # -- the committer thread -----------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._jobs and not self._closed:
+                    self._cv.wait()
+                if not self._queue and not self._jobs:
+                    return
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                jobs, self._jobs = self._jobs, []
+            for job, done in jobs:
+                try:
+                    done.set_result(job())
+                except BaseException as exc:  # the caller hears of it
+                    done.set_exception(exc)
+            if not batch:
+                continue
+            with self._lock:
+                try:
+                    results = self._write([t for t, _ in batch])
+                except BaseException as exc:  # never leave a caller waiting forever
+                    results = [exc] * len(batch)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    # -- one transaction ----------------------------------------------------------------
+    def _connection(self) -> Any:
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        return self._raw
+
+    def _write(self, batch: list[Transition]) -> list[Result]:
+        """All of ``batch`` in one transaction; if the database refuses it, each one alone."""
+        raw = self._connection()
+        try:
+            cur = raw.cursor()
+            if not self.pg:
+                cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
+            results = [self._apply(cur, t) for t in batch]
+            raw.commit()
+            self.batches += 1
+            self.committed += sum(1 for r in results if not isinstance(r, BaseException))
+            return results
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            if self.pg and getattr(raw.driver_connection, "closed", False):
+                self._discard()
+            if len(batch) > 1:  # one bad transition must not sink the others
+                return [self._write([t])[0] for t in batch]
+            return [errors.StoreError(f"database error: {exc}")]
+
+    def _discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._raw.invalidate()
+        self._raw = None
+
+    def _apply(self, cur: Any, t: Transition) -> Result:
+        assert t.epoch is not None
+        status = t.values["status"]
+        abort = t.abort_if_paused and status != "paused" and status not in records.TERMINAL
+        sql, params = self.fast.runner_update(
+            t.values, t.instance_id, t.epoch, len(t.history), status in records.TERMINAL, abort
+        )
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return self._refused(cur, t)
+        if t.steps:
+            cur.executemany(self.fast.upsert_step, self.fast.step_rows(t.instance_id, t.steps))
+        if t.history:
+            first = int(row[0]) - len(t.history)
+            cur.executemany(
+                self.fast.insert_history, self.fast.history_rows(t.instance_id, first, t.history)
+            )
+        at = t.history[0].at if t.history else datetime.now(UTC)
+        for target, name, data in t.notify:
+            cur.execute(
+                self.fast.insert_event, (target, name, self.fast.json(data), self.fast.time(at))
+            )
+            cur.execute(self.fast.wake, (self.fast.time(at), target, *self._runnable))
+        if t.consume_events:
+            cur.executemany(
+                self.fast.consume_event, [(self.fast.time(at), eid) for eid in t.consume_events]
+            )
+        return str(row[1])
+
+    def _refused(self, cur: Any, t: Transition) -> Result:
+        """The fenced UPDATE matched nothing: a pause to honour, or a lease lost."""
+        cur.execute(self.fast.lease_of, (t.instance_id,))
+        row = cur.fetchone()
+        if row is not None and int(row[0]) == t.epoch and row[1] == "paused":
+            return InstancePaused(t.instance_id)
+        return errors.LeaseLost(f"instance {t.instance_id} is now owned by another worker")
