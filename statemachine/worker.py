@@ -8,6 +8,7 @@ worker owns the instance, and is not an error.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -42,6 +43,11 @@ class LoopThread:
         self.thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self.thread:
+            # a handler running inline on this loop called back into the engine (say, execute):
+            # waiting on this loop from inside it would deadlock, so that call gets a loop of its own
+            with concurrent.futures.ThreadPoolExecutor(1) as side:
+                return side.submit(asyncio.run, coro).result(timeout)
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 

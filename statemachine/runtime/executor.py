@@ -125,8 +125,12 @@ class Executor:
         compensation: bool = False,
     ) -> Outcome:
         """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
+        loop = asyncio.events._get_running_loop()
+        # the handler must not see our loop: a sync handler may well call asyncio.run() itself
+        asyncio.events._set_running_loop(None)
         try:
-            result = self._timed(fn, _arguments(fn, step, payload, ctx, compensation))
+            args = _arguments(fn, step, payload, ctx, compensation)
+            result = contextvars.copy_context().run(self._timed, fn, args)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -139,6 +143,8 @@ class Executor:
             return _succeeded(step, result, ctx.step_name, compensation)
         except Exception as exc:  # user code: anything may be raised
             return _failed(exc, policy)
+        finally:
+            asyncio.events._set_running_loop(loop)
 
     def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         began = time.perf_counter()

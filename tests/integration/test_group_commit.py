@@ -1,0 +1,134 @@
+"""Group commit and batch claims (real clock, SQLite and Postgres): many instances share commits,
+each transition stays fenced on its own lease, and nothing is recorded twice or lost."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from statemachine import Engine, workflow
+from statemachine.errors import LeaseLost
+from statemachine.store import repository as repo
+
+STEPS = 5
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = Engine(db_url)
+    yield eng
+    eng.close()
+    gc.collect()
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, data: Any, ctx: Any) -> Any:
+        with self.lock:
+            self.calls[ctx.idempotency_key] += 1
+        return {"n": data["n"] if isinstance(data, dict) and "n" in data else data}
+
+
+def _register(engine: Engine, handler: Any, name: str = "grouped") -> None:
+    builder = workflow(name)
+    for i in range(STEPS):
+        builder = builder.task(f"s{i}", handler)
+    engine.register(builder.build())
+
+
+def test_a_worker_with_many_instances_shares_commits_and_records_each_step_once(
+    engine: Engine,
+) -> None:
+    handler = Counted()
+    _register(engine, handler)
+    ids = [engine.start("grouped", {"n": i}) for i in range(60)]
+    before = engine.repo.committer.batches, engine.repo.committer.committed
+    with engine.worker(concurrency=60, poll_interval="20ms"):
+        finished = [engine.wait(iid, timeout=60) for iid in ids]
+    assert {inst.status for inst in finished} == {"completed"}
+    for inst in finished:
+        assert [inst.step_results[f"s{i}"].attempts for i in range(STEPS)] == [1] * STEPS
+        assert inst.output == {"n": inst.input["n"]}
+        completed = [h.step for h in engine.history(inst.id) if h.type.endswith("step.completed")]
+        assert completed == [f"s{i}" for i in range(STEPS)]
+    assert len(handler.calls) == 60 * STEPS and set(handler.calls.values()) == {1}
+    batches = engine.repo.committer.batches - before[0]
+    committed = engine.repo.committer.committed - before[1]
+    assert committed >= 60 * STEPS  # every transition went through the committer
+    assert committed / batches > 1.5, f"{committed} transitions in {batches} commits"
+
+
+def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transition:
+    now = rec.created_at
+    values = {
+        "status": "running", "state": {"active": [step]}, "current_step": step, "output": None,
+        "error": None, "wake_at": None, "started_at": now, "completed_at": None, "updated_at": now,
+    }  # fmt: skip
+    return repo.Transition(
+        rec.id,
+        epoch,
+        values,
+        [repo.StepWrite(step, "running", input={"x": 1}, attempts=1, started_at=now)],
+        [repo.HistoryWrite("workflow.step.started", step, {}, now)],
+    )
+
+
+def test_a_stale_transition_fails_alone_in_its_batch(engine: Engine) -> None:
+    _register(engine, Counted())
+    a, b = engine.start("grouped", {"n": 1}, "gc-a"), engine.start("grouped", {"n": 2}, "gc-b")
+    now = engine.clock.now()
+    claims = engine.repo.claim_due("w1", now, now + timedelta(seconds=1), 10)
+    epochs = {rec.id: epoch for epoch, _, rec in claims}
+    assert set(epochs) == {a, b}
+    # b's lease expires and another worker takes it: w1's epoch for b is now stale
+    later = now + timedelta(seconds=5)
+    stolen = engine.repo.claim_due("w2", later, later + timedelta(seconds=30), 10)
+    assert [(rec.id, recovered) for _, recovered, rec in stolen] == [(a, True), (b, True)]
+    engine.repo.release(a, stolen[0][0])
+    engine.repo.claim_due("w1", later, later + timedelta(seconds=30), 10)  # a again, not b
+    rec_a, rec_b = engine.repo.get(a), engine.repo.get(b)
+    assert rec_a is not None and rec_a.lease_owner == "w1"
+    assert rec_b is not None and rec_b.lease_owner == "w2"
+    committer = engine.repo.committer
+    batches = committer.batches
+    with committer._cv:  # hold the queue: both land in one group commit
+        ok = committer.submit(_transition(rec_a, rec_a.lease_epoch, "s0"))
+        stale = committer.submit(_transition(rec_b, epochs[b], "s0"))
+    assert ok.result(timeout=10) == "running"
+    with pytest.raises(LeaseLost):
+        stale.result(timeout=10)
+    assert committer.batches == batches + 1
+    assert "s0" in engine.get(a).step_results
+    assert engine.get(b).step_results == {} and engine.get(b).status == "pending"
+    assert [h.type for h in engine.history(b)] == ["workflow.started"]
+
+
+def test_claim_due_takes_only_due_unleased_instances_and_counts_recoveries(
+    engine: Engine,
+) -> None:
+    _register(engine, Counted())
+    ids = [engine.start("grouped", {"n": i}, f"cd-{i}") for i in range(3)]
+    now = engine.clock.now()
+    first = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 2)
+    assert len(first) == 2 and all(not recovered for _, recovered, _ in first)
+    assert all(epoch == rec.lease_epoch == 1 for epoch, _, rec in first)
+    rest = engine.repo.claim_due("w2", now, now + timedelta(seconds=30), 10)
+    assert [rec.id for _, _, rec in rest] == [i for i in ids if i not in {r.id for *_, r in first}]
+    assert engine.repo.claim_due("w3", now, now + timedelta(seconds=30), 10) == []
+    later = now + timedelta(seconds=31)
+    taken = engine.repo.claim_due("w3", later, later + timedelta(seconds=30), 10)
+    assert len(taken) == 3 and all(recovered for _, recovered, _ in taken)
+    for epoch, _, rec in taken:
+        stored = engine.repo.get(rec.id)
+        assert stored is not None
+        assert (stored.lease_owner, stored.lease_epoch, stored.recoveries) == ("w3", epoch, 1)
+        assert epoch == 2

@@ -1,0 +1,103 @@
+"""Quick sync handlers run inline on the engine's loop when an instance runs alone (no thread
+hop); slow ones, ones with a timeout and async ones never do, and an inline handler can still
+call asyncio.run or the engine itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from statemachine import Engine, workflow
+
+
+class Where:
+    """Records the thread each call ran on."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.threads: list[str] = []
+        self.pause = pause
+
+    def __call__(self, data: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        if self.pause:
+            time.sleep(self.pause)
+        return data
+
+
+def _chain(name: str, handler: Any, steps: int = 4, **options: Any) -> Any:
+    builder = workflow(name)
+    for i in range(steps):
+        builder = builder.task(f"s{i}", handler, **options)
+    return builder.build()
+
+
+def test_a_quick_handler_runs_inline_after_one_measured_call(engine: Engine) -> None:
+    where = Where()
+    engine.register(_chain("quick", where))
+    inst = engine.execute("quick", {"v": 1})
+    assert inst.status == "completed" and inst.output == {"v": 1}
+    assert where.threads[0].startswith("sm-step")  # the first call is measured in the pool
+    assert set(where.threads[1:]) == {"statemachine-loop"}
+
+
+def test_a_slow_handler_always_runs_in_the_pool(engine: Engine) -> None:
+    where = Where(pause=0.02)
+    engine.register(_chain("slow", where, steps=3))
+    assert engine.execute("slow", {}).status == "completed"
+    assert all(name.startswith("sm-step") for name in where.threads) and len(where.threads) == 3
+
+
+def test_a_step_with_a_timeout_never_runs_inline(engine: Engine) -> None:
+    where = Where()
+    engine.register(_chain("timed-steps", where, steps=3, timeout="5s"))
+    assert engine.execute("timed-steps", {}).status == "completed"
+    assert all(name.startswith("sm-step") for name in where.threads)
+
+
+def test_an_inline_handler_may_run_its_own_event_loop(engine: Engine) -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    def uses_asyncio(data: Any) -> Any:
+        return {"n": asyncio.run(double(data["n"])), "thread": threading.current_thread().name}
+
+    engine.register(_chain("nested-loop", uses_asyncio, steps=3))
+    inst = engine.execute("nested-loop", {"n": 1})
+    assert inst.status == "completed", inst.error
+    assert inst.output["n"] == 8
+    assert inst.output["thread"] == "statemachine-loop"  # it did run inline
+
+
+def test_an_inline_handler_may_call_back_into_the_engine(engine: Engine) -> None:
+    engine.register(_chain("child-chain", Where(), steps=2))
+
+    def runs_a_child(data: Any) -> Any:
+        child = engine.execute("child-chain", {"c": data["n"]})
+        return {"n": data["n"] + 1, "child": child.status}
+
+    engine.register(_chain("parent-chain", runs_a_child, steps=3))
+    inst = engine.execute("parent-chain", {"n": 0})
+    assert inst.status == "completed", inst.error
+    assert inst.output == {"n": 3, "child": "completed"}
+    assert len(engine.list(workflow="child-chain")) == 3
+
+
+def test_an_inline_failure_is_recorded_like_any_other(engine: Engine) -> None:
+    calls: list[int] = []
+
+    def flaky(data: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("third call fails")
+        return data
+
+    engine.register(_chain("inline-fail", flaky, steps=4))
+    inst = engine.execute("inline-fail", {})
+    assert inst.status == "failed"
+    assert inst.step_results["s2"].status == "failed"
+    assert inst.step_results["s2"].error is not None
+    assert inst.step_results["s2"].error["type"] == "ValueError"
+    assert "s3" not in inst.step_results or inst.step_results["s3"].status != "completed"
