@@ -7,6 +7,7 @@ validation or from here, is reported at the author's own line and column.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -107,8 +108,17 @@ _FIELD = {  # canonical YAML key -> model field
 }
 
 
+_ALLOWED = {kind: _COMMON | own for kind, own in _OWN.items()}
+
+
 def canonical_key(key: str) -> str:
     return _ALIASES.get(key, key)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_field(key: str) -> str:
+    """Canonical YAML key -> model field: ``maxAttempts`` -> ``max_attempts``."""
+    return _FIELD.get(key) or re.sub(r"([A-Z])", r"_\1", key).lower()
 
 
 class _Reader:
@@ -117,11 +127,16 @@ class _Reader:
     def __init__(self, doc: yaml_source.SourceDocument) -> None:
         self.doc = doc
         self.found: list[errors.Issue] = []
-        self.where: dict[str, Loc] = {}  # canonical location text -> source location
+        self.notes: list[tuple[Loc, Loc]] = []  # (canonical location, source location)
 
     # -- positions -----------------------------------------------------------------------
     def note(self, canon: Loc, source: Loc) -> None:
-        self.where[issues.format_loc(canon)] = source
+        self.notes.append((canon, source))
+
+    @functools.cached_property
+    def where(self) -> dict[str, Loc]:
+        """Canonical location text -> source location; only needed once there are issues."""
+        return {issues.format_loc(canon): source for canon, source in self.notes}
 
     def issue(self, message: str, canon: Loc, *, code: str = "invalid") -> None:
         self.found.append(
@@ -260,11 +275,7 @@ class _Reader:
                 (*canon, "retryOn"),
                 code="not_loadable",
             )
-        return {
-            _FIELD.get(k, re.sub(r"([A-Z])", r"_\1", k).lower()): v
-            for k, v in fields.items()
-            if k != "retryOn"
-        }
+        return {_model_field(k): v for k, v in fields.items() if k != "retryOn"}
 
     def steps(self, raw_steps: list[Any], canon: Loc, source: Loc) -> list[models.StepBase]:
         collected: list[tuple[str, dict[str, Any]]] = []
@@ -300,7 +311,7 @@ class _Reader:
                 code="step_type",
             )
             return None
-        fields = self.normalise(raw, canon, source, _COMMON | _OWN[kind], f"a {kind} step")
+        fields = self.normalise(raw, canon, source, _ALLOWED[kind], f"a {kind} step")
         fields.pop("type", None)
         out: dict[str, Any] = {}
         for key, value in fields.items():
@@ -342,7 +353,7 @@ class _Reader:
             if key == "compensate" and not isinstance(value, str):
                 self.issue("compensate must name a registered action", here, code="type")
                 continue
-            out[_FIELD.get(key, re.sub(r"([A-Z])", r"_\1", key).lower())] = value
+            out[_model_field(key)] = value
         policy = self.step_retry(fields, canon)
         if policy is not None:
             out["retry"] = policy

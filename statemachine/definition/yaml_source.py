@@ -2,8 +2,14 @@
 
 Not ``yaml.safe_load``: it forgets positions, applies YAML 1.1 surprises (``on``/``yes``
 booleans, dates, ``1:30`` == 90), keeps the last of duplicate keys and expands aliases without
-limit. A ``SafeLoader`` subclass only composes nodes, checking the caps as they arrive; this module
-builds the plain data itself, recording where every value and key was written.
+limit. This module composes the parser's events into nodes itself, without recursion and
+checking the caps as they arrive, then builds the plain data, recording where every value and key
+was written.
+
+The events come from libyaml when PyYAML was built with it (its pure-Python parser takes several
+times longer). What libyaml reads otherwise than PyYAML (tabs, odd tags, some empty values; see
+``_compose``), and every document libyaml refuses, is read again by PyYAML's parser, so the data,
+the positions and the error messages are the same with or without libyaml.
 
 Scalars follow the YAML 1.2 core schema: only ``true``/``True``/``TRUE`` (and the ``false`` forms)
 are booleans; ``null``/``~``/empty are None; ints are decimal, ``0o`` or ``0x``; floats include
@@ -14,16 +20,18 @@ value came from: alias the whole value instead. Every failure is an ``errors.Def
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, AnyStr, NoReturn
+from typing import Any, AnyStr, NoReturn, Protocol
 
 import yaml
+import yaml.composer
+import yaml.parser
 import yaml.reader
+import yaml.scanner
 
 from statemachine import errors
 from statemachine.definition import issues
@@ -121,51 +129,44 @@ def _fail(message: str, path: str | None, code: str, at: Any = None) -> NoReturn
     raise errors.DefinitionError([_issue(message, path, code, at)])
 
 
-class _Loader(yaml.SafeLoader):
-    """Composes nodes only (never constructs objects) and checks the caps while composing,
-    so a deep or alias-heavy document fails before any recursion or expansion happens."""
+class _PyParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's pure-Python reader, scanner and parser: used when libyaml is missing, and to
+    word the error of a document libyaml refused (libyaml's messages are terser)."""
 
-    def __init__(self, text: str, path: str | None) -> None:
-        super().__init__(text)
-        self.path, self.depth, self.aliases, self.nodes = path, 0, 0, 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
-        if isinstance(event, yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                _fail(f"more than {MAX_ALIASES} aliases", self.path, "too_large", event.start_mark)
-            # a shallow copy shares the children but remembers where the alias was written
-            alias = copy.copy(super().compose_node(parent, index))
-            if alias is not None:
-                alias.start_mark, alias.end_mark = event.start_mark, event.end_mark
-            return alias
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            _fail(f"more than {MAX_NODES} values", self.path, "too_large", event.start_mark)
-        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            return super().compose_node(parent, index)
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                message = f"nesting is deeper than {MAX_DEPTH} levels"
-                _fail(message, self.path, "too_deep", event.start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-    def get_single_node(self) -> yaml.Node | None:
-        self.get_event()  # type: ignore[no-untyped-call]  # drop the stream start
-        node = None if self.check_event(yaml.StreamEndEvent) else self.compose_document()
-        if not self.check_event(yaml.StreamEndEvent):
-            message = "a definition must be one YAML document, found another"
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            _fail(message, self.path, "multiple_documents", mark)
-        return node
+    def __init__(self, text: str) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
 
 
-# YAML 1.2 core schema instead of SafeLoader's 1.1 resolvers (no yes/no/on/off, no timestamps)
-_Loader.yaml_implicit_resolvers = {}
+class _Events(Protocol):
+    """What the composer needs of a parser: ``_PyParser`` and libyaml's ``CParser`` both have it."""
+
+    def get_event(self) -> Any: ...
+    def peek_event(self) -> Any: ...
+    def check_event(self, *choices: type[yaml.Event]) -> bool: ...
+    def dispose(self) -> None: ...
+
+
+_CParser: Callable[[str], _Events] | None
+try:  # libyaml parses the same events as the pure-Python parser, in C
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+# the characters PyYAML's reader and libyaml's allow; PyYAML reports the first other one
+_NON_PRINTABLE = re.compile(
+    r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]"
+)
+
+# what PyYAML refuses and libyaml takes: tabs between tokens (PyYAML only allows spaces), a BOM
+# past the start, a comment right after a block scalar's header (``|#``)
+_PYYAML_ONLY = re.compile(r"\t|.\ufeff|[|>][-+0-9]*#", re.S)
+_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")
+
+# YAML 1.2 core schema instead of SafeLoader's 1.1 resolvers (no yes/no/on/off, no timestamps):
+# the first character of a plain scalar -> the (tag, pattern) pairs to try, in order
+_IMPLICIT: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
 for _tag, _regexp, _first in (
     (_NULL, _NULL_RE, ["~", "n", "N", ""]),
     (_BOOL, _BOOL_RE, list("tTfF")),
@@ -173,15 +174,154 @@ for _tag, _regexp, _first in (
     (_FLOAT, _FLOAT_RE, list("-+0123456789.")),
     (_MERGE, re.compile(r"<<\Z"), ["<"]),
 ):
-    _Loader.add_implicit_resolver(_tag, _regexp, _first)
+    for _char in _first:
+        _IMPLICIT.setdefault(_char, []).append((_tag, _regexp))
+
+# A composed node is a plain tuple (kind, tag, value, (line, column)), cheaper than yaml.Node
+# and its two marks: a scalar's value is its text, a sequence's the list of its item nodes, a
+# mapping's the flat list key, value, key, value... An alias is a copy of its anchor's tuple
+# with the alias's own position, sharing the anchor's list.
+_SCALAR, _SEQUENCE, _MAPPING = 0, 1, 2
+_SCALAR_EVENT, _ALIAS = yaml.ScalarEvent, yaml.AliasEvent
+_SEQUENCE_START, _SEQUENCE_END = yaml.SequenceStartEvent, yaml.SequenceEndEvent
+_MAPPING_START, _MAPPING_END = yaml.MappingStartEvent, yaml.MappingEndEvent
+_Node = tuple[int, str, Any, tuple[int, int]]
 
 
-def _compose(text: str, path: str | None) -> yaml.Node | None:
-    """The document's node graph; every library error becomes a DefinitionError."""
-    loader: _Loader | None = None
+def _resolve(value: str) -> str:
+    """The tag of an untagged plain scalar."""
+    for tag, regexp in _IMPLICIT.get(value[:1], ()):
+        if regexp.match(value):
+            return tag
+    return _STR
+
+
+class _Unsure(yaml.YAMLError):
+    """libyaml reached a spot PyYAML may read differently: let PyYAML read the document."""
+
+
+def _compose_events(
+    parser: _Events, path: str | None, careful: str | None = None
+) -> tuple[_Node | None, int]:
+    """The single document's nodes and how many aliases it used. Never constructs objects and
+    never recurses; the caps are checked as the events arrive, so a deep or alias-heavy
+    document fails early.
+
+    ``careful`` is the text, when libyaml parses it: it raises ``_Unsure`` where libyaml and
+    PyYAML are known to differ (a tag, libyaml taking odd ones such as ``!.!``, or see
+    ``_read_apart``), so that both give the same data, positions and errors.
+    """
+    get = parser.get_event
+    get()  # the stream start
+    if parser.check_event(yaml.StreamEndEvent):
+        return None, 0
+    get()  # the document start
+    anchors: dict[str, tuple[_Node, Any]] = {}  # anchor -> its node and where it was set
+    open_: list[list[_Node]] = []  # the children of the collections being composed
+    flows = [False]  # whether each is written in flow style (the first: the document)
+    nodes = aliases = 0
+    while True:
+        event = get()
+        kind = type(event)
+        if kind is _MAPPING_END or kind is _SEQUENCE_END:
+            open_.pop()
+            flows.pop()
+            if not open_:
+                break
+            continue
+        mark = event.start_mark
+        at = (mark.line + 1, mark.column + 1)
+        if kind is _ALIAS:
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                _fail(f"more than {MAX_ALIASES} aliases", path, "too_large", mark)
+            if event.anchor not in anchors:
+                problem = f"found undefined alias {event.anchor!r}"
+                raise yaml.composer.ComposerError(None, None, problem, mark)
+            target = anchors[event.anchor][0]
+            node: _Node = (target[0], target[1], target[2], at)
+        else:
+            nodes += 1
+            if nodes > MAX_NODES:
+                _fail(f"more than {MAX_NODES} values", path, "too_large", mark)
+            anchor, tag = event.anchor, event.tag
+            if kind is _SCALAR_EVENT:
+                value = event.value
+                plain = not event.style
+                if careful is not None and (
+                    tag is not None
+                    or (
+                        plain
+                        and (flows[-1] or not value)
+                        and _read_apart(value, flows[-1], mark, careful)
+                    )
+                ):
+                    raise _Unsure
+                if tag is None:
+                    tag = _resolve(value) if event.implicit[0] else _STR
+                elif tag == "!":  # PyYAML resolves it as plain, quoted or empty alike
+                    tag = _resolve(value)
+                node = (_SCALAR, tag, value, at)
+            else:
+                if len(open_) >= MAX_DEPTH:
+                    _fail(f"nesting is deeper than {MAX_DEPTH} levels", path, "too_deep", mark)
+                if careful is not None and tag is not None:
+                    raise _Unsure
+                if tag is None or tag == "!":
+                    tag = _SEQ if kind is _SEQUENCE_START else _MAP
+                node = (_SEQUENCE if kind is _SEQUENCE_START else _MAPPING, tag, [], at)
+            if anchor is not None:
+                if anchor in anchors:
+                    raise yaml.composer.ComposerError(
+                        f"found duplicate anchor {anchor!r}; first occurrence",
+                        anchors[anchor][1],
+                        "second occurrence",
+                        mark,
+                    )
+                anchors[anchor] = (node, mark)
+        if open_:
+            open_[-1].append(node)
+        else:
+            root = node
+        if kind is _SEQUENCE_START or kind is _MAPPING_START:
+            open_.append(node[2])
+            flows.append(bool(event.flow_style))
+        elif not open_:
+            break
+    get()  # the document end
+    if not parser.check_event(yaml.StreamEndEvent):
+        message = "a definition must be one YAML document, found another"
+        _fail(message, path, "multiple_documents", parser.peek_event().start_mark)
+    return root, aliases
+
+
+def _read_apart(value: str, in_flow: bool, mark: Any, text: str) -> bool:
+    """A plain scalar libyaml reads otherwise than PyYAML: in ``{}``/``[]`` one holding a ``?``
+    (PyYAML ends the scalar there and refuses the rest) or an empty one (``{a: }``: libyaml
+    places it at the next token, PyYAML after the ``:``); an empty one at the end of a text whose
+    last line has no line break (libyaml adds one, PyYAML not)."""
+    if in_flow:
+        return not value or "?" in value
+    at_end = mark.index >= len(text) - text.startswith("\ufeff")  # the index skips a BOM
+    return not value and at_end and not text.endswith(_BREAKS)
+
+
+def _compose(text: str, path: str | None) -> tuple[_Node | None, int]:
+    """The document's nodes, parsed by libyaml when it is there and the text has none of what
+    libyaml reads differently (or PyYAML refuses and libyaml not), else by PyYAML. Every error
+    of the library is worded by PyYAML, which says more, and becomes a DefinitionError."""
+    if _CParser is not None and not _NON_PRINTABLE.search(text) and not _PYYAML_ONLY.search(text):
+        parser = _CParser(text)
+        try:
+            return _compose_events(parser, path, text)
+        except yaml.YAMLError:
+            pass  # read it again below, for PyYAML's wording of the same problem
+        finally:
+            parser.dispose()
+    py: _PyParser | None = None
     try:
-        loader = _Loader(text, path)
-        return loader.get_single_node()
+        py = _PyParser(text)
+        return _compose_events(py, path)
     except yaml.MarkedYAMLError as exc:
         mark, message = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         if exc.problem and exc.context:
@@ -196,17 +336,11 @@ def _compose(text: str, path: str | None) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         _fail(f"invalid YAML: {exc}", path, "syntax")
     finally:
-        if loader is not None:
-            loader.dispose()
+        if py is not None:
+            py.dispose()
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
-
-
-def _measure(root: yaml.Node, path: str | None) -> None:
+def _measure(root: _Node, path: str | None) -> None:
     """Check the size and depth the data *would* have, without expanding aliases (billion laughs).
 
     Iterative, because chained aliases can nest far deeper than the composer saw. Collections
@@ -214,30 +348,31 @@ def _measure(root: yaml.Node, path: str | None) -> None:
     """
     done: dict[int, tuple[int, int]] = {}  # id(children) -> (values, depth)
     open_: set[int] = set()  # on the current path: meeting one again means a cycle
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[_Node, bool]] = [(root, False)]
     while stack:
         node, leaving = stack.pop()
-        key, kids = id(node.value), _children(node)
+        kids: list[_Node] = node[2]
+        key = id(kids)
         if leaving:
             count, depth = 1, 1
             for kid in kids:
-                measured = done[id(kid.value)] if isinstance(kid, yaml.CollectionNode) else (1, 0)
+                measured = done[id(kid[2])] if kid[0] != _SCALAR else (1, 0)
                 count, depth = count + measured[0], max(depth, measured[1] + 1)
             if count > MAX_NODES:
                 message = f"aliases expand to more than {MAX_NODES} values"
-                _fail(message, path, "too_large", node.start_mark)
+                _fail(message, path, "too_large", node[3])
             if depth > MAX_DEPTH:
                 message = f"nesting is deeper than {MAX_DEPTH} levels once aliases are expanded"
-                _fail(message, path, "too_deep", node.start_mark)
+                _fail(message, path, "too_deep", node[3])
             open_.discard(key)
             done[key] = (count, depth)
         elif key in open_:
             message = "an alias refers to a value that contains it"
-            _fail(message, path, "recursive_alias", node.start_mark)
+            _fail(message, path, "recursive_alias", node[3])
         elif key not in done:
             open_.add(key)
             stack.append((node, True))
-            stack.extend((kid, False) for kid in kids if isinstance(kid, yaml.CollectionNode))
+            stack.extend((kid, False) for kid in kids if kid[0] != _SCALAR)
 
 
 def _show(tag: str) -> str:
@@ -263,53 +398,56 @@ class _Builder:
         self.key_positions: dict[Loc, tuple[int, int]] = {}
         self.issues: list[errors.Issue] = []
 
-    def report(self, message: str, node: yaml.Node, loc: Loc, code: str) -> None:
-        self.issues.append(_issue(message, self.path, code, node.start_mark, loc))
+    def report(self, message: str, node: _Node, loc: Loc, code: str) -> None:
+        self.issues.append(_issue(message, self.path, code, node[3], loc))
 
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.positions[loc] = _pos(node.start_mark)
-        if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-            return self.mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-            return [self.build(kid, (*loc, i)) for i, kid in enumerate(node.value)]
-        if isinstance(node, yaml.ScalarNode) and node.tag in _SCALAR_TAGS:
+    def build(self, node: _Node, loc: Loc) -> Any:
+        kind, tag, value, self.positions[loc] = node
+        if kind == _SCALAR and tag == _STR:  # the usual case first
+            return value
+        if kind == _MAPPING and tag == _MAP:
+            return self.mapping(value, loc)
+        if kind == _SEQUENCE and tag == _SEQ:
+            return [self.build(kid, (*loc, i)) for i, kid in enumerate(value)]
+        if kind == _SCALAR and tag in _SCALAR_TAGS:
             return self.scalar(node, loc)
-        message = f"tag {_show(node.tag)} is not allowed"
-        if node.tag in _SCALAR_TAGS or node.tag in (_SEQ, _MAP):
-            message += " on a " + ("scalar" if isinstance(node, yaml.ScalarNode) else "collection")
+        message = f"tag {_show(tag)} is not allowed"
+        if tag in _SCALAR_TAGS or tag in (_SEQ, _MAP):
+            message += " on a " + ("scalar" if kind == _SCALAR else "collection")
         self.report(message, node, loc, "tag")
         return None
 
-    def mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
+    def mapping(self, children: list[_Node], loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        first: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
+        pairs = iter(children)
+        for key_node, value_node in zip(pairs, pairs, strict=True):
             key = self.key(key_node, loc)
             if key is None:
                 continue
-            if key in first:
-                message = f"duplicate key {key!r} (first at line {_pos(first[key].start_mark)[0]})"
-                self.report(message, key_node, (*loc, key), "duplicate_key")
+            here = (*loc, key)
+            if key in out:
+                message = f"duplicate key {key!r} (first at line {self.key_positions[here][0]})"
+                self.report(message, key_node, here, "duplicate_key")
                 continue
-            first[key] = key_node
-            self.key_positions[(*loc, key)] = _pos(key_node.start_mark)
-            out[key] = self.build(value_node, (*loc, key))
+            self.key_positions[here] = key_node[3]
+            out[key] = self.build(value_node, here)
         return out
 
-    def key(self, node: yaml.Node, loc: Loc) -> str | None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-            return str(node.value)
-        if isinstance(node, yaml.ScalarNode) and node.tag == _MERGE:
+    def key(self, node: _Node, loc: Loc) -> str | None:
+        kind, tag, value, _ = node
+        if kind == _SCALAR and tag == _STR:
+            return str(value)
+        if kind == _SCALAR and tag == _MERGE:
             message = "merge keys (<<) are not supported; alias the whole value instead"
-        elif isinstance(node, yaml.ScalarNode) and node.value:
-            message = f"keys must be strings; quote it: '{node.value}'"
+        elif kind == _SCALAR and value:
+            message = f"keys must be strings; quote it: '{value}'"
         else:
             message = "keys must be strings"
         self.report(message, node, loc, "key_type")
         return None
 
-    def scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
-        text, tag = str(node.value), node.tag
+    def scalar(self, node: _Node, loc: Loc) -> Any:
+        text, tag = str(node[2]), node[1]
         if tag in (_STR, _MERGE):  # "<<" outside a key is just text
             return text
         if tag == _NULL and _NULL_RE.match(text):
@@ -327,12 +465,13 @@ class _Builder:
 
 
 def _parse(text: str, path: str | None) -> SourceDocument:
-    root = _compose(text, path)
+    root, aliases = _compose(text, path)
     if root is None:
         _fail("empty document", path, "empty")
-    if not isinstance(root, yaml.MappingNode):
+    if root[0] != _MAPPING:
         _fail("a workflow definition must be a mapping", path, "not_mapping", (1, 1))
-    _measure(root, path)
+    if aliases:  # without aliases the composer's own counts were the whole story
+        _measure(root, path)
     builder = _Builder(path)
     data = builder.build(root, ())
     if builder.issues:
