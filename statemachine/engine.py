@@ -233,8 +233,10 @@ class Engine:
         self._loop_thread()  # a closed engine refuses before anything is stored
         iid, record = self._create(workflow, input, instance_id, claim=True)
         claimed = None if record is None else (record.lease_epoch, record)
-        self._call(worker.drive(self, iid, claimed))
-        return self.get(iid)
+        kept: builtins.list[runner_mod.InstanceRunner] = []
+        self._call(worker.drive(self, iid, claimed, keep=kept))
+        snapshot = kept[0].snapshot() if kept else None
+        return snapshot or self.get(iid)  # a finished run needs no read-back
 
     # -- reading -----------------------------------------------------------------------
     def _record(self, instance_id: str) -> repo.InstanceRecord:

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from statemachine import errors
+from statemachine import errors, records
 from statemachine.definition import models
 from statemachine.runtime import flowctx, saga
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.context import StepContext
 from statemachine.runtime.executor import Outcome
-from statemachine.runtime.state import State
+from statemachine.runtime.state import TERMINAL, State
 from statemachine.store import repository as repo
 
 if TYPE_CHECKING:
@@ -85,6 +85,9 @@ class InstanceRunner:
         self.emitted: dict[str, list[tuple[str, Any]]] = {}
         self.stop = stop  # a worker's graceful stop: finish the step in flight, start no other
         self.last_beat: datetime | None = engine.clock.now()  # the claim itself set the lease
+        self.stored_status, self.stored_wake = record.status, record.wake_at  # as last committed
+        self.written: dict[str, Any] = {}  # the instance columns of the last commit
+        self.lost = False
 
     @property
     def now(self) -> datetime:
@@ -150,9 +153,14 @@ class InstanceRunner:
         if terminal and self.rec.parent_id:  # the parent learns in the same commit, or not at all
             result = {"status": s.status, "output": s.output, "error": s.error}
             notify.append((self.rec.parent_id, f"child:{self.rec.id}", result))
+        stored = set()
+        if s.status == self.stored_status:
+            stored.add("status")
+        if wake is not None and self.stored_wake is not None and self.stored_wake <= wake <= now:
+            stored.add("wake_at")  # due already: rewriting "due now" would only churn the index
         t = repo.Transition(
             self.rec.id, self.epoch, values, steps, history, consume, notify,
-            abort_if_paused=abort_if_paused,
+            abort_if_paused=abort_if_paused, stored=frozenset(stored),
         )  # fmt: skip
         store = self.engine.repo
         if self.engine.active_runners > 1 and store.runner_shaped(t):
@@ -160,6 +168,10 @@ class InstanceRunner:
             status = await asyncio.wrap_future(store.committer.submit(t))
         else:
             status = store.commit_transition(t)
+        self.stored_status = status
+        self.written = values
+        if "wake_at" not in stored:
+            self.stored_wake = wake
         self.state = s
         self.advanced = True
         if status == "paused" and s.status not in ("completed", "failed", "cancelled", "timed_out"):
@@ -169,6 +181,30 @@ class InstanceRunner:
             self.engine.publish(self.rec, h.type, h.step, h.data)
         if s.status in ("completed", "failed", "cancelled", "timed_out"):
             self.engine.finished(self.rec.id, self.definition)
+
+    def snapshot(self) -> records.WorkflowInstance | None:
+        """The instance as its final commit left it, without reading it back; None unless this
+        runner ended it cleanly (a map's plain-path rows are only in the database)."""
+        s, rec = self.state, self.rec
+        if (
+            self.lost
+            or s.status not in TERMINAL
+            or self.stored_status != s.status
+            or self.plan.in_maps
+        ):
+            return None
+        steps = sorted(
+            s.steps.values(),
+            key=lambda st: (st.started_at is not None, st.started_at or rec.created_at, st.path),
+        )
+        return records.WorkflowInstance(
+            id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
+            definition_hash=rec.definition_hash, status=s.status,
+            current_step=self.written.get("current_step"), input=rec.input, output=s.output,
+            error=s.error, step_results={st.path: st.record() for st in steps},
+            metadata=dict(s.metadata), parent_id=rec.parent_id, created_at=rec.created_at,
+            started_at=s.started_at, completed_at=s.completed_at, wake_at=None,
+        )  # fmt: skip
 
     @staticmethod
     def _step_write(s: State, path: str) -> repo.StepWrite:
@@ -195,6 +231,7 @@ class InstanceRunner:
             await self.apply(interp.Tick())
             await self.loop()
         except errors.LeaseLost:
+            self.lost = True
             _log.info("lease on %s lost; another worker owns it now", self.rec.id)
             for task in self.inflight.values():
                 task.cancel()

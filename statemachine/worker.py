@@ -68,11 +68,13 @@ async def drive(
     claimed: tuple[int, repo.InstanceRecord] | None = None,
     stop: threading.Event | None = None,
     recovered: bool = False,
+    keep: list[InstanceRunner] | None = None,
 ) -> bool:
     """Claim one instance and run it here until it waits or ends; True if it advanced.
 
     ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed; a
-    worker claims due instances in batches), ``recovered`` whether it took over a dead lease.
+    worker claims due instances in batches), ``recovered`` whether it took over a dead lease;
+    ``keep`` receives the runner, for a caller that reads its final state.
     """
     if claimed is not None:
         epoch, rec = claimed
@@ -109,6 +111,8 @@ async def drive(
         runner = InstanceRunner(
             engine, rec, epoch, definition, fresh=rec.status == "pending", stop=stop
         )
+        if keep is not None:
+            keep.append(runner)
         engine.active_runners += 1
         try:
             await runner.run()

@@ -23,7 +23,7 @@ from statemachine.store import fastpath
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
 
-    from statemachine.store.repository import Transition
+    from statemachine.store.repository import HistoryWrite, Transition
 
 _log = logging.getLogger("statemachine.committer")
 MAX_BATCH = 500  # transitions per group commit: bounds one transaction's size and lock time
@@ -61,6 +61,29 @@ class Committer:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def create(self, values: dict[str, Any], history: list[HistoryWrite]) -> bool:
+        """Insert a new instance row and its first history; False if the id exists already."""
+        sql, params = self.fast.insert_instance(values)
+        with self._lock:
+            raw = self._connection()
+            try:
+                cur = raw.cursor()
+                if not self.pg:
+                    cur.execute("BEGIN IMMEDIATE")
+                cur.execute(sql, params)
+                created = cur.fetchone() is not None
+                if created and history:
+                    rows = self.fast.history_rows(values["id"], 0, history)
+                    cur.executemany(self.fast.insert_history, rows)
+                raw.commit()
+                return created
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+                if self.pg and getattr(raw.driver_connection, "closed", False):
+                    self._discard()
+                raise errors.StoreError(f"database error: {exc}") from exc
 
     def submit(self, t: Transition) -> Future[str]:
         """Queue ``t`` for the next group commit; the future resolves once it is durable."""
@@ -169,7 +192,13 @@ class Committer:
         status = t.values["status"]
         abort = t.abort_if_paused and status != "paused" and status not in records.TERMINAL
         sql, params = self.fast.runner_update(
-            t.values, t.instance_id, t.epoch, len(t.history), status in records.TERMINAL, abort
+            t.values,
+            t.instance_id,
+            t.epoch,
+            len(t.history),
+            status in records.TERMINAL,
+            abort,
+            t.stored,
         )
         cur.execute(sql, params)
         row = cur.fetchone()

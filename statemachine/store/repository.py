@@ -110,6 +110,7 @@ class Transition:
     notify: list[tuple[str, str, Any]] = field(default_factory=list)  # (instance, event, data)
     expect_status: Sequence[str] | None = None  # only apply while the status is one of these
     abort_if_paused: bool = False  # roll back if a pause landed meanwhile (the runner re-decides)
+    stored: frozenset[str] = frozenset()  # columns of ``values`` known to be stored already
 
 
 InstancePaused = committer.InstancePaused
@@ -135,41 +136,8 @@ class Repository:
 
     def _prepare(self) -> None:
         """Statements of the hot path, built once: building them per step costs more than the commit."""
-        b = sa.bindparam
-        terminal = sorted(records.TERMINAL)
         self._step_upsert = self._upsert_statement(S, ["instance_id", "path"])
         self._history_insert = sa.insert(H)
-        self._runner_update = (
-            sa.update(IT)
-            .where(IT.c.id == b("p_id"), IT.c.lease_epoch == b("p_epoch"))
-            .values(
-                # a pause that landed while the step ran is kept, unless the workflow just ended
-                # a pause that landed while the step ran is kept, unless the workflow just ended;
-                # a runner that knows it is paused sends no status (NULL) and keeps the stored one
-                status=sa.case(
-                    (
-                        sa.and_(
-                            IT.c.status == "paused",
-                            sa.func.coalesce(b("p_status", type_=sa.String), "paused").not_in(
-                                terminal
-                            ),
-                        ),
-                        "paused",
-                    ),
-                    else_=sa.func.coalesce(b("p_status", type_=sa.String), IT.c.status),
-                ),
-                state=b("p_state", type_=IT.c.state.type),
-                current_step=b("p_current_step", type_=sa.String),
-                output=b("p_output", type_=IT.c.output.type),
-                error=b("p_error", type_=IT.c.error.type),
-                wake_at=b("p_wake_at", type_=IT.c.wake_at.type),
-                started_at=b("p_started_at", type_=IT.c.started_at.type),
-                completed_at=b("p_completed_at", type_=IT.c.completed_at.type),
-                updated_at=b("p_updated_at", type_=IT.c.updated_at.type),
-                history_seq=IT.c.history_seq + b("p_count", type_=sa.Integer),
-            )
-            .returning(IT.c.history_seq, IT.c.status)
-        )
 
     def _upsert_statement(self, table: sa.Table, keys: builtins.list[str]) -> Any:
         if self.dialect == "postgresql":
@@ -238,12 +206,7 @@ class Repository:
     # -- instances -----------------------------------------------------------------------
     def create_instance(self, values: dict[str, Any], history: list[HistoryWrite]) -> bool:
         """Insert a new instance; False (and nothing written) when the id already exists."""
-        with self.tx() as conn:
-            values = {**values, "history_seq": len(history)}
-            if not self._insert_ignore(conn, IT, values, ["id"]):
-                return False
-            self._append_history(conn, values["id"], 0, history)
-            return True
+        return self.committer.create({**values, "history_seq": len(history)}, history)
 
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
