@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from statemachine import Engine, workflow
-from statemachine.errors import LeaseLost
+from statemachine.errors import LeaseLost, StoreError
 from statemachine.store import repository as repo
 
 STEPS = 5
@@ -132,3 +132,28 @@ def test_claim_due_takes_only_due_unleased_instances_and_counts_recoveries(
         assert stored is not None
         assert (stored.lease_owner, stored.lease_epoch, stored.recoveries) == ("w3", epoch, 1)
         assert epoch == 2
+
+
+def test_a_transition_the_database_refuses_does_not_sink_its_batch(engine: Engine) -> None:
+    _register(engine, Counted())
+    a, b = engine.start("grouped", {"n": 1}, "gc-ok"), engine.start("grouped", {"n": 2}, "gc-bad")
+    now = engine.clock.now()
+    epochs = {
+        rec.id: epoch
+        for epoch, _, rec in engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+    }
+    rec_a, rec_b = engine.repo.get(a), engine.repo.get(b)
+    assert rec_a is not None and rec_b is not None
+    bad = _transition(rec_b, epochs[b], "s0")
+    bad.steps[0].status = None  # type: ignore[assignment]  # NOT NULL: the database refuses it
+    committer = engine.repo.committer
+    with committer._cv:  # hold the queue: both land in one group commit
+        ok = committer.submit(_transition(rec_a, epochs[a], "s0"))
+        refused = committer.submit(bad)
+    assert ok.result(timeout=10) == "running"
+    with pytest.raises(StoreError, match="database error"):
+        refused.result(timeout=10)
+    assert engine.get(a).step_results["s0"].status == "running"
+    after = engine.repo.get(b)
+    assert after is not None and after.status == "pending" and after.state == rec_b.state
+    assert [h.type for h in engine.history(b)] == ["workflow.started"]
