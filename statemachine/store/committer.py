@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -66,23 +66,15 @@ class Committer:
         """Insert a new instance row and its first history; False if the id exists already."""
         sql, params = self.fast.insert_instance(values)
         with self._lock:
-            raw = self._connection()
             try:
-                cur = raw.cursor()
-                if not self.pg:
-                    cur.execute("BEGIN IMMEDIATE")
-                cur.execute(sql, params)
-                created = cur.fetchone() is not None
-                if created and history:
-                    rows = self.fast.history_rows(values["id"], 0, history)
-                    cur.executemany(self.fast.insert_history, rows)
-                raw.commit()
+                with self._transaction() as cur:
+                    cur.execute(sql, params)
+                    created = cur.fetchone() is not None
+                    if created and history:
+                        rows = self.fast.history_rows(values["id"], 0, history)
+                        cur.executemany(self.fast.insert_history, rows)
                 return created
             except Exception as exc:
-                with contextlib.suppress(Exception):
-                    raw.rollback()
-                if self.pg and getattr(raw.driver_connection, "closed", False):
-                    self._discard()
                 raise errors.StoreError(f"database error: {exc}") from exc
 
     def submit(self, t: Transition) -> Future[str]:
@@ -161,26 +153,35 @@ class Committer:
             self._raw = self.engine.raw_connection()
         return self._raw
 
-    def _write(self, batch: list[Transition]) -> list[Result]:
-        """All of ``batch`` in one transaction; if the database refuses it, each one alone."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in one write transaction on the held connection; rolled back on error."""
         raw = self._connection()
         try:
             cur = raw.cursor()
             if not self.pg:
                 cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
-            results = [self._apply(cur, t) for t in batch]
+            yield cur
             raw.commit()
-            self.batches += 1
-            self.committed += sum(1 for r in results if not isinstance(r, BaseException))
-            return results
-        except Exception as exc:
+        except Exception:
             with contextlib.suppress(Exception):
                 raw.rollback()
             if self.pg and getattr(raw.driver_connection, "closed", False):
                 self._discard()
+            raise
+
+    def _write(self, batch: list[Transition]) -> list[Result]:
+        """All of ``batch`` in one transaction; if the database refuses it, each one alone."""
+        try:
+            with self._transaction() as cur:
+                results = [self._apply(cur, t) for t in batch]
+        except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
                 return [self._write([t])[0] for t in batch]
             return [errors.StoreError(f"database error: {exc}")]
+        self.batches += 1
+        self.committed += sum(1 for r in results if not isinstance(r, BaseException))
+        return results
 
     def _discard(self) -> None:
         with contextlib.suppress(Exception):

@@ -93,8 +93,8 @@ def _floor_once(path: Path, synchronous: str = "FULL") -> float:
         conn.close()
 
 
-def _engine_once(path: Path) -> float:
-    """Seconds to execute INSTANCES instances of a STEPS-step workflow."""
+def _bench_engine(path: Path) -> Engine:
+    """An engine on ``path`` with the STEPS-step trivial workflow "bench", warmed up."""
 
     def trivial(data: Any) -> Any:
         return data
@@ -103,9 +103,16 @@ def _engine_once(path: Path) -> float:
     for i in range(STEPS):
         builder = builder.task(f"step-{i}", trivial)
     engine = Engine(f"sqlite:///{path}")
+    engine.register(builder.build())
+    engine.execute("bench", {"n": -1})  # warm-up: schema, loop thread, pools
+    return engine
+
+
+def _engine_once(path: Path) -> float:
+    """Seconds to execute INSTANCES instances of a STEPS-step workflow."""
+
+    engine = _bench_engine(path)
     try:
-        engine.register(builder.build())
-        engine.execute("bench", {"n": -1})  # warm-up: schema, loop thread, pools
         start = time.perf_counter()
         for i in range(INSTANCES):
             inst = engine.execute("bench", {"n": i})
@@ -120,16 +127,8 @@ def _worker_once(path: Path, stats: dict[str, list[float]]) -> float:
     """Seconds for one in-process worker (concurrency=INSTANCES) to drain INSTANCES instances
     started up front: every instance is in flight at once, so their commits are grouped."""
 
-    def trivial(data: Any) -> Any:
-        return data
-
-    builder = workflow("bench")
-    for i in range(STEPS):
-        builder = builder.task(f"step-{i}", trivial)
-    engine = Engine(f"sqlite:///{path}")
+    engine = _bench_engine(path)
     try:
-        engine.register(builder.build())
-        engine.execute("bench", {"n": -1})  # warm-up: schema, loop thread, pools
         ids = [engine.start("bench", {"n": i}) for i in range(INSTANCES)]
         committer = engine.repo.committer
         batches, committed = committer.batches, committer.committed
