@@ -384,6 +384,7 @@ class Engine:
         event: str,
         fence: bool = False,
         decision: interp.Decision | None = None,
+        notify_parent: bool = False,
     ) -> None:
         rec = self._record(instance_id)
         if rec.status not in allowed:
@@ -404,13 +405,18 @@ class Engine:
             vals["state"] = decision.state.frontier_json()
             steps = runner_mod.step_writes(decision.state, decision.changed)
             history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
+        notify = []
+        if notify_parent:
+            notify = runner_mod.child_notice(rec, vals["status"], None, vals.get("error"))
         done = self.repo.commit_transition(
             repo.Transition(
-                instance_id, None, vals, steps, history, [], expect_status=(rec.status,)
+                instance_id, None, vals, steps, history, [], notify, expect_status=(rec.status,)
             )
         )
         if not done:
-            return self._control(instance_id, allowed, verb, values, event, fence, None)
+            return self._control(
+                instance_id, allowed, verb, values, event, fence, None, notify_parent
+            )
         for h in history:
             self.publish(rec, h.type, h.step, h.data)
         if vals.get("status") in records.TERMINAL:
@@ -455,6 +461,7 @@ class Engine:
             "workflow.cancelled",
             fence=True,
             decision=decision,
+            notify_parent=True,
         )
         for child in self.repo.list_instances(None, ACTIVE, 1000, 0, parent_id=instance_id):
             with contextlib.suppress(errors.InvalidTransition):

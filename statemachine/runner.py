@@ -59,6 +59,18 @@ def step_writes(state: State, changed: set[str]) -> list[repo.StepWrite]:
     return writes + [replace(w, path=plans.template_path(w.path)) for w in writes if "@" in w.path]
 
 
+def child_notice(
+    rec: repo.InstanceRecord, status: str, output: Any, error: dict[str, Any] | None
+) -> list[tuple[str, str, Any]]:
+    """The event that tells a child's parent it ended; sent in the commit that ends the child,
+    by its runner or by whatever else ends it (a cancel, a dead-letter)."""
+    if rec.parent_id is None:
+        return []
+    return [
+        (rec.parent_id, f"child:{rec.id}", {"status": status, "output": output, "error": error})
+    ]
+
+
 class InstanceRunner:
     """One claimed instance in this process."""
 
@@ -149,10 +161,8 @@ class InstanceRunner:
         }
         steps = step_writes(s, decision.changed)
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
-        notify: list[tuple[str, str, Any]] = []
-        if terminal and self.rec.parent_id:  # the parent learns in the same commit, or not at all
-            result = {"status": s.status, "output": s.output, "error": s.error}
-            notify.append((self.rec.parent_id, f"child:{self.rec.id}", result))
+        # the parent learns in the same commit, or not at all
+        notify = child_notice(self.rec, s.status, s.output, s.error) if terminal else []
         stored = set()
         if s.status == self.stored_status:
             stored.add("status")

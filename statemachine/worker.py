@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors
-from statemachine.runner import InstanceRunner
+from statemachine.runner import InstanceRunner, child_notice
 from statemachine.runtime.state import TERMINAL
 from statemachine.store import repository as repo
 
@@ -161,6 +161,7 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
             },
             [],
             [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)],
+            notify=child_notice(rec, "failed", None, error),
         )
     )
     engine.publish(rec, "workflow.failed", rec.current_step, {"error": error})

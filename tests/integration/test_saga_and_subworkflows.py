@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from statemachine import CriticalError, Engine, InvalidTransition, workflow
+from statemachine.engine import EngineSettings
 from statemachine.testing import ManualClock
 from tests.integration.programs import saga_worker
 
@@ -169,3 +171,54 @@ def test_a_failing_child_fails_the_step_and_cancel_reaches_children(db_url: str)
     with pytest.raises(InvalidTransition):
         engine.cancel(child.id)
     engine.close()
+
+
+def _parent_waiting_on_child(engine: Engine) -> tuple[str, str]:
+    engine.register(
+        [
+            workflow("sleepy-child").wait("w", duration="1d").build(),
+            workflow("sleepy-parent").subworkflow("sub", workflow="sleepy-child").build(),
+        ]
+    )
+    parent = engine.execute("sleepy-parent", {})
+    assert parent.status == "waiting"
+    (child,) = engine.list(workflow="sleepy-child")
+    return parent.id, child.id
+
+
+def test_a_child_cancelled_on_its_own_fails_its_parents_step(db_url: str) -> None:
+    engine = Engine(db_url, clock=ManualClock())
+    try:
+        parent_id, child_id = _parent_waiting_on_child(engine)
+        engine.cancel(child_id)
+        engine.run_due()  # the cancel woke the parent: its step learns the child's end
+        parent = engine.get(parent_id)
+        assert parent.status == "failed"
+        sub = parent.step_results["sub"]
+        assert sub.status == "failed" and sub.error is not None
+        assert sub.error["type"] == "SubworkflowFailed" and "cancelled" in sub.error["message"]
+    finally:
+        engine.close()
+
+
+def test_a_dead_lettered_child_fails_its_parents_step(db_url: str) -> None:
+    clock = ManualClock()
+    engine = Engine(db_url, clock=clock, settings=EngineSettings(lease=30.0, max_recoveries=0))
+    try:
+        parent_id, child_id = _parent_waiting_on_child(engine)
+        clock.advance("1d")  # the child's timer is due ...
+        now = clock.now()
+        # ... and a worker claims it, then dies holding the lease
+        assert engine.repo.claim(child_id, "dead", now, now + timedelta(seconds=30)) is not None
+        clock.advance("31s")
+        engine.run_due()  # recovering it once is over max_recoveries=0: dead-lettered
+        child = engine.get(child_id)
+        assert child.status == "failed"
+        assert child.error is not None and child.error["type"] == "DeadLettered"
+        engine.run_due()
+        parent = engine.get(parent_id)
+        assert parent.status == "failed"
+        sub = parent.step_results["sub"]
+        assert sub.error is not None and sub.error["child"]["type"] == "DeadLettered"
+    finally:
+        engine.close()
