@@ -151,11 +151,36 @@ class Engine:
         *,
         parent_id: str | None = None,
         definition: models.WorkflowDefinition | None = None,
-        claim: bool = False,
     ) -> tuple[str, repo.InstanceRecord | None]:
-        """Insert the instance; with ``claim`` it is born leased to this engine, saving a claim.
+        """Insert the instance; returns the id, and the new record when this call created it
+        (None if it existed)."""
+        new = self._new_instance(workflow, input, instance_id, parent_id, definition)
+        iid = new.record.id
+        if self._insert(new):
+            return iid, new.record
+        self._check_taken(iid, new.record.workflow_name)
+        return iid, None
 
-        Returns the id, and the new record when this call created it (None if it existed)."""
+    def _check_taken(self, iid: str, workflow: str) -> None:
+        """An id that exists is fine (starting is idempotent) unless another workflow holds it."""
+        existing = self.repo.get(iid)
+        if existing is not None and existing.workflow_name != workflow:
+            raise errors.InvalidTransition(
+                f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}",
+                instance_id=iid,
+            )
+
+    def _new_instance(
+        self,
+        workflow: str,
+        input: Any,
+        instance_id: str | None,
+        parent_id: str | None = None,
+        definition: models.WorkflowDefinition | None = None,
+        *,
+        claim: bool = False,
+    ) -> repo.NewInstance:
+        """A validated instance, not yet stored; with ``claim`` it is born leased to this engine."""
         if self._closed:
             raise errors.StatemachineError("this engine is closed")
         definition = definition or self.definition(workflow)
@@ -166,6 +191,8 @@ class Engine:
                 "instance_id must be a non-empty string of at most 200 characters"
             )
         now = self.clock.now()
+        owner = self.worker_id if claim else None
+        until = now + timedelta(seconds=self.settings.lease) if claim else None
         values: dict[str, Any] = {
             "id": iid,
             "workflow_name": definition.name,
@@ -178,8 +205,8 @@ class Engine:
             "parent_id": parent_id,
             "wake_at": now,
             "lease_epoch": 1 if claim else 0,
-            "lease_owner": self.worker_id if claim else None,
-            "lease_expires_at": now + timedelta(seconds=self.settings.lease) if claim else None,
+            "lease_owner": owner,
+            "lease_expires_at": until,
             "recoveries": 0,
             "created_at": now,
             "updated_at": now,
@@ -187,30 +214,30 @@ class Engine:
         started = repo.HistoryWrite(
             "workflow.started", None, {"input": data, "version": definition.version}, now
         )
-        if self.repo.create_instance(values, [started]):
-            self.publish_raw(
-                {
-                    "type": "workflow.started",
-                    "instance_id": iid,
-                    "workflow_name": definition.name,
-                    "input": data,
-                }
-            )
-            record = repo.InstanceRecord(
-                id=iid, workflow_name=definition.name, workflow_version=definition.version,
-                definition_hash=definition.hash, status="pending", current_step=None, input=data, output=None,
-                error=None, metadata={}, state={}, parent_id=parent_id, wake_at=now,
-                lease_owner=values["lease_owner"], lease_expires_at=values["lease_expires_at"],
-                lease_epoch=values["lease_epoch"], recoveries=0, created_at=now, started_at=None, completed_at=None,
-            )  # fmt: skip
-            return iid, record
-        existing = self.repo.get(iid)
-        if existing is not None and existing.workflow_name != definition.name:
-            raise errors.InvalidTransition(
-                f"instance id {iid!r} is already used by workflow {existing.workflow_name!r}",
-                instance_id=iid,
-            )
-        return iid, None
+        record = repo.InstanceRecord(
+            id=iid, workflow_name=definition.name, workflow_version=definition.version,
+            definition_hash=definition.hash, status="pending", current_step=None, input=data, output=None,
+            error=None, metadata={}, state={}, parent_id=parent_id, wake_at=now, lease_owner=owner,
+            lease_expires_at=until, lease_epoch=values["lease_epoch"], recoveries=0, created_at=now,
+            started_at=None, completed_at=None,
+        )  # fmt: skip
+        return repo.NewInstance(values, [started], record)
+
+    def _insert(self, new: repo.NewInstance) -> bool:
+        if not self.repo.create_instance(new):
+            return False
+        self.announce(new.record)
+        return True
+
+    def announce(self, rec: repo.InstanceRecord) -> None:
+        """Tell subscribers an instance exists, once its row is committed."""
+        event = {
+            "type": "workflow.started",
+            "instance_id": rec.id,
+            "workflow_name": rec.workflow_name,
+            "input": rec.input,
+        }
+        self.publish_raw(event)
 
     def _validate_input(self, definition: models.WorkflowDefinition, input: Any) -> Any:
         if definition.input_schema is not None:
@@ -231,10 +258,23 @@ class Engine:
     ) -> records.WorkflowInstance:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
         self._loop_thread()  # a closed engine refuses before anything is stored
-        iid, record = self._create(workflow, input, instance_id, claim=True)
-        claimed = None if record is None else (record.lease_epoch, record)
+        new = self._new_instance(workflow, input, instance_id, claim=True)
+        iid, name = new.record.id, new.record.workflow_name
         kept: builtins.list[runner_mod.InstanceRunner] = []
-        self._call(worker.drive(self, iid, claimed, keep=kept))
+        if instance_id is None and self.registry.max_concurrent.get(name) is None:
+            # a fresh id cannot be taken: the insert rides on the run's first commit (one
+            # fsync, not two); a capped workflow must insert first to count its slots
+            try:
+                self._call(worker.drive(self, iid, (1, new.record), keep=kept, birth=new))
+            finally:
+                if not kept or kept[0].birth is not None:  # the run never committed: store it
+                    new.values.update(lease_owner=None, lease_expires_at=None)
+                    self._insert(new)
+        elif self._insert(new):
+            self._call(worker.drive(self, iid, (1, new.record), keep=kept))
+        else:
+            self._check_taken(iid, name)
+            self._call(worker.drive(self, iid, keep=kept))
         snapshot = kept[0].snapshot() if kept else None
         return snapshot or self.get(iid)  # a finished run needs no read-back
 
@@ -304,6 +344,8 @@ class Engine:
     def publish(
         self, rec: repo.InstanceRecord, type_: str, step: str | None, data: dict[str, Any]
     ) -> None:
+        if not self.bus.listening:
+            return
         self.publish_raw(
             {
                 "type": type_,

@@ -83,6 +83,7 @@ class InstanceRunner:
         *,
         fresh: bool = False,
         stop: threading.Event | None = None,
+        birth: repo.NewInstance | None = None,
     ) -> None:
         self.engine = engine
         self.rec = record
@@ -100,6 +101,7 @@ class InstanceRunner:
         self.stored_status, self.stored_wake = record.status, record.wake_at  # as last committed
         self.written: dict[str, Any] = {}  # the instance columns of the last commit
         self.lost = False
+        self.birth = birth  # not inserted yet: the first commit inserts it
 
     @property
     def now(self) -> datetime:
@@ -170,7 +172,7 @@ class InstanceRunner:
             stored.add("wake_at")  # due already: rewriting "due now" would only churn the index
         t = repo.Transition(
             self.rec.id, self.epoch, values, steps, history, consume, notify,
-            abort_if_paused=abort_if_paused, stored=frozenset(stored),
+            abort_if_paused=abort_if_paused, stored=frozenset(stored), create=self.birth,
         )  # fmt: skip
         store = self.engine.repo
         if self.engine.active_runners > 1 and store.runner_shaped(t):
@@ -178,6 +180,9 @@ class InstanceRunner:
             status = await asyncio.wrap_future(store.committer.submit(t))
         else:
             status = store.commit_transition(t)
+        if self.birth is not None:
+            self.birth = None
+            self.engine.announce(self.rec)
         self.stored_status = status
         self.written = values
         if "wake_at" not in stored:

@@ -69,12 +69,14 @@ async def drive(
     stop: threading.Event | None = None,
     recovered: bool = False,
     keep: list[InstanceRunner] | None = None,
+    birth: repo.NewInstance | None = None,
 ) -> bool:
     """Claim one instance and run it here until it waits or ends; True if it advanced.
 
     ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed; a
     worker claims due instances in batches), ``recovered`` whether it took over a dead lease;
-    ``keep`` receives the runner, for a caller that reads its final state.
+    ``keep`` receives the runner, for a caller that reads its final state; ``birth`` is an
+    instance not yet inserted, written with the run's first transition (``Engine.execute``).
     """
     if claimed is not None:
         epoch, rec = claimed
@@ -109,7 +111,7 @@ async def drive(
             _log.warning("instance %s cannot run in this process: %s", instance_id, exc)
             return False
         runner = InstanceRunner(
-            engine, rec, epoch, definition, fresh=rec.status == "pending", stop=stop
+            engine, rec, epoch, definition, fresh=rec.status == "pending", stop=stop, birth=birth
         )
         if keep is not None:
             keep.append(runner)

@@ -30,6 +30,11 @@ class EventBus:
 
         return off
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribed: with no one, events need not even be built."""
+        return bool(self._subs)
+
     def publish(self, event: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subs)

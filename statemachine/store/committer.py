@@ -23,7 +23,7 @@ from statemachine.store import fastpath
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
 
-    from statemachine.store.repository import HistoryWrite, Transition
+    from statemachine.store.repository import NewInstance, Transition
 
 _log = logging.getLogger("statemachine.committer")
 MAX_BATCH = 500  # transitions per group commit: bounds one transaction's size and lock time
@@ -62,20 +62,25 @@ class Committer:
             raise result
         return result
 
-    def create(self, values: dict[str, Any], history: list[HistoryWrite]) -> bool:
+    def create(self, new: NewInstance) -> bool:
         """Insert a new instance row and its first history; False if the id exists already."""
-        sql, params = self.fast.insert_instance(values)
         with self._lock:
             try:
                 with self._transaction() as cur:
-                    cur.execute(sql, params)
-                    created = cur.fetchone() is not None
-                    if created and history:
-                        rows = self.fast.history_rows(values["id"], 0, history)
-                        cur.executemany(self.fast.insert_history, rows)
-                return created
+                    return self._insert(cur, new)
             except Exception as exc:
                 raise errors.StoreError(f"database error: {exc}") from exc
+
+    def _insert(self, cur: Any, new: NewInstance) -> bool:
+        values = {**new.values, "history_seq": len(new.history)}
+        sql, params = self.fast.insert_instance(values)
+        cur.execute(sql, params)
+        if cur.fetchone() is None:
+            return False
+        if new.history:
+            rows = self.fast.history_rows(values["id"], 0, new.history)
+            cur.executemany(self.fast.insert_history, rows)
+        return True
 
     def submit(self, t: Transition) -> Future[str]:
         """Queue ``t`` for the next group commit; the future resolves once it is durable."""
@@ -190,6 +195,8 @@ class Committer:
 
     def _apply(self, cur: Any, t: Transition) -> Result:
         assert t.epoch is not None
+        if t.create is not None and not self._insert(cur, t.create):
+            return errors.StoreError(f"instance id {t.instance_id!r} is taken")
         status = t.values["status"]
         abort = t.abort_if_paused and status != "paused" and status not in records.TERMINAL
         sql, params = self.fast.runner_update(

@@ -98,6 +98,16 @@ class HistoryWrite:
 
 
 @dataclass
+class NewInstance:
+    """An instance to insert: its row, its first history, and the record the runtime uses.
+    ``execute`` hands it to the run's first transition, so birth and start are one commit."""
+
+    values: dict[str, Any]
+    history: list[HistoryWrite]
+    record: InstanceRecord
+
+
+@dataclass
 class Transition:
     """Everything one step of progress changes, committed together or not at all."""
 
@@ -111,6 +121,7 @@ class Transition:
     expect_status: Sequence[str] | None = None  # only apply while the status is one of these
     abort_if_paused: bool = False  # roll back if a pause landed meanwhile (the runner re-decides)
     stored: frozenset[str] = frozenset()  # columns of ``values`` known to be stored already
+    create: NewInstance | None = None  # insert this instance first, in the same commit
 
 
 InstancePaused = committer.InstancePaused
@@ -204,9 +215,9 @@ class Repository:
         return conn.execute(lite.returning(table.c[keys[0]])).first() is not None
 
     # -- instances -----------------------------------------------------------------------
-    def create_instance(self, values: dict[str, Any], history: list[HistoryWrite]) -> bool:
+    def create_instance(self, new: NewInstance) -> bool:
         """Insert a new instance; False (and nothing written) when the id already exists."""
-        return self.committer.create({**values, "history_seq": len(history)}, history)
+        return self.committer.create(new)
 
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
@@ -433,6 +444,8 @@ class Repository:
         """
         if self.runner_shaped(t):
             return self.committer.commit(t)
+        if t.create is not None:
+            raise ValueError("only a runner's transition carries a new instance")
         with self.tx() as conn:
             row = self._generic_update(conn, t)
             if row is None:
