@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -61,15 +61,43 @@ def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
         if scope is None:
             continue
         for step in scope.steps:
-            st = state.steps.get(prefix + step.name)
+            st = state.peek(prefix + step.name)
             if st is not None and st.status == "completed":
                 out[step.name] = st.output
     return out
 
 
+class _VisibleSteps(Mapping[str, Any]):
+    """``visible_steps``, worked out on first read: most steps never look at other steps'
+    outputs, and collecting them costs time in proportion to the workflow's length."""
+
+    __slots__ = ("_args", "_found")
+
+    def __init__(self, plan: plans.Plan, state: State, path: str) -> None:
+        self._args: tuple[plans.Plan, State, str] | None = (plan, state, path)
+        self._found: dict[str, Any] = {}
+
+    def _steps(self) -> dict[str, Any]:
+        if self._args is not None:
+            self._found, self._args = visible_steps(*self._args), None
+        return self._found
+
+    def __getitem__(self, name: str) -> Any:
+        return self._steps()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._steps())
+
+    def __len__(self) -> int:
+        return len(self._steps())
+
+    def __repr__(self) -> str:
+        return repr(self._steps())
+
+
 def prev_value(state: State, prev: str | None) -> Any:
     """What step ``prev`` passes on: its output, ``{"error": ...}`` if it failed, else None."""
-    p = None if prev is None else state.steps.get(prev)
+    p = None if prev is None else state.peek(prev)
     if p is None:
         return None
     if p.status == "completed":
@@ -87,7 +115,7 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
         prev_value_ = prev_value(state, prev)
     return FlowView(
         input=state.input,
-        steps=MappingProxyType(visible_steps(plan, state, path)),
+        steps=_VisibleSteps(plan, state, path),
         prev=prev_value_,
         metadata=MappingProxyType(dict(state.metadata)),
         instance_id=instance_id,

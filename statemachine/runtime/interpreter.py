@@ -325,7 +325,7 @@ class FlowRun:
     def progress(self) -> int:
         steps = self.definition.steps
         done = sum(
-            1 for s in steps if (x := self.s.steps.get(s.name)) is not None and x.status in FINISHED
+            1 for s in steps if (x := self.s.peek(s.name)) is not None and x.status in FINISHED
         )
         return min(100, round(100 * done / max(1, len(steps))))
 
@@ -477,8 +477,8 @@ class FlowRun:
         if self.s.status != "failed":
             return
         found = [
-            st
-            for st in self.s.steps.values()
+            self.s.steps[st.path]  # a private copy: these records change below
+            for st in list(self.s.steps.values())
             if ((st.status == "failed" and not st.handled) or st.status == "cancelled")
             and self.resumable(st.path)
         ]
@@ -626,15 +626,12 @@ def decide(
     elif isinstance(event, ChildFinished):
         run.child_finished(event)
     run.drain()
-    leaves = [
-        run.s.steps[p]
-        for p in run.s.active
-        if p in run.s.steps and run.s.steps[p].phase != "branches"
-    ]
+    leaves = [st for p in run.s.active if (st := run.s.peek(p)) and st.phase != "branches"]
     if run.s.status == "running" and leaves and all(st.status == "waiting" for st in leaves):
         run.s.status = "waiting"
     elif run.s.status == "waiting" and any(st.status == "running" for st in leaves):
         run.s.status = "running"
+    run.s.settle()
     return run.d
 
 

@@ -79,6 +79,36 @@ class StepState:
         return out
 
 
+class _SharedSteps(dict[str, StepState]):
+    """A clone's step records, shared with the state it was cloned from until looked up: ``[]``
+    and ``get`` hand out a private copy the first time, so a decision copies the few records
+    it may change, not every step of the workflow. ``State.peek`` reads without copying;
+    ``values()``/``items()`` give the shared records (read them, never change them)."""
+
+    __slots__ = ("_own",)
+
+    def __init__(self, shared: dict[str, StepState]) -> None:
+        super().__init__(shared)
+        self._own: set[str] = set()
+
+    def __getitem__(self, path: str) -> StepState:
+        st = dict.__getitem__(self, path)
+        if path not in self._own:
+            st = st.copy()
+            dict.__setitem__(self, path, st)
+            self._own.add(path)
+        return st
+
+    def get(self, path: str, default: Any = None) -> Any:
+        if path in self:  # self[path] takes the private copy
+            return self[path]
+        return default
+
+    def __setitem__(self, path: str, st: StepState) -> None:
+        dict.__setitem__(self, path, st)
+        self._own.add(path)
+
+
 def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Copy the records the interpreter changes (status, next index, results), not the JSON values
     they hold: a deep copy of a 1,000-item map on every step made maps quadratic."""
@@ -116,11 +146,12 @@ class State:
     completed_at: datetime | None = None
 
     def clone(self) -> State:
-        """A copy the interpreter may change freely: step records are copied one level deep;
-        their JSON values (input, output, error) are shared, never changed in place."""
+        """A copy the interpreter may change freely: a step record is copied (one level deep)
+        when the interpreter first looks it up; JSON values (input, output, error) are
+        shared, never changed in place. ``settle`` ends the copying once the decision is made."""
         new = copy.copy(self)
         new.metadata = dict(self.metadata)
-        new.steps = {path: st.copy() for path, st in self.steps.items()}
+        new.steps = _SharedSteps(self.steps)
         new.active = list(self.active)
         new.loops = dict(self.loops)
         new.loop_started = dict(self.loop_started)
@@ -130,6 +161,15 @@ class State:
         new.branches = copy_branches(self.branches)
         return new
 
+    def settle(self) -> None:
+        """The decision is made: later readers get a plain dict (no copies on lookup)."""
+        if type(self.steps) is not dict:
+            self.steps = dict(self.steps)
+
+    def peek(self, path: str) -> StepState | None:
+        """A step record to read, never to change (no private copy is taken)."""
+        return dict.get(self.steps, path)
+
     def step(self, path: str) -> StepState:
         found = self.steps.get(path)
         if found is None:
@@ -137,15 +177,16 @@ class State:
         return found
 
     def frontier_json(self) -> dict[str, Any]:
-        """The instance's ``state`` column: everything but step rows' own columns."""
+        """The instance's ``state`` column: everything but step rows' own columns. It shares
+        this state's containers (encoded at once; a decision changes a clone, never this)."""
         return {
-            "active": list(self.active),
-            "loops": dict(self.loops),
+            "active": self.active,
+            "loops": self.loops,
             "loop_started": {p: t.isoformat() for p, t in self.loop_started.items()},
-            "compensations": list(self.compensations),
-            "deferred": copy.deepcopy(self.deferred),
-            "order": list(self.order),
-            "branches": copy_branches(self.branches),
+            "compensations": self.compensations,
+            "deferred": self.deferred,
+            "order": self.order,
+            "branches": self.branches,
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
         }

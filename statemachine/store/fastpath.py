@@ -28,8 +28,7 @@ _dumps = json.JSONEncoder().encode  # json.dumps with its defaults, minus the ke
 class FastPath:
     def __init__(self, dialect: str) -> None:
         self.pg = dialect == "postgresql"
-        self._last_time: datetime | None = None
-        self._last_text = ""
+        self._times: dict[datetime, str] = {}  # recent timestamps, formatted
         j = "CAST(? AS json)" if self.pg else "?"
         # a pause that landed while the step ran is kept, unless the workflow just ended; a
         # runner that knows it is paused sends no status (NULL) and keeps the stored one
@@ -61,11 +60,14 @@ class FastPath:
     def time(self, value: datetime | None) -> Any:
         if value is None or self.pg:
             return value
-        if value is self._last_time:  # one transition repeats its ``now`` many times
-            return self._last_text
-        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-        text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
-        self._last_time, self._last_text = value, text
+        # a transition repeats its ``now`` many times, and rewrites the step it started last time
+        text = self._times.get(value)
+        if text is None:
+            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+            text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+            if len(self._times) >= 512:
+                self._times.clear()
+            self._times[value] = text
         return text
 
     @staticmethod
@@ -146,18 +148,24 @@ class FastPath:
         return self._update_sql(release, set_status, set_wake), tuple(params)
 
     def step_rows(self, instance_id: str, steps: Sequence[Any]) -> list[tuple[Any, ...]]:
-        rows = []
-        for st in steps:
-            row: list[Any] = [instance_id, st.path]
-            for column in _STEP_COLUMNS:
-                value = getattr(st, column)
-                if column in _JSON_STEP:
-                    value = self.json(value)
-                elif isinstance(value, datetime):
-                    value = self.time(value)
-                row.append(value)
-            rows.append(tuple(row))
-        return rows
+        """Rows in ``_STEP_COLUMNS`` order, after the key."""
+        j, t = self.json, self.time
+        return [
+            (
+                instance_id,
+                st.path,
+                st.status,
+                j(st.input),
+                j(st.output),
+                j(st.error),
+                st.attempts,
+                st.iteration,
+                t(st.started_at),
+                t(st.completed_at),
+                t(st.next_attempt_at),
+            )
+            for st in steps
+        ]
 
     def history_rows(
         self, instance_id: str, first_seq: int, entries: Sequence[Any]

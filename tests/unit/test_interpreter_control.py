@@ -484,3 +484,28 @@ def test_random_events_on_a_restored_state_match_the_original(
         assert a.changed == b.changed
         original_state, restored_state = a.state, round_trip(b.state)
     assert Decision(original_state).runnable(d.plan) == Decision(restored_state).runnable(d.plan)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from(range(len(DEFINITIONS))),
+    events=st.lists(event_strategy, max_size=30),
+)
+def test_decide_never_changes_the_state_it_is_given(which: int, events: list[Any]) -> None:
+    """A clone shares step records until the interpreter looks one up: whatever the events
+    (retries, races, timers), the state a decision started from must come out as it went in."""
+    d = Driver(DEFINITIONS[which], {"loop": True})
+    d.start()
+    now = T0
+    for item in events:
+        event, later = _event(d, item)
+        now += later
+        before = copy.deepcopy(d.state.snapshot())
+        try:
+            decision = decide(d.plan, d.state, event, now, IID)
+        except errors.StatemachineError:
+            assert d.state.snapshot() == before
+            continue
+        assert d.state.snapshot() == before
+        assert type(decision.state.steps) is dict  # settled: later reads take no copies
+        d.state = decision.state
