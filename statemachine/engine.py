@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from statemachine import errors, records, registry, worker
+from statemachine import errors, leases, records, registry, worker
 from statemachine import runner as runner_mod
 from statemachine.definition import durations, expressions, issues, models
 from statemachine.runtime import clock as clocks
@@ -90,6 +90,8 @@ class Engine:
         self.registry = registry.Registry(self.repo, self.clock)
         self._loop: worker.LoopThread | None = None
         self.active_runners = 0  # instances being driven here; more than one: group commit
+        self.held: dict[str, runner_mod.InstanceRunner] = {}  # runners holding a lease, by id
+        self._keeper: leases.LeaseKeeper | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -554,6 +556,7 @@ class Engine:
                 raise errors.StatemachineError("this engine is closed")
             if self._loop is None:
                 self._loop = worker.LoopThread()
+                self._keeper = leases.LeaseKeeper(self, self._loop)
             return self._loop
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -619,6 +622,9 @@ class Engine:
         with self._lock:
             self._closed = True
             loop, self._loop = self._loop, None
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
         if loop is not None:
             loop.stop()
         self.executor.close()

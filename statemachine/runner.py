@@ -347,6 +347,7 @@ class InstanceRunner:
             if not holding:
                 runnable = interp.Decision(self.state).runnable(self.plan)
                 if await self.run_inline(runnable):
+                    self.heartbeat()  # a long run of inline steps must keep its lease too
                     await self.settled()
                     continue
                 for path in runnable:
@@ -397,10 +398,13 @@ class InstanceRunner:
         self.cancel_abandoned()
 
     async def run_inline(self, runnable: list[str]) -> bool:
-        """Run the one runnable step here, skipping the thread hop, when nothing else can wait
-        on this loop: no other instance in this engine, no other step in flight, and a quick
-        sync action without a timeout (see ``Executor.can_inline``)."""
-        if len(runnable) != 1 or self.inflight or self.engine.active_runners != 1:
+        """Run the one runnable step here on the loop, skipping the thread hop, when no other
+        step of this instance is in flight and its action is sync, has no timeout and has
+        been quick every time so far (see ``Executor.can_inline``). Other instances on the
+        loop wait for it, a few milliseconds at most unless it blocks for the first time; it
+        then returns to the pool for good, and ``leases.LeaseKeeper`` holds every lease of
+        this engine while the loop is stalled."""
+        if len(runnable) != 1 or self.inflight:
             return False
         path = runnable[0]
         call = self.prepare(path)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _log = logging.getLogger("statemachine.worker")
 CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
+TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
 
 
 class LoopThread:
@@ -41,6 +42,12 @@ class LoopThread:
             target=self.loop.run_forever, name="statemachine-loop", daemon=True
         )
         self.thread.start()
+        self.beat = time.monotonic()  # the loop's last tick: a stalled loop stops ticking
+        self.loop.call_soon_threadsafe(self._tick)
+
+    def _tick(self) -> None:
+        self.beat = time.monotonic()
+        self.loop.call_later(TICK, self._tick)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if threading.current_thread() is self.thread:
@@ -116,10 +123,13 @@ async def drive(
         if keep is not None:
             keep.append(runner)
         engine.active_runners += 1
+        engine.held[instance_id] = runner
         try:
             await runner.run()
         finally:
             engine.active_runners -= 1
+            if engine.held.get(instance_id) is runner:
+                del engine.held[instance_id]
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
     finally:

@@ -61,8 +61,8 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 class Executor:
-    """Sync handlers run in a thread pool, or inline when the caller says the loop is its alone
-    and the action has proved quick (a thread hop costs more than a trivial handler)."""
+    """Sync handlers run in a thread pool, or inline on the loop once the action has proved
+    quick (a thread hop and its futures cost more than a trivial handler)."""
 
     QUICK = 0.005  # seconds: an action this fast may run inline; one slower call and it never does
 

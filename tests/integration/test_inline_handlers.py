@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from statemachine import Engine, workflow
@@ -101,3 +102,58 @@ def test_an_inline_failure_is_recorded_like_any_other(engine: Engine) -> None:
     assert inst.step_results["s2"].error is not None
     assert inst.step_results["s2"].error["type"] == "ValueError"
     assert "s3" not in inst.step_results or inst.step_results["s3"].status != "completed"
+
+
+def test_quick_handlers_run_inline_with_many_instances_in_flight(engine: Engine) -> None:
+    where = Where()
+    engine.register(_chain("crowd", where, steps=4))
+    ids = [engine.start("crowd", {"n": i}) for i in range(20)]
+    with engine.worker(concurrency=20, poll_interval="10ms"):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(engine.get(i).status == "completed" for i in ids):
+                break
+            time.sleep(0.02)
+    assert {engine.get(i).status for i in ids} == {"completed"}
+    assert len(where.threads) == 80
+    assert where.threads[0].startswith("sm-step")  # measured in the pool first
+    assert where.threads.count("statemachine-loop") >= 40  # then inline, crowd or not
+
+
+def test_a_loop_stalled_by_an_inline_handler_keeps_its_leases(sqlite_url: str) -> None:
+    """A handler quick so far runs inline, then blocks the loop for longer than the lease: the
+    lease keeper holds the lease meanwhile, so no other worker takes the instance over."""
+    engine = Engine(sqlite_url, lease="1.5s")
+    other = Engine(sqlite_url, lease="1.5s", worker_id="thief")
+    seen: list[str] = []
+
+    def quick_then_stuck(data: Any, ctx: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        if len(seen) == 2:  # inline now: block the loop past the lease
+            time.sleep(2.5)
+        return data
+
+    try:
+        engine.register(_chain("stuck", quick_then_stuck, steps=3))
+        other.register(_chain("stuck", quick_then_stuck, steps=3))
+        result: list[Any] = []
+        runner = threading.Thread(target=lambda: result.append(engine.execute("stuck", {})))
+        runner.start()
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen[1:] == ["statemachine-loop"]
+        time.sleep(2.0)  # past the lease the claim gave, while the handler still blocks
+        (stuck,) = other.list(workflow="stuck")
+        now = other.clock.now()
+        assert other.repo.claim(stuck.id, "thief", now, now + timedelta(seconds=1.5)) is None
+        runner.join(timeout=20)
+        assert result and result[0].status == "completed", result
+        assert engine._keeper is not None and engine._keeper.extended >= 1
+        assert engine.executor.quick[quick_then_stuck] is False  # back to the pool for good
+        assert seen[2].startswith("sm-step")
+        rec = engine.repo.get(stuck.id)
+        assert rec is not None and rec.recoveries == 0
+    finally:
+        engine.close()
+        other.close()
