@@ -31,6 +31,7 @@ T = TypeVar("T")
 _log = logging.getLogger("statemachine.worker")
 CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
+GC_THRESHOLD = (20_000, 20, 20)  # what the CLI worker sets for its process (see cli_ops.worker)
 
 
 class LoopThread:
