@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
-from statemachine import errors
+from statemachine import errors, load_yaml
 from statemachine.definition import loader, models
+from statemachine.errors import DefinitionError
 
 
 def load(text: str) -> models.WorkflowDefinition:
@@ -418,3 +420,22 @@ def test_load_yaml_takes_a_path_or_text(tmp_path: Path) -> None:
     assert loader.load_yaml(file).name == "w"
     assert loader.load_yaml(str(file)).name == "w"
     assert loader.load_yaml(good("w")).hash == loader.load_yaml(file).hash
+
+
+def test_load_yaml_leaves_the_garbage_collector_as_it_found_it() -> None:
+    """Loading pauses the cyclic collector (see loader._collector_paused), then restores it,
+    whether the definition loads or not, and never turns on one the caller turned off."""
+    good = "id: gc-ok\nversion: 1\nsteps:\n  - id: a\n    action: noop\n"
+    bad = "id: gc-bad\nversion: 1\nsteps:\n  - id: a\n    actoin: noop\n"
+    assert gc.isenabled()
+    assert load_yaml(good).name == "gc-ok"
+    assert gc.isenabled()
+    with pytest.raises(DefinitionError):
+        load_yaml(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_yaml(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
