@@ -141,27 +141,10 @@ class Engine:
         _definition: models.WorkflowDefinition | None = None,
     ) -> str:
         """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``."""
-        return self._create(
-            workflow, input, instance_id, parent_id=parent_id, definition=_definition
-        )[0]
-
-    def _create(
-        self,
-        workflow: str,
-        input: Any,
-        instance_id: str | None,
-        *,
-        parent_id: str | None = None,
-        definition: models.WorkflowDefinition | None = None,
-    ) -> tuple[str, repo.InstanceRecord | None]:
-        """Insert the instance; returns the id, and the new record when this call created it
-        (None if it existed)."""
-        new = self._new_instance(workflow, input, instance_id, parent_id, definition)
-        iid = new.record.id
-        if self._insert(new):
-            return iid, new.record
-        self._check_taken(iid, new.record.workflow_name)
-        return iid, None
+        new = self._new_instance(workflow, input, instance_id, parent_id, _definition)
+        if not self._insert(new):
+            self._check_taken(new.record.id, new.record.workflow_name)
+        return new.record.id
 
     def _check_taken(self, iid: str, workflow: str) -> None:
         """An id that exists is fine (starting is idempotent) unless another workflow holds it."""
