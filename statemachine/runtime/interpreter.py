@@ -24,7 +24,7 @@ from statemachine.definition import models
 from statemachine.runtime import flowctx, saga, scopes, timers
 from statemachine.runtime import plan as plans
 from statemachine.runtime import state as state_mod
-from statemachine.runtime.state import State, StepState
+from statemachine.runtime.state import MAP, State, StepState
 from statemachine.runtime.transitions import (
     Cancel,
     ChildFinished,
@@ -286,7 +286,8 @@ class FlowRun:
                 self.maybe_join(st, step)
         elif isinstance(step, models.MapStep):
             st.status, st.phase = "running", "branches"
-            self.s.branches[st.path] = {scopes.MAP: {"items": value, "next": 0, "results": {}}}
+            st.input = value  # the items, stored once with the map's step row
+            self.s.branches[st.path] = {MAP: {"items": value, "next": 0, "results": {}}}
             self.next_item(st, step)
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:

@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Any
 from statemachine.definition import models
 from statemachine.runtime import flowctx
 from statemachine.runtime import plan as plans
-from statemachine.runtime.state import FINISHED, StepState
+from statemachine.runtime.state import FINISHED, MAP, StepState
 
 if TYPE_CHECKING:
     from statemachine.runtime.interpreter import FlowRun
-
-MAP = "#map"  # the record of a map's items, next index and results, among its items' records
 
 
 def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:

@@ -17,6 +17,7 @@ def _dt(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next, results
 FINISHED = frozenset(
     {"completed", "failed", "skipped", "cancelled"}
 )  # a step that will not run again
@@ -124,6 +125,15 @@ def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
+def _without_items(by_branch: dict[str, Any]) -> dict[str, Any]:
+    """A map's items are its step row's input, written once: rewriting them with the state
+    column on every commit made a map of n items cost n² (they come back in ``restore``)."""
+    meta = by_branch.get(MAP)
+    if meta is None or "items" not in meta:
+        return by_branch
+    return {**by_branch, MAP: {k: v for k, v in meta.items() if k != "items"}}
+
+
 @dataclass
 class State:
     status: str = "pending"
@@ -186,7 +196,7 @@ class State:
             "compensations": self.compensations,
             "deferred": self.deferred,
             "order": self.order,
-            "branches": self.branches,
+            "branches": {p: _without_items(r) for p, r in self.branches.items()},
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
         }
@@ -223,6 +233,11 @@ class State:
         }
         state.order = list(frontier.get("order", []))
         state.branches = copy.deepcopy(dict(frontier.get("branches", {})))
+        for path, by_branch in state.branches.items():
+            meta = by_branch.get(MAP)
+            if meta is not None and "items" not in meta:  # kept once, as the map step's input
+                row = next((r for r in steps if r.step_name == path), None)
+                meta["items"] = row.input if row is not None and isinstance(row.input, list) else []
         state.deadline = _dt(frontier.get("deadline"))
         extra: dict[str, dict[str, Any]] = frontier.get("extra", {})
         for r in steps:

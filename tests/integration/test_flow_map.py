@@ -147,6 +147,10 @@ def test_map_survives_closing_the_engine_between_items(db_url: str, limit: int) 
         inst = engine.execute("slow-map", {"items": [1, 2, 3]}, instance_id="map-1")
         assert inst.status == "waiting"
         assert counting.calls == Counter({f"work:{i}": 1 for i in range(1, limit + 1)})
+        # the items are stored once, as the map step's input, not in every state write
+        assert inst.step_results["each"].input == [1, 2, 3]
+        rec = engine.repo.get("map-1")
+        assert rec is not None and "items" not in rec.state["branches"]["each"]["#map"]
     finally:
         engine.close()
         gc.collect()
