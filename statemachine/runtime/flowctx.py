@@ -6,7 +6,6 @@ half of ``StepContext``); expressions get the same data as names.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +18,7 @@ import tenacity
 
 from statemachine import errors
 from statemachine.definition import expressions, models
+from statemachine.runtime import jsondata
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import State
 
@@ -107,16 +107,20 @@ def prev_value(state: State, prev: str | None) -> Any:
     return None
 
 
+def prev_of(plan: plans.Plan, state: State, path: str, prev: str | None) -> Any:
+    """What the step at ``path`` receives as ``prev``: the output of the step that led to it,
+    else its scope's input (the workflow input at the top)."""
+    if prev is not None:
+        return prev_value(state, prev)
+    node = plan.node(path)
+    return state.input if node.scope.parent is None else _scope_input(plan, state, node)
+
+
 def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_id: str) -> FlowView:
-    if prev is None:
-        node = plan.node(path)
-        prev_value_ = state.input if node.scope.parent is None else _scope_input(plan, state, node)
-    else:
-        prev_value_ = prev_value(state, prev)
     return FlowView(
         input=state.input,
         steps=_VisibleSteps(plan, state, path),
-        prev=prev_value_,
+        prev=prev_of(plan, state, path, prev),
         metadata=MappingProxyType(dict(state.metadata)),
         instance_id=instance_id,
         workflow_name=plan.definition.name,
@@ -230,10 +234,12 @@ def task_input(
     step: models.TaskStep | models.PollStep | models.SubworkflowStep, view_: FlowView
 ) -> Any:
     if step.input is None:
-        return copy.deepcopy(view_.prev)
+        return jsondata.copy_json(view_.prev)
     if callable(step.input):
         try:
-            return call_user(step.input, copy.deepcopy(view_.prev), copy.deepcopy(view_.input))
+            return call_user(
+                step.input, jsondata.copy_json(view_.prev), jsondata.copy_json(view_.input)
+            )
         except errors.StatemachineError:
             raise
         except Exception as exc:

@@ -13,7 +13,6 @@ returns, so a long chain of pure steps or a loop over pure steps cannot exhaust 
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models
-from statemachine.runtime import flowctx, saga, scopes, timers
+from statemachine.runtime import flowctx, jsondata, saga, scopes, timers
 from statemachine.runtime import plan as plans
 from statemachine.runtime import state as state_mod
 from statemachine.runtime.state import MAP, State, StepState
@@ -230,6 +229,12 @@ class FlowRun:
     def begin(self, st: StepState, node: plans.Node) -> None:
         step = node.step
         value: Any = None
+        if isinstance(step, models.TaskStep | models.PollStep) and step.input is None:
+            # the common case needs only ``prev``, not the whole view
+            self.run_task(
+                st, step, jsondata.copy_json(flowctx.prev_of(self.plan, self.s, st.path, st.prev))
+            )
+            return
         try:
             view = self.view(st.path, st.prev)
             if isinstance(step, models.TaskStep | models.PollStep | models.SubworkflowStep):
@@ -251,11 +256,7 @@ class FlowRun:
             self.fail(st, _expression_error(exc), retry=False)
             return
         if isinstance(step, models.TaskStep | models.PollStep):
-            st.input = value
-            st.status, st.phase, st.wake_at = "running", "run", None
-            st.attempts += 1
-            if isinstance(step, models.PollStep) and step.timeout is not None:
-                st.deadline = self.now + timedelta(seconds=step.timeout)
+            self.run_task(st, step, value)
         elif isinstance(step, models.SubworkflowStep):
             st.input = value
             st.status, st.phase, st.wake_at = "running", "child", None
@@ -273,7 +274,7 @@ class FlowRun:
                     retry=False,
                 )
                 return
-            self.succeed(st, copy.deepcopy(view.prev), goto=self.plan.sibling(node, value))
+            self.succeed(st, jsondata.copy_json(view.prev), goto=self.plan.sibling(node, value))
         elif isinstance(step, models.WaitStep):
             self.begin_wait(st, step, value)
         elif isinstance(step, models.LoopStep):
@@ -289,6 +290,16 @@ class FlowRun:
             st.input = value  # the items, stored once with the map's step row
             self.s.branches[st.path] = {MAP: {"items": value, "next": 0, "results": {}}}
             self.next_item(st, step)
+
+    def run_task(
+        self, st: StepState, step: models.TaskStep | models.PollStep, payload: Any
+    ) -> None:
+        """The handler (or poll check) of ``st`` is to run now, with ``payload``."""
+        st.input = payload
+        st.status, st.phase, st.wake_at = "running", "run", None
+        st.attempts += 1
+        if isinstance(step, models.PollStep) and step.timeout is not None:
+            st.deadline = self.now + timedelta(seconds=step.timeout)
 
     def start_scope(self, scope: plans.Scope, prev: str | None) -> None:
         scopes.start_scope(self, scope, prev)
@@ -386,7 +397,7 @@ class FlowRun:
         if st.status == "completed":
             output = st.output
         elif skipped:
-            output = copy.deepcopy(self.view(st.path, st.prev).prev)
+            output = jsondata.copy_json(self.view(st.path, st.prev).prev)
         self.scope_done(scope, output)
 
     def consider(self, path: str) -> None:

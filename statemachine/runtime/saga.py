@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from statemachine.definition import models
-from statemachine.runtime import flowctx
+from statemachine.runtime import flowctx, jsondata
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import State, StepState
 from statemachine.runtime.transitions import ChildFinished
@@ -64,7 +63,7 @@ def next_compensation(run: FlowRun) -> None:
     done = run.s.steps[path]
     st = StepState(
         path=compensation_path(path), status="running", phase="run", prev=path,
-        input=copy.deepcopy(done.output), attempts=1, iteration=done.iteration, started_at=run.now,
+        input=jsondata.copy_json(done.output), attempts=1, iteration=done.iteration, started_at=run.now,
     )  # fmt: skip
     run.s.steps[st.path] = st
     run.touch(st)

@@ -5,11 +5,10 @@ Functions of the interpreter's run (``FlowRun``), kept here so that each module 
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 from statemachine.definition import models
-from statemachine.runtime import flowctx
+from statemachine.runtime import flowctx, jsondata
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import FINISHED, MAP, StepState
 
@@ -75,7 +74,7 @@ def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
         records[scope.branch] = {
             "status": "running",
             "index": index,
-            "item": copy.deepcopy(items[index]),
+            "item": jsondata.copy_json(items[index]),
         }
         running += 1
         run.start_scope(scope, None)

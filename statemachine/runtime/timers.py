@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from statemachine.definition import models
-from statemachine.runtime import flowctx, saga
+from statemachine.runtime import flowctx, jsondata, saga
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import StepState
 
@@ -37,7 +36,7 @@ def loop(
     key = node.scope.prefix + step.target
     if not holds:
         run.end_loop(st.path, node)
-        run.succeed(st, copy.deepcopy(view.prev))
+        run.succeed(st, jsondata.copy_json(view.prev))
         return
     started = run.s.loop_started.setdefault(st.path, run.now)
     count = run.s.loops.get(key, 0) + 1
@@ -83,7 +82,7 @@ def end_loop(run: FlowRun, path: str, node: plans.Node) -> None:
 def jump(run: FlowRun, st: StepState, node: plans.Node) -> None:
     step = node.step
     assert isinstance(step, models.LoopStep)
-    st.output = copy.deepcopy(run.view(st.path, st.prev).prev)  # what the loop passes on
+    st.output = jsondata.copy_json(run.view(st.path, st.prev).prev)  # what the loop passes on
     st.status, st.phase, st.wake_at = "completed", "", None
     st.completed_at = run.now
     run.touch(st)
@@ -143,6 +142,6 @@ def wake(run: FlowRun, st: StepState) -> None:
         st.status, st.phase = "running", "run"
         st.attempts += 1
     elif phase == "timer":
-        run.succeed(st, copy.deepcopy(run.view(st.path, st.prev).prev))
+        run.succeed(st, jsondata.copy_json(run.view(st.path, st.prev).prev))
     elif phase == "loop":
         run.jump(st, node)
