@@ -32,7 +32,13 @@ import pytest
 
 from statemachine import Engine
 from tests.integration.programs import worker_chaos as wc
-from tests.integration.programs.worker_support import LOCKED, Proc, run_counts, run_pids
+from tests.integration.programs.worker_support import (
+    LOCKED,
+    Proc,
+    run_counts,
+    run_pids,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -119,6 +125,8 @@ def test_sigkilled_workers_lose_nothing_and_record_every_step_once(
             time.sleep(0.3)
 
         # -- survivors stop cleanly ------------------------------------------------------------
+        for proc in live:  # a replacement started just before the end may still be importing
+            wait_until(f"{proc.name} ready", lambda p=proc: "ready" in p.stdout(), timeout=30)
         for proc in live:
             proc.signal(signal.SIGTERM)
         for proc in live:
