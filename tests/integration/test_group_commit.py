@@ -157,3 +157,37 @@ def test_a_transition_the_database_refuses_does_not_sink_its_batch(engine: Engin
     after = engine.repo.get(b)
     assert after is not None and after.status == "pending" and after.state == rec_b.state
     assert [h.type for h in engine.history(b)] == ["workflow.started"]
+
+
+def test_one_transition_may_write_a_path_twice_and_the_last_row_wins(engine: Engine) -> None:
+    """Two map items' steps both show at the same plain path: on Postgres the transition is one
+    statement, whose upsert may not touch a row twice, so the rows are merged first."""
+    _register(engine, Counted())
+    iid = engine.start("grouped", {"n": 1}, "gc-twice")
+    now = engine.clock.now()
+    ((epoch, _, rec),) = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+    t = _transition(rec, epoch, "s0")
+    t.steps.append(repo.StepWrite("s0", "completed", input={"x": 2}, output="last", attempts=1))
+    t.history.append(repo.HistoryWrite("workflow.step.completed", "s0", {"output": "last"}, now))
+    assert engine.repo.commit_transition(t) == "running"
+    stored = engine.get(iid)
+    assert stored.step_results["s0"].status == "completed"
+    assert stored.step_results["s0"].output == "last" and stored.step_results["s0"].input == {
+        "x": 2
+    }
+    history = engine.history(iid)
+    assert [(h.seq, h.type) for h in history] == [
+        (1, "workflow.started"), (2, "workflow.step.started"), (3, "workflow.step.completed"),
+    ]  # fmt: skip
+    assert history[2].data == {"output": "last"}
+
+
+def test_a_stale_transition_on_its_own_writes_no_rows(engine: Engine) -> None:
+    _register(engine, Counted())
+    iid = engine.start("grouped", {"n": 1}, "gc-stale")
+    now = engine.clock.now()
+    ((epoch, _, rec),) = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+    with pytest.raises(LeaseLost):
+        engine.repo.commit_transition(_transition(rec, epoch + 1, "s0"))
+    assert engine.get(iid).step_results == {}
+    assert [h.type for h in engine.history(iid)] == ["workflow.started"]
