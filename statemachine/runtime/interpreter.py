@@ -115,7 +115,7 @@ class FlowRun:
         if self.terminal:
             return False
         for container, branch in _ancestors(path):
-            parent = self.s.steps.get(container)
+            parent = self.s.peek(container)
             if parent is None or parent.status != "running":
                 return False
             result = self.s.branches.get(container, {}).get(branch)
@@ -175,27 +175,23 @@ class FlowRun:
         )
 
     def cancelled_before_start(self, path: str, prev: str | None) -> None:
-        old = self.s.steps.get(path)
-        iteration = 0 if old is None else old.iteration + (old.status != "pending")
-        st = StepState(path=path, status="cancelled", prev=prev, iteration=iteration)
-        st.completed_at = self.now
-        self.s.steps[path] = st
-        self.touch(st)
+        self.fresh(path, prev, status="cancelled", completed_at=self.now)
         self.log("workflow.step.cancelled", path, reason="not started")
 
     # -- entering steps ----------------------------------------------------------------
-    def new_state(self, path: str, prev: str | None) -> StepState:
-        """A fresh attempt record; a step entered again (loop, choice) counts one more iteration."""
-        old = self.s.steps.get(path)
-        if old is None:
-            iteration = 0
-        elif old.status == "pending":  # reset for a retry or a DAG restart: same iteration
-            iteration = old.iteration
-        else:
-            iteration = old.iteration + 1
-        st = StepState(path=path, prev=prev, iteration=iteration, started_at=self.now)
+    def fresh(self, path: str, prev: str | None, **fields: Any) -> StepState:
+        """A new record for ``path`` in place of any earlier one: a step entered again (loop,
+        choice) counts one more iteration; one reset to pending (retry, DAG restart) keeps its."""
+        old = self.s.peek(path)
+        iteration = 0 if old is None else old.iteration + (old.status != "pending")
+        st = StepState(path=path, prev=prev, iteration=iteration, **fields)
         self.s.steps[path] = st
         self.touch(st)
+        return st
+
+    def new_state(self, path: str, prev: str | None) -> StepState:
+        """A fresh attempt record, started now."""
+        st = self.fresh(path, prev, started_at=self.now)
         self.activate(path)
         self.log("workflow.step.started", path, iteration=st.iteration)
         return st
@@ -370,12 +366,7 @@ class FlowRun:
             self.scope_failed(node.scope, error)
 
     def skip(self, path: str, prev: str | None, reason: dict[str, Any]) -> None:
-        old = self.s.steps.get(path)
-        iteration = 0 if old is None else old.iteration + (old.status != "pending")
-        st = StepState(path=path, status="skipped", prev=prev, iteration=iteration)
-        st.completed_at = self.now
-        self.s.steps[path] = st
-        self.touch(st)
+        st = self.fresh(path, prev, status="skipped", completed_at=self.now)
         self.deactivate(path)
         self.log("workflow.step.skipped", path, **reason)
         self.advance(st, None)

@@ -85,12 +85,12 @@ def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
 def consider(run: FlowRun, path: str) -> None:
     """A DAG step whose dependencies may now all be finished: run it, or skip it and say why."""
     node = run.plan.node(path)
-    st = run.s.steps.get(path)
+    st = run.s.peek(path)
     if st is not None and st.status != "pending":
         return
     prefix = node.scope.prefix
     depends_on = node.step.depends_on
-    deps = [run.s.steps.get(prefix + d) for d in depends_on]
+    deps = [run.s.peek(prefix + d) for d in depends_on]
     statuses = [_rule_status(d) for d in deps if d is not None]
     if len(statuses) < len(deps) or any(s not in FINISHED for s in statuses):
         return
@@ -116,7 +116,7 @@ def maybe_finish_dag(run: FlowRun, scope: plans.Scope) -> None:
     unfinished = [
         s
         for s in scope.steps
-        if (x := run.s.steps.get(prefix + s.name)) is None or x.status not in FINISHED
+        if (x := run.s.peek(prefix + s.name)) is None or x.status not in FINISHED
     ]
     # an error branch that was not needed: dependents of it learn it was skipped
     idle = [s for s in unfinished if s.name in scope.handlers and scope.dependents.get(s.name)]
@@ -132,9 +132,7 @@ def maybe_finish_dag(run: FlowRun, scope: plans.Scope) -> None:
     failed = [
         x
         for s in scope.steps
-        if (x := run.s.steps.get(prefix + s.name)) is not None
-        and x.status == "failed"
-        and not x.handled
+        if (x := run.s.peek(prefix + s.name)) is not None and x.status == "failed" and not x.handled
     ]
     if failed:
         run.scope_failed(scope, failed[0].error or {})
@@ -142,7 +140,7 @@ def maybe_finish_dag(run: FlowRun, scope: plans.Scope) -> None:
     output = {
         name: x.output
         for name in scope.leaves
-        if (x := run.s.steps.get(prefix + name)) is not None and x.status == "completed"
+        if (x := run.s.peek(prefix + name)) is not None and x.status == "completed"
     }
     run.scope_done(scope, output)
 
