@@ -208,25 +208,21 @@ class Committer:
             abort,
             t.stored,
         )
-        if self.pg:  # one round trip: every statement costs one on Postgres
+        if self.pg:  # one round trip (the rows ride on the UPDATE): each costs one on Postgres
             steps = self.fast.step_rows(t.instance_id, t.steps)
             history = self.fast.history_values(t.history)
-            cur.execute(*self.fast.pg_transition((sql, params), t.instance_id, steps, history))
-            row = cur.fetchone()
-            if row is None:
-                return self._refused(cur, t)
-        else:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-            if row is None:
-                return self._refused(cur, t)
-            if t.steps:
-                rows = self.fast.step_rows(t.instance_id, t.steps)
-                cur.executemany(self.fast.upsert_step, rows)
-            if t.history:
-                first = int(row[0]) - len(t.history)
-                rows = self.fast.history_rows(t.instance_id, first, t.history)
-                cur.executemany(self.fast.insert_history, rows)
+            sql, params = self.fast.pg_transition((sql, params), t.instance_id, steps, history)
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return self._refused(cur, t)
+        if not self.pg and t.steps:
+            rows = self.fast.step_rows(t.instance_id, t.steps)
+            cur.executemany(self.fast.upsert_step, rows)
+        if not self.pg and t.history:
+            first = int(row[0]) - len(t.history)
+            rows = self.fast.history_rows(t.instance_id, first, t.history)
+            cur.executemany(self.fast.insert_history, rows)
         at = t.history[0].at if t.history else datetime.now(UTC)
         for target, name, data in t.notify:
             cur.execute(
