@@ -160,6 +160,10 @@ class InstanceRunner:
             "started_at": s.started_at,
             "completed_at": s.completed_at,
             "updated_at": now,
+            # the commit extends the lease: a runner that commits often never heartbeats
+            "lease_expires_at": None
+            if terminal
+            else now + timedelta(seconds=self.engine.settings.lease),
         }
         steps = step_writes(s, decision.changed)
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
@@ -177,13 +181,14 @@ class InstanceRunner:
         store = self.engine.repo
         if self.engine.active_runners > 1 and store.runner_shaped(t):
             # others are in flight: share their commit (one fsync for all), off the loop thread
-            status = await asyncio.wrap_future(store.committer.submit(t))
+            status = await store.committer.submit(t)
         else:
             status = store.commit_transition(t)
         if self.birth is not None:
             self.birth = None
             self.engine.announce(self.rec)
         self.stored_status = status
+        self.last_beat = now
         self.written = values
         if "wake_at" not in stored:
             self.stored_wake = wake
@@ -373,11 +378,11 @@ class InstanceRunner:
                 timeout=settings.lease / 3,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            self.heartbeat()
             for path, task in list(self.inflight.items()):
                 if task in done:
                     del self.inflight[path]
                     await self.record(path, task.result())
+            self.heartbeat()  # a no-op after a commit, which extended the lease
             await self.settled()
         for task in self.inflight.values():
             task.cancel()

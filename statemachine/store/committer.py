@@ -9,6 +9,7 @@ A runner alone in its process commits inline (``commit``), skipping the thread h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -46,7 +47,7 @@ class Committer:
         self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
         self._lock = threading.Lock()  # one transaction at a time on the connection
         self._cv = threading.Condition()
-        self._queue: list[tuple[Transition, Future[str]]] = []
+        self._queue: list[tuple[Transition, asyncio.Future[str]]] = []
         self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -82,9 +83,11 @@ class Committer:
             cur.executemany(self.fast.insert_history, rows)
         return True
 
-    def submit(self, t: Transition) -> Future[str]:
-        """Queue ``t`` for the next group commit; the future resolves once it is durable."""
-        fut: Future[str] = Future()
+    def submit(self, t: Transition) -> asyncio.Future[str]:
+        """Queue ``t`` for the next group commit; the future (of the running loop) resolves once
+        it is durable. A commit's futures are settled in one callback on their loop: one
+        wake-up for the whole batch, not one each."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         with self._cv:
             if self._closed:
                 raise errors.StoreError("the store is closed")
@@ -146,11 +149,12 @@ class Committer:
                     results = self._write([t for t, _ in batch])
                 except BaseException as exc:  # never leave a caller waiting forever
                     results = [exc] * len(batch)
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str], Result]]] = {}
             for (_, fut), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+                settled.setdefault(fut.get_loop(), []).append((fut, result))
+            for loop, outcomes in settled.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, outcomes)
 
     # -- one transaction ----------------------------------------------------------------
     def _connection(self) -> Any:
@@ -242,3 +246,13 @@ class Committer:
         if row is not None and int(row[0]) == t.epoch and row[1] == "paused":
             return InstancePaused(t.instance_id)
         return errors.LeaseLost(f"instance {t.instance_id} is now owned by another worker")
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[str], Result]]) -> None:
+    for fut, result in outcomes:
+        if fut.done():  # its runner was cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)

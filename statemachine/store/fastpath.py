@@ -108,9 +108,11 @@ class FastPath:
             if wake:
                 sets.append("wake_at = ?")
             sets += ["started_at = ?", "completed_at = ?", "updated_at = ?"]
+            # the fenced UPDATE is a heartbeat too: a runner that commits needs no other
+            sets.append(
+                "lease_owner = NULL, lease_expires_at = NULL" if release else "lease_expires_at = ?"
+            )
             sets.append("history_seq = history_seq + ?")
-            if release:
-                sets.append("lease_owner = NULL, lease_expires_at = NULL")
             sql = self._updates[key] = self._sql(
                 f"UPDATE sm_instance SET {', '.join(sets)} "
                 "WHERE id = ? AND lease_epoch = ? AND (? = 0 OR status <> 'paused') "
@@ -144,8 +146,11 @@ class FastPath:
             params.append(self.time(values["wake_at"]))
         params += [
             self.time(values["started_at"]), self.time(values["completed_at"]),
-            self.time(values["updated_at"]), count, instance_id, epoch, int(abort_if_paused),
+            self.time(values["updated_at"]),
         ]  # fmt: skip
+        if not release:
+            params.append(self.time(values["lease_expires_at"]))
+        params += [count, instance_id, epoch, int(abort_if_paused)]
         return self._update_sql(release, set_status, set_wake), tuple(params)
 
     def pg_transition(

@@ -39,6 +39,7 @@ RUNNER_KEYS = frozenset(
         "started_at",
         "completed_at",
         "updated_at",
+        "lease_expires_at",
     }
 )
 
@@ -480,7 +481,7 @@ class Repository:
     @staticmethod
     def runner_shaped(t: Transition) -> bool:
         """A leased runner's transition: the committer's plain-SQL path (and group commit) takes it."""
-        return t.epoch is not None and t.expect_status is None and set(t.values) == RUNNER_KEYS
+        return t.epoch is not None and t.expect_status is None and t.values.keys() == RUNNER_KEYS
 
     def _generic_update(self, conn: sa.Connection, t: Transition) -> Any:
         where = [IT.c.id == t.instance_id]

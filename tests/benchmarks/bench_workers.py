@@ -13,6 +13,9 @@ For each backend (a SQLite file in WAL with ``synchronous=FULL``; Postgres when
     by one, doing what a step transition does at the least (``sqlite3``: UPDATE + 2 INSERT in
     ``BEGIN IMMEDIATE``; ``psycopg`` in autocommit mode: UPDATE + INSERT in one transaction).
 
+``SM_BENCH_INSTANCES``, ``SM_BENCH_RUNS``, ``SM_BENCH_WORKERS`` (e.g. ``1,2``) and
+``SM_BENCH_CONCURRENCY`` (per worker) change the defaults (200, 3, ``1,2,4``, 8).
+
 Prints one markdown table: steps/s and, per row, the floor commits/s and the ratio
 (floor commits/s / steps/s: how many raw commits one durable step costs in time).
 Temporary databases are deleted.
@@ -43,8 +46,8 @@ from statemachine import Engine, workflow
 INSTANCES = int(os.environ.get("SM_BENCH_INSTANCES", "200"))
 RUNS = int(os.environ.get("SM_BENCH_RUNS", "3"))
 STEPS = 10
-WORKER_COUNTS = (1, 2, 4)
-CONCURRENCY = 8
+WORKER_COUNTS = tuple(int(n) for n in os.environ.get("SM_BENCH_WORKERS", "1,2,4").split(","))
+CONCURRENCY = int(os.environ.get("SM_BENCH_CONCURRENCY", "8"))
 FLOOR_COMMITS = 1500
 PG_ENV = "STATEMACHINE_TEST_PG"
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@ each transition stays fenced on its own lease, and nothing is recorded twice or 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 from collections import Counter
@@ -15,6 +16,7 @@ import pytest
 from statemachine import Engine, workflow
 from statemachine.errors import LeaseLost, StoreError
 from statemachine.store import repository as repo
+from statemachine.store.committer import Committer
 
 STEPS = 5
 
@@ -72,6 +74,7 @@ def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transit
     values = {
         "status": "running", "state": {"active": [step]}, "current_step": step, "output": None,
         "error": None, "wake_at": None, "started_at": now, "completed_at": None, "updated_at": now,
+        "lease_expires_at": now + timedelta(seconds=30),
     }  # fmt: skip
     return repo.Transition(
         rec.id,
@@ -80,6 +83,17 @@ def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transit
         [repo.StepWrite(step, "running", input={"x": 1}, attempts=1, started_at=now)],
         [repo.HistoryWrite("workflow.step.started", step, {}, now)],
     )
+
+
+def _one_batch(committer: Committer, *ts: repo.Transition) -> list[str | BaseException]:
+    """Each transition's outcome, all queued before the committer may take any: one batch."""
+
+    async def submit() -> list[str | BaseException]:
+        with committer._cv:  # hold the queue: all land in one group commit
+            futures = [committer.submit(t) for t in ts]
+        return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+
+    return asyncio.run(submit())
 
 
 def test_a_stale_transition_fails_alone_in_its_batch(engine: Engine) -> None:
@@ -100,12 +114,11 @@ def test_a_stale_transition_fails_alone_in_its_batch(engine: Engine) -> None:
     assert rec_b is not None and rec_b.lease_owner == "w2"
     committer = engine.repo.committer
     batches = committer.batches
-    with committer._cv:  # hold the queue: both land in one group commit
-        ok = committer.submit(_transition(rec_a, rec_a.lease_epoch, "s0"))
-        stale = committer.submit(_transition(rec_b, epochs[b], "s0"))
-    assert ok.result(timeout=10) == "running"
-    with pytest.raises(LeaseLost):
-        stale.result(timeout=10)
+    ok, stale = _one_batch(
+        committer, _transition(rec_a, rec_a.lease_epoch, "s0"), _transition(rec_b, epochs[b], "s0")
+    )
+    assert ok == "running"
+    assert isinstance(stale, LeaseLost)
     assert committer.batches == batches + 1
     assert "s0" in engine.get(a).step_results
     assert engine.get(b).step_results == {} and engine.get(b).status == "pending"
@@ -147,12 +160,9 @@ def test_a_transition_the_database_refuses_does_not_sink_its_batch(engine: Engin
     bad = _transition(rec_b, epochs[b], "s0")
     bad.steps[0].status = None  # type: ignore[assignment]  # NOT NULL: the database refuses it
     committer = engine.repo.committer
-    with committer._cv:  # hold the queue: both land in one group commit
-        ok = committer.submit(_transition(rec_a, epochs[a], "s0"))
-        refused = committer.submit(bad)
-    assert ok.result(timeout=10) == "running"
-    with pytest.raises(StoreError, match="database error"):
-        refused.result(timeout=10)
+    ok, refused = _one_batch(committer, _transition(rec_a, epochs[a], "s0"), bad)
+    assert ok == "running"
+    assert isinstance(refused, StoreError) and "database error" in str(refused)
     assert engine.get(a).step_results["s0"].status == "running"
     after = engine.repo.get(b)
     assert after is not None and after.status == "pending" and after.state == rec_b.state

@@ -10,7 +10,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from statemachine import Engine, workflow
+from statemachine.testing import ManualClock
 
 
 class Where:
@@ -157,3 +160,35 @@ def test_a_loop_stalled_by_an_inline_handler_keeps_its_leases(sqlite_url: str) -
     finally:
         engine.close()
         other.close()
+
+
+def test_each_commit_extends_the_lease_so_a_busy_runner_sends_no_heartbeat(
+    engine: Engine, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner's fenced UPDATE also moves its lease on: steps 20 s apart (more than a third of
+    the 30 s lease) keep it with no heartbeat transaction of their own."""
+    seen: list[tuple[Any, Any]] = []
+
+    def twenty_seconds(data: Any) -> Any:
+        rec = engine.repo.get("busy-1")
+        assert rec is not None
+        seen.append((rec.lease_expires_at, clock.now()))  # as the step's start commit left it
+        clock.advance("20s")
+        return data
+
+    beats: list[str] = []
+    heartbeat = engine.repo.heartbeat
+
+    def counted(instance_id: str, epoch: int, until: Any) -> bool:
+        beats.append(instance_id)
+        return heartbeat(instance_id, epoch, until)
+
+    monkeypatch.setattr(engine.repo, "heartbeat", counted)
+    engine.register(_chain("busy", twenty_seconds, steps=4))
+    inst = engine.execute("busy", {"v": 1}, "busy-1")
+    assert inst.status == "completed"
+    lease = timedelta(seconds=engine.settings.lease)
+    assert [until for until, _ in seen] == [now + lease for _, now in seen]
+    assert beats == []
+    final = engine.repo.get("busy-1")
+    assert final is not None and final.lease_owner is None and final.lease_expires_at is None
