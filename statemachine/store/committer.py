@@ -183,7 +183,9 @@ class Committer:
         """All of ``batch`` in one transaction; if the database refuses it, each one alone."""
         try:
             with self._transaction() as cur:
-                results = [self._apply(cur, t) for t in batch]
+                rows = _Rows()
+                results = [self._apply(cur, t, rows) for t in batch]
+                rows.flush(cur, self.fast)
         except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
                 return [self._write([t])[0] for t in batch]
@@ -197,7 +199,9 @@ class Committer:
             self._raw.invalidate()
         self._raw = None
 
-    def _apply(self, cur: Any, t: Transition) -> Result:
+    def _apply(self, cur: Any, t: Transition, rows: _Rows) -> Result:
+        """The fenced UPDATE now; on SQLite the step and history rows go to ``rows``, written
+        for the whole batch at once."""
         assert t.epoch is not None
         if t.create is not None and not self._insert(cur, t.create):
             return errors.StoreError(f"instance id {t.instance_id!r} is taken")
@@ -220,13 +224,10 @@ class Committer:
         row = cur.fetchone()
         if row is None:
             return self._refused(cur, t)
-        if not self.pg and t.steps:
-            rows = self.fast.step_rows(t.instance_id, t.steps)
-            cur.executemany(self.fast.upsert_step, rows)
-        if not self.pg and t.history:
+        if not self.pg:
+            rows.steps += self.fast.step_rows(t.instance_id, t.steps)
             first = int(row[0]) - len(t.history)
-            rows = self.fast.history_rows(t.instance_id, first, t.history)
-            cur.executemany(self.fast.insert_history, rows)
+            rows.history += self.fast.history_rows(t.instance_id, first, t.history)
         at = t.history[0].at if t.history else datetime.now(UTC)
         for target, name, data in t.notify:
             cur.execute(
@@ -256,3 +257,20 @@ def _settle(outcomes: list[tuple[asyncio.Future[str], Result]]) -> None:
             fut.set_exception(result)
         else:
             fut.set_result(result)
+
+
+class _Rows:
+    """A batch's step and history rows (SQLite), written after all its fenced UPDATEs."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Any, ...]] = []
+        self.history: list[tuple[Any, ...]] = []
+
+    def flush(self, cur: Any, fast: fastpath.FastPath) -> None:
+        # one row per (instance, path): a later transition of the batch (or a map item's
+        # plain-path copy) rewrites it, and the last one wins
+        steps = list({row[:2]: row for row in self.steps}.values())
+        for sql, params in fast.many(fast.upsert_step, steps):
+            cur.execute(sql, params)
+        for sql, params in fast.many(fast.insert_history, self.history):
+            cur.execute(sql, params)

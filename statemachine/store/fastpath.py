@@ -8,7 +8,7 @@ text; SQLite timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC), so both paths
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,9 @@ _STEP_COLUMNS = (
 )  # fmt: skip
 _JSON_STEP = {"input", "output", "error"}
 _JSON_INSTANCE = {"input", "output", "error", "metadata", "state"}
+_CHUNK = (
+    64  # rows per multi-row statement: 64 x 11 parameters stays under SQLite's oldest limit (999)
+)
 
 
 _dumps = json.JSONEncoder().encode  # json.dumps with its defaults, minus the keyword handling
@@ -35,6 +38,7 @@ class FastPath:
         self._json_cast = j
         self._updates: dict[tuple[bool, bool, bool], str] = {}
         self._transitions: dict[tuple[str, int, int], str] = {}
+        self._many: dict[tuple[str, int], str] = {}
         columns = ", ".join(("instance_id", "path", *_STEP_COLUMNS))
         values = ", ".join(["?", "?"] + [j if c in _JSON_STEP else "?" for c in _STEP_COLUMNS])
         updates = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS)
@@ -177,6 +181,24 @@ class FastPath:
                 params.append(n)
                 params.extend(row)
         return sql, tuple(params)
+
+    def many(self, sql: str, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``sql`` (one ``VALUES`` row) as a few multi-row statements: chunks of 64 rows, then the
+        rest in powers of two, so few statement shapes recur (the driver caches them). Each
+        statement is one call into the database: the GIL is released once, not once a row,
+        and another thread (the event loop) cannot hold up the commit at every row."""
+        head, _, tail = sql.partition(") VALUES (")
+        row, _, rest = tail.partition(")")
+        done = 0
+        while done < len(rows):
+            left = len(rows) - done
+            size = _CHUNK if left >= _CHUNK else 1 << (left.bit_length() - 1)
+            key = (sql, size)
+            text = self._many.get(key)
+            if text is None:
+                text = self._many[key] = f"{head}) VALUES {', '.join([f'({row})'] * size)}{rest}"
+            yield text, tuple(v for r in rows[done : done + size] for v in r)
+            done += size
 
     def step_rows(self, instance_id: str, steps: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows in ``_STEP_COLUMNS`` order, after the key."""
