@@ -9,7 +9,11 @@ In one process, on SQLite files in WAL with ``synchronous=FULL``:
     ``@DBOS.step()`` functions whose bodies return their input, 200 instances called one after
     another (each call runs the workflow to completion in the calling thread);
 (c) statemachine: the same 10-step workflow with trivial handlers, 200 instances via
-    ``engine.execute`` one after another (``bench_steps._engine_once``).
+    ``engine.execute`` one after another (``bench_steps._engine_once``);
+(d) both with 200 instances in flight at once: DBOS starts them with ``DBOS.start_workflow``
+    (its own thread pool runs them) and the clock stops when every handle has its result;
+    statemachine starts them with ``engine.start`` and one in-process worker
+    (``concurrency=200``) drains them (``bench_steps._worker_once``), its commits grouped.
 
 Each side gets one warm-up instance (schema, pools, threads) before the clock starts. Medians of
 3 runs, interleaved, each on a fresh temporary directory; one markdown table: µs per step,
@@ -43,6 +47,7 @@ installed it prints how to install it and returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -150,6 +155,32 @@ def _dbos_once(path: Path) -> tuple[float, int]:
     return seconds, commits
 
 
+def _dbos_concurrent_once(path: Path) -> float:
+    """Seconds for INSTANCES DBOS workflows started at once (``DBOS.start_workflow``) to end."""
+    from dbos import DBOS, DBOSConfig
+
+    bench = _dbos_workflow()
+    config: DBOSConfig = {
+        "name": "sm-bench",
+        "system_database_url": f"sqlite:///{path}",
+        "db_engine_kwargs": {"connect_args": {"factory": _PragmaConnection}},
+        "log_level": "ERROR",
+        "enable_otlp": False,
+    }
+    DBOS(config=config)
+    try:
+        DBOS.launch()
+        bench({"n": -1})  # warm-up: schema, pools, threads
+        start = time.perf_counter()
+        handles = [DBOS.start_workflow(bench, {"n": i}) for i in range(INSTANCES)]
+        for i, handle in enumerate(handles):
+            if handle.get_result() != {"n": i}:
+                raise RuntimeError("DBOS benchmark workflow returned the wrong output")
+        return time.perf_counter() - start
+    finally:
+        DBOS.destroy()
+
+
 def _in_tmp(fn: Callable[[Path], Any]) -> Any:
     with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp:
         return fn(Path(tmp) / "bench.db")
@@ -168,16 +199,24 @@ def main() -> None:
     dboses: list[float] = []
     dbos_commits: list[int] = []
     engines: list[float] = []
+    dbos_flight: list[float] = []
+    engine_flight: list[float] = []
     for _ in range(RUNS):  # interleaved, so a noisy moment hits every side alike
         floors.append(_in_tmp(bench_steps._floor_once))
         seconds, commits = _in_tmp(_dbos_once)
         dboses.append(seconds)
         dbos_commits.append(commits)
         engines.append(_in_tmp(bench_steps._engine_once))
+        dbos_flight.append(_in_tmp(_dbos_concurrent_once))
+        engine_flight.append(
+            _in_tmp(functools.partial(bench_steps._worker_once, stats={"per_commit": []}))
+        )
     steps = INSTANCES * STEPS
     floor_us = statistics.median(floors) / FLOOR_COMMITS * 1e6
     dbos_us = statistics.median(dboses) / steps * 1e6
     engine_us = statistics.median(engines) / steps * 1e6
+    dbos_flight_us = statistics.median(dbos_flight) / steps * 1e6
+    engine_flight_us = statistics.median(engine_flight) / steps * 1e6
     rows = [
         ("floor: raw sqlite3 commit (UPDATE + 2 INSERT)", floor_us, "commits/s", "—"),
         (
@@ -191,6 +230,18 @@ def main() -> None:
             engine_us,
             "steps/s",
             f"{dbos_us / engine_us:.2f}x",
+        ),
+        (
+            f"DBOS Transact: {INSTANCES} started at once (start_workflow)",
+            dbos_flight_us,
+            "steps/s",
+            "1.00x (in flight)",
+        ),
+        (
+            f"statemachine: {INSTANCES} started at once, one worker drains them",
+            engine_flight_us,
+            "steps/s",
+            f"{dbos_flight_us / engine_flight_us:.2f}x (vs DBOS in flight)",
         ),
     ]
     print(
