@@ -38,6 +38,7 @@ class Registry:
         self.latest: dict[str, str] = {}  # name -> hash of the version registered last
         self.max_concurrent: dict[str, int | None] = {}
         self.actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
+        self._checked: set[str] = set()  # hashes of definitions whose actions are all registered
 
     def action(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,6 +90,8 @@ class Registry:
             self.max_concurrent[item.name] = max_concurrent
 
     def check_actions(self, definition: models.WorkflowDefinition) -> None:
+        if definition.hash in self._checked:
+            return  # actions are only ever added: a definition that passed once still does
         found: list[errors.Issue] = []
         for path, step in definition.walk():
             names = []
@@ -109,6 +112,7 @@ class Registry:
                     )
         if found:
             raise errors.DefinitionError(found)
+        self._checked.add(definition.hash)
 
     def resolve_action(self, target: Any) -> Callable[..., Any]:
         if callable(target):

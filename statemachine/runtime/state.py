@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from statemachine import records
+from statemachine.runtime import jsondata
 
 
 def _dt(value: Any) -> datetime | None:
@@ -233,7 +233,7 @@ class State:
             p: t for p, raw in frontier.get("loop_started", {}).items() if (t := _dt(raw))
         }
         state.order = list(frontier.get("order", []))
-        state.branches = copy.deepcopy(dict(frontier.get("branches", {})))
+        state.branches = jsondata.copy_json(dict(frontier.get("branches", {})))
         for path, by_branch in state.branches.items():
             meta = by_branch.get(MAP)
             if meta is not None and "items" not in meta:  # kept once, as the map step's input
