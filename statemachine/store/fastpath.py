@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from statemachine import records
@@ -197,7 +198,7 @@ class FastPath:
             text = self._many.get(key)
             if text is None:
                 text = self._many[key] = f"{head}) VALUES {', '.join([f'({row})'] * size)}{rest}"
-            yield text, tuple(v for r in rows[done : done + size] for v in r)
+            yield text, tuple(chain.from_iterable(rows[done : done + size]))
             done += size
 
     def step_rows(self, instance_id: str, steps: Sequence[Any]) -> list[tuple[Any, ...]]:
