@@ -117,11 +117,10 @@ def _dbos_workflow() -> Callable[[dict[str, int]], dict[str, int]]:
     return _workflow
 
 
-def _dbos_once(path: Path) -> tuple[float, int]:
-    """Seconds to run INSTANCES instances of the STEPS-step DBOS workflow, and commits made."""
-    from dbos import DBOS, DBOSConfig
+def _config(path: Path) -> Any:
+    """DBOS on a SQLite file, quiet and offline, its connections opened through the pragma factory."""
+    from dbos import DBOSConfig
 
-    bench = _dbos_workflow()
     config: DBOSConfig = {
         "name": "sm-bench",
         "system_database_url": f"sqlite:///{path}",
@@ -129,8 +128,16 @@ def _dbos_once(path: Path) -> tuple[float, int]:
         "log_level": "ERROR",
         "enable_otlp": False,
     }
+    return config
+
+
+def _dbos_once(path: Path) -> tuple[float, int]:
+    """Seconds to run INSTANCES instances of the STEPS-step DBOS workflow, and commits made."""
+    from dbos import DBOS
+
+    bench = _dbos_workflow()
     _PragmaConnection.opened = 0
-    DBOS(config=config)
+    DBOS(config=_config(path))
     try:
         DBOS.launch()
         bench({"n": -1})  # warm-up: schema, pools, threads
@@ -157,17 +164,10 @@ def _dbos_once(path: Path) -> tuple[float, int]:
 
 def _dbos_concurrent_once(path: Path) -> float:
     """Seconds for INSTANCES DBOS workflows started at once (``DBOS.start_workflow``) to end."""
-    from dbos import DBOS, DBOSConfig
+    from dbos import DBOS
 
     bench = _dbos_workflow()
-    config: DBOSConfig = {
-        "name": "sm-bench",
-        "system_database_url": f"sqlite:///{path}",
-        "db_engine_kwargs": {"connect_args": {"factory": _PragmaConnection}},
-        "log_level": "ERROR",
-        "enable_otlp": False,
-    }
-    DBOS(config=config)
+    DBOS(config=_config(path))
     try:
         DBOS.launch()
         bench({"n": -1})  # warm-up: schema, pools, threads
