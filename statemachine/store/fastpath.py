@@ -21,9 +21,8 @@ _STEP_COLUMNS = (
 )  # fmt: skip
 _JSON_STEP = {"input", "output", "error"}
 _JSON_INSTANCE = {"input", "output", "error", "metadata", "state"}
-_CHUNK = (
-    64  # rows per multi-row statement: 64 x 11 parameters stays under SQLite's oldest limit (999)
-)
+# rows per multi-row statement: 64 x 11 parameters stays under SQLite's oldest limit (999)
+_CHUNK = 64
 
 
 _dumps = json.JSONEncoder().encode  # json.dumps with its defaults, minus the keyword handling
@@ -186,8 +185,7 @@ class FastPath:
     def many(self, sql: str, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """``sql`` (one ``VALUES`` row) as a few multi-row statements: chunks of 64 rows, then the
         rest in powers of two, so few statement shapes recur (the driver caches them). Each
-        statement is one call into the database: the GIL is released once, not once a row,
-        and another thread (the event loop) cannot hold up the commit at every row."""
+        is one call into the database, not one a row (and one wait for the GIL after it)."""
         head, _, tail = sql.partition(") VALUES (")
         row, _, rest = tail.partition(")")
         done = 0
