@@ -148,8 +148,10 @@ class InstanceRunner:
         now = self.now
         s = decision.state
         work = decision.runnable(self.plan) or decision.children()
-        terminal = s.status in ("completed", "failed", "cancelled", "timed_out")
+        terminal = s.status in TERMINAL
         wake = None if terminal else (now if work or s.deferred else interp.next_wake(s))
+        # the commit extends the lease: a runner that commits often never heartbeats
+        until = None if terminal else now + timedelta(seconds=self.engine.settings.lease)
         values: dict[str, Any] = {
             "status": s.status,
             "state": s.frontier_json(),
@@ -160,10 +162,7 @@ class InstanceRunner:
             "started_at": s.started_at,
             "completed_at": s.completed_at,
             "updated_at": now,
-            # the commit extends the lease: a runner that commits often never heartbeats
-            "lease_expires_at": None
-            if terminal
-            else now + timedelta(seconds=self.engine.settings.lease),
+            "lease_expires_at": until,
         }
         steps = step_writes(s, decision.changed)
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
@@ -194,12 +193,12 @@ class InstanceRunner:
             self.stored_wake = wake
         self.state = s
         self.advanced = True
-        if status == "paused" and s.status not in ("completed", "failed", "cancelled", "timed_out"):
+        if status == "paused" and not terminal:
             self.paused = True
             self.state.status = "paused"
         for h in decision.history:
             self.engine.publish(self.rec, h.type, h.step, h.data)
-        if s.status in ("completed", "failed", "cancelled", "timed_out"):
+        if terminal:
             self.engine.finished(self.rec.id, self.definition)
 
     def snapshot(self) -> records.WorkflowInstance | None:
@@ -299,7 +298,7 @@ class InstanceRunner:
                 and child.completed_at < st.started_at
             ):
                 self.engine.retry(cid)  # the parent is being retried: so is its failed child
-            elif child.status in ("completed", "failed", "cancelled", "timed_out"):
+            elif child.status in TERMINAL:
                 await self.apply(
                     interp.ChildFinished(path, child.status, child.output, child.error)
                 )
@@ -341,9 +340,8 @@ class InstanceRunner:
         stalled = 0
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ACTIVE or (self.paused and self.inflight):
-            await (
-                self.deliver_events()
-            )  # an event may have waited in the inbox for a wait that just began
+            # an event may have waited in the inbox for a wait that just began
+            await self.deliver_events()
             holding = self.paused or self.stopping()  # no new step starts; in-flight ones finish
             if not holding and await self.start_children():
                 continue  # a child that ran here may already have finished: deliver its event

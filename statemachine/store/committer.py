@@ -228,6 +228,12 @@ class Committer:
             rows.steps += self.fast.step_rows(t.instance_id, t.steps)
             first = int(row[0]) - len(t.history)
             rows.history += self.fast.history_rows(t.instance_id, first, t.history)
+        if t.notify or t.consume_events:
+            self._signals(cur, t)
+        return str(row[1])
+
+    def _signals(self, cur: Any, t: Transition) -> None:
+        """Events sent to other instances (waking them) and inbox events consumed."""
         at = t.history[0].at if t.history else datetime.now(UTC)
         for target, name, data in t.notify:
             cur.execute(
@@ -238,7 +244,6 @@ class Committer:
             cur.executemany(
                 self.fast.consume_event, [(self.fast.time(at), eid) for eid in t.consume_events]
             )
-        return str(row[1])
 
     def _refused(self, cur: Any, t: Transition) -> Result:
         """The fenced UPDATE matched nothing: a pause to honour, or a lease lost."""
