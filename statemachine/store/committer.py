@@ -15,11 +15,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors, records
 from statemachine.store import fastpath
+from statemachine.store.gate import WriteGate
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
@@ -45,6 +47,7 @@ class Committer:
         self.pg = fast.pg
         self._runnable = runnable
         self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
+        self.gate = WriteGate(None if self.pg else engine.url.database)
         self._lock = threading.Lock()  # one transaction at a time on the connection
         self._cv = threading.Condition()
         self._queue: list[tuple[Transition, asyncio.Future[str]]] = []
@@ -126,6 +129,7 @@ class Committer:
                 with contextlib.suppress(Exception):
                     self._raw.close()
                 self._raw = None
+            self.gate.close()
 
     # -- the committer thread -----------------------------------------------------------
     def _run(self) -> None:
@@ -139,7 +143,9 @@ class Committer:
                 jobs, self._jobs = self._jobs, []
             for job, done in jobs:
                 try:
-                    done.set_result(job())
+                    with self.gate.hold():
+                        result = job()
+                    done.set_result(result)
                 except BaseException as exc:  # the caller hears of it
                     done.set_exception(exc)
             if not batch:
@@ -166,25 +172,29 @@ class Committer:
     def _transaction(self) -> Iterator[Any]:
         """A cursor in one write transaction on the held connection; rolled back on error."""
         raw = self._connection()
-        try:
-            cur = raw.cursor()
-            if not self.pg:
-                cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
-            yield cur
-            raw.commit()
-        except Exception:
-            with contextlib.suppress(Exception):
-                raw.rollback()
-            if self.pg and getattr(raw.driver_connection, "closed", False):
-                self._discard()
-            raise
+        with self.gate.hold():
+            try:
+                cur = raw.cursor()
+                if not self.pg:
+                    cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
+                yield cur
+                raw.commit()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+                if self.pg and getattr(raw.driver_connection, "closed", False):
+                    self._discard()
+                raise
 
     def _write(self, batch: list[Transition]) -> list[Result]:
-        """All of ``batch`` in one transaction; if the database refuses it, each one alone."""
+        """All of ``batch`` in one transaction; if the database refuses it, each one alone.
+        Rows and JSON are built before the write lock is taken: other processes' committers
+        wait for that lock, not for this one's Python."""
         try:
+            prepared = [self._prepare(t) for t in batch]
             with self._transaction() as cur:
                 rows = _Rows()
-                results = [self._apply(cur, t, rows) for t in batch]
+                results = [self._apply(cur, p, rows) for p in prepared]
                 rows.flush(cur, self.fast)
         except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
@@ -199,12 +209,8 @@ class Committer:
             self._raw.invalidate()
         self._raw = None
 
-    def _apply(self, cur: Any, t: Transition, rows: _Rows) -> Result:
-        """The fenced UPDATE now; on SQLite the step and history rows go to ``rows``, written
-        for the whole batch at once."""
+    def _prepare(self, t: Transition) -> _Prepared:
         assert t.epoch is not None
-        if t.create is not None and not self._insert(cur, t.create):
-            return errors.StoreError(f"instance id {t.instance_id!r} is taken")
         status = t.values["status"]
         abort = t.abort_if_paused and status != "paused" and status not in records.TERMINAL
         sql, params = self.fast.runner_update(
@@ -216,18 +222,27 @@ class Committer:
             abort,
             t.stored,
         )
+        steps = self.fast.step_rows(t.instance_id, t.steps)
+        history = self.fast.history_values(t.history)
         if self.pg:  # one round trip (the rows ride on the UPDATE): each costs one on Postgres
-            steps = self.fast.step_rows(t.instance_id, t.steps)
-            history = self.fast.history_values(t.history)
             sql, params = self.fast.pg_transition((sql, params), t.instance_id, steps, history)
-        cur.execute(sql, params)
+        return _Prepared(t, sql, params, steps, history)
+
+    def _apply(self, cur: Any, p: _Prepared, rows: _Rows) -> Result:
+        """The fenced UPDATE now; on SQLite the step and history rows go to ``rows``, written
+        for the whole batch at once."""
+        t = p.transition
+        if t.create is not None and not self._insert(cur, t.create):
+            return errors.StoreError(f"instance id {t.instance_id!r} is taken")
+        cur.execute(p.sql, p.params)
         row = cur.fetchone()
         if row is None:
             return self._refused(cur, t)
         if not self.pg:
-            rows.steps += self.fast.step_rows(t.instance_id, t.steps)
-            first = int(row[0]) - len(t.history)
-            rows.history += self.fast.history_rows(t.instance_id, first, t.history)
+            rows.steps += p.steps
+            first = int(row[0]) - len(p.history)  # the seq numbers the UPDATE reserved
+            iid = t.instance_id
+            rows.history += [(iid, first + n, *h) for n, h in enumerate(p.history, start=1)]
         if t.notify or t.consume_events:
             self._signals(cur, t)
         return str(row[1])
@@ -262,6 +277,17 @@ def _settle(outcomes: list[tuple[asyncio.Future[str], Result]]) -> None:
             fut.set_exception(result)
         else:
             fut.set_result(result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A transition's statement and rows, built outside the transaction."""
+
+    transition: Transition
+    sql: str
+    params: tuple[Any, ...]
+    steps: list[tuple[Any, ...]]  # SQLite: upserts, written with the batch's others
+    history: list[tuple[Any, ...]]  # (at, type, step, data); seq comes from the UPDATE
 
 
 class _Rows:
