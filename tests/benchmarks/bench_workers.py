@@ -5,16 +5,19 @@ For each backend (a SQLite file in WAL with ``synchronous=FULL``; Postgres when
 
 (a) ``INSTANCES`` instances of a ``STEPS``-step sequential workflow with trivial handlers are
     started up front on a fresh database;
-(b) the worker processes (``python -m tests.benchmarks.bench_workers worker URL``, each
-    ``run_worker(concurrency=CONCURRENCY, poll_interval="50ms")``) are started and wait until
+(b) the worker processes (``python -m tests.benchmarks.bench_workers worker URL CONCURRENCY``, each
+    ``run_worker(concurrency=<the row's>, poll_interval="50ms")``) are started and wait until
     they are all ready; the clock starts when they are told to go, and stops when every
     instance is completed;
 (c) the baseline, measured in the same run (median of ``RUNS``, like the rows): raw transactions of one connection, committed one
     by one, doing what a step transition does at the least (``sqlite3``: UPDATE + 2 INSERT in
     ``BEGIN IMMEDIATE``; ``psycopg`` in autocommit mode: UPDATE + INSERT in one transaction).
 
-``SM_BENCH_INSTANCES``, ``SM_BENCH_RUNS``, ``SM_BENCH_WORKERS`` (e.g. ``1,2``) and
-``SM_BENCH_CONCURRENCY`` (per worker) change the defaults (200, 3, ``1,2,4``, 8).
+The rows: 1, 2 and 4 workers with ``concurrency=8`` each; then 200 instances in flight, as one
+worker with ``concurrency=200`` and as two with 100 each (group commit within each process, and
+the write lock handed between them). ``SM_BENCH_INSTANCES``, ``SM_BENCH_RUNS``,
+``SM_BENCH_WORKERS`` (e.g. ``1,2``) and ``SM_BENCH_CONCURRENCY`` (per worker) change the defaults
+(200, 3); given either of the last two, only their rows run.
 
 Prints one markdown table: steps/s and, per row, the floor commits/s and the ratio
 (floor commits/s / steps/s: how many raw commits one durable step costs in time).
@@ -46,8 +49,21 @@ from statemachine import Engine, workflow
 INSTANCES = int(os.environ.get("SM_BENCH_INSTANCES", "200"))
 RUNS = int(os.environ.get("SM_BENCH_RUNS", "3"))
 STEPS = 10
-WORKER_COUNTS = tuple(int(n) for n in os.environ.get("SM_BENCH_WORKERS", "1,2,4").split(","))
-CONCURRENCY = int(os.environ.get("SM_BENCH_CONCURRENCY", "8"))
+
+
+def _configs() -> tuple[tuple[int, int], ...]:
+    """(worker processes, concurrency of each) of every row."""
+    workers, concurrency = (
+        os.environ.get("SM_BENCH_WORKERS"),
+        os.environ.get("SM_BENCH_CONCURRENCY"),
+    )
+    if workers or concurrency:
+        per = int(concurrency or "8")
+        return tuple((int(n), per) for n in (workers or "1,2,4").split(","))
+    return ((1, 8), (2, 8), (4, 8), (1, 200), (2, 100))
+
+
+CONFIGS = _configs()
 FLOOR_COMMITS = 1500
 PG_ENV = "STATEMACHINE_TEST_PG"
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +87,7 @@ def setup(engine: Engine) -> None:
 
 
 # -- the worker process ------------------------------------------------------------------------
-def worker_main(url: str) -> int:
+def worker_main(url: str, concurrency: int) -> int:
     """Ready, wait for "go" on stdin, then work until SIGTERM."""
     logging.disable(logging.CRITICAL)
     engine = Engine(url)
@@ -80,7 +96,7 @@ def worker_main(url: str) -> int:
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             return 1
-        engine.run_worker(concurrency=CONCURRENCY, poll_interval="50ms")
+        engine.run_worker(concurrency=concurrency, poll_interval="50ms")
     finally:
         engine.close()
     return 0
@@ -163,9 +179,9 @@ def postgres_floor(url: str) -> float:
 
 
 # -- one measurement ---------------------------------------------------------------------------
-def _spawn_workers(url: str, n: int) -> list[subprocess.Popen[str]]:
+def _spawn_workers(url: str, n: int, concurrency: int) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "tests.benchmarks.bench_workers", "worker", url]
+    cmd = [sys.executable, "-m", "tests.benchmarks.bench_workers", "worker", url, str(concurrency)]
     procs = [
         subprocess.Popen(
             cmd,
@@ -191,7 +207,7 @@ def _counts(engine: Engine) -> dict[str, int]:
         return {str(status): int(n) for status, n in conn.execute(query).all()}
 
 
-def measure(url: str, workers: int) -> float:
+def measure(url: str, workers: int, concurrency: int) -> float:
     """Steps per second of ``workers`` processes draining INSTANCES instances."""
     engine = Engine(url)
     procs: list[subprocess.Popen[str]] = []
@@ -199,7 +215,7 @@ def measure(url: str, workers: int) -> float:
         setup(engine)
         for i in range(INSTANCES):
             engine.start(WORKFLOW, {"n": i})
-        procs = _spawn_workers(url, workers)
+        procs = _spawn_workers(url, workers, concurrency)
         start = time.perf_counter()
         for proc in procs:
             assert proc.stdin is not None
@@ -242,17 +258,17 @@ def postgres_database() -> Iterator[str]:
 
 def run_backend(
     name: str, database: Callable[[], Any], floor: Callable[[], float]
-) -> list[tuple[str, int, float, float]]:
-    """Median of RUNS for each worker count; the floor is measured between them, alike."""
+) -> list[tuple[str, int, int, float, float]]:
+    """Median of RUNS for each configuration; the floor is measured between them, alike."""
     floors: list[float] = []
-    rates: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
+    rates: dict[tuple[int, int], list[float]] = {c: [] for c in CONFIGS}
     for _ in range(RUNS):  # interleaved, so a noisy moment hits every row alike
         floors.append(floor())
-        for n in WORKER_COUNTS:
+        for n, per in CONFIGS:
             with database() as url:
-                rates[n].append(measure(url, n))
+                rates[n, per].append(measure(url, n, per))
     commits = statistics.median(floors)
-    return [(name, n, statistics.median(rates[n]), commits) for n in WORKER_COUNTS]
+    return [(name, n, per, statistics.median(rates[n, per]), commits) for n, per in CONFIGS]
 
 
 def main() -> None:
@@ -275,19 +291,21 @@ def main() -> None:
         notes.append(f"Postgres: skipped ({PG_ENV} is not set)")
     print(
         f"{INSTANCES} instances x {STEPS} trivial steps, started up front; worker processes with "
-        f"run_worker(concurrency={CONCURRENCY}); median of {RUNS} runs; {os.cpu_count()} CPUs\n\n"
-        "| backend | workers | steps/s | floor commits/s (1 connection) | ratio |\n"
+        f"run_worker(concurrency=...); median of {RUNS} runs; {os.cpu_count()} CPUs; "
+        "ratio = floor commits/s / steps/s\n\n"
+        "| backend | workers x concurrency | steps/s | floor commits/s (1 connection) | ratio |\n"
         "|---|---:|---:|---:|---:|"
     )
-    for backend, n, steps_s, commits_s in rows:
+    for backend, n, per, steps_s, commits_s in rows:
         print(
-            f"| {backend} | {n} | {steps_s:,.0f} | {commits_s:,.0f} | {commits_s / steps_s:.1f}x |"
+            f"| {backend} | {n} x {per} | {steps_s:,.0f} | {commits_s:,.0f} | "
+            f"{commits_s / steps_s:.2f}x |"
         )
     for note in notes:
         print(f"\n{note}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "worker":
-        sys.exit(worker_main(sys.argv[2]))
+    if len(sys.argv) >= 4 and sys.argv[1] == "worker":
+        sys.exit(worker_main(sys.argv[2], int(sys.argv[3])))
     main()
