@@ -47,7 +47,8 @@ class Committer:
         self.pg = fast.pg
         self._runnable = runnable
         self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
-        self.gate = WriteGate(None if self.pg else engine.url.database)
+        memory = engine.url.query.get("mode") == "memory"  # sqlite:///file:x?mode=memory&uri=true
+        self.gate = WriteGate(None if self.pg or memory else engine.url.database)
         self._lock = threading.Lock()  # one transaction at a time on the connection
         self._cv = threading.Condition()
         self._queue: list[tuple[Transition, asyncio.Future[str]]] = []
