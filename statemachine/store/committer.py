@@ -47,8 +47,7 @@ class Committer:
         self.pg = fast.pg
         self._runnable = runnable
         self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
-        memory = engine.url.query.get("mode") == "memory"  # sqlite:///file:x?mode=memory&uri=true
-        self.gate = WriteGate(None if self.pg or memory else engine.url.database)
+        self.gate = WriteGate(None if self.pg else engine.url)
         self._lock = threading.Lock()  # one transaction at a time on the connection
         self._cv = threading.Condition()
         self._queue: list[tuple[Transition, asyncio.Future[str]]] = []
@@ -83,7 +82,8 @@ class Committer:
         if cur.fetchone() is None:
             return False
         if new.history:
-            rows = self.fast.history_rows(values["id"], 0, new.history)
+            history = self.fast.history_values(new.history)
+            rows = self.fast.history_rows(values["id"], 0, history)
             cur.executemany(self.fast.insert_history, rows)
         return True
 
@@ -242,8 +242,7 @@ class Committer:
         if not self.pg:
             rows.steps += p.steps
             first = int(row[0]) - len(p.history)  # the seq numbers the UPDATE reserved
-            iid = t.instance_id
-            rows.history += [(iid, first + n, *h) for n, h in enumerate(p.history, start=1)]
+            rows.history += self.fast.history_rows(t.instance_id, first, p.history)
         if t.notify or t.consume_events:
             self._signals(cur, t)
         return str(row[1])

@@ -220,16 +220,15 @@ class FastPath:
         ]
 
     def history_values(self, entries: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """``(at, type, step, data)`` of each history entry, for ``pg_transition``."""
+        """``(at, type, step, data)`` of each history entry, for ``pg_transition`` and ``history_rows``."""
         return [(self.time(e.at), e.type, e.step, self.json(e.data)) for e in entries]
 
+    @staticmethod
     def history_rows(
-        self, instance_id: str, first_seq: int, entries: Sequence[Any]
+        instance_id: str, first_seq: int, values: Sequence[tuple[Any, ...]]
     ) -> list[tuple[Any, ...]]:
-        return [
-            (instance_id, first_seq + n + 1, self.time(e.at), e.type, e.step, self.json(e.data))
-            for n, e in enumerate(entries)
-        ]
+        """Rows of ``insert_history``: ``history_values`` numbered on from ``first_seq``."""
+        return [(instance_id, first_seq + n, *v) for n, v in enumerate(values, start=1)]
 
 
 _STEP_TYPES = ("text", "text", "text", "json", "json", "json", "integer", "integer", "timestamptz", "timestamptz", "timestamptz")  # fmt: skip

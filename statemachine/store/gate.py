@@ -17,6 +17,8 @@ import os
 import threading
 from collections.abc import Iterator
 
+from sqlalchemy.engine import URL
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; writers fall back to SQLite's busy handler
@@ -31,15 +33,19 @@ class WriteGate:
     drops it if the holder's process dies; a waiter blocks until then, just as SQLite would
     have kept it waiting for its write lock."""
 
-    def __init__(self, database: str | None) -> None:
+    def __init__(self, url: URL | None) -> None:
+        """``url``: a SQLite file's; None (Postgres), an in-memory database or a URI filename
+        (``?uri=true``: maybe in memory, and its path is not a plain one) get no gate file."""
         self._threads = threading.Lock()
         self._fd: int | None = None
+        database = None
         if (
-            fcntl is not None
-            and database
-            and database != ":memory:"
-            and "mode=memory" not in database
+            url is not None
+            and url.database not in (None, "", ":memory:")
+            and "uri" not in url.query
         ):
+            database = url.database
+        if fcntl is not None and database is not None:
             try:
                 self._fd = os.open(f"{database}.gate", os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:  # a read-only directory: SQLite will say more when it writes

@@ -12,17 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from statemachine import Engine, workflow
 from statemachine.store.gate import WriteGate
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 
-# holds the gate of the database given as argv[1]; "release" on stdin lets go, then it idles
+# holds the gate of the database URL given as argv[1]; "release" on stdin lets go, then it idles
 HOLDER = """
 import sys, time
+from sqlalchemy.engine import make_url
 from statemachine.store.gate import WriteGate
-gate = WriteGate(sys.argv[1])
+gate = WriteGate(make_url(sys.argv[1]))
 with gate.hold():
     print("held", flush=True)
     sys.stdin.readline()
@@ -33,7 +35,7 @@ time.sleep(600)
 
 def _holder(db: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db)],
+        [sys.executable, "-c", HOLDER, f"sqlite:///{db}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -95,7 +97,7 @@ def test_a_commit_waits_for_another_process_holding_the_gate_and_goes_on_when_it
 def test_the_gate_passes_to_the_waiter_when_the_holder_releases_it(tmp_path: Path) -> None:
     db = tmp_path / "two.db"
     holder = _holder(db)
-    gate = WriteGate(str(db))
+    gate = WriteGate(make_url(f"sqlite:///{db}"))
     try:
 
         def take() -> bool:
@@ -120,20 +122,31 @@ def test_the_gate_passes_to_the_waiter_when_the_holder_releases_it(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "database", [None, "", ":memory:", "file::memory:?cache=shared&mode=memory"]
+    "url",
+    [
+        None,
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file:mem1?mode=memory&cache=shared&uri=true",
+        "sqlite:///file:shared.db?uri=true",  # a URI filename: its path is not a plain one
+    ],
 )
-def test_no_gate_file_without_a_database_file(database: str | None) -> None:
-    gate = WriteGate(database)
+def test_no_gate_file_without_a_plain_database_file(
+    url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    gate = WriteGate(None if url is None else make_url(url))
     assert gate._fd is None
     with gate.hold():  # still orders this process's threads
         assert gate._threads.locked()
     gate.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_directory_that_cannot_hold_the_gate_file_leaves_only_sqlites_lock(
     tmp_path: Path,
 ) -> None:
-    gate = WriteGate(str(tmp_path / "missing" / "x.db"))  # the directory does not exist
+    gate = WriteGate(make_url(f"sqlite:///{tmp_path / 'missing' / 'x.db'}"))  # no such directory
     with gate.hold():
         pass
     assert not (tmp_path / "missing").exists()
