@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 FINISHED = state_mod.FINISHED
+SETTLED = state_mod.SETTLED
 TERMINAL = state_mod.TERMINAL
 # Steps entered in one decision before the instance is failed as making no progress (a loop
 # over pure steps whose condition never turns false, with no interval and only a timeout).
@@ -324,11 +325,34 @@ class FlowRun:
         st.completed_at = self.now
         self.touch(st)
         self.deactivate(st.path)
-        self.s.order.append(st.path)
+        self.remember_undoable(st)
         self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
         if "/" not in st.path:
             self.log("workflow.progress", st.path, progress=self.progress())
         self.advance(st, goto)
+
+    def remember_undoable(self, st: StepState) -> None:
+        """Keep the completion order of steps that declare ``compensate``, each once (its latest
+        completion): the state column is rewritten on every commit, and a list of every
+        completion grew with each loop iteration, without bound."""
+        node = self.plan.nodes.get(st.path)
+        step = None if node is None else node.step
+        if isinstance(step, models.TaskStep) and step.compensate is not None:
+            if st.path in self.s.order:
+                self.s.order.remove(st.path)
+            self.s.order.append(st.path)
+
+    def forget_settled(self) -> None:
+        """A step that completed or was skipped keeps only what its row holds: no later decision
+        reads the rest, the state column leaves it out (``State.frontier_json``), and a state
+        restored from the database must equal the one that was saved."""
+        for path in self.d.changed:
+            st = self.s.peek(path)
+            if st is None or st.status not in SETTLED:
+                continue
+            if st.prev or st.phase or st.event or st.deadline or st.handled:
+                st = self.s.steps[path]  # a private copy
+                st.prev, st.phase, st.event, st.deadline, st.handled = None, "", None, None, False
 
     def progress(self) -> int:
         steps = self.definition.steps
@@ -634,6 +658,7 @@ def decide(
         run.s.status = "waiting"
     elif run.s.status == "waiting" and any(st.status == "running" for st in leaves):
         run.s.status = "running"
+    run.forget_settled()
     run.s.settle()
     return run.d
 

@@ -22,6 +22,9 @@ FINISHED = frozenset(
     {"completed", "failed", "skipped", "cancelled"}
 )  # a step that will not run again
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # an instance that is over
+# a step no later decision reads ``StepState.extra`` of (a retry resumes failed and cancelled
+# ones): left out of the state column, which would otherwise grow with every step
+SETTLED = frozenset({"completed", "skipped"})
 
 
 @dataclass
@@ -145,7 +148,7 @@ class State:
     loop_started: dict[str, datetime] = field(default_factory=dict)  # loop path -> first pass
     compensations: list[str] = field(default_factory=list)  # saga: steps still to undo, in order
     deferred: list[list[Any]] = field(default_factory=list)  # [kind, path, prev] held by a pause
-    order: list[str] = field(default_factory=list)  # completion order, for compensation
+    order: list[str] = field(default_factory=list)  # undoable steps by latest completion
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # parallel path -> branch -> result
@@ -199,7 +202,9 @@ class State:
             "order": self.order,
             "branches": {p: _without_items(r) for p, r in self.branches.items()},
             "deadline": self.deadline.isoformat() if self.deadline else None,
-            "extra": {p: x for p, s in self.steps.items() if (x := s.extra())},
+            "extra": {
+                p: x for p, s in self.steps.items() if s.status not in SETTLED and (x := s.extra())
+            },
         }
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from statemachine import CriticalError, Engine, InvalidTransition, workflow
 from statemachine.engine import EngineSettings
@@ -45,6 +47,41 @@ def test_compensations_run_in_reverse_completion_order(db_url: str) -> None:
     assert inst.step_results["charge#compensate"].status == "completed"
     types = [h.type for h in engine.history(inst.id)]
     assert types.index("workflow.compensating") < types.index("workflow.failed")
+    engine.close()
+
+
+def test_a_step_repeated_by_a_loop_is_undone_once_and_the_state_column_stays_small(
+    db_url: str,
+) -> None:
+    """The state column is rewritten on every commit: 150 passes of a loop must not leave 150
+    entries in it (it used to list every completion, and every finished step's ``prev``)."""
+    undone: list[Any] = []
+    engine = Engine(db_url)
+
+    def fail(_: Any) -> None:
+        raise CriticalError("carrier refused")
+
+    engine.register(
+        workflow("batches")
+        .task("reserve", lambda data: {"n": data["n"] + 1}, compensate=undone.append)
+        .task("pack", lambda data: data)
+        .loop("again", condition="prev.n < 150", target="reserve", max_iterations=500)
+        .task("ship", fail)
+        .build()
+    )
+    inst = engine.execute("batches", {"n": 0})
+    assert inst.status == "failed"
+    assert undone == [{"n": 150}]  # the latest completion, undone once
+    assert inst.step_results["reserve"].iteration == 149
+    store = sqlalchemy.create_engine(db_url)
+    with store.connect() as conn:
+        state = conn.execute(
+            sqlalchemy.text("SELECT state FROM sm_instance WHERE id = :id"), {"id": inst.id}
+        ).scalar_one()
+    store.dispose()
+    frozen = state if isinstance(state, str) else json.dumps(state)
+    assert len(frozen) < 400, frozen
+    assert json.loads(frozen)["order"] == ["reserve"]
     engine.close()
 
 

@@ -214,7 +214,7 @@ def test_sequential_tasks_pass_outputs_along_and_complete_with_the_last() -> Non
     assert d.types()[-1] == "workflow.completed"
     assert d.items("workflow.completed")[0].data == {"output": {"n": 4}}
     assert d.items("workflow.step.completed", "b")[0].data == {"output": {"n": 3}, "attempt": 1}
-    assert d.state.order == ["a", "b", "c"]
+    assert d.state.order == []  # nothing declares ``compensate``: nothing to undo
 
 
 def test_progress_is_reported_between_0_and_100_and_ends_at_100() -> None:
@@ -944,6 +944,39 @@ def test_loop_timeout_fails_the_loop_and_survives_a_restore() -> None:
     assert d.state.error is not None
     assert d.state.error["type"] == "StepTimeoutError"
     assert "timeout" in d.state.error["message"]
+
+
+def test_the_state_column_stays_the_same_size_however_many_steps_finish() -> None:
+    """The state column is rewritten on every commit: it keeps what running and undoable
+    steps need, not a record of every completion (a loop of n iterations made each commit
+    carry n entries, and a long workflow each of its finished steps' ``prev``)."""
+    wf = (
+        workflow("long")
+        .task("charge", "noop", compensate="refund")
+        .task("fetch", "noop")
+        .task("store", "noop")
+        .loop("again", condition="prev.more", target="charge", max_iterations=500)
+        .task("after", "noop")
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    sizes = []
+    for page in range(200):
+        d.ok("charge", {"page": page})
+        d.ok("fetch", {"page": page})
+        d.ok("store", {"more": page < 199})
+        sizes.append(len(json.dumps(d.state.frontier_json())))
+    assert d.runnable == ["after"]
+    assert d.state.order == ["charge"]  # once, at its latest completion
+    looping = sizes[:-1]  # the last pass left the loop
+    assert max(looping) - min(looping) < 16  # the iteration counter's digits, nothing per pass
+    assert set(d.state.frontier_json()["extra"]) == {"after"}  # the step still running
+    assert d.step("fetch").prev is None  # dropped in memory too: a restored state is equal
+    d.fail("after", retryable=False)
+    assert d.status == "compensating"
+    # undone once, not once per iteration
+    assert d.items("workflow.compensating")[0].data["steps"] == ["charge"]
 
 
 def test_loop_over_pure_steps_runs_in_one_decision() -> None:
