@@ -156,9 +156,11 @@ def scope_done(run: FlowRun, scope: plans.Scope, output: Any) -> None:
     parent = run.s.step(scope.parent)
     step = run.plan.node(scope.parent).step
     if isinstance(step, models.MapStep):
-        record = run.s.branches[scope.parent][scope.branch]
-        record["status"] = "completed"
-        run.s.branches[scope.parent][MAP]["results"][str(record["index"])] = output
+        # a finished item keeps its result, not its record (status, index, a copy of the
+        # item): the state column is rewritten on every commit of the map
+        records = run.s.branches[scope.parent]
+        record = records.pop(scope.branch)
+        records[MAP]["results"][str(record["index"])] = output
         run.next_item(parent, step)
         return
     assert isinstance(step, models.ParallelStep)

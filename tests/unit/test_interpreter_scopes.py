@@ -718,6 +718,23 @@ def test_map_max_concurrency_bounds_the_items_in_flight() -> None:
     assert d.state.output == ["A", "B", "C", "D"]
 
 
+def test_a_finished_item_leaves_only_its_result_in_the_state() -> None:
+    """The state column is rewritten on every commit of a map: an item that finished keeps
+    its result there, not its record (status, index and a copy of the item)."""
+    iterator = branch("it").task("charge", "noop").build()
+    wf = workflow("lean").map("each", items="input", iterator=iterator, max_concurrency=2).build()
+    d = Driver(wf, [{"sku": "x" * 40, "n": i} for i in range(6)])
+    d.start()
+    d.ok("each/it@0/charge", 0)
+    records = d.state.frontier_json()["branches"]["each"]
+    assert set(records) == {"#map", "it@1", "it@2"}  # the two in flight, and the map's own
+    assert records["#map"]["results"] == {"0": 0}
+    for i in range(1, 6):
+        d.ok(f"each/it@{i}/charge", i)
+    assert d.state.output == [0, 1, 2, 3, 4, 5]
+    assert set(d.state.frontier_json()["branches"]["each"]) == {"#map"}
+
+
 def test_map_over_no_items_gives_an_empty_list() -> None:
     d = Driver(_map_workflow(items=lambda ctx: ctx.input["xs"]), {"xs": []})
     d.start()
