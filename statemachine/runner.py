@@ -216,7 +216,7 @@ class InstanceRunner:
             s.steps.values(),
             key=lambda st: (st.started_at is not None, st.started_at or rec.created_at, st.path),
         )
-        return records.WorkflowInstance(
+        return records.WorkflowInstance.model_construct(  # our own state: no need to validate
             id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
             definition_hash=rec.definition_hash, status=s.status,
             current_step=self.written.get("current_step"), input=rec.input, output=s.output,

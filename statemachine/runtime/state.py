@@ -46,7 +46,9 @@ class StepState:
     handled: bool = False  # a failure taken by onError continue/branch
 
     def record(self) -> records.StepResult:
-        return records.StepResult(
+        """The read model, built without validation: every field comes from the interpreter's
+        own state, of the right type already (``execute`` returns one per step)."""
+        return records.StepResult.model_construct(
             step_name=self.path,
             status=self.status,
             input=self.input,

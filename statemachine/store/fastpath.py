@@ -23,6 +23,7 @@ _JSON_STEP = {"input", "output", "error"}
 _JSON_INSTANCE = {"input", "output", "error", "metadata", "state"}
 # rows per multi-row statement: 64 x 11 parameters stays under SQLite's oldest limit (999)
 _CHUNK = 64
+_EXACT = 8  # this many rows or fewer go in one statement of their own size
 
 
 _dumps = json.JSONEncoder().encode  # json.dumps with its defaults, minus the keyword handling
@@ -183,15 +184,19 @@ class FastPath:
         return sql, tuple(params)
 
     def many(self, sql: str, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """``sql`` (one ``VALUES`` row) as a few multi-row statements: chunks of 64 rows, then the
-        rest in powers of two, so few statement shapes recur (the driver caches them). Each
-        is one call into the database, not one a row (and one wait for the GIL after it)."""
+        """``sql`` (one ``VALUES`` row) as a few multi-row statements: up to 8 rows in one (a
+        sequential step's 3 history rows), more in chunks of 64 and then the rest in powers
+        of two, so few statement shapes recur (the driver caches them). Each is one call into
+        the database, not one a row (and one wait for the GIL after it)."""
         head, _, tail = sql.partition(") VALUES (")
         row, _, rest = tail.partition(")")
         done = 0
         while done < len(rows):
             left = len(rows) - done
-            size = _CHUNK if left >= _CHUNK else 1 << (left.bit_length() - 1)
+            if left <= _EXACT:
+                size = left
+            else:
+                size = _CHUNK if left >= _CHUNK else 1 << (left.bit_length() - 1)
             key = (sql, size)
             text = self._many.get(key)
             if text is None:
