@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from statemachine import errors, records
 from statemachine.definition import models
@@ -218,7 +218,7 @@ class InstanceRunner:
         )
         return records.WorkflowInstance.model_construct(  # our own state: no need to validate
             id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
-            definition_hash=rec.definition_hash, status=s.status,
+            definition_hash=rec.definition_hash, status=cast(records.InstanceStatus, s.status),
             current_step=self.written.get("current_step"), input=rec.input, output=s.output,
             error=s.error, step_results={st.path: st.record() for st in steps},
             metadata=dict(s.metadata), parent_id=rec.parent_id, created_at=rec.created_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from statemachine import records
 from statemachine.runtime import jsondata
@@ -50,7 +50,7 @@ class StepState:
         own state, of the right type already (``execute`` returns one per step)."""
         return records.StepResult.model_construct(
             step_name=self.path,
-            status=self.status,
+            status=cast(records.StepStatus, self.status),
             input=self.input,
             output=self.output,
             error=self.error,
