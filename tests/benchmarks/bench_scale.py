@@ -8,6 +8,9 @@ All on a SQLite file (WAL, ``synchronous=FULL``, the engine's default), in this 
    run, interleaved with the engine runs);
 2. a ``MAP_ITEMS``-item map (``max_concurrency=50``, one trivial task per item): seconds,
    items/s and the ratio to the floor;
+   then one execute of a ``LONG_STEPS``-step sequential workflow and of a loop of
+   ``LOOP_PASSES`` passes: µs per step (or pass), which stays that of a short workflow only if
+   what every commit rewrites does not grow with the run;
 3. loading and validating a ``DEF_STEPS``-step definition (sequential tasks, each with one
    ``${{ }}`` input template): from YAML text with ``load_yaml``, and the same via the builder;
    milliseconds, median of ``LOAD_RUNS``;
@@ -22,7 +25,8 @@ All on a SQLite file (WAL, ``synchronous=FULL``, the engine's default), in this 
 6. whether ``dbos`` is importable (a comparison with it is not run here).
 
 Sizes come from the environment (defaults in brackets): ``SM_BENCH_RUNS`` [3] runs of 1-2,
-``SM_BENCH_BRANCHES`` [100], ``SM_BENCH_MAP_ITEMS`` [1000], ``SM_BENCH_DEF_STEPS`` [1000],
+``SM_BENCH_BRANCHES`` [100], ``SM_BENCH_MAP_ITEMS`` [1000], ``SM_BENCH_LONG_STEPS`` [1000],
+``SM_BENCH_LOOP_PASSES`` [2000], ``SM_BENCH_DEF_STEPS`` [1000],
 ``SM_BENCH_TIMERS`` [10000], ``SM_BENCH_WAKE`` [200]. Prints markdown tables; temporary
 databases are deleted. These are measurements, never pass/fail limits.
 """
@@ -52,6 +56,8 @@ RUNS = int(os.environ.get("SM_BENCH_RUNS", "3"))
 BRANCHES = int(os.environ.get("SM_BENCH_BRANCHES", "100"))
 MAP_ITEMS = int(os.environ.get("SM_BENCH_MAP_ITEMS", "1000"))
 MAP_CONCURRENCY = 50
+LONG_STEPS = int(os.environ.get("SM_BENCH_LONG_STEPS", "1000"))
+LOOP_PASSES = int(os.environ.get("SM_BENCH_LOOP_PASSES", "2000"))
 DEF_STEPS = int(os.environ.get("SM_BENCH_DEF_STEPS", "1000"))
 LOAD_RUNS = 5
 TIMERS = int(os.environ.get("SM_BENCH_TIMERS", "10000"))
@@ -142,10 +148,47 @@ def _map_once(path: Path) -> float:
         engine.close()
 
 
+def _long_once(path: Path) -> float:
+    """Seconds for one execute of a LONG_STEPS-step sequential workflow: a step costs as much
+    at the end as at the start only if what each commit rewrites does not grow with the run."""
+    builder = workflow("bench-long")
+    for i in range(LONG_STEPS):
+        builder = builder.task(f"s{i}", trivial)
+    return _execute_once(path, builder.build(), {"n": 1})
+
+
+def _loop_once(path: Path) -> float:
+    """Seconds for one execute of a loop of LOOP_PASSES passes over one task."""
+    definition = (
+        workflow("bench-loop")
+        .task("inc", lambda data: {"i": data["i"] + 1})
+        .loop("again", condition="inc.i < input.n", target="inc", max_iterations=LOOP_PASSES + 1)
+        .build()
+    )
+    return _execute_once(path, definition, {"i": 0, "n": LOOP_PASSES})
+
+
+def _execute_once(path: Path, definition: Any, data: Any) -> float:
+    engine = Engine(f"sqlite:///{path}")
+    try:
+        engine.register([definition, workflow("bench-warm").task("t", trivial).build()])
+        engine.execute("bench-warm", {})  # warm-up: schema, loop thread, pools
+        start = time.perf_counter()
+        inst = engine.execute(definition.name, data)
+        seconds = time.perf_counter() - start
+        if inst.status != "completed":
+            raise RuntimeError(f"{definition.name} ended {inst.status}: {inst.error}")
+        return seconds
+    finally:
+        engine.close()
+
+
 def bench_fan_out() -> None:
     floors: list[float] = []
     parallels: list[float] = []
     maps: list[float] = []
+    longs: list[float] = []
+    loops: list[float] = []
     parallel_steps = 0
     for _ in range(RUNS):  # interleaved, so a noisy moment hits every row alike
         floors.append(_on_fresh_file(_floor_once))
@@ -153,6 +196,8 @@ def bench_fan_out() -> None:
             seconds, parallel_steps = _parallel_once(Path(tmp) / "bench.db")
         parallels.append(seconds)
         maps.append(_on_fresh_file(_map_once))
+        longs.append(_on_fresh_file(_long_once))
+        loops.append(_on_fresh_file(_loop_once))
     floor_s = statistics.median(floors)
     floor_us = floor_s / FLOOR_COMMITS * 1e6
     parallel_s = statistics.median(parallels)
@@ -178,6 +223,20 @@ def bench_fan_out() -> None:
             map_s,
             f"{MAP_ITEMS / map_s:,.0f} items/s",
             map_s / MAP_ITEMS * 1e6,
+        ),
+        (
+            f"sequential: one {LONG_STEPS}-step workflow, one execute",
+            LONG_STEPS,
+            statistics.median(longs),
+            f"{LONG_STEPS / statistics.median(longs):,.0f} steps/s",
+            statistics.median(longs) / LONG_STEPS * 1e6,
+        ),
+        (
+            f"loop: {LOOP_PASSES} passes over one task, one execute",
+            LOOP_PASSES,
+            statistics.median(loops),
+            f"{LOOP_PASSES / statistics.median(loops):,.0f} passes/s",
+            statistics.median(loops) / LOOP_PASSES * 1e6,
         ),
     ]
     print(
