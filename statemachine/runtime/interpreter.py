@@ -325,22 +325,11 @@ class FlowRun:
         st.completed_at = self.now
         self.touch(st)
         self.deactivate(st.path)
-        self.remember_undoable(st)
+        saga.completed(self, st)
         self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
         if "/" not in st.path:
             self.log("workflow.progress", st.path, progress=self.progress())
         self.advance(st, goto)
-
-    def remember_undoable(self, st: StepState) -> None:
-        """Keep the completion order of steps that declare ``compensate``, each once (its latest
-        completion): the state column is rewritten on every commit, and a list of every
-        completion grew with each loop iteration, without bound."""
-        node = self.plan.nodes.get(st.path)
-        step = None if node is None else node.step
-        if isinstance(step, models.TaskStep) and step.compensate is not None:
-            if st.path in self.s.order:
-                self.s.order.remove(st.path)
-            self.s.order.append(st.path)
 
     def forget_settled(self) -> None:
         """A step that completed or was skipped keeps only what its row holds: no later decision

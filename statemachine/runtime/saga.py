@@ -29,17 +29,35 @@ def base_path(path: str) -> str:
     return path[: -len(SUFFIX)] if is_compensation(path) else path
 
 
+def undoable(plan: plans.Plan, path: str) -> bool:
+    """Whether the step at ``path`` is a task that declared ``compensate``."""
+    node = plan.nodes.get(path)
+    return (
+        node is not None
+        and isinstance(node.step, models.TaskStep)
+        and node.step.compensate is not None
+    )
+
+
+def completed(run: FlowRun, st: StepState) -> None:
+    """Note an undoable step's completion: ``State.order`` keeps each once, at its latest
+    completion (the state column is rewritten on every commit, and a list of every
+    completion grew with each loop pass, without bound)."""
+    if undoable(run.plan, st.path):
+        if st.path in run.s.order:
+            run.s.order.remove(st.path)
+        run.s.order.append(st.path)
+
+
 def compensations(plan: plans.Plan, state: State) -> list[str]:
-    """Completed tasks that declared ``compensate``, newest completion first, each once."""
+    """Completed tasks that declared ``compensate``, newest completion first, each once
+    (a state stored before ``completed`` kept one entry per completion)."""
     out: list[str] = []
     for path in reversed(state.order):
-        node = plan.nodes.get(path)
-        if node is None or path in out:
+        if path in out or not undoable(plan, path):
             continue
-        step = node.step
-        done = state.steps.get(path)
-        undoable = isinstance(step, models.TaskStep) and step.compensate is not None
-        if undoable and done is not None and done.status == "completed":
+        done = state.peek(path)
+        if done is not None and done.status == "completed":
             out.append(path)
     return out
 
