@@ -108,18 +108,8 @@ def _parallel_once(path: Path) -> tuple[float, int]:
         )
         .build()
     )
-    engine = Engine(f"sqlite:///{path}")
-    try:
-        engine.register(definition)
-        engine.execute("bench-parallel", {"n": -1})  # warm-up: schema, loop thread, pools
-        start = time.perf_counter()
-        inst = engine.execute("bench-parallel", {"n": 1})
-        seconds = time.perf_counter() - start
-        if inst.status != "completed":
-            raise RuntimeError(f"parallel benchmark instance ended {inst.status}: {inst.error}")
-        return seconds, len(inst.step_results)
-    finally:
-        engine.close()
+    seconds, inst = _execute_once(path, definition, {"n": 1}, warm={"n": -1})
+    return seconds, len(inst.step_results)
 
 
 def _map_once(path: Path) -> float:
@@ -134,18 +124,12 @@ def _map_once(path: Path) -> float:
         )
         .build()
     )
-    engine = Engine(f"sqlite:///{path}")
-    try:
-        engine.register(definition)
-        engine.execute("bench-map", {"xs": [0, 1]})  # warm-up
-        start = time.perf_counter()
-        inst = engine.execute("bench-map", {"xs": list(range(MAP_ITEMS))})
-        seconds = time.perf_counter() - start
-        if inst.status != "completed" or len(inst.output) != MAP_ITEMS:
-            raise RuntimeError(f"map benchmark instance ended {inst.status}: {inst.error}")
-        return seconds
-    finally:
-        engine.close()
+    seconds, inst = _execute_once(
+        path, definition, {"xs": list(range(MAP_ITEMS))}, warm={"xs": [0, 1]}
+    )
+    if len(inst.output) != MAP_ITEMS:
+        raise RuntimeError(f"map benchmark gave {len(inst.output)} results")
+    return seconds
 
 
 def _long_once(path: Path) -> float:
@@ -154,7 +138,7 @@ def _long_once(path: Path) -> float:
     builder = workflow("bench-long")
     for i in range(LONG_STEPS):
         builder = builder.task(f"s{i}", trivial)
-    return _execute_once(path, builder.build(), {"n": 1})
+    return _execute_once(path, builder.build(), {"n": 1})[0]
 
 
 def _loop_once(path: Path) -> float:
@@ -165,20 +149,28 @@ def _loop_once(path: Path) -> float:
         .loop("again", condition="inc.i < input.n", target="inc", max_iterations=LOOP_PASSES + 1)
         .build()
     )
-    return _execute_once(path, definition, {"i": 0, "n": LOOP_PASSES})
+    return _execute_once(path, definition, {"i": 0, "n": LOOP_PASSES})[0]
 
 
-def _execute_once(path: Path, definition: Any, data: Any) -> float:
+def _execute_once(path: Path, definition: Any, data: Any, warm: Any = None) -> tuple[float, Any]:
+    """Seconds for one execute of ``definition`` with ``data`` on a fresh engine, and the
+    instance, which must complete. A warm-up execute comes first (schema, loop thread, pools,
+    plan): of ``definition`` with ``warm``, or of a one-step workflow when a run of the
+    definition itself would cost as much as the measure."""
     engine = Engine(f"sqlite:///{path}")
     try:
-        engine.register([definition, workflow("bench-warm").task("t", trivial).build()])
-        engine.execute("bench-warm", {})  # warm-up: schema, loop thread, pools
+        if warm is None:
+            engine.register([definition, workflow("bench-warm").task("t", trivial).build()])
+            engine.execute("bench-warm", {})
+        else:
+            engine.register(definition)
+            engine.execute(definition.name, warm)
         start = time.perf_counter()
         inst = engine.execute(definition.name, data)
         seconds = time.perf_counter() - start
         if inst.status != "completed":
             raise RuntimeError(f"{definition.name} ended {inst.status}: {inst.error}")
-        return seconds
+        return seconds, inst
     finally:
         engine.close()
 
