@@ -9,12 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from statemachine import errors
+from statemachine import errors, jsontext
 
 MAX_BYTES = 1_000_000
-# built once: ``json.dumps`` with a keyword builds a new encoder on every call (~2 µs each)
-_encode = json.JSONEncoder(allow_nan=False).encode
 _decode = json.JSONDecoder().decode
+
+
+_encode = jsontext.encoder(allow_nan=False)
 
 
 def copy_json(value: Any) -> Any:
@@ -44,8 +45,13 @@ def _check_text(text: str, where: str) -> None:
 
 def _check(value: Any, where: str) -> None:
     stack = [value]
+    seen: set[int] = set()  # a value shared, or one that contains itself, is looked at once
     while stack:
         item = stack.pop()
+        if isinstance(item, dict | list):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, str):
             _check_text(item, where)
         elif isinstance(item, float):
@@ -78,8 +84,12 @@ def to_storable(value: Any, *, what: str, step: str | None = None, limit: int = 
     try:
         _check(value, what)
         text = _encode(value)
-    except (ValueError, TypeError, RecursionError) as exc:
+    except (ValueError, TypeError) as exc:
         raise errors.OutputNotStorable(str(exc), step=step) from None
+    except RecursionError:
+        raise errors.OutputNotStorable(
+            f"{what} contains itself, or is nested too deeply to store as JSON", step=step
+        ) from None
     if len(text) > limit:
         raise errors.OutputNotStorable(
             f"{what} is {len(text)} bytes of JSON, over the {limit}-byte limit", step=step

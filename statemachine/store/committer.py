@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -30,12 +32,19 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("statemachine.committer")
 MAX_BATCH = 500  # transitions per group commit: bounds one transaction's size and lock time
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM (VALUES ...)
 Result = str | BaseException
 T = TypeVar("T")
 
 
 class InstancePaused(Exception):
     """Internal: a runner's transition met a pause; nothing was written."""
+
+
+class _Unmatched(Exception):
+    """Internal: an UPDATE of a grouped batch matched fewer rows than it carried (a lease
+    lost, a pause, an id taken): the batch is rolled back and written again, one UPDATE per
+    transition, so that only the ones refused fail."""
 
 
 class Committer:
@@ -187,7 +196,7 @@ class Committer:
                     self._discard()
                 raise
 
-    def _write(self, batch: list[Transition]) -> list[Result]:
+    def _write(self, batch: list[Transition], group: bool = True) -> list[Result]:
         """All of ``batch`` in one transaction; if the database refuses it, each one alone.
         Rows and JSON are built before the write lock is taken: other processes' committers
         wait for that lock, not for this one's Python."""
@@ -195,8 +204,13 @@ class Committer:
             prepared = [self._prepare(t) for t in batch]
             with self._transaction() as cur:
                 rows = _Rows()
-                results = [self._apply(cur, p, rows) for p in prepared]
+                if group and self._groupable(prepared):
+                    results = self._apply_all(cur, prepared, rows)
+                else:
+                    results = [self._apply(cur, p, rows) for p in prepared]
                 rows.flush(cur, self.fast)
+        except _Unmatched:  # rolled back: again, one UPDATE each, to tell which one failed
+            return self._write(batch, group=False)
         except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
                 return [self._write([t])[0] for t in batch]
@@ -246,6 +260,50 @@ class Committer:
         if t.notify or t.consume_events:
             self._signals(cur, t)
         return str(row[1])
+
+    def _groupable(self, prepared: list[_Prepared]) -> bool:
+        """SQLite, several instances, each once: their UPDATEs can go in one statement."""
+        if self.pg or len(prepared) < 2 or not _UPDATE_FROM:
+            return False
+        return len({p.transition.instance_id for p in prepared}) == len(prepared)
+
+    def _apply_all(self, cur: Any, prepared: list[_Prepared], rows: _Rows) -> list[Result]:
+        """``_apply`` for a whole batch (SQLite) in a few statements: the UPDATEs of each shape
+        in one, fenced by its row count, then one read of every instance's ``history_seq``
+        and status. Each statement the committer runs is one wait for the GIL, which the
+        event loop, busy with the runners of the last commit, holds for milliseconds."""
+        for p in prepared:
+            if p.transition.create is not None and not self._insert(cur, p.transition.create):
+                raise _Unmatched
+        shapes: dict[str, list[tuple[Any, ...]]] = {}
+        for p in prepared:
+            shapes.setdefault(p.sql, []).append(p.params)
+        for sql, params in shapes.items():
+            size = max(1, self._variables // len(params[0]))
+            for done in range(0, len(params), size):
+                chunk = params[done : done + size]
+                cur.execute(*self.fast.batch_update(sql, chunk))
+                if cur.rowcount != len(chunk):
+                    raise _Unmatched
+        ids = [p.transition.instance_id for p in prepared]
+        cur.execute(self.fast.progress_of(len(ids)), ids)
+        after = {i: (seq, status) for i, seq, status in json.loads(cur.fetchone()[0])}
+        results: list[Result] = []
+        for p in prepared:
+            t = p.transition
+            seq, status = after[t.instance_id]
+            rows.steps += p.steps
+            rows.history += self.fast.history_rows(t.instance_id, seq - len(p.history), p.history)
+            if t.notify or t.consume_events:
+                self._signals(cur, t)
+            results.append(str(status))
+        return results
+
+    @property
+    def _variables(self) -> int:
+        """Parameters one statement may bind on the held connection (SQLite)."""
+        conn = self._connection().driver_connection
+        return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
     def _signals(self, cur: Any, t: Transition) -> None:
         """Events sent to other instances (waking them) and inbox events consumed."""

@@ -7,13 +7,12 @@ text; SQLite timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC), so both paths
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
-from statemachine import records
+from statemachine import jsontext, records
 
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(records.TERMINAL))
 _STEP_COLUMNS = (
@@ -26,7 +25,7 @@ _CHUNK = 64
 _EXACT = 8  # this many rows or fewer go in one statement of their own size
 
 
-_dumps = json.JSONEncoder().encode  # json.dumps with its defaults, minus the keyword handling
+_dumps = jsontext.encoder(allow_nan=True)  # as the SQLAlchemy JSON type writes it (json.dumps)
 
 
 class FastPath:
@@ -38,6 +37,7 @@ class FastPath:
         # runner that knows it is paused sends no status (NULL) and keeps the stored one
         self._json_cast = j
         self._updates: dict[tuple[bool, bool, bool], str] = {}
+        self._batch_updates: dict[tuple[str, int], str] = {}
         self._transitions: dict[tuple[str, int, int], str] = {}
         self._many: dict[tuple[str, int], str] = {}
         columns = ", ".join(("instance_id", "path", *_STEP_COLUMNS))
@@ -157,6 +157,44 @@ class FastPath:
             params.append(self.time(values["lease_expires_at"]))
         params += [count, instance_id, epoch, int(abort_if_paused)]
         return self._update_sql(release, set_status, set_wake), tuple(params)
+
+    def batch_update(self, sql: str, rows: list[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
+        """SQLite: ``len(rows)`` of ``runner_update``'s UPDATEs of one shape (``sql``) as one
+        statement over a ``VALUES`` list, without RETURNING. Every row a statement steps
+        through is one more wait for the GIL in the committer thread, and with hundreds of
+        instances in flight the event loop holds the GIL for milliseconds at a time; the
+        caller checks the row count instead (the fence: each row must match)."""
+        key = (sql, len(rows))
+        text = self._batch_updates.get(key)
+        if text is None:
+            update, _, _ = sql.partition(" RETURNING ")
+            head, _, where = update.partition(" WHERE ")
+            refs = iter(range(1, len(rows[0]) + 1))
+            marks = f"({', '.join('?' * len(rows[0]))})"
+
+            def columns(part: str) -> str:
+                return "".join(
+                    f"{piece}v.column{next(refs)}" if n < part.count("?") else piece
+                    for n, piece in enumerate(part.split("?"))
+                )
+
+            text = self._batch_updates[key] = (
+                f"{columns(head)} FROM (VALUES {', '.join([marks] * len(rows))}) AS v "
+                f"WHERE {columns(where)}"
+            )
+            if len(self._batch_updates) > 64:  # sizes vary with the batch: keep a few
+                self._batch_updates.clear()
+                self._batch_updates[key] = text
+        return text, tuple(chain.from_iterable(rows))
+
+    def progress_of(self, count: int) -> str:
+        """SQLite: ``history_seq`` and ``status`` of ``count`` instances as one JSON row (one
+        step of the statement, however many instances)."""
+        marks = ", ".join("?" * count)
+        return (
+            "SELECT json_group_array(json_array(id, history_seq, status)) "
+            f"FROM sm_instance WHERE id IN ({marks})"
+        )
 
     def pg_transition(
         self,

@@ -298,6 +298,12 @@ class _Thing:
     pass
 
 
+def _contains_itself() -> dict[str, Any]:
+    value: dict[str, Any] = {"name": "loop"}
+    value["self"] = value
+    return value
+
+
 @pytest.mark.parametrize(
     ("value", "type_name"),
     [
@@ -307,6 +313,7 @@ class _Thing:
         pytest.param({"score": math.inf}, "inf", id="inf"),
         pytest.param({"text": "a\u0000b"}, "NUL", id="nul"),
         pytest.param({1: "int key"}, "int", id="int-key"),
+        pytest.param(_contains_itself(), "contains itself", id="cycle"),  # used to hang
     ],
 )
 def test_unstorable_output_fails_the_step_cleanly(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -201,3 +203,93 @@ def test_a_stale_transition_on_its_own_writes_no_rows(engine: Engine) -> None:
         engine.repo.commit_transition(_transition(rec, epoch + 1, "s0"))
     assert engine.get(iid).step_results == {}
     assert [h.type for h in engine.history(iid)] == ["workflow.started"]
+
+
+def _claimed(engine: Engine, count: int, prefix: str) -> list[tuple[repo.InstanceRecord, int]]:
+    _register(engine, Counted())
+    ids = [engine.start("grouped", {"n": i}, f"{prefix}-{i}") for i in range(count)]
+    now = engine.clock.now()
+    epochs = {
+        rec.id: epoch
+        for epoch, _, rec in engine.repo.claim_due("w1", now, now + timedelta(seconds=30), count)
+    }
+    records = [engine.repo.get(i) for i in ids]
+    assert all(r is not None for r in records)
+    return [(r, epochs[r.id]) for r in records if r is not None]
+
+
+def _statements(committer: Committer) -> list[str]:
+    """Every statement the committer's connection runs from now on (SQLite)."""
+    seen: list[str] = []
+    committer._connection().driver_connection.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_batch_updates_its_instances_in_one_statement_and_numbers_each_history_on(
+    sqlite_url: str,
+) -> None:
+    """The committer thread waits for the GIL after every statement it runs: a batch's fenced
+    UPDATEs go in one, and each instance's history still follows on from its own last seq."""
+    engine = Engine(sqlite_url)
+    try:
+        claimed = _claimed(engine, 5, "one")
+        for k, (rec, epoch) in enumerate(claimed):  # instances at different history lengths
+            for _ in range(k):
+                assert engine.repo.commit_transition(_transition(rec, epoch, "s0")) == "running"
+        batch = []
+        for rec, epoch in claimed:
+            t = _transition(rec, epoch, "s1")
+            t.history.append(repo.HistoryWrite("workflow.step.completed", "s1", {}, rec.created_at))
+            batch.append(t)
+        committer = engine.repo.committer
+        batches = committer.batches
+        seen = _statements(committer)
+        assert _one_batch(committer, *batch) == ["running"] * 5
+        assert committer.batches == batches + 1
+        updates = [s for s in seen if s.startswith("UPDATE sm_instance")]
+        assert len(updates) == 1, updates
+        for k, (rec, _) in enumerate(claimed):
+            history = engine.history(rec.id)
+            assert [h.seq for h in history] == list(range(1, 4 + k))
+            assert [h.type for h in history[-2:]] == [
+                "workflow.step.started", "workflow.step.completed",
+            ]  # fmt: skip
+            assert engine.get(rec.id).step_results["s1"].status == "running"
+    finally:
+        engine.close()
+
+
+def test_a_batch_is_split_to_fit_the_connection_parameter_limit(sqlite_url: str) -> None:
+    engine = Engine(sqlite_url)
+    try:
+        claimed = _claimed(engine, 7, "split")
+        committer = engine.repo.committer
+        conn = committer._connection().driver_connection
+        # 15 parameters an UPDATE: 5 in a statement (the 7 step rows' 77 still fit in one)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 80)
+        seen = _statements(committer)
+        batch = [_transition(rec, epoch, "s0") for rec, epoch in claimed]
+        assert _one_batch(committer, *batch) == ["running"] * 7
+        updates = [s for s in seen if s.startswith("UPDATE sm_instance")]
+        assert [s.count("),") + 1 for s in updates] == [5, 2], updates
+        for rec, _ in claimed:
+            assert [h.seq for h in engine.history(rec.id)] == [1, 2]
+    finally:
+        engine.close()
+
+
+def test_a_pause_refuses_only_its_own_transition_in_a_batch(engine: Engine) -> None:
+    (a, epoch_a), (b, epoch_b), (c, epoch_c) = _claimed(engine, 3, "pz")
+    engine.pause(b.id)
+    committer = engine.repo.committer
+    batches = committer.batches
+    ts = [
+        _transition(rec, epoch, "s0") for rec, epoch in ((a, epoch_a), (b, epoch_b), (c, epoch_c))
+    ]
+    ts = [replace(t, abort_if_paused=True) for t in ts]
+    ok_a, paused, ok_c = _one_batch(committer, *ts)
+    assert (ok_a, ok_c) == ("running", "running")
+    assert isinstance(paused, repo.InstancePaused)
+    assert committer.batches == batches + 1
+    assert engine.get(b.id).status == "paused" and engine.get(b.id).step_results == {}
+    assert "s0" in engine.get(a.id).step_results and "s0" in engine.get(c.id).step_results
