@@ -5,7 +5,6 @@ They share ``--db`` (or ``STATEMACHINE_DB``), ``--definitions`` and ``--actions 
 
 from __future__ import annotations
 
-import gc
 import importlib
 import json
 import os
@@ -24,7 +23,6 @@ from statemachine import records
 from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, stderr, stdout
 from statemachine.definition import loader
 from statemachine.engine import Engine
-from statemachine.worker import GC_THRESHOLD
 
 DEFAULT_DB = "sqlite:///statemachine.db"
 Db = Annotated[str, typer.Option("--db", envvar="STATEMACHINE_DB", help="Database URL.")]
@@ -165,10 +163,6 @@ def worker(
     poll_interval: Annotated[str, typer.Option(help="How often to look for due work.")] = "1s",
 ) -> None:
     """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first)."""
-    # this process is ours: instances in flight keep many objects alive, and the default
-    # young-generation threshold (700) re-scans them several times per step (measured: ~25%
-    # of a busy worker's CPU; tests/benchmarks/bench_steps.py)
-    gc.set_threshold(*GC_THRESHOLD)
     with engine_for(db, definitions, actions, run=True) as engine:
         stderr.print(f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows")
         engine.run_worker(concurrency=concurrency, poll_interval=poll_interval)

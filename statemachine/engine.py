@@ -555,7 +555,9 @@ class Engine:
         return self._call(worker.drain(self))
 
     def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
-        """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish."""
+        """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish.
+        The process is a worker until it returns: the garbage collector is tuned for that
+        meanwhile (``worker.tuned_collector``); the ``worker()`` context leaves it alone."""
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
         previous: dict[signal.Signals, Any] = {}
@@ -563,7 +565,8 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
-            self._call(worker.work(self, concurrency, poll, stop))
+            with worker.tuned_collector():
+                self._call(worker.work(self, concurrency, poll, stop))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -11,10 +11,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,7 +32,21 @@ T = TypeVar("T")
 _log = logging.getLogger("statemachine.worker")
 CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
-GC_THRESHOLD = (20_000, 20, 20)  # what the CLI worker sets for its process (see cli_ops.worker)
+GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
+
+
+@contextlib.contextmanager
+def tuned_collector() -> Iterator[None]:
+    """For a process whose job is, for now, to be a worker (``Engine.run_worker``, the CLI):
+    instances in flight keep many objects alive, and the default young-generation threshold
+    (700 allocations) re-scans them several times per step (measured: 7-15% of a busy worker's
+    steps/s; tests/benchmarks/bench_steps.py). The old threshold is back on return."""
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class LoopThread:

@@ -19,7 +19,6 @@ Prints the table and writes nothing else (temporary databases are deleted).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import sqlite3
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from statemachine import Engine, workflow
-from statemachine.worker import GC_THRESHOLD as WORKER_GC_THRESHOLD
+from statemachine.worker import GC_THRESHOLD, tuned_collector
 
 FLOOR_COMMITS = 2000
 INSTANCES = 200
@@ -153,15 +152,11 @@ def _worker_once(path: Path, stats: dict[str, list[float]]) -> float:
 
 
 def _tuned_gc(fn: Callable[[Path], float], path: Path) -> float:
-    """``fn`` with the young-generation GC threshold the CLI worker sets (see cli_ops.worker):
-    hundreds of instances in flight keep many objects alive, and default thresholds
-    re-scan them often."""
-    before = gc.get_threshold()
-    gc.set_threshold(*WORKER_GC_THRESHOLD)
-    try:
+    """``fn`` with the collector tuned as ``run_worker`` and the CLI worker tune it for their
+    process (``worker.tuned_collector``): hundreds of instances in flight keep many objects
+    alive, and default thresholds re-scan them often."""
+    with tuned_collector():
         return fn(path)
-    finally:
-        gc.set_threshold(*before)
 
 
 def _run(fn: Callable[[Path], float]) -> float:
@@ -214,7 +209,7 @@ def main() -> None:
             statistics.median(workers) / steps * 1e6,
         ),
         (
-            f"the same, GC threshold {WORKER_GC_THRESHOLD[0]:,} (as the CLI worker sets it)",
+            f"the same, GC threshold {GC_THRESHOLD[0]:,} (as run_worker and the CLI worker set it)",
             steps,
             "steps/s",
             statistics.median(tuned),

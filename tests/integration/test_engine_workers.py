@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from statemachine import Engine, StepContext, WorkflowDefinition, workflow
+from statemachine.worker import GC_THRESHOLD
 
 
 @pytest.fixture
@@ -155,3 +158,27 @@ def test_wait_times_out_without_a_worker(engine: Engine) -> None:
     with pytest.raises(TimeoutError):
         engine.wait(iid, timeout=0.2)
     assert engine.get(iid).status == "pending"
+
+
+def test_run_worker_tunes_the_collector_while_it_runs_and_restores_it(engine: Engine) -> None:
+    """A blocking worker owns its process meanwhile; the ``worker()`` context does not."""
+    seen: list[tuple[int, ...]] = []
+
+    def probe(data: Any) -> Any:
+        seen.append(gc.get_threshold())
+        if data["stop"]:  # run_worker's handler: stop once this step finishes
+            os.kill(os.getpid(), signal.SIGTERM)
+        return data
+
+    engine.register(workflow("probe").task("look", probe).build())
+    before = gc.get_threshold()
+    iid = engine.start("probe", {"stop": True})
+    engine.run_worker(concurrency=1, poll_interval="10ms")
+    assert seen == [GC_THRESHOLD] != [before]
+    assert gc.get_threshold() == before
+    assert engine.get(iid).status == "completed"
+    seen.clear()
+    again = engine.start("probe", {"stop": False})
+    with engine.worker(concurrency=1, poll_interval="10ms"):
+        assert engine.wait(again, timeout=20).status == "completed"
+    assert seen == [before]
