@@ -70,7 +70,7 @@ class FastPath:
         text = self._times.get(value)
         if text is None:
             utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-            text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+            text = utc.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
             if len(self._times) >= 512:
                 self._times.clear()
             self._times[value] = text

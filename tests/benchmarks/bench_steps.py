@@ -230,7 +230,7 @@ def main() -> None:
     print(
         f"\nWith {INSTANCES} in flight: {statistics.median(stats['per_commit']):.1f} transitions "
         f"per commit (group commit); {worker_rate / floor_rate:.2f}x the floor's "
-        f"one-commit-per-step rate ({tuned_rate / floor_rate:.2f}x with the CLI worker's GC threshold)."
+        f"one-commit-per-step rate ({tuned_rate / floor_rate:.2f}x with run_worker's GC threshold)."
     )
 
 
