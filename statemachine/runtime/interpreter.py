@@ -344,11 +344,42 @@ class FlowRun:
                 st.prev, st.phase, st.event, st.deadline, st.handled = None, "", None, None, False
 
     def progress(self) -> int:
-        steps = self.definition.steps
-        done = sum(
-            1 for s in steps if (x := self.s.peek(s.name)) is not None and x.status in FINISHED
+        """Finished top-level steps, in percent: the memo of the state this decision started
+        from (its clone holds it unchanged until ``remember``), corrected by the steps this
+        decision changed."""
+        known = self.s.finished_top
+        if known is None:
+            done = len(self.finished_top())
+        else:
+            done = len(known)
+            for path in self.d.changed & self.plan.top_level:
+                st = self.s.peek(path)
+                done += (st is not None and st.status in FINISHED) - (path in known)
+        return min(100, round(100 * done / max(1, self.plan.top_level_count)))
+
+    def finished_top(self) -> frozenset[str]:
+        return frozenset(
+            name
+            for name in self.plan.top_level
+            if (st := self.s.peek(name)) is not None and st.status in FINISHED
         )
-        return min(100, round(100 * done / max(1, len(steps))))
+
+    def remember(self) -> None:
+        """The memos of the state (``State.finished_top``, ``State.unsettled``) after this
+        decision: the steps it changed are the only ones whose status may have changed (their
+        rows are what it writes)."""
+        s, changed = self.s, self.d.changed
+        if s.finished_top is None:
+            s.finished_top = self.finished_top()
+        elif changed:
+            top = changed & self.plan.top_level
+            done = {p for p in top if (st := s.peek(p)) is not None and st.status in FINISHED}
+            s.finished_top = (s.finished_top - top) | done
+        if s.unsettled is not None and changed:
+            open_ = {
+                p for p in changed if (st := s.peek(p)) is not None and st.status not in SETTLED
+            }
+            s.unsettled = (s.unsettled - changed) | open_
 
     def fail(self, st: StepState, error: dict[str, Any], *, retry: bool = True) -> None:
         node = self.plan.node(st.path)
@@ -648,6 +679,7 @@ def decide(
     elif run.s.status == "waiting" and any(st.status == "running" for st in leaves):
         run.s.status = "running"
     run.forget_settled()
+    run.remember()
     run.s.settle()
     return run.d
 

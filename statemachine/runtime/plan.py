@@ -48,6 +48,7 @@ class Plan:
         self._lock = threading.Lock()  # item scopes are added lazily; plans are shared
         self.top = self._scope(definition.steps, "", None, None)
         self.top_level_count = len(definition.steps)
+        self.top_level = frozenset(step.name for step in definition.steps)
 
     def _scope(
         self,

@@ -159,6 +159,11 @@ class State:
     error: dict[str, Any] | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # Memos kept from one decision to the next, so that a step costs the same however many
+    # came before it: top-level steps that finished (``workflow.progress``) and steps that may
+    # not be settled (a superset: ``frontier_json`` checks each). None: not known yet (restored).
+    finished_top: frozenset[str] | None = field(default=None, compare=False, repr=False)
+    unsettled: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     def clone(self) -> State:
         """A copy the interpreter may change freely: a step record is copied (one level deep)
@@ -205,9 +210,20 @@ class State:
             "branches": {p: _without_items(r) for p, r in self.branches.items()},
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "extra": {
-                p: x for p, s in self.steps.items() if s.status not in SETTLED and (x := s.extra())
+                p: x
+                for p in self.maybe_unsettled()
+                if (s := dict.get(self.steps, p)) is not None
+                and s.status not in SETTLED
+                and (x := s.extra())
             },
         }
+
+    def maybe_unsettled(self) -> list[str]:
+        """Paths of every step that is not completed or skipped (and maybe a few that are),
+        sorted; from the memo when there is one, else from every step."""
+        if self.unsettled is None:
+            self.unsettled = frozenset(p for p, s in self.steps.items() if s.status not in SETTLED)
+        return sorted(self.unsettled)
 
     @classmethod
     def restore(

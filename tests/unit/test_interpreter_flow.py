@@ -34,7 +34,7 @@ from statemachine.runtime.interpreter import (
     next_wake,
 )
 from statemachine.runtime.plan import plan_for
-from statemachine.runtime.state import State, StepState
+from statemachine.runtime.state import FINISHED, SETTLED, State, StepState
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
 IID = "inst-1"
@@ -86,8 +86,11 @@ class Driver:
         if at is not None:
             self.now = at
         before = copy.deepcopy(self.state)
+        restored = round_trip(self.state)  # as a runner that just claimed it: no memos yet
         decision = decide(self.plan, self.state, event, self.now, IID)
         assert self.state == before, "decide must not modify its input state"
+        again = decide(self.plan, restored, event, self.now, IID)
+        assert again.history == decision.history, "the state's memos changed the decision"
         self.state = decision.state
         self.history.extend(decision.history)
         self.last = decision
@@ -109,6 +112,13 @@ class Driver:
             assert self.runnable or next_wake(s) is not None or events, "instance is stuck"
         assert json.dumps(s.frontier_json())
         assert round_trip(s) == s
+        # the memos a state carries to the next decision (compare=False: not in ==)
+        finished = {
+            n for n in self.plan.top_level if n in s.steps and s.steps[n].status in FINISHED
+        }
+        assert s.finished_top == finished
+        assert s.unsettled is not None
+        assert s.unsettled >= {p for p, st in s.steps.items() if st.status not in SETTLED}
 
     def start(self) -> Decision:
         return self.send(Start())
