@@ -12,10 +12,8 @@ from pydantic import BaseModel
 from statemachine import errors, jsontext
 
 MAX_BYTES = 1_000_000
-_decode = json.JSONDecoder().decode
-
-
 _encode = jsontext.encoder(allow_nan=False)
+_decode = json.JSONDecoder().decode
 
 
 def copy_json(value: Any) -> Any:
