@@ -204,7 +204,9 @@ class Committer:
             prepared = [self._prepare(t) for t in batch]
             with self._transaction() as cur:
                 rows = _Rows()
-                if group and self._groupable(prepared):
+                if group and self.pg and len(prepared) > 1:
+                    results = self._apply_pipelined(cur, prepared)
+                elif group and self._groupable(prepared):
                     results = self._apply_all(cur, prepared, rows)
                 else:
                     results = [self._apply(cur, p, rows) for p in prepared]
@@ -297,6 +299,35 @@ class Committer:
             if t.notify or t.consume_events:
                 self._signals(cur, t)
             results.append(str(status))
+        return results
+
+    def _apply_pipelined(self, cur: Any, prepared: list[_Prepared]) -> list[Result]:
+        """``_apply`` for a whole batch (Postgres): each shape's statements sent at once
+        (psycopg's ``executemany``, pipelined), their results read after. One round trip
+        each made a batch of 100 take ~30 ms, most of it waiting on the network and then on
+        the GIL, which the event loop holds."""
+        for p in prepared:
+            if p.transition.create is not None and not self._insert(cur, p.transition.create):
+                raise _Unmatched
+        shapes: dict[str, list[int]] = {}
+        for n, p in enumerate(prepared):
+            shapes.setdefault(p.sql, []).append(n)
+        found: list[Any] = [None] * len(prepared)
+        for sql, members in shapes.items():
+            cur.executemany(sql, [prepared[n].params for n in members], returning=True)
+            for k, n in enumerate(members):
+                if k:
+                    cur.nextset()
+                found[n] = cur.fetchone()
+        results: list[Result] = []
+        for p, row in zip(prepared, found, strict=True):
+            t = p.transition
+            if row is None:
+                results.append(self._refused(cur, t))
+                continue
+            if t.notify or t.consume_events:
+                self._signals(cur, t)
+            results.append(str(row[1]))
         return results
 
     @property

@@ -293,3 +293,30 @@ def test_a_pause_refuses_only_its_own_transition_in_a_batch(engine: Engine) -> N
     assert committer.batches == batches + 1
     assert engine.get(b.id).status == "paused" and engine.get(b.id).step_results == {}
     assert "s0" in engine.get(a.id).step_results and "s0" in engine.get(c.id).step_results
+
+
+def test_a_batch_of_differently_shaped_transitions_lands_each_on_its_own_instance(
+    engine: Engine,
+) -> None:
+    """Postgres sends a batch's statements pipelined, one shape at a time, and reads the results
+    after: each must still go to its own transition, whatever the order of the shapes."""
+    claimed = _claimed(engine, 6, "mixed")
+    for k, (rec, epoch) in enumerate(claimed[:3]):  # different history lengths to start from
+        for _ in range(k + 1):
+            assert engine.repo.commit_transition(_transition(rec, epoch, "s0")) == "running"
+    batch = []
+    for k, (rec, epoch) in enumerate(claimed):
+        t = _transition(rec, epoch, "s1")
+        for n in range(k % 3):  # 1, 2 or 3 history rows: a different statement on Postgres
+            t.history.append(repo.HistoryWrite("workflow.progress", "s1", {"n": n}, rec.created_at))
+        batch.append(t)
+    committer = engine.repo.committer
+    batches = committer.batches
+    assert _one_batch(committer, *batch) == ["running"] * 6
+    assert committer.batches == batches + 1
+    for k, (rec, _) in enumerate(claimed):
+        history = engine.history(rec.id)
+        before = 1 + (k + 1 if k < 3 else 0)
+        assert [h.seq for h in history] == list(range(1, before + 1 + 1 + k % 3))
+        assert [h.data for h in history[before + 1 :]] == [{"n": n} for n in range(k % 3)]
+        assert engine.get(rec.id).step_results["s1"].status == "running"
