@@ -269,14 +269,19 @@ class Committer:
             return False
         return len({p.transition.instance_id for p in prepared}) == len(prepared)
 
+    def _insert_new(self, cur: Any, prepared: list[_Prepared]) -> None:
+        """The rows of instances born in this batch, before any UPDATE; an id taken sends the
+        batch back to one UPDATE each, where that transition alone fails."""
+        for p in prepared:
+            if p.transition.create is not None and not self._insert(cur, p.transition.create):
+                raise _Unmatched
+
     def _apply_all(self, cur: Any, prepared: list[_Prepared], rows: _Rows) -> list[Result]:
         """``_apply`` for a whole batch (SQLite) in a few statements: the UPDATEs of each shape
         in one, fenced by its row count, then one read of every instance's ``history_seq``
         and status. Each statement the committer runs is one wait for the GIL, which the
         event loop, busy with the runners of the last commit, holds for milliseconds."""
-        for p in prepared:
-            if p.transition.create is not None and not self._insert(cur, p.transition.create):
-                raise _Unmatched
+        self._insert_new(cur, prepared)
         shapes: dict[str, list[tuple[Any, ...]]] = {}
         for p in prepared:
             shapes.setdefault(p.sql, []).append(p.params)
@@ -306,9 +311,7 @@ class Committer:
         (psycopg's ``executemany``, pipelined), their results read after. One round trip
         each made a batch of 100 take ~30 ms, most of it waiting on the network and then on
         the GIL, which the event loop holds."""
-        for p in prepared:
-            if p.transition.create is not None and not self._insert(cur, p.transition.create):
-                raise _Unmatched
+        self._insert_new(cur, prepared)
         shapes: dict[str, list[int]] = {}
         for n, p in enumerate(prepared):
             shapes.setdefault(p.sql, []).append(n)
