@@ -205,7 +205,7 @@ class Committer:
             with self._transaction() as cur:
                 rows = _Rows()
                 if group and self.pg and len(prepared) > 1:
-                    results = self._apply_pipelined(cur, prepared)
+                    results = self._apply_pipelined(cur, prepared, rows)
                 elif group and self._groupable(prepared):
                     results = self._apply_all(cur, prepared, rows)
                 else:
@@ -255,17 +255,24 @@ class Committer:
         row = cur.fetchone()
         if row is None:
             return self._refused(cur, t)
+        return self._matched(cur, p, rows, int(row[0]), row[1])
+
+    def _matched(self, cur: Any, p: _Prepared, rows: _Rows, seq: int, status: Any) -> Result:
+        """A transition whose fenced UPDATE matched: on SQLite its step and history rows go to
+        ``rows`` (numbered up to ``seq``, the ``history_seq`` the UPDATE left), then its
+        signals; its result is the instance's status after it."""
+        t = p.transition
         if not self.pg:
             rows.steps += p.steps
-            first = int(row[0]) - len(p.history)  # the seq numbers the UPDATE reserved
+            first = seq - len(p.history)  # the seq numbers the UPDATE reserved
             rows.history += self.fast.history_rows(t.instance_id, first, p.history)
         if t.notify or t.consume_events:
             self._signals(cur, t)
-        return str(row[1])
+        return str(status)
 
     def _groupable(self, prepared: list[_Prepared]) -> bool:
-        """SQLite, several instances, each once: their UPDATEs can go in one statement."""
-        if self.pg or len(prepared) < 2 or not _UPDATE_FROM:
+        """Several instances, each once (SQLite): their UPDATEs can go in one statement."""
+        if len(prepared) < 2 or not _UPDATE_FROM:
             return False
         return len({p.transition.instance_id for p in prepared}) == len(prepared)
 
@@ -295,18 +302,9 @@ class Committer:
         ids = [p.transition.instance_id for p in prepared]
         cur.execute(self.fast.progress_of(len(ids)), ids)
         after = {i: (seq, status) for i, seq, status in json.loads(cur.fetchone()[0])}
-        results: list[Result] = []
-        for p in prepared:
-            t = p.transition
-            seq, status = after[t.instance_id]
-            rows.steps += p.steps
-            rows.history += self.fast.history_rows(t.instance_id, seq - len(p.history), p.history)
-            if t.notify or t.consume_events:
-                self._signals(cur, t)
-            results.append(str(status))
-        return results
+        return [self._matched(cur, p, rows, *after[p.transition.instance_id]) for p in prepared]
 
-    def _apply_pipelined(self, cur: Any, prepared: list[_Prepared]) -> list[Result]:
+    def _apply_pipelined(self, cur: Any, prepared: list[_Prepared], rows: _Rows) -> list[Result]:
         """``_apply`` for a whole batch (Postgres): each shape's statements sent at once
         (psycopg's ``executemany``, pipelined), their results read after. One round trip
         each made a batch of 100 take ~30 ms, most of it waiting on the network and then on
@@ -322,16 +320,12 @@ class Committer:
                 if k:
                     cur.nextset()
                 found[n] = cur.fetchone()
-        results: list[Result] = []
-        for p, row in zip(prepared, found, strict=True):
-            t = p.transition
-            if row is None:
-                results.append(self._refused(cur, t))
-                continue
-            if t.notify or t.consume_events:
-                self._signals(cur, t)
-            results.append(str(row[1]))
-        return results
+        return [
+            self._refused(cur, p.transition)
+            if row is None
+            else self._matched(cur, p, rows, int(row[0]), row[1])
+            for p, row in zip(prepared, found, strict=True)
+        ]
 
     @property
     def _variables(self) -> int:
