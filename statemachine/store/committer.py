@@ -300,7 +300,7 @@ class Committer:
                 if cur.rowcount != len(chunk):
                     raise _Unmatched
         ids = [p.transition.instance_id for p in prepared]
-        cur.execute(self.fast.progress_of(len(ids)), ids)
+        cur.execute(self.fast.seq_and_status_of(len(ids)), ids)
         after = {i: (seq, status) for i, seq, status in json.loads(cur.fetchone()[0])}
         return [self._matched(cur, p, rows, *after[p.transition.instance_id]) for p in prepared]
 

@@ -187,7 +187,7 @@ class FastPath:
                 self._batch_updates[key] = text
         return text, tuple(chain.from_iterable(rows))
 
-    def progress_of(self, count: int) -> str:
+    def seq_and_status_of(self, count: int) -> str:
         """SQLite: ``history_seq`` and ``status`` of ``count`` instances as one JSON row (one
         step of the statement, however many instances)."""
         marks = ", ".join("?" * count)
