@@ -26,6 +26,7 @@ from statemachine.runtime import clock as clocks
 from statemachine.runtime import events, executor, jsondata
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
+from statemachine.runtime.state import is_item_result
 from statemachine.store import repository as repo
 
 T = TypeVar("T")
@@ -277,7 +278,7 @@ class Engine:
         return self._instance(rec)
 
     def _instance(self, rec: repo.InstanceRecord) -> records.WorkflowInstance:
-        steps = {s.step_name: s for s in self.repo.steps(rec.id)}
+        steps = {s.step_name: s for s in self.repo.steps(rec.id) if not is_item_result(s.step_name)}
         return records.WorkflowInstance(
             id=rec.id,
             workflow_name=rec.workflow_name,

@@ -22,7 +22,7 @@ from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.context import StepContext
 from statemachine.runtime.executor import Outcome
-from statemachine.runtime.state import TERMINAL, State
+from statemachine.runtime.state import TERMINAL, State, is_item_result
 from statemachine.store import repository as repo
 
 if TYPE_CHECKING:
@@ -56,7 +56,11 @@ def step_writes(state: State, changed: set[str]) -> list[repo.StepWrite]:
     """Rows for the steps a decision changed; a map item's step also shows, as the latest
     result, at its plain path (``map/iterator/step``), as API.md promises readers."""
     writes = [InstanceRunner._step_write(state, p) for p in sorted(changed) if p in state.steps]
-    return writes + [replace(w, path=plans.template_path(w.path)) for w in writes if "@" in w.path]
+    return writes + [
+        replace(w, path=plans.template_path(w.path))
+        for w in writes
+        if "@" in w.path and not is_item_result(w.path)
+    ]
 
 
 def child_notice(
@@ -213,7 +217,7 @@ class InstanceRunner:
         ):
             return None
         steps = sorted(
-            s.steps.values(),
+            (st for st in s.steps.values() if not is_item_result(st.path)),
             key=lambda st: (st.started_at is not None, st.started_at or rec.created_at, st.path),
         )
         return records.WorkflowInstance.model_construct(  # our own state: no need to validate

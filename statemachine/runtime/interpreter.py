@@ -285,7 +285,7 @@ class FlowRun:
         elif isinstance(step, models.MapStep):
             st.status, st.phase = "running", "branches"
             st.input = value  # the items, stored once with the map's step row
-            self.s.branches[st.path] = {MAP: {"items": value, "next": 0, "results": {}}}
+            self.s.branches[st.path] = {MAP: {"items": value, "next": 0}}
             self.next_item(st, step)
 
     def run_task(

@@ -79,7 +79,23 @@ def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
         running += 1
         run.start_scope(scope, None)
     if running == 0 and meta["next"] >= len(items) and parent.status == "running":
-        run.succeed(parent, [meta["results"].get(str(i)) for i in range(len(items))])
+        run.succeed(parent, [item_result(run, parent, step, i) for i in range(len(items))])
+
+
+def item_path(map_path: str, step: models.MapStep, index: int) -> str:
+    """Where item ``index``'s result is kept: its scope's prefix (``map/iterator@i/``), a path
+    no step has (names hold no ``/``), so readers can leave these records out."""
+    return f"{map_path}/{step.iterator.name}@{index}/"
+
+
+def item_result(run: FlowRun, parent: StepState, step: models.MapStep, index: int) -> Any:
+    """Item ``index``'s result (every item of this round has finished, and written its record
+    over any of an earlier round); a state stored before results had records of their own
+    keeps them in the map's ``results``."""
+    record = run.s.peek(item_path(parent.path, step, index))
+    if record is not None:
+        return record.output
+    return run.s.branches[parent.path][MAP].get("results", {}).get(str(index))
 
 
 def consider(run: FlowRun, path: str) -> None:
@@ -156,11 +172,18 @@ def scope_done(run: FlowRun, scope: plans.Scope, output: Any) -> None:
     parent = run.s.step(scope.parent)
     step = run.plan.node(scope.parent).step
     if isinstance(step, models.MapStep):
-        # a finished item keeps its result, not its record (status, index, a copy of the
-        # item): the state column is rewritten on every commit of the map
-        records = run.s.branches[scope.parent]
-        record = records.pop(scope.branch)
-        records[MAP]["results"][str(record["index"])] = output
+        # a finished item leaves the state column (rewritten on every commit of the map: n
+        # items cost n² there) for a record of its own, one step row written once
+        record = run.s.branches[scope.parent].pop(scope.branch)
+        path = item_path(scope.parent, step, record["index"])
+        run.s.steps[path] = done = StepState(
+            path=path,
+            status="completed",
+            output=output,
+            iteration=parent.iteration,
+            completed_at=run.now,
+        )
+        run.touch(done)
         run.next_item(parent, step)
         return
     assert isinstance(step, models.ParallelStep)

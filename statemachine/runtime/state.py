@@ -17,7 +17,8 @@ def _dt(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next, results
+MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next
+# (states stored before an item's result had a record of its own also hold ``results``)
 FINISHED = frozenset(
     {"completed", "failed", "skipped", "cancelled"}
 )  # a step that will not run again
@@ -25,6 +26,11 @@ TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # an in
 # a step no later decision reads ``StepState.extra`` of (a retry resumes failed and cancelled
 # ones): left out of the state column, which would otherwise grow with every step
 SETTLED = frozenset({"completed", "skipped"})
+
+
+def is_item_result(path: str) -> bool:
+    """A map item's result (``map/iterator@i/``): kept as a step row, but not a step."""
+    return path.endswith("/")
 
 
 @dataclass
@@ -116,7 +122,7 @@ class _SharedSteps(dict[str, StepState]):
 
 
 def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Copy the records the interpreter changes (status, next index, results), not the JSON values
+    """Copy the records the interpreter changes (status, next index), not the JSON values
     they hold: a deep copy of a 1,000-item map on every step made maps quadratic."""
     out: dict[str, dict[str, Any]] = {}
     for path, by_branch in branches.items():

@@ -7,7 +7,8 @@ All on a SQLite file (WAL, ``synchronous=FULL``, the engine's default), in this 
    ``bench_steps`` floor: raw ``sqlite3`` UPDATE + 2 INSERT transactions, measured in the same
    run, interleaved with the engine runs);
 2. a ``MAP_ITEMS``-item map (``max_concurrency=50``, one trivial task per item): seconds,
-   items/s and the ratio to the floor;
+   items/s and the ratio to the floor; and one four times bigger, whose items cost as much
+   only if what a map's commits rewrite does not grow with the items done;
    then one execute of a ``LONG_STEPS``-step sequential workflow and of a loop of
    ``LOOP_PASSES`` passes: µs per step (or pass), which stays that of a short workflow only if
    what every commit rewrites does not grow with the run;
@@ -45,6 +46,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ from tests.benchmarks.bench_steps import FLOOR_COMMITS, _floor_once
 RUNS = int(os.environ.get("SM_BENCH_RUNS", "3"))
 BRANCHES = int(os.environ.get("SM_BENCH_BRANCHES", "100"))
 MAP_ITEMS = int(os.environ.get("SM_BENCH_MAP_ITEMS", "1000"))
+BIG_MAP_ITEMS = 4 * MAP_ITEMS
 MAP_CONCURRENCY = 50
 LONG_STEPS = int(os.environ.get("SM_BENCH_LONG_STEPS", "1000"))
 LOOP_PASSES = int(os.environ.get("SM_BENCH_LOOP_PASSES", "2000"))
@@ -112,8 +115,9 @@ def _parallel_once(path: Path) -> tuple[float, int]:
     return seconds, len(inst.step_results)
 
 
-def _map_once(path: Path) -> float:
-    """Seconds for one execute of a MAP_ITEMS-item map."""
+def _map_once(path: Path, items: int = MAP_ITEMS) -> float:
+    """Seconds for one execute of an ``items``-item map (MAP_ITEMS; BIG_MAP_ITEMS shows
+    whether an item costs more in a bigger map)."""
     definition = (
         workflow("bench-map")
         .map(
@@ -124,10 +128,8 @@ def _map_once(path: Path) -> float:
         )
         .build()
     )
-    seconds, inst = _execute_once(
-        path, definition, {"xs": list(range(MAP_ITEMS))}, warm={"xs": [0, 1]}
-    )
-    if len(inst.output) != MAP_ITEMS:
+    seconds, inst = _execute_once(path, definition, {"xs": list(range(items))}, warm={"xs": [0, 1]})
+    if len(inst.output) != items:
         raise RuntimeError(f"map benchmark gave {len(inst.output)} results")
     return seconds
 
@@ -179,6 +181,7 @@ def bench_fan_out() -> None:
     floors: list[float] = []
     parallels: list[float] = []
     maps: list[float] = []
+    big_maps: list[float] = []
     longs: list[float] = []
     loops: list[float] = []
     parallel_steps = 0
@@ -188,12 +191,14 @@ def bench_fan_out() -> None:
             seconds, parallel_steps = _parallel_once(Path(tmp) / "bench.db")
         parallels.append(seconds)
         maps.append(_on_fresh_file(_map_once))
+        big_maps.append(_on_fresh_file(partial(_map_once, items=BIG_MAP_ITEMS)))
         longs.append(_on_fresh_file(_long_once))
         loops.append(_on_fresh_file(_loop_once))
     floor_s = statistics.median(floors)
     floor_us = floor_s / FLOOR_COMMITS * 1e6
     parallel_s = statistics.median(parallels)
     map_s = statistics.median(maps)
+    big_map_s = statistics.median(big_maps)
     rows = [
         (
             "floor: raw sqlite3 commit (UPDATE + 2 INSERT)",
@@ -215,6 +220,13 @@ def bench_fan_out() -> None:
             map_s,
             f"{MAP_ITEMS / map_s:,.0f} items/s",
             map_s / MAP_ITEMS * 1e6,
+        ),
+        (
+            f"map: {BIG_MAP_ITEMS} items, the same",
+            BIG_MAP_ITEMS,
+            big_map_s,
+            f"{BIG_MAP_ITEMS / big_map_s:,.0f} items/s",
+            big_map_s / BIG_MAP_ITEMS * 1e6,
         ),
         (
             f"sequential: one {LONG_STEPS}-step workflow, one execute",

@@ -46,6 +46,10 @@ def test_map_results_are_in_item_order(engine: Engine, items: str) -> None:
     assert inst.step_results["each"].output == expected
     assert inst.output == {"all": expected}
     assert inst.step_results["each"].status == "completed"
+    assert set(inst.step_results) == {
+        "each", "after", "each/one/square", "each/one/label",
+        *(f"each/one@{i}/{s}" for i in range(3) for s in ("square", "label")),
+    }  # fmt: skip
     # the latest item's result sits at the plain path; history keeps every one
     assert inst.step_results["each/one/label"].status == "completed"
     assert inst.step_results["each/one/label"].output in expected
@@ -165,6 +169,12 @@ def test_map_survives_closing_the_engine_between_items(db_url: str, limit: int) 
             clock.advance("1h")
             engine.run_due()
             inst = engine.get("map-1")
+            rec = engine.repo.get("map-1")
+            assert rec is not None
+            if inst.status == "waiting":  # results of finished items are rows, not state
+                assert set(rec.state["branches"]["each"]["#map"]) == {"next"}
+            # an item's result row is the engine's own, not a step
+            assert not [k for k in inst.step_results if k.endswith("/")]
         finally:
             engine.close()
             gc.collect()

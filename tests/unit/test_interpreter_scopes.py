@@ -3,6 +3,7 @@ parallel steps (joins, step paths, visible names, race, fail-fast, wait-all, con
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -718,21 +719,69 @@ def test_map_max_concurrency_bounds_the_items_in_flight() -> None:
     assert d.state.output == ["A", "B", "C", "D"]
 
 
-def test_a_finished_item_leaves_only_its_result_in_the_state() -> None:
-    """The state column is rewritten on every commit of a map: an item that finished keeps
-    its result there, not its record (status, index and a copy of the item)."""
+def test_a_finished_item_leaves_the_state_column_for_a_record_of_its_own() -> None:
+    """The state column is rewritten on every commit of a map: a finished item leaves it
+    (status, index, a copy of the item and its result) for a step row of its own, written
+    once, so the column does not grow with the items done."""
     iterator = branch("it").task("charge", "noop").build()
     wf = workflow("lean").map("each", items="input", iterator=iterator, max_concurrency=2).build()
-    d = Driver(wf, [{"sku": "x" * 40, "n": i} for i in range(6)])
+    d = Driver(wf, [{"sku": "x" * 40, "n": i} for i in range(40)])
     d.start()
-    d.ok("each/it@0/charge", 0)
+    d.ok("each/it@0/charge", {"paid": 0})
     records = d.state.frontier_json()["branches"]["each"]
     assert set(records) == {"#map", "it@1", "it@2"}  # the two in flight, and the map's own
-    assert records["#map"]["results"] == {"0": 0}
-    for i in range(1, 6):
-        d.ok(f"each/it@{i}/charge", i)
-    assert d.state.output == [0, 1, 2, 3, 4, 5]
+    assert records["#map"] == {"next": 3}
+    assert d.step("each/it@0/").output == {"paid": 0}
+    assert (
+        d.last is not None and "each/it@0/" in d.last.changed
+    )  # written with the commit that finished the item
+    sizes = {}
+    for i in range(1, 39):
+        d.ok(f"each/it@{i}/charge", {"paid": i})
+        sizes[i] = len(json.dumps(d.state.frontier_json()))
+    assert sizes[37] == sizes[10]  # 27 more items done; the same two-digit items in flight
+    d.ok("each/it@39/charge", {"paid": 39})
+    assert d.state.output == [{"paid": i} for i in range(40)]
     assert set(d.state.frontier_json()["branches"]["each"]) == {"#map"}
+
+
+def test_a_map_stored_with_results_in_its_state_column_still_finishes_with_them() -> None:
+    """A state stored before item results had rows of their own (``#map.results``) is read
+    back as it was: results found there count, new ones get their rows."""
+    iterator = branch("it").task("charge", "noop").build()
+    wf = workflow("old").map("each", items="input", iterator=iterator, max_concurrency=1).build()
+    d = Driver(wf, ["a", "b", "c"])
+    d.start()
+    d.ok("each/it@0/charge", "A")
+    d.ok("each/it@1/charge", "B")
+    # as the previous release stored it: results in the column, no item records
+    d.state.branches["each"]["#map"]["results"] = {"0": "A", "1": "B"}
+    for path in ("each/it@0/", "each/it@1/"):
+        del d.state.steps[path]
+    d.state.unsettled = None
+    d.ok("each/it@2/charge", "C")
+    assert d.step("each").output == ["A", "B", "C"]
+
+
+def test_a_map_run_again_by_a_loop_gives_the_results_of_its_new_round() -> None:
+    iterator = branch("it").task("charge", "noop").build()
+    wf = (
+        workflow("again")
+        .map("each", items="input", iterator=iterator, max_concurrency=1)
+        .loop("more", condition="steps.each[0] == 'first'", target="each", max_iterations=3)
+        .build()
+    )
+    d = Driver(wf, ["a", "b"])
+    d.start()
+    d.ok("each/it@0/charge", "first")
+    d.ok("each/it@1/charge", "x")
+    assert d.step("each").iteration == 1  # the loop entered the map again
+    assert d.runnable == ["each/it@0/charge"]
+    d.ok("each/it@0/charge", "second")
+    assert d.runnable == ["each/it@1/charge"]
+    d.ok("each/it@1/charge", "y")
+    assert d.step("each").output == ["second", "y"]
+    assert d.status == "completed"
 
 
 def test_map_over_no_items_gives_an_empty_list() -> None:
