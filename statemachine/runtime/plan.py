@@ -19,6 +19,12 @@ def template_path(path: str) -> str:
     return _ITEM.sub("/", path)
 
 
+def item_prefix(map_path: str, step: models.MapStep, index: int) -> str:
+    """``map/iterator@index/``: the prefix of item ``index``'s steps, and the path of the
+    record of its result (a path no step has: names hold no ``/``)."""
+    return f"{map_path}/{step.iterator.name}@{index}/"
+
+
 @dataclass(frozen=True)
 class Scope:
     prefix: str  # "" for the top level, "fulfill/shipping/" for a branch
@@ -92,7 +98,7 @@ class Plan:
         """The scope of item ``index`` of a map: the iterator's steps under ``map/iterator@index/``."""
         step = self.nodes[map_path].step
         assert isinstance(step, models.MapStep)
-        prefix = f"{map_path}/{step.iterator.name}@{index}/"
+        prefix = item_prefix(map_path, step, index)
         with self._lock:
             found = self.scopes.get(prefix)
             if found is None:

@@ -82,17 +82,11 @@ def next_item(run: FlowRun, parent: StepState, step: models.MapStep) -> None:
         run.succeed(parent, [item_result(run, parent, step, i) for i in range(len(items))])
 
 
-def item_path(map_path: str, step: models.MapStep, index: int) -> str:
-    """Where item ``index``'s result is kept: its scope's prefix (``map/iterator@i/``), a path
-    no step has (names hold no ``/``), so readers can leave these records out."""
-    return f"{map_path}/{step.iterator.name}@{index}/"
-
-
 def item_result(run: FlowRun, parent: StepState, step: models.MapStep, index: int) -> Any:
     """Item ``index``'s result (every item of this round has finished, and written its record
     over any of an earlier round); a state stored before results had records of their own
     keeps them in the map's ``results``."""
-    record = run.s.peek(item_path(parent.path, step, index))
+    record = run.s.peek(plans.item_prefix(parent.path, step, index))
     if record is not None:
         return record.output
     return run.s.branches[parent.path][MAP].get("results", {}).get(str(index))
@@ -173,11 +167,10 @@ def scope_done(run: FlowRun, scope: plans.Scope, output: Any) -> None:
     step = run.plan.node(scope.parent).step
     if isinstance(step, models.MapStep):
         # a finished item leaves the state column (rewritten on every commit of the map: n
-        # items cost n² there) for a record of its own, one step row written once
-        record = run.s.branches[scope.parent].pop(scope.branch)
-        path = item_path(scope.parent, step, record["index"])
-        run.s.steps[path] = done = StepState(
-            path=path,
+        # items cost n² there) for a record of its own at its prefix, one step row written once
+        run.s.branches[scope.parent].pop(scope.branch)
+        run.s.steps[scope.prefix] = done = StepState(
+            path=scope.prefix,
             status="completed",
             output=output,
             iteration=parent.iteration,
