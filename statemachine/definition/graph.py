@@ -6,7 +6,7 @@ flow ("no ``next`` means the following step") are written once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from statemachine.definition import models
 
@@ -22,20 +22,32 @@ def error_targets(steps: Sequence[models.StepBase]) -> set[str]:
     return {s.error_next for s in steps if s.on_error == "branch" and s.error_next}
 
 
-def sequential_next(steps: Sequence[models.StepBase], index: int) -> str | None:
-    """The step that follows ``steps[index]`` on success in a sequential scope (None: scope ends)."""
+def sequential_next(
+    steps: Sequence[models.StepBase], index: int, handlers: Collection[str] | None = None
+) -> str | None:
+    """The step that follows ``steps[index]`` on success in a sequential scope (None: scope ends).
+
+    Without a ``next``, the following step written, passing over error-branch targets
+    (``handlers``, the scope's ``error_targets``): a handler runs only on its error, so
+    workflow.do's "fallback, then notify-admin on failure" never pages on a success.
+    """
     step = steps[index]
     if step.end:
         return None
     if step.next is not None:
         return step.next
-    return steps[index + 1].name if index + 1 < len(steps) else None
+    skip = error_targets(steps) if handlers is None else handlers
+    for later in steps[index + 1 :]:
+        if later.name not in skip:
+            return later.name
+    return None
 
 
 def edges(steps: Sequence[models.StepBase]) -> list[Edge]:
     """Every edge of one scope, labelled for rendering."""
     out: list[Edge] = []
     dag = is_dag_scope(steps)
+    handlers = error_targets(steps)
     for i, step in enumerate(steps):
         if dag:
             out.extend((dep, step.name, "") for dep in step.depends_on)
@@ -47,7 +59,7 @@ def edges(steps: Sequence[models.StepBase]) -> list[Edge]:
         else:
             if isinstance(step, models.LoopStep):
                 out.append((step.name, step.target, f"while {label_of(step.condition)}"))
-            nxt = sequential_next(steps, i)
+            nxt = sequential_next(steps, i, handlers)
             if nxt is not None:
                 out.append((step.name, nxt, ""))
         if step.on_error == "branch" and step.error_next:

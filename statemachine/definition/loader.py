@@ -60,6 +60,7 @@ _TOP_KEYS = {
 }
 _COMMON = {
     "id",
+    "title",
     "type",
     "description",
     "next",
@@ -173,8 +174,12 @@ class _Reader:
         self, raw: Mapping[str, Any], canon: Loc, source: Loc, allowed: set[str], what: str
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        written: dict[str, str] = {}  # canonical key -> the key as the author wrote it
+        titled = "title" in allowed and "id" in raw and "name" in raw
         for key, value in raw.items():
             ckey = canonical_key(str(key))
+            if titled and key == "name":  # workflow.do's shape: `id` names it, `name` titles it
+                ckey = "title"
             self.note((*canon, ckey), (*source, key))
             if ckey not in allowed:
                 hint = issues.did_you_mean(ckey, sorted(allowed))
@@ -184,10 +189,11 @@ class _Reader:
                 continue
             if ckey in out:
                 self.issue(
-                    f"key {key!r} given twice (as camelCase and snake_case)",
+                    f"keys {written[ckey]!r} and {key!r} both give {ckey!r}; keep one",
                     (*canon, ckey),
                     code="duplicate_key",
                 )
+            written.setdefault(ckey, str(key))
             out[ckey] = value
         return out
 

@@ -87,6 +87,7 @@ class StepBase(Frozen):
     end: bool = False
     on_error: OnError = "fail"
     error_next: str | None = None
+    title: str | None = None
     description: str | None = None
     depends_on: tuple[str, ...] = ()
     condition: ExprOrFn | None = None

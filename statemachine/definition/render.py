@@ -58,6 +58,7 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
     out: dict[str, Any] = {"id": step.name}
     if not isinstance(step, models.TaskStep):
         out["type"] = step.kind
+    _put(out, "title", step.title)
     _put(out, "description", step.description)
     _put(out, "dependsOn", list(step.depends_on), [])
     if not isinstance(step, models.LoopStep):
@@ -186,7 +187,7 @@ def _scope_lines_mermaid(steps: Sequence[models.StepBase], prefix: str, indent: 
                 lines.append(f"{indent}  end")
             lines.append(f"{indent}end")
         else:
-            lines.append(f"{indent}{_node_id(path)}{_shape(step, step.name)}")
+            lines.append(f"{indent}{_node_id(path)}{_shape(step, step.title or step.name)}")
     for src, dst, label in graph.edges(steps):
         arrow = f'-->|"{label}"|' if label else "-->"
         if label == "on error":
@@ -222,7 +223,8 @@ def _scope_lines_dot(steps: Sequence[models.StepBase], prefix: str, indent: str)
             lines.append(f'{indent}{_node_id(path)} [label="{step.name}", shape=point];')
         else:
             shape = "diamond" if isinstance(step, models.ChoiceStep) else "box"
-            lines.append(f'{indent}{_node_id(path)} [label="{step.name}", shape={shape}];')
+            label = (step.title or step.name).replace('"', "'")
+            lines.append(f'{indent}{_node_id(path)} [label="{label}", shape={shape}];')
     for src, dst, label in graph.edges(steps):
         attrs = f' [label="{label}"]' if label else ""
         if label == "on error":

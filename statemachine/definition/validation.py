@@ -349,11 +349,12 @@ def _flow(
             normal.setdefault(src, []).append(dst)
         if dst not in first:
             ends.add(src)  # already an unknown_reference; do not pile a no_end on top
+    handlers = graph.error_targets(steps)
     for i, step in enumerate(steps):
         if isinstance(step, models.ChoiceStep):  # no default: it may fail, but it does not end
             dead = not step.choices and step.default is None  # already an empty_choice
         else:
-            dead = graph.sequential_next(steps, i) is None
+            dead = graph.sequential_next(steps, i, handlers) is None
         if dead:
             ends.add(step.name)
     reach = graph.reachable([steps[0].name], every)

@@ -133,7 +133,7 @@ class Plan:
         return [scope.prefix + name for name in graph.roots(scope.steps)]
 
     def next_of(self, node: Node) -> str | None:
-        nxt = graph.sequential_next(node.scope.steps, node.index)
+        nxt = graph.sequential_next(node.scope.steps, node.index, node.scope.handlers)
         return None if nxt is None else node.scope.prefix + nxt
 
     def sibling(self, node: Node, name: str) -> str:

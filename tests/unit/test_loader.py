@@ -102,7 +102,29 @@ def test_the_same_key_in_both_styles_is_refused() -> None:
         "id: w\nsteps:\n  - id: a\n    action: x\n    dependsOn: []\n    depends_on: []\n"
     )
     assert (issue.line, issue.column, issue.location) == (6, 5, "steps[0].dependsOn")
-    assert "given twice" in issue.message
+    assert "'dependsOn' and 'depends_on'" in issue.message
+
+
+def test_id_and_name_together_are_the_id_and_the_display_title() -> None:
+    """workflow.do's shape: every definition has `id:` and `name:` at the top, and steps may too."""
+    definition = load(
+        "id: order-processing\nname: Process Customer Order\nsteps:\n"
+        "  - id: validate\n    name: Validate the order\n    action: x\n"
+        "  - name: ship\n    action: y\n"
+    )
+    assert (definition.name, definition.title) == ("order-processing", "Process Customer Order")
+    validate, ship = definition.steps
+    assert (validate.name, validate.title) == ("validate", "Validate the order")
+    assert (ship.name, ship.title) == ("ship", None)
+    assert "Validate the order" in definition.to_mermaid()
+    assert 'label="Validate the order"' in definition.to_dot()
+    again = load(definition.to_yaml())
+    assert again.hash == definition.hash and again.steps[0].title == "Validate the order"
+
+
+def test_name_beside_id_and_title_is_a_duplicate_title() -> None:
+    issue = only_issue("id: w\nname: A\ntitle: B\nsteps:\n  - id: a\n    action: x\n")
+    assert issue.location == "title" and "'name' and 'title'" in issue.message
 
 
 def test_name_and_id_are_the_same_key() -> None:
