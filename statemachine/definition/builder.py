@@ -36,19 +36,82 @@ def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+# what a broken step keeps for the checks of the whole graph: its name, edges and expressions
+_GRAPH_FIELDS = (
+    "name",
+    "next",
+    "end",
+    "on_error",
+    "error_next",
+    "depends_on",
+    "condition",
+    "input",
+)
+
+
+def broken_step(fields: Mapping[str, Any]) -> models.BrokenStep | None:
+    """The part of a step that failed validation that the graph checks can still use."""
+    kept = {k: fields[k] for k in _GRAPH_FIELDS if k in fields}
+    for _ in range(len(_GRAPH_FIELDS)):
+        try:
+            return models.BrokenStep(**kept)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if "name" in bad or not bad & kept.keys():
+                return None
+            kept = {k: v for k, v in kept.items() if k not in bad}
+    return None
+
+
 def build_steps(
-    raw: Sequence[tuple[str, dict[str, Any]]], base: issues.Loc
+    raw: Sequence[tuple[str, dict[str, Any]]],
+    base: issues.Loc,
+    indices: Sequence[int] | None = None,
 ) -> tuple[list[models.StepBase], list[errors.Issue]]:
+    """Models of ``raw``'s steps with every field issue; a broken step is a ``BrokenStep``.
+    ``indices``: where each sits in the list the author wrote (default: 0, 1, 2...)."""
     steps: list[models.StepBase] = []
     found: list[errors.Issue] = []
-    for i, (kind, fields) in enumerate(raw):
+    for n, (kind, fields) in enumerate(raw):
+        i = n if indices is None else indices[n]
         if fields.get("error_next") and fields.get("on_error", "fail") == "fail":
             fields = {**fields, "on_error": "branch"}
+        if kind == "broken":  # unreadable beyond its graph keys, already reported
+            stand_in = broken_step(fields)
+            if stand_in is not None:
+                steps.append(stand_in)
+            continue
         try:
             steps.append(_KINDS[kind](**fields))
         except ValidationError as exc:
             found.extend(issues.from_validation_error(exc, (*base, i)))
+            stand_in = broken_step(fields)
+            if stand_in is not None:
+                steps.append(stand_in)
     return steps, found
+
+
+def definition_or_none(
+    fields: Mapping[str, Any], found: list[errors.Issue]
+) -> models.WorkflowDefinition | None:
+    """The definition, adding its top-level issues to ``found``; when a field is bad, the
+    definition without it, so the graph checks still run in the same pass."""
+    kept = dict(fields)
+    for _ in range(len(kept) + 1):
+        try:
+            return models.WorkflowDefinition(**kept)
+        except ValidationError as exc:
+            issued = {i.location for i in found}
+            found.extend(
+                i
+                for i in issues.from_validation_error(exc)
+                if not i.location.startswith("steps[") and i.location not in issued
+            )
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} - {"steps"}
+            if not bad & kept.keys() or bad & {"name", "steps"}:
+                return None
+            kept = {k: v for k, v in kept.items() if k not in bad}
+    return None
 
 
 class _Steps:
@@ -252,16 +315,9 @@ class WorkflowBuilder(_Steps):
 
     def build(self) -> models.WorkflowDefinition:
         steps, found = build_steps(self._raw, ("steps",))
-        definition: models.WorkflowDefinition | None = None
-        try:
-            definition = models.WorkflowDefinition(
-                **self._fields, triggers=tuple(self._triggers), steps=tuple(steps)
-            )
-        except ValidationError as exc:
-            found.extend(
-                i for i in issues.from_validation_error(exc) if not i.location.startswith("steps[")
-            )
-        if definition is not None and not found:
+        fields = {**self._fields, "triggers": tuple(self._triggers), "steps": tuple(steps)}
+        definition = definition_or_none(fields, found)
+        if definition is not None:
             found.extend(validation.validate(definition))
         if found or definition is None:
             raise errors.DefinitionError(found)

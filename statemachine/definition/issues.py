@@ -83,6 +83,10 @@ def from_validation_error(exc: ValidationError, base: Loc = ()) -> list[errors.I
             message = message[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             message = "unknown field"
+        if err["type"] == "literal_error":  # an enum value: say what it may be, and the nearest
+            allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+            hint = did_you_mean(str(err["input"]), allowed)
+            message = f"{err['input']!r} is not one of {', '.join(allowed)}{hint}"
         found.append(
             errors.Issue(message=message, location=format_loc(tuple(loc)), code=err["type"])
         )

@@ -94,6 +94,7 @@ _OWN: dict[str, set[str]] = {
     "map": {"items", "iterator", "maxConcurrency"},
     "subworkflow": {"workflow", "input"},
 }
+_ON_ERROR = ("fail", "continue", "branch", "retry", "fail-fast", "wait-all")
 _RETRY_KEYS = {"maxAttempts", "interval", "backoffRate", "maxInterval", "retryOn"}
 _TEMPLATE = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.S)
 _FIELD = {  # canonical YAML key -> model field
@@ -136,6 +137,13 @@ class _Reader:
     def note(self, canon: Loc, source: Loc) -> None:
         self.notes.append((canon, source))
 
+    def written(self, canon: Loc, fallback: Loc) -> Loc:
+        """Where ``canon`` was noted last (its key as written), else ``fallback``."""
+        for noted, source in reversed(self.notes):
+            if noted == canon:
+                return source
+        return fallback
+
     @functools.cached_property
     def where(self) -> dict[str, Loc]:
         """Canonical location text -> source location; only needed once there are issues."""
@@ -156,12 +164,14 @@ class _Reader:
                 source = (*known, *parts[cut:])
                 break
         line, col = 0, 0
+        location = issue.location
         if source is not None:
+            location = issues.format_loc(source)  # the keys as the author wrote them
             at_key = issue.code in {"extra_forbidden", "unknown_key", "duplicate_key"}
             line, col = self.doc.key_position(source) if at_key else self.doc.position(source)
         if not line:
             line, col = 1, 1
-        return errors.Issue(issue.message, issue.location, self.doc.path, line, col, issue.code)
+        return errors.Issue(issue.message, location, self.doc.path, line, col, issue.code)
 
     # -- helpers -------------------------------------------------------------------------
     def mapping(self, value: Any, canon: Loc, what: str) -> dict[str, Any] | None:
@@ -241,15 +251,9 @@ class _Reader:
             self.issue("steps must be a list of steps", ("steps",), code="type")
             steps_raw = []
         steps = self.steps(steps_raw, ("steps",), ("steps",))
-        if self.found:
-            return None
-        try:
-            return models.WorkflowDefinition(
-                **fields, steps=tuple(steps), source_path=self.doc.path
-            )
-        except ValidationError as exc:
-            self.found.extend(issues.from_validation_error(exc))
-            return None
+        fields.update(steps=tuple(steps), source_path=self.doc.path)
+        fields.setdefault("name", "unnamed")  # reported above; the steps are still checked
+        return builder.definition_or_none(fields, self.found)
 
     def triggers(self, value: Any) -> tuple[models.Trigger, ...]:
         if not isinstance(value, list):
@@ -287,6 +291,7 @@ class _Reader:
 
     def steps(self, raw_steps: list[Any], canon: Loc, source: Loc) -> list[models.StepBase]:
         collected: list[tuple[str, dict[str, Any]]] = []
+        indices: list[int] = []
         for i, raw in enumerate(raw_steps):
             c, s = (*canon, i), (*source, i)
             self.note(c, s)
@@ -294,11 +299,23 @@ class _Reader:
             if step is None:
                 continue
             parsed = self.step(step, c, s)
-            if parsed is not None:
-                collected.append(parsed)
-        built, found = builder.build_steps(collected, canon)
+            if parsed is None:  # no usable type: its name and references still join the graph
+                parsed = ("broken", self.graph_fields(step))
+            collected.append(parsed)
+            indices.append(i)
+        built, found = builder.build_steps(collected, canon, indices)
         self.found.extend(found)
         return built
+
+    @staticmethod
+    def graph_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+        """A step's graph keys, for a stand-in when the step itself cannot be read."""
+        fields: dict[str, Any] = {}
+        for key, value in raw.items():
+            ckey = canonical_key(str(key))
+            if ckey in {"id", "next", "end", "dependsOn", "errorBranch", "onError", "condition"}:
+                fields.setdefault(_model_field(ckey), value)
+        return fields
 
     def step(
         self, raw: dict[str, Any], canon: Loc, source: Loc
@@ -327,6 +344,11 @@ class _Reader:
             if self.not_loadable(value, here):
                 continue
             if key in {"maxRetries", "retryDelay", "retry"}:
+                continue
+            if key == "onError" and value not in _ON_ERROR:
+                hint = issues.did_you_mean(str(value), _ON_ERROR)
+                msg = f"{value!r} is not one of {', '.join(_ON_ERROR)}{hint}"
+                self.issue(msg, here, code="on_error")
                 continue
             if key == "onError" and value in {"fail-fast", "wait-all"}:
                 if kind == "parallel":
@@ -362,7 +384,7 @@ class _Reader:
                 self.issue("compensate must name a registered action", here, code="type")
                 continue
             out[_model_field(key)] = value
-        policy = self.step_retry(fields, canon)
+        policy = self.step_retry(fields, canon, source)
         if policy is not None:
             out["retry"] = policy
         return kind, out
@@ -373,8 +395,11 @@ class _Reader:
         except ValueError:
             return self.expression(value)
 
-    def step_retry(self, fields: dict[str, Any], canon: Loc) -> dict[str, Any] | None:
+    def step_retry(self, fields: dict[str, Any], canon: Loc, source: Loc) -> dict[str, Any] | None:
         policy: dict[str, Any] | None = None
+        for key, field in (("maxRetries", "maxAttempts"), ("retryDelay", "interval")):
+            if key in fields:  # an issue of the policy is the issue of the key that gave it
+                self.note((*canon, "retry", field), self.written((*canon, key), source))
         if "retry" in fields:
             policy = self.retry(fields["retry"], (*canon, "retry"))
         if "maxRetries" in fields or "retryDelay" in fields:
@@ -446,13 +471,15 @@ def _load(doc: yaml_source.SourceDocument) -> models.WorkflowDefinition:
     reader = _Reader(doc)
     definition = reader.definition()
     found = list(reader.found)
-    if definition is not None and not found:
-        found = validation.validate(definition)
+    if definition is not None:  # with field issues too: every problem in one pass
+        found.extend(validation.validate(definition))
     if found or definition is None:
         # a required field whose inline callable was refused is also "missing": report it once
         refused = {_field_of(i.location) for i in found if i.code == "not_loadable"}
         found = [i for i in found if i.code != "missing" or _field_of(i.location) not in refused]
-        raise errors.DefinitionError([reader.place(i) for i in found])
+        placed = [reader.place(i) for i in found]
+        placed.sort(key=lambda i: (i.line or 0, i.column or 0))
+        raise errors.DefinitionError(placed)
     return definition
 
 

@@ -199,6 +199,14 @@ class MapStep(StepBase):
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
+class BrokenStep(PassStep):
+    """Stands in for a step whose own fields failed validation, keeping its name and the
+    references that did validate, so the graph checks of the same pass still see it (one pass
+    reports every problem). It never reaches a definition that loads: its issues are raised."""
+
+    input: Any = None  # its templates are still checked
+
+
 Step = Annotated[
     TaskStep
     | ChoiceStep

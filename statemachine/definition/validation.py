@@ -83,7 +83,12 @@ def _scope(scope: _Scope) -> Iterator[errors.Issue]:
         yield from _step_rules(step, loc)
         yield from _step_expressions(step, loc, scope.known)
         yield from _children(step, loc, scope.known)
-    yield from (_dag(steps, scope.loc, first) if dag else _flow(steps, scope.loc, first))
+    if dag:
+        yield from _dag(steps, scope.loc, first)
+    elif not any(isinstance(step, models.BrokenStep) for step in steps):
+        # a broken step's own edges (choices, loop target) are unknown: reachability and
+        # "no way to finish" would be guesses, so they wait for its fields to be fixed
+        yield from _flow(steps, scope.loc, first)
 
 
 def _name(what: str, name: str, loc: Loc) -> Iterator[errors.Issue]:
@@ -306,6 +311,8 @@ def _step_expressions(
                 yield from _expression(rule.condition, (*loc, "choices", k, "condition"), known)
         case models.MapStep():
             yield from _expression(step.items, (*loc, "items"), known)
+        case models.BrokenStep():
+            yield from _templates(step.input, (*loc, "input"), known)
         case models.PassStep():
             yield from _expression(step.transform, (*loc, "transform"), known)
             yield from _templates(step.result, (*loc, "result"), known)

@@ -101,7 +101,7 @@ def test_the_same_key_in_both_styles_is_refused() -> None:
     issue = only_issue(
         "id: w\nsteps:\n  - id: a\n    action: x\n    dependsOn: []\n    depends_on: []\n"
     )
-    assert (issue.line, issue.column, issue.location) == (6, 5, "steps[0].dependsOn")
+    assert (issue.line, issue.column, issue.location) == (6, 5, "steps[0].depends_on")
     assert "'dependsOn' and 'depends_on'" in issue.message
 
 
