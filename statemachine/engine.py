@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from statemachine import errors, leases, records, registry, worker
 from statemachine import runner as runner_mod
-from statemachine.definition import durations, expressions, issues, models
+from statemachine.definition import durations, expressions, issues, models, schemas
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import events, executor, jsondata
 from statemachine.runtime import interpreter as interp
@@ -228,11 +226,11 @@ class Engine:
     def _validate_input(self, definition: models.WorkflowDefinition, input: Any) -> Any:
         if definition.input_schema is not None:
             try:
-                input = definition.input_schema.model_validate(input)
-            except ValidationError as exc:
+                input = schemas.conform(input, definition.input_schema)
+            except schemas.Mismatch as exc:
                 raise errors.InputValidationError(
                     f"input of workflow {definition.name!r} is invalid: {exc}",
-                    errors=[dict(e) for e in exc.errors(include_url=False, include_context=False)],
+                    errors=exc.problems,
                 ) from None
         try:
             return jsondata.to_storable(input, what=f"input of workflow {definition.name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from statemachine import errors
 from statemachine.definition import issues, models, validation
@@ -130,8 +130,8 @@ class _Steps:
         handler: models.ExprOrFn,
         *,
         input: Any = None,
-        input_schema: type[BaseModel] | None = None,
-        output_schema: type[BaseModel] | None = None,
+        input_schema: models.Schema | None = None,
+        output_schema: models.Schema | None = None,
         retry: models.RetryPolicy | Mapping[str, Any] | None = None,
         timeout: Any = None,
         compensate: models.ExprOrFn | None = None,
@@ -280,7 +280,7 @@ class WorkflowBuilder(_Steps):
         self,
         name: str,
         version: str | int = "1",
-        input_schema: type[BaseModel] | None = None,
+        input_schema: models.Schema | None = None,
         *,
         title: str | None = None,
         description: str | None = None,
@@ -327,7 +327,7 @@ class WorkflowBuilder(_Steps):
 def workflow(
     name: str,
     version: str | int = "1",
-    input_schema: type[BaseModel] | None = None,
+    input_schema: models.Schema | None = None,
     *,
     title: str | None = None,
     description: str | None = None,

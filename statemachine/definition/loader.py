@@ -207,6 +207,17 @@ class _Reader:
             out[ckey] = value
         return out
 
+    def json_schema(self, value: Any, canon: Loc) -> bool:
+        """A schema in YAML is a JSON Schema: a mapping (its soundness is the model's check)."""
+        if isinstance(value, dict):
+            return True
+        self.issue(
+            f"{canon[-1]} must be a JSON Schema (a mapping), got {type(value).__name__}",
+            canon,
+            code="type",
+        )
+        return False
+
     def not_loadable(self, value: Any, canon: Loc) -> bool:
         if isinstance(value, dict) and value.get("loadable") is False and "callable" in value:
             self.issue(
@@ -238,9 +249,11 @@ class _Reader:
         for key in ("id", "version", "title", "description", "timeout"):
             if key in top:
                 fields[_FIELD.get(key, key)] = top[key]
-        for key in ("onComplete", "inputSchema"):
-            if key in top and not self.not_loadable(top[key], (key,)):
-                self.issue(f"{key} cannot be given in YAML", (key,), code="not_loadable")
+        if "onComplete" in top and not self.not_loadable(top["onComplete"], ("onComplete",)):
+            self.issue("onComplete cannot be given in YAML", ("onComplete",), code="not_loadable")
+        schema = top.get("inputSchema")
+        if schema is not None and not self.not_loadable(schema, ("inputSchema",)):
+            fields["input_schema"] = schema if self.json_schema(schema, ("inputSchema",)) else None
         if "defaultRetry" in top:
             policy = self.retry(top["defaultRetry"], ("defaultRetry",))
             if policy is not None:
@@ -380,6 +393,8 @@ class _Reader:
                 continue
             if key == "action" and kind == "poll":
                 key = "check"
+            if key in {"inputSchema", "outputSchema"} and not self.json_schema(value, here):
+                continue
             if key == "compensate" and not isinstance(value, str):
                 self.issue("compensate must name a registered action", here, code="type")
                 continue

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from statemachine.definition import durations
+from statemachine.definition import durations, schemas
 
 OnError = Literal["fail", "continue", "branch"]
 TriggerRule = Literal[
@@ -41,12 +41,23 @@ STEP_TYPES: tuple[str, ...] = (
 )
 
 Fn = Callable[..., Any]
-Schema = type[BaseModel]  # module-level: inside step classes the name `type` is a field
+# module-level: inside step classes the name `type` is a field. A pydantic model, or a JSON
+# Schema (a dict, as YAML gives it); ``schemas`` checks values against either.
+Schema = type[BaseModel] | dict[str, Any]
 ExprOrFn = str | Fn
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+def _sound_schema(cls: type[BaseModel], value: Any) -> Any:
+    """Shared ``after`` validator: a JSON Schema given as a dict must itself be valid."""
+    if isinstance(value, dict):
+        problem = schemas.schema_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
 
 
 def _seconds(cls: type[BaseModel], value: Any) -> Any:
@@ -112,6 +123,7 @@ class TaskStep(StepBase):
     compensate: ExprOrFn | None = None
 
     _check_timeout = field_validator("timeout", mode="before")(_seconds)
+    _check_schemas = field_validator("input_schema", "output_schema")(_sound_schema)
 
 
 class ChoiceStep(StepBase):
@@ -239,6 +251,7 @@ class WorkflowDefinition(Frozen):
     _hash: str = PrivateAttr(default="")
 
     _check_timeout = field_validator("timeout", mode="before")(_seconds)
+    _check_schema = field_validator("input_schema")(_sound_schema)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from statemachine import errors
-from statemachine.definition import models
+from statemachine.definition import models, schemas
 from statemachine.runtime import flowctx, jsondata
 from statemachine.runtime.context import StepContext
 
@@ -166,10 +166,10 @@ def _arguments(
 ) -> tuple[Any, ...]:
     if isinstance(step, models.TaskStep) and not compensation and step.input_schema is not None:
         try:
-            payload = step.input_schema.model_validate(payload)
-        except ValidationError as exc:
+            payload = schemas.conform(payload, step.input_schema)
+        except schemas.Mismatch as exc:
             raise errors.CriticalError(
-                f"input of step {ctx.step_name!r} does not match {step.input_schema.__name__}: {exc}",
+                f"input of step {ctx.step_name!r} does not match {schemas.label(step.input_schema)}: {exc}",
                 step=ctx.step_name,
             ) from None
     return (payload, ctx)[: _arity(fn)]
@@ -180,11 +180,10 @@ def _succeeded(
 ) -> Outcome:
     if isinstance(step, models.TaskStep) and not compensation and step.output_schema is not None:
         try:
-            model = step.output_schema
-            result = result if isinstance(result, model) else model.model_validate(result)
-        except ValidationError as exc:
+            result = schemas.conform(result, step.output_schema)
+        except schemas.Mismatch as exc:
             raise errors.CriticalError(
-                f"output of step {path!r} does not match {step.output_schema.__name__}: {exc}",
+                f"output of step {path!r} does not match {schemas.label(step.output_schema)}: {exc}",
                 step=path,
             ) from None
     return Outcome(True, jsondata.to_storable(result, what=f"output of step {path!r}", step=path))
