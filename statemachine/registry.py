@@ -30,6 +30,36 @@ def _without_modules(value: Any) -> Any:
     return value
 
 
+def _children(definition: models.WorkflowDefinition) -> builtins.list[tuple[str, str]]:
+    """(step path, child workflow name) of every subworkflow step."""
+    return [
+        (path, step.workflow)
+        for path, step in definition.walk()
+        if isinstance(step, models.SubworkflowStep)
+    ]
+
+
+def _cycle_through(
+    origin: str,
+    first: str,
+    lookup: Callable[[str], models.WorkflowDefinition | None],
+) -> builtins.list[str] | None:
+    """The chain ``origin -> first -> ... -> origin`` when starting ``first`` leads back."""
+    stack: builtins.list[tuple[str, builtins.list[str]]] = [(first, [origin, first])]
+    seen: set[str] = set()
+    while stack:
+        name, chain = stack.pop()
+        if name == origin:
+            return chain
+        if name in seen:
+            continue
+        seen.add(name)
+        definition = lookup(name)
+        if definition is not None:
+            stack.extend((child, [*chain, child]) for _, child in _children(definition))
+    return None
+
+
 class Registry:
     def __init__(self, store: repo.Repository, clock: clocks.Clock) -> None:
         self.repo = store
@@ -82,6 +112,8 @@ class Registry:
                 )
             if check_actions:
                 self.check_actions(item)
+        if check_actions:
+            self.check_children(items)
         now = self.clock.now()
         for item in items:
             self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
@@ -113,6 +145,43 @@ class Registry:
         if found:
             raise errors.DefinitionError(found)
         self._checked.add(definition.hash)
+
+    def check_children(self, items: builtins.list[models.WorkflowDefinition]) -> None:
+        """Every subworkflow step names a workflow registered here or in the same call, and no
+        workflow starts itself, directly or through its children (it would nest without end)."""
+        pending = {item.name: item for item in items}
+
+        def lookup(name: str) -> models.WorkflowDefinition | None:
+            found = pending.get(name)
+            if found is None and name in self.latest:
+                found = self.by_hash[self.latest[name]]
+            return found
+
+        found: list[errors.Issue] = []
+        for item in items:
+            for path, child in _children(item):
+                if lookup(child) is None:
+                    known = set(pending) | set(self.latest)
+                    hint = issues.did_you_mean(child, known)
+                    message = (
+                        f"step {path!r} starts workflow {child!r}, which is not registered{hint}; "
+                        "register it first, or in the same register call"
+                    )
+                else:
+                    chain = _cycle_through(item.name, child, lookup)
+                    if chain is None:
+                        continue
+                    message = (
+                        f"step {path!r} starts workflow {child!r}, which leads back to "
+                        f"{item.name!r} ({' -> '.join(chain)}): a workflow cannot start itself"
+                    )
+                found.append(
+                    errors.Issue(
+                        message, location=path, path=item.source_path, code="unknown_workflow"
+                    )
+                )
+        if found:
+            raise errors.DefinitionError(found)
 
     def resolve_action(self, target: Any) -> Callable[..., Any]:
         if callable(target):
