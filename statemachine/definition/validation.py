@@ -91,9 +91,21 @@ def _scope(scope: _Scope) -> Iterator[errors.Issue]:
         yield from _flow(steps, scope.loc, first)
 
 
+# The engine builds internal paths from names: "/" joins scopes, "@" numbers map items,
+# "#" marks a step's compensation ("charge#compensate"); a name holding one would collide.
+RESERVED = frozenset("/#@")
+
+
+def _bad_char(c: str) -> bool:
+    return c in RESERVED or c.isspace() or not c.isprintable() or "\ud800" <= c <= "\udfff"
+
+
 def _name(what: str, name: str, loc: Loc) -> Iterator[errors.Issue]:
-    if not name or "/" in name or any(c.isspace() for c in name):
-        msg = f"{what} name {name!r} must be non-empty, without '/' or whitespace"
+    if not name or any(_bad_char(c) for c in name):
+        msg = (
+            f"{what} name {name!r} must be non-empty, without whitespace, control characters "
+            "or any of '/', '#', '@' (the engine uses them in step paths)"
+        )
         yield _issue("bad_name", loc, msg)
 
 

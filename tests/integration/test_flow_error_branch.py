@@ -93,3 +93,20 @@ def test_the_graph_draws_no_fall_through_edge_into_a_handler() -> None:
     mermaid = definition.to_mermaid()
     assert "n_fallback --> n_notify_admin" not in mermaid
     assert '-.->|"on error"| n_notify_admin' in mermaid
+
+
+def test_a_step_named_like_a_compensation_is_refused() -> None:
+    """Builder `a` (compensate=undo) -> `a#compensate` -> `c`: the name collided with `a`'s
+    compensation path, so `undo` ran though nothing failed (issue 18, item 8)."""
+    from statemachine import DefinitionError
+
+    with pytest.raises(DefinitionError) as caught:
+        (
+            workflow("collide")
+            .task("a", "noop", compensate="noop")
+            .task("a#compensate", "noop")
+            .task("c", "noop")
+            .build()
+        )
+    (issue,) = caught.value.errors
+    assert issue.location == "steps[1].id" and "'#'" in issue.message

@@ -95,7 +95,10 @@ def test_same_step_name_in_different_scopes_is_fine() -> None:
     assert found(task("a"), par) == []
 
 
-@pytest.mark.parametrize("name", ["has space", "a/b", "tab\there"])
+@pytest.mark.parametrize(
+    "name",
+    ["has space", "a/b", "tab\there", "a#compensate", "each@1", "nul\x00", "bell\x07"],
+)
 def test_bad_step_name(name: str) -> None:
     issue = only(found(task(name)), "bad_name")
     assert issue.location == "steps[0].id"
