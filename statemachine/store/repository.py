@@ -578,12 +578,16 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
 
 
 def _step(r: sa.RowMapping) -> records.StepResult:
+    skipped = (
+        r["status"] == "skipped"
+    )  # its error column holds why (``InstanceRunner._step_write``)
     return records.StepResult(
         step_name=r["path"],
         status=r["status"],
         input=r["input"],
         output=r["output"],
-        error=r["error"],
+        error=None if skipped else r["error"],
+        reason=r["error"] if skipped else None,
         attempts=r["attempts"],
         iteration=r["iteration"],
         started_at=utc(r["started_at"]),
