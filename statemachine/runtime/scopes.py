@@ -109,7 +109,8 @@ def consider(run: FlowRun, path: str) -> None:
     verdict = rules.verdict(rule, states)
     if verdict == "wait":
         return
-    prev = rules.prev_of(depends_on, states)
+    prev_name = rules.prev_of(depends_on, states)
+    prev = None if prev_name is None else prefix + prev_name
     if verdict == "run":
         run.enter(path, prev)
         return

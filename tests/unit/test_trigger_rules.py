@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import workflow
+from statemachine import branch, workflow
 from statemachine.runtime import rules
 from statemachine.runtime.state import StepState
 from tests.unit.test_interpreter_flow import Driver
@@ -302,3 +302,29 @@ def test_rules_after_skipped_dependencies(rule: str, runs: bool) -> None:
         reason: dict[str, Any] = c.reason or {}
         assert reason["kind"] == "trigger_rule" and reason["upstream_failed"] is False
         assert reason["dependencies"] == {"a": "skipped", "b": "skipped"}
+
+
+def test_rules_in_a_dag_inside_a_parallel_branch() -> None:
+    """Dependencies are looked up, and ``prev`` handed on, under the branch's own prefix."""
+    dag = (
+        branch("d")
+        .task("a", "noop", on_error="continue")
+        .task("b", "noop")
+        .task("after_a", "noop", depends_on=["a"])
+        .task("either", "noop", depends_on=["b", "after_a"], trigger="one_success")
+        .task("strict", "noop", depends_on=["after_a", "b"])
+        .build()
+    )
+    wf = workflow("par-dag").parallel("p", branches=[dag]).build()
+    d = Driver(wf, {})
+    d.start()
+    d.ok("p/d/b", "B")
+    assert d.step("p/d/either").input == "B"  # ran on the first success, with its output
+    d.fail("p/d/a", "broken")
+    assert d.step("p/d/after_a").status == "skipped"
+    strict = d.step("p/d/strict")
+    assert strict.status == "skipped"
+    assert strict.reason is not None and strict.reason["upstream_failed"] is True
+    assert strict.reason["dependencies"] == {"after_a": "upstream_failed", "b": "completed"}
+    d.ok("p/d/either", "E")
+    assert d.status == "completed"
