@@ -578,9 +578,8 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
 
 
 def _step(r: sa.RowMapping) -> records.StepResult:
-    skipped = (
-        r["status"] == "skipped"
-    )  # its error column holds why (``InstanceRunner._step_write``)
+    # a skipped step's error column holds why it was skipped (``InstanceRunner._step_write``)
+    skipped = r["status"] == "skipped"
     return records.StepResult(
         step_name=r["path"],
         status=r["status"],
