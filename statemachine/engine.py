@@ -276,7 +276,8 @@ class Engine:
         return self._instance(rec)
 
     def _instance(self, rec: repo.InstanceRecord) -> records.WorkflowInstance:
-        steps = {s.step_name: s for s in self.repo.steps(rec.id) if not is_item_result(s.step_name)}
+        rows = [s for s in self.repo.steps(rec.id) if not is_item_result(s.step_name)]
+        steps = {s.step_name: s for s in self._in_start_order(rec, rows)}
         return records.WorkflowInstance(
             id=rec.id,
             workflow_name=rec.workflow_name,
@@ -295,6 +296,23 @@ class Engine:
             completed_at=rec.completed_at,
             wake_at=rec.wake_at,
         )
+
+    def _in_start_order(
+        self, rec: repo.InstanceRecord, rows: builtins.list[records.StepResult]
+    ) -> builtins.list[records.StepResult]:
+        """Steps in the order they started, ties in the graph's order (``Plan.order_key``); a
+        version this process cannot load (inline callables) breaks ties by path."""
+        try:
+            plan: plans.Plan | None = plans.plan_for(self._definition_for(rec))
+        except errors.WorkflowNotFound:
+            plan = None
+
+        def key(s: records.StepResult) -> plans.OrderKey:
+            if plan is None:
+                return plans.order_key(s.step_name, s.started_at, s.completed_at, 0)
+            return plan.order_key(s.step_name, s.started_at, s.completed_at)
+
+        return sorted(rows, key=key)
 
     def list(
         self,

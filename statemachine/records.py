@@ -38,6 +38,10 @@ class StepResult(_Record):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    #: why a skipped step did not run: ``{"kind": "condition" | "trigger_rule" |
+    #: "error_branch_not_taken", ...}`` (a trigger rule's skip also names the rule, the
+    #: dependencies' states and whether it counts as ``upstream_failed``); else None
+    reason: dict[str, Any] | None = None
 
 
 class WorkflowInstance(_Record):

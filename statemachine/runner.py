@@ -218,7 +218,7 @@ class InstanceRunner:
             return None
         steps = sorted(
             (st for st in s.steps.values() if not is_item_result(st.path)),
-            key=lambda st: (st.started_at is not None, st.started_at or rec.created_at, st.path),
+            key=lambda st: self.plan.order_key(st.path, st.started_at, st.completed_at),
         )
         return records.WorkflowInstance.model_construct(  # our own state: no need to validate
             id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
@@ -237,7 +237,9 @@ class InstanceRunner:
             status=st.status,
             input=st.input,
             output=st.output,
-            error=st.error,
+            # a skipped step has no error: its row keeps why it was skipped there instead
+            # (``repository._step`` reads it back as the step's ``reason``)
+            error=st.reason if st.status == "skipped" else st.error,
             attempts=st.attempts,
             iteration=st.iteration,
             started_at=st.started_at,

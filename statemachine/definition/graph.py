@@ -83,6 +83,30 @@ def roots(steps: Sequence[models.StepBase]) -> list[str]:
     return [s.name for s in steps if not s.depends_on and s.name not in handlers]
 
 
+def graph_order(steps: Sequence[models.StepBase]) -> list[str]:
+    """The scope's steps in the order they can run: as written in a sequential scope; in a DAG,
+    in waves (steps whose dependencies, and error branches' failing steps, are in earlier
+    waves), each wave as written."""
+    if not is_dag_scope(steps):
+        return [s.name for s in steps]
+    names = {s.name for s in steps}
+    left = {s.name: {d for d in s.depends_on if d in names and d != s.name} for s in steps}
+    for s in steps:
+        if s.on_error == "branch" and s.error_next in left and s.error_next != s.name:
+            left[s.error_next].add(s.name)
+    order: list[str] = []
+    while left:
+        ready = [s.name for s in steps if s.name in left and not left[s.name]]
+        if not ready:  # a cycle (refused by validation): the rest as written
+            ready = [s.name for s in steps if s.name in left]
+        for name in ready:
+            del left[name]
+            order.append(name)
+        for deps in left.values():
+            deps.difference_update(ready)
+    return order
+
+
 def reachable(start: Iterable[str], adjacency: Mapping[str, Iterable[str]]) -> set[str]:
     seen: set[str] = set()
     todo = list(start)

@@ -10,23 +10,26 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from statemachine.definition import durations, schemas
 
 OnError = Literal["fail", "continue", "branch"]
+# Airflow's trigger rules, with Airflow's meaning (runtime/rules.py decides them)
 TriggerRule = Literal[
-    "all_success", "all_done", "one_success", "none_failed_min_one_success", "always"
-]
-TRIGGER_RULES: tuple[str, ...] = (
     "all_success",
+    "all_failed",
     "all_done",
     "one_success",
+    "one_failed",
+    "none_failed",
     "none_failed_min_one_success",
+    "none_skipped",
     "always",
-)
+]
+TRIGGER_RULES: tuple[str, ...] = get_args(TriggerRule)
 DEFAULT_TRIGGER_RULE: TriggerRule = "none_failed_min_one_success"
 STEP_TYPES: tuple[str, ...] = (
     "task",

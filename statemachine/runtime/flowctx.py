@@ -312,18 +312,6 @@ def retryable(policy: models.RetryPolicy | None, exc: BaseException) -> bool:
     return isinstance(exc, policy.retry_on)
 
 
-def trigger_ok(rule: str, statuses: list[str]) -> bool:
-    ok = sum(1 for s in statuses if s == "completed")
-    failed = sum(1 for s in statuses if s in ("failed", "cancelled"))
-    if rule == "all_success":
-        return ok == len(statuses)
-    if rule == "all_done" or rule == "always":
-        return True
-    if rule == "one_success":
-        return ok >= 1
-    return failed == 0 and (ok >= 1 or not statuses)
-
-
 def names_for(view_: FlowView, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     names = view_.names()
     if extra:

@@ -410,7 +410,11 @@ class FlowRun:
             self.scope_failed(node.scope, error)
 
     def skip(self, path: str, prev: str | None, reason: dict[str, Any]) -> None:
+        """Skip ``path``; ``reason`` is history's data (its kind under ``reason``), and the
+        step's ``reason`` (its kind under ``kind``), which its dependents' trigger rules read."""
+        details = {k: v for k, v in reason.items() if k != "reason"}
         st = self.fresh(path, prev, status="skipped", completed_at=self.now)
+        st.reason = {"kind": reason["reason"], **details}
         self.deactivate(path)
         self.log("workflow.step.skipped", path, **reason)
         self.advance(st, None)

@@ -8,10 +8,13 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from statemachine.definition import graph, models
 
 _ITEM = re.compile(r"@\d+/")
+_INDEX = re.compile(r"@(\d+)/")
+_NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 def template_path(path: str) -> str:
@@ -23,6 +26,19 @@ def item_prefix(map_path: str, step: models.MapStep, index: int) -> str:
     """``map/iterator@index/``: the prefix of item ``index``'s steps, and the path of the
     record of its result (a path no step has: names hold no ``/``)."""
     return f"{map_path}/{step.iterator.name}@{index}/"
+
+
+OrderKey = tuple[datetime, int, tuple[int, ...], str]
+
+
+def order_key(
+    path: str, started_at: datetime | None, completed_at: datetime | None, rank: int
+) -> OrderKey:
+    """Where a step is listed among an instance's steps: by when it started (a skipped or
+    cancelled step never started: when it was decided; one not decided yet: last), ties by
+    ``rank`` (its place in the graph's order), then map items by index; never by name alone."""
+    items = tuple(int(i) for i in _INDEX.findall(path))
+    return started_at or completed_at or _NEVER, rank, items, path
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,8 @@ class Plan:
         self.in_maps: set[str] = set()  # template paths of steps inside a map's iterator
         self._lock = threading.Lock()  # item scopes are added lazily; plans are shared
         self.top = self._scope(definition.steps, "", None, None)
+        self.rank: dict[str, int] = {}  # template path -> position in the graph's order
+        self._rank(definition.steps, "")
         self.top_level_count = len(definition.steps)
         self.top_level = frozenset(step.name for step in definition.steps)
 
@@ -93,6 +111,22 @@ class Plan:
             for br in models.child_branches(step):
                 self._scope(br.steps, f"{path}/{br.name}/", path, br.name)
         return scope
+
+    def _rank(self, steps: tuple[models.StepBase, ...], prefix: str) -> None:
+        """Number the steps in the graph's order (``graph.graph_order``), a container's
+        branches right after the container."""
+        by_name = {s.name: s for s in steps}
+        for name in graph.graph_order(steps):
+            self.rank[prefix + name] = len(self.rank)
+            for br in models.child_branches(by_name[name]):
+                self._rank(br.steps, f"{prefix}{name}/{br.name}/")
+
+    def order_key(
+        self, path: str, started_at: datetime | None, completed_at: datetime | None
+    ) -> OrderKey:
+        """Where a step is listed among an instance's steps (``order_key``)."""
+        rank = self.rank.get(template_path(path), len(self.rank))
+        return order_key(path, started_at, completed_at, rank)
 
     def item_scope(self, map_path: str, index: int) -> Scope:
         """The scope of item ``index`` of a map: the iterator's steps under ``map/iterator@index/``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from statemachine.definition import models
-from statemachine.runtime import flowctx, jsondata
+from statemachine.runtime import flowctx, jsondata, rules
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import FINISHED, MAP, StepState
 
@@ -31,6 +31,9 @@ def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:
     if scope.dag:
         for root in run.plan.roots(scope):
             run.schedule_consider(root)
+        for step in scope.steps:  # Airflow's ``always`` waits for nothing
+            if step.trigger == "always" and step.depends_on and step.name not in scope.handlers:
+                run.schedule_consider(scope.prefix + step.name)
     elif scope.steps:
         run.schedule_enter(scope.prefix + scope.steps[0].name, prev)
     else:  # validation refuses empty branches; pass the input through all the same
@@ -93,34 +96,37 @@ def item_result(run: FlowRun, parent: StepState, step: models.MapStep, index: in
 
 
 def consider(run: FlowRun, path: str) -> None:
-    """A DAG step whose dependencies may now all be finished: run it, or skip it and say why."""
+    """A DAG step one of whose dependencies finished (or a root): run it, skip it and say why,
+    or leave it waiting, as its trigger rule says (``rules.verdict``)."""
     node = run.plan.node(path)
     st = run.s.peek(path)
     if st is not None and st.status != "pending":
         return
     prefix = node.scope.prefix
     depends_on = node.step.depends_on
-    deps = [run.s.peek(prefix + d) for d in depends_on]
-    statuses = [_rule_status(d) for d in deps if d is not None]
-    if len(statuses) < len(deps) or any(s not in FINISHED for s in statuses):
-        return
-    prev = prefix + depends_on[-1] if depends_on else None
+    states = [rules.dependency_state(run.s.peek(prefix + d)) for d in depends_on]
     rule = node.step.trigger
-    if deps and not flowctx.trigger_ok(rule, statuses):
-        reason = {
-            "reason": "trigger_rule",
-            "rule": rule,
-            "dependencies": dict(zip(depends_on, statuses, strict=True)),
-        }
-        run.skip(path, prev, reason)
+    verdict = rules.verdict(rule, states)
+    if verdict == "wait":
         return
-    run.enter(path, prev)
+    prev_name = rules.prev_of(depends_on, states)
+    prev = None if prev_name is None else prefix + prev_name
+    if verdict == "run":
+        run.enter(path, prev)
+        return
+    deps = dict(zip(depends_on, states, strict=True))
+    run.skip(path, prev, rules.skip_reason(rule, verdict, deps))
 
 
 def maybe_finish_dag(run: FlowRun, scope: plans.Scope) -> None:
     if not run.scope_alive(scope) or run.queued_in(scope):
         return
     prefix = scope.prefix
+    unused = _unused_handlers(run, scope)
+    for name in unused:  # its dependents learn at once that it was skipped
+        run.skip(prefix + name, None, {"reason": "error_branch_not_taken"})
+    if unused:
+        return
     if any(p.startswith(prefix) and "/" not in p[len(prefix) :] for p in run.s.active):
         return
     unfinished = [
@@ -258,11 +264,21 @@ def maybe_join(run: FlowRun, parent: StepState, step: models.ParallelStep) -> No
         run.succeed(parent, {b.name: final[b.name]["output"] for b in step.branches})
 
 
-def _rule_status(st: StepState) -> str:
-    """A dependency's status for trigger rules.
-
-    A failure taken by ``on_error`` (continue, or an error branch) counts as a failure here:
-    it no longer fails the instance, but ``all_success`` / ``none_failed_min_one_success``
-    dependents do not run after it while ``all_done`` / ``always`` ones do (as in Airflow).
-    """
-    return st.status
+def _unused_handlers(run: FlowRun, scope: plans.Scope) -> list[str]:
+    """Error branches with dependents that will not run: every step that names them finished
+    without failing (a skipped step, or one that succeeded)."""
+    found = []
+    for name in sorted(scope.handlers):
+        if not scope.dependents.get(name):
+            continue
+        own = run.s.peek(scope.prefix + name)
+        if own is not None and own.status != "pending":
+            continue
+        sources = [
+            run.s.peek(scope.prefix + s.name)
+            for s in scope.steps
+            if s.on_error == "branch" and s.error_next == name
+        ]
+        if all(x is not None and x.status in ("completed", "skipped") for x in sources):
+            found.append(name)
+    return found

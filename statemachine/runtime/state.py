@@ -50,6 +50,7 @@ class StepState:
     deadline: datetime | None = None
     prev: str | None = None  # the step whose output led here
     handled: bool = False  # a failure taken by onError continue/branch
+    reason: dict[str, Any] | None = None  # why a skipped step was skipped (kept in its row)
 
     def record(self) -> records.StepResult:
         """The read model, built without validation: every field comes from the interpreter's
@@ -65,6 +66,7 @@ class StepState:
             started_at=self.started_at,
             completed_at=self.completed_at,
             next_attempt_at=self.wake_at,
+            reason=self.reason,
         )
 
     def copy(self) -> StepState:
@@ -288,6 +290,7 @@ class State:
                 deadline=_dt(x.get("deadline")),
                 prev=x.get("prev"),
                 handled=bool(x.get("handled")),
+                reason=r.reason,
             )
         return state
 

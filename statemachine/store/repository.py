@@ -578,12 +578,15 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
 
 
 def _step(r: sa.RowMapping) -> records.StepResult:
+    # a skipped step's error column holds why it was skipped (``InstanceRunner._step_write``)
+    skipped = r["status"] == "skipped"
     return records.StepResult(
         step_name=r["path"],
         status=r["status"],
         input=r["input"],
         output=r["output"],
-        error=r["error"],
+        error=None if skipped else r["error"],
+        reason=r["error"] if skipped else None,
         attempts=r["attempts"],
         iteration=r["iteration"],
         started_at=utc(r["started_at"]),

@@ -86,3 +86,19 @@ def test_run_by_name_uses_the_definitions_folder(db: str) -> None:
     missing = cli("run", "fraud-check", db=db, check=2)  # no actions: refused before running
     assert "calculateFraudScore" in missing.stderr
     assert "no workflow instance" not in missing.stderr
+
+
+def test_status_lists_steps_in_the_order_they_started(db: str, tmp_path: Path) -> None:
+    """Pass steps all start within one decision, at one instant: the graph's order breaks the
+    tie, not the names."""
+    flow = tmp_path / "instant.yaml"
+    steps = "".join(f"  - id: {name}\n    type: pass\n" for name in ("zeta", "alpha", "mid"))
+    flow.write_text(f"id: instant\nsteps:\n{steps}")
+    cli("run", str(flow), "--id", "i-1", db=db)
+    table = cli("status", "i-1", db=db).stdout
+    rows = [
+        line.split()[1]
+        for line in table.splitlines()
+        if line.split()[1:2] in (["zeta"], ["alpha"], ["mid"])
+    ]
+    assert rows == ["zeta", "alpha", "mid"], table

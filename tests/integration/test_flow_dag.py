@@ -173,7 +173,17 @@ def test_condition_on_a_builder_dag_step(engine: Engine) -> None:
 
 # -- trigger rules -------------------------------------------------------------------------
 
-RULES = ("all_success", "all_done", "one_success", "none_failed_min_one_success", "always")
+RULES = (
+    "all_success",
+    "all_done",
+    "one_success",
+    "none_failed_min_one_success",
+    "always",
+    "all_failed",
+    "one_failed",
+    "none_failed",
+    "none_skipped",
+)
 
 RULES_YAML = """
 id: rules
@@ -197,9 +207,17 @@ steps:
 @pytest.mark.parametrize(
     ("failing", "expected_to_run"),
     [
-        pytest.param([], set(RULES), id="none-failed"),
-        pytest.param(["bad"], {"all_done", "one_success", "always"}, id="one-failed"),
-        pytest.param(["ok", "bad"], {"all_done", "always"}, id="both-failed"),
+        pytest.param([], set(RULES) - {"all_failed", "one_failed"}, id="none-failed"),
+        pytest.param(
+            ["bad"],
+            {"all_done", "one_success", "always", "one_failed", "none_skipped"},
+            id="one-failed",
+        ),
+        pytest.param(
+            ["ok", "bad"],
+            {"all_done", "always", "all_failed", "one_failed", "none_skipped"},
+            id="both-failed",
+        ),
     ],
 )
 def test_trigger_rules_after_a_failed_dependency(
@@ -247,6 +265,178 @@ def test_trigger_rule_from_the_builder(engine: Engine) -> None:
     assert inst.step_results["work"].status == "failed"
     assert inst.step_results["report"].status == "skipped"
     assert inst.step_results["cleanup"].status == "completed"
+
+
+ETL_YAML = """
+id: etl
+steps:
+  - id: extract_a
+    action: extract
+    onError: continue
+  - id: extract_b
+    action: extract
+  - id: transform_a
+    action: record
+    dependsOn: [extract_a]
+  - id: transform_b
+    action: record
+    dependsOn: [extract_b]
+  - id: load
+    action: record
+    dependsOn: [transform_a, transform_b]
+  - id: page
+    action: record
+    dependsOn: [load]
+    trigger: one_failed
+"""
+
+
+def test_a_failure_two_hops_up_keeps_load_from_running(engine: Engine) -> None:
+    """issue 17: ``transform_a`` is skipped because ``extract_a`` failed, so it is
+    upstream_failed for ``load``, which (default rule) does not run, as in Airflow."""
+    ran: list[str] = []
+
+    def extract(data: Any, ctx: StepContext) -> str:
+        if ctx.step_name == "extract_a":
+            raise RuntimeError("source a is down")
+        return ctx.step_name
+
+    engine.action("extract")(extract)
+    engine.action("record")(lambda data, ctx: ran.append(ctx.step_name) or ctx.step_name)
+    engine.register(load_yaml(ETL_YAML))
+
+    done = engine.execute("etl", {})
+    stored = engine.get(done.id)
+
+    assert done.status == stored.status == "completed"
+    assert sorted(ran) == ["page", "transform_b"]  # one_failed fires on upstream_failed
+    for inst in (done, stored):  # the run's own result, and the one read back
+        transform_a, load = inst.step_results["transform_a"], inst.step_results["load"]
+        assert transform_a.status == load.status == "skipped"
+        assert transform_a.error is None and load.error is None
+        assert transform_a.reason == {
+            "kind": "trigger_rule",
+            "rule": "none_failed_min_one_success",
+            "dependencies": {"extract_a": "failed"},
+            "upstream_failed": True,
+        }
+        assert load.reason is not None
+        assert load.reason["kind"] == "trigger_rule"
+        assert load.reason["upstream_failed"] is True
+        assert load.reason["dependencies"]["transform_a"] == "upstream_failed"
+        assert inst.step_results["page"].status == "completed"
+        assert inst.step_results["page"].reason is None
+        assert inst.step_results["extract_a"].error is not None
+    history = engine.history(done.id)
+    skipped = {h.step: h.data for h in history if h.type == "workflow.step.skipped"}
+    reason = stored.step_results["load"].reason or {}
+    assert skipped["load"] == {
+        "reason": "trigger_rule",
+        **{k: reason[k] for k in reason if k != "kind"},
+    }
+
+
+def test_a_condition_skip_reason_is_on_the_step_result(engine: Engine) -> None:
+    engine.action("score")(lambda data: {"risk": data["risk"]})
+    engine.action("record")(lambda data: "ok")
+    engine.register(load_yaml(RISK_YAML))
+    inst = engine.get(engine.execute("risk", {"risk": 0.9}).id)
+    reason = inst.step_results["charge"].reason
+    assert reason is not None and reason["kind"] == "condition"
+    assert "score.risk < 0.3" in reason["condition"]
+
+
+FIRST_WINS_YAML = """
+id: first-wins
+steps:
+  - id: fast
+    action: record
+  - id: slow
+    type: wait
+    duration: 1h
+  - id: either
+    action: record
+    dependsOn: [fast, slow]
+    trigger: one_success
+  - id: watch
+    action: record
+    dependsOn: [slow]
+    trigger: always
+  - id: both
+    action: record
+    dependsOn: [fast, slow]
+"""
+
+
+def test_one_success_and_always_do_not_wait_for_the_rest(timed: Engine, clock: ManualClock) -> None:
+    ran: list[str] = []
+    timed.action("record")(lambda data, ctx: ran.append(ctx.step_name) or ctx.step_name)
+    timed.register(load_yaml(FIRST_WINS_YAML))
+
+    inst = timed.execute("first-wins", {})
+
+    assert inst.status == "waiting"
+    assert inst.step_results["slow"].status == "waiting"
+    assert sorted(ran) == ["either", "fast", "watch"]  # both waits for slow
+    assert inst.step_results["either"].output == "either"
+    clock.advance("1h")
+    timed.run_due()
+    inst = timed.get(inst.id)
+    assert inst.status == "completed"
+    assert sorted(ran) == ["both", "either", "fast", "watch"]
+
+
+# -- the order steps are listed in ---------------------------------------------------------
+
+ORDER_YAML = """
+id: listed
+steps:
+  - id: welcome
+    action: noop
+  - id: wait-3-days
+    type: wait
+    duration: 3d
+  - id: tips
+    action: noop
+"""
+
+DAG_ORDER_YAML = """
+id: dag-listed
+steps:
+  - id: zeta
+    action: noop
+  - id: mid
+    action: noop
+    dependsOn: [zeta]
+    condition: input.never
+  - id: alpha
+    action: noop
+    dependsOn: [mid]
+    trigger: all_done
+  - id: beta
+    action: noop
+"""
+
+
+def test_steps_are_listed_in_the_order_they_started(timed: Engine, clock: ManualClock) -> None:
+    """Under a ManualClock every step of a decision starts at the same instant: ties go by the
+    graph's order (a DAG's in waves: roots, then what follows them), never by name."""
+    timed.register([load_yaml(ORDER_YAML), load_yaml(DAG_ORDER_YAML)])
+    first = timed.execute("listed", {})
+    assert list(first.step_results) == ["welcome", "wait-3-days"]
+    assert list(timed.get(first.id).step_results) == ["welcome", "wait-3-days"]
+    clock.advance("3d")
+    timed.run_due()
+    assert list(timed.get(first.id).step_results) == ["welcome", "wait-3-days", "tips"]
+    [listed] = timed.list(workflow="listed")
+    assert list(listed.step_results) == ["welcome", "wait-3-days", "tips"]
+
+    dag = timed.execute("dag-listed", {"never": False})
+    assert dag.status == "completed"
+    assert dag.step_results["mid"].status == "skipped"
+    expected = ["zeta", "beta", "mid", "alpha"]
+    assert list(dag.step_results) == expected
+    assert list(timed.get(dag.id).step_results) == expected
 
 
 # -- errorBranch ---------------------------------------------------------------------------

@@ -271,6 +271,19 @@ def test_get_and_history(client: TestClient, engine: Engine) -> None:
         assert error_of(client.get(path), 404)["code"] == "instance_not_found"
 
 
+def test_an_instance_lists_its_steps_in_the_order_they_started(
+    client: TestClient, engine: Engine
+) -> None:
+    """Under a ManualClock both steps start at one instant: the graph's order, not the names,
+    puts ``prepare`` before ``approved`` (the dashboard reads this order)."""
+    iid = start(client, "approval")["id"]
+    engine.run_due()
+    assert list(client.get(f"/api/instances/{iid}").json()["step_results"]) == [
+        "prepare",
+        "approved",
+    ]
+
+
 # -- control -------------------------------------------------------------------------------
 
 

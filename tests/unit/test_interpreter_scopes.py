@@ -174,15 +174,29 @@ def test_a_condition_in_a_sequential_scope_skips_and_passes_prev_on() -> None:
 
 
 # trigger rules: (dependencies' outcomes) -> whether the dependent runs, per rule
-RULES = ["all_success", "all_done", "one_success", "none_failed_min_one_success", "always"]
+RULES = [
+    "all_success",
+    "all_done",
+    "one_success",
+    "none_failed_min_one_success",
+    "always",
+    "all_failed",
+    "one_failed",
+    "none_failed",
+    "none_skipped",
+]
 CASES: dict[tuple[str, ...], list[bool]] = {
-    ("ok",): [True, True, True, True, True],
-    ("ok", "failed"): [False, True, True, False, True],
-    ("ok", "skipped"): [False, True, True, True, True],
-    ("failed",): [False, True, False, False, True],
-    ("skipped",): [False, True, False, False, True],
-    ("failed", "skipped"): [False, True, False, False, True],
+    ("ok",): [True, True, True, True, True, False, False, True, True],
+    ("ok", "failed"): [False, True, True, False, True, False, True, False, True],
+    ("ok", "skipped"): [False, True, True, True, True, False, False, True, False],
+    ("failed",): [False, True, False, False, True, True, True, False, True],
+    ("skipped",): [False, True, False, False, True, False, False, True, False],
+    ("failed", "skipped"): [False, True, False, False, True, False, True, False, False],
 }
+
+
+def without(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != key}
 
 
 def _rule_workflow(rule: str, deps: tuple[str, ...]) -> Any:
@@ -216,8 +230,12 @@ def test_trigger_rules(rule: str, deps: tuple[str, ...]) -> None:
         data = d.items("workflow.step.skipped", "target")[0].data
         assert data["reason"] == "trigger_rule"
         assert data["rule"] == rule
-        status = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
-        assert data["dependencies"] == {dep: status[dep] for dep in deps}
+        # decided as soon as the rule could no longer be met: a dependency may still run
+        status = {"ok": ("completed", "running"), "failed": ("failed", "running")}
+        status["skipped"] = ("skipped",)
+        assert set(data["dependencies"]) == set(deps)
+        assert all(data["dependencies"][dep] in status[dep] for dep in deps)
+        assert d.step("target").reason == {"kind": "trigger_rule", **without(data, "reason")}
     assert d.status == "completed"  # a failure taken by on_error does not fail the DAG
 
 
@@ -250,6 +268,7 @@ def test_a_skip_cascades_through_the_rules() -> None:
         "reason": "trigger_rule",
         "rule": "none_failed_min_one_success",
         "dependencies": {"a": "skipped"},
+        "upstream_failed": False,  # nothing failed: a plain skip for its dependents
     }
     assert d.step("cleanup").input is None  # a skipped dependency passes nothing on
     d.ok("cleanup", 1)
