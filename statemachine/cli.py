@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from statemachine import errors
-from statemachine.definition import issues, loader, models, yaml_source
+from statemachine.definition import issues, loader, models, yaml_schema, yaml_source
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -214,6 +214,12 @@ def graph(
         raise typer.Exit(EXIT_USAGE)
     diagram = definition.to_dot() if format is GraphFormat.dot else definition.to_mermaid()
     stdout.print(diagram, end="")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the YAML format (editors: docs/statemachine.schema.json)."""
+    typer.echo(yaml_schema.schema_text(), nl=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
