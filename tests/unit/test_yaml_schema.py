@@ -126,6 +126,24 @@ def test_every_key_the_schema_takes_is_documented_in_every_spelling() -> None:
     assert not missing, f"keys of the schema with no row in docs/yaml.md: {sorted(missing)}"
 
 
+def test_the_reference_examples_fit_the_schema() -> None:
+    """Each yaml block of docs/yaml.md: a list is steps, a mapping (part of) a workflow."""
+    whole = schema()
+    part = {k: v for k, v in whole.items() if k not in {"required", "anyOf"}}
+    step = {"$ref": "#/definitions/step", "definitions": whole["definitions"]}
+    blocks = re.findall(r"^```yaml\n(.*?)^```", REFERENCE.read_text(), re.M | re.S)
+    assert len(blocks) >= 10
+    for block in blocks:
+        data = yaml.safe_load(block)
+        if isinstance(data, list):
+            found = [e for item in data for e in jsonschema.Draft7Validator(step).iter_errors(item)]
+        else:
+            found = list(jsonschema.Draft7Validator(part).iter_errors(data))
+        assert [e.message for e in found] == [], block
+        if isinstance(data, dict) and "steps" in data:
+            load_yaml(block)
+
+
 def test_enums_follow_the_models() -> None:
     step = schema()["definitions"]["step"]["properties"]
     assert step["type"]["enum"] == list(models.STEP_TYPES)
