@@ -7,6 +7,7 @@ reach every one of its steps (see ``CASES``), so a branch no input can take show
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -209,3 +210,11 @@ def test_definition_runs_down_every_branch(
     # between them, the cases complete every step of the graph: no branch is out of reach
     completed = {p for case in cases for p, s in case.steps.items() if s == DONE}
     assert {path for path, _ in definition.walk()} - completed == set()
+
+
+def test_the_testing_example_of_the_api_reference_runs(tmp_path: Path) -> None:
+    """docs/api.md's ManualClock example is run as written (with its tmp_path)."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "ManualClock()" in b]
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "docs/api.md", "exec"), {"tmp_path": tmp_path})
