@@ -10,6 +10,9 @@ from typing import Any
 
 from statemachine import CriticalError, StepContext
 
+#: items the shop has run out of: an order for one of them is backordered
+SOLD_OUT = frozenset({"globe"})
+
 
 class ShopActions:
     """Registered with ``engine.register_actions(ShopActions())``: each method is an action."""
@@ -21,7 +24,8 @@ class ShopActions:
     def validateOrder(self, data: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         if not data.get("order_id"):
             raise CriticalError("an order needs an order_id")
-        return {"order_id": data["order_id"], "valid": True, "in_stock": True}
+        in_stock = not SOLD_OUT.intersection(data.get("items") or [])
+        return {"order_id": data["order_id"], "valid": True, "in_stock": in_stock}
 
     def reserveInventory(self, data: dict[str, Any]) -> dict[str, Any]:
         items = data.get("items") or []

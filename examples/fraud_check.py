@@ -9,7 +9,11 @@ from statemachine.definition.models import WorkflowDefinition
 def build() -> WorkflowDefinition:
     return (
         workflow("fraud-check", version="1", title="Fraud check")
-        .task("score", "calculateFraudScore", input={"payment_id": "${{ input.payment_id }}"})
+        .task(
+            "score",
+            "calculateFraudScore",
+            input={"payment_id": "${{ input.payment_id }}", "amount": "${{ input.amount }}"},
+        )
         .task("auto-approve", "approvePayment", depends_on=["score"], condition="score.risk < 0.3")
         .task(
             "manual-review", "queueForReview", depends_on=["score"], condition="score.risk >= 0.3"

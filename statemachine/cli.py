@@ -11,14 +11,14 @@ import enum
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from statemachine import errors
-from statemachine.definition import loader, models
+from statemachine.definition import issues, loader, models, yaml_schema, yaml_source
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -105,14 +105,67 @@ def load_one(file: Path) -> models.WorkflowDefinition | None:
     return None
 
 
+def _action_refs(
+    steps: tuple[models.StepBase, ...], raw: list[Any], loc: issues.Loc
+) -> Iterator[tuple[str, str, issues.Loc]]:
+    """(step path, action name, YAML location of its key) of every action the steps name.
+
+    A loaded definition keeps its steps in file order, so the model says what each step is and
+    the raw document where its key was written.
+    """
+    for i, (step, data) in enumerate(zip(steps, raw, strict=True)):
+        here = (*loc, i)
+        keys = {"task": ("action", "compensate"), "poll": ("action", "check")}.get(step.kind, ())
+        for key in keys:
+            if isinstance(data.get(key), str):
+                yield step.name, data[key], (*here, key)
+        for j, br in enumerate(models.child_branches(step)):
+            if isinstance(step, models.MapStep):
+                at: issues.Loc = (*here, "iterator", "steps")
+                inner = data["iterator"]["steps"]
+            else:
+                at = (*here, "branches", j, "steps")
+                inner = data["branches"][j]["steps"]
+            for path, name, where in _action_refs(br.steps, inner, at):
+                yield f"{step.name}/{br.name}/{path}", name, where
+
+
+def missing_actions(
+    file: Path, definition: models.WorkflowDefinition, known: set[str]
+) -> list[errors.Issue]:
+    """Every action ``file`` names that ``known`` lacks, at its line, with the nearest known name."""
+    doc = yaml_source.parse_file(file)
+    found = []
+    for path, name, loc in _action_refs(definition.steps, doc.data["steps"], ("steps",)):
+        if name not in known:
+            hint = issues.did_you_mean(name, known)
+            line, column = doc.position(loc)
+            message = f"step {path!r} uses action {name!r}, which is not registered{hint}"
+            found.append(
+                errors.Issue(
+                    message, issues.format_loc(loc), str(file), line, column, "unknown_action"
+                )
+            )
+    return found
+
+
 @app.command()
 def validate(
     paths: Annotated[
         list[Path],
         typer.Argument(help="YAML files or folders (searched recursively for *.yaml / *.yml)."),
     ],
+    actions: Annotated[
+        str | None,
+        typer.Option(
+            "--actions",
+            "-a",
+            help="module:object whose public methods are actions: also check every action exists.",
+        ),
+    ] = None,
 ) -> None:
     """Check workflow definitions; print every problem as file:line:column: message."""
+    known = cli_ops.action_names(actions) if actions else None
     ok = True
     seen: dict[tuple[str, str], Path] = {}
     for path in paths:
@@ -137,6 +190,11 @@ def validate(
                 ok = False
                 continue
             seen[key] = file
+            unknown = [] if known is None else missing_actions(file, definition, known)
+            if unknown:
+                print_issues(unknown)
+                ok = False
+                continue
             stdout.print(Text.assemble(("ok", "green"), f": {file} ({describe(definition)})"))
     raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
 
@@ -156,6 +214,12 @@ def graph(
         raise typer.Exit(EXIT_USAGE)
     diagram = definition.to_dot() if format is GraphFormat.dot else definition.to_mermaid()
     stdout.print(diagram, end="")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the YAML format (editors: docs/statemachine.schema.json)."""
+    typer.echo(yaml_schema.schema_text(), nl=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

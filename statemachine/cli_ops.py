@@ -63,6 +63,23 @@ def load_actions(spec: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
+def add_actions(engine: Engine, spec: str) -> None:
+    """Register the actions of ``module:object``: a dict's items, or the object's public methods."""
+    obj = load_actions(spec)
+    if isinstance(obj, dict):
+        for name, fn in obj.items():
+            engine.action(name)(fn)
+    else:
+        engine.register_actions(obj)
+
+
+def action_names(spec: str) -> set[str]:
+    """The names ``worker --actions spec`` would know (``noop`` included), resolved the same way."""
+    with Engine("sqlite:///:memory:") as engine:
+        add_actions(engine, spec)
+        return set(engine.registry.actions)
+
+
 @contextmanager
 def engine_for(
     db: str, definitions: Path | None, actions: str | None, *, run: bool
@@ -71,12 +88,7 @@ def engine_for(
     engine = Engine(db)
     try:
         if actions:
-            obj = load_actions(actions)
-            if isinstance(obj, dict):
-                for name, fn in obj.items():
-                    engine.action(name)(fn)
-            else:
-                engine.register_actions(obj)
+            add_actions(engine, actions)
         # the default folder only serves commands that run nothing: runners name theirs explicitly
         fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
         folder = definitions or fallback
