@@ -549,7 +549,10 @@ class Engine:
         except errors.StatemachineError:
             coro.close()  # never scheduled: close it so Python does not warn
             raise
-        return loop.call(coro)
+        try:
+            return loop.call(coro)
+        except executor.HandlerInterrupted as exc:  # a handler's SystemExit, KeyboardInterrupt...
+            raise exc.original from None  # ... is the caller's: the instance waits for recovery
 
     def run_due(self) -> int:
         """Run here every instance that is due now; returns how many advanced."""
