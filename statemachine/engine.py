@@ -559,7 +559,8 @@ class Engine:
         return self._call(worker.drain(self))
 
     def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
-        """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish.
+        """Blocking worker loop; SIGTERM/SIGINT, or a handler's SystemExit/KeyboardInterrupt,
+        stop claiming and let running steps finish; then it returns.
         The process is a worker until it returns: the garbage collector is tuned for that
         meanwhile (``worker.tuned_collector``); the ``worker()`` context leaves it alone."""
         poll = _seconds(poll_interval, "poll_interval")
@@ -577,6 +578,7 @@ class Engine:
 
     @contextlib.contextmanager
     def worker(self, concurrency: int = 8, poll_interval: Any = "100ms") -> Iterator[None]:
+        """``run_worker`` in the background while the block runs (it stops at the block's end)."""
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
         fut = asyncio.run_coroutine_threadsafe(

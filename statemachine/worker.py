@@ -245,7 +245,8 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     now = engine.clock.now()
     error = {
         "type": "DeadLettered",
-        "message": f"the instance's worker died {rec.recoveries} times while running it",
+        "message": f"the instance's worker died (or a handler raised SystemExit or the like) "
+        f"{rec.recoveries} times while running it",
     }
     engine.repo.commit_transition(
         repo.Transition(

@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, RetryPolicy, StatemachineError, StepContext, workflow
+from statemachine import (
+    Engine,
+    RetryPolicy,
+    StatemachineError,
+    StepContext,
+    branch,
+    workflow,
+)
 from statemachine.engine import EngineSettings
 from statemachine.testing import ManualClock
 
@@ -324,3 +331,48 @@ def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str)
         gate.release.set()
         engine.close()
         other.close()
+
+
+def test_an_interrupt_in_one_branch_cancels_its_siblings_and_the_run_resumes_later(
+    engine: Engine, other: Engine
+) -> None:
+    """The caller hears at once, not when a slow sibling branch ends; recovery runs both."""
+    slow_started, cancelled = threading.Event(), threading.Event()
+    state = Interrupting(KeyboardInterrupt())
+
+    async def slow(data: Any) -> str:
+        slow_started.set()
+        try:
+            await asyncio.sleep(0.05 if not state.armed else 60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "slow"
+
+    def interrupting(data: Any) -> Any:
+        assert slow_started.wait(timeout=BOUND)
+        return state(data)
+
+    for eng in (engine, other):
+        eng.register(
+            workflow("fork")
+            .parallel(
+                "both",
+                branches=[
+                    branch("slow").task("s", slow).build(),
+                    branch("quick").task("q", interrupting).build(),
+                ],
+            )
+            .build()
+        )
+    began = time.monotonic()
+    outcome, exc = bounded(lambda: engine.execute("fork", {"v": 6}, instance_id="fork-1"))
+    assert outcome == "raised" and isinstance(exc, KeyboardInterrupt)
+    assert time.monotonic() - began < 30
+    assert cancelled.wait(timeout=5)  # the sibling's handler is not left running
+    state.armed = False
+    slow_started.clear()
+    assert bounded(other.run_due) == ("returned", 1)
+    inst = other.get("fork-1")
+    assert inst.status == "completed", inst.error
+    assert inst.output == {"slow": "slow", "quick": {"v": 6}}
