@@ -521,6 +521,7 @@ class Engine:
                 "error": None,
                 "completed_at": None,
                 "output": None,
+                "recoveries": 0,  # a dead-lettered instance starts its count again
             },
             "workflow.retried",
             fence=True,

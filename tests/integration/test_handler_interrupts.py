@@ -194,6 +194,11 @@ def test_a_handler_interrupted_every_time_is_dead_lettered(db_url: str) -> None:
         inst = engine.get(iid)
         assert inst.status == "failed" and inst.error is not None
         assert inst.error["type"] == "DeadLettered"
+        # retry clears the count (API.md section 5): the instance runs again, not dead-lettered
+        engine.retry(iid)
+        outcome, exc = bounded(engine.run_due)
+        assert outcome == "raised" and isinstance(exc, Abort)
+        assert engine.get(iid).status == "running"
     finally:
         engine.close()
 
@@ -231,16 +236,16 @@ def _wait_until(check: Callable[[], bool], timeout: float = BOUND) -> None:
     raise AssertionError("condition not reached in time")
 
 
-@pytest.mark.parametrize("raised", ["interrupt", "exit"])
+@pytest.mark.parametrize(("raised", "where"), [("interrupt", "pool"), ("exit", "async")])
 def test_a_handlers_exit_stops_the_worker_gracefully_and_the_others_finish_their_step(
-    live: Engine, raised: str
+    live: Engine, raised: str, where: str
 ) -> None:
     gate, after = Gate(), []
     live.register(
         workflow("gated").task("a", gate).task("b", lambda x: after.append(x) or x).build()
     )
     state = Interrupting(make(raised))
-    _register(live, "pool", state)
+    _register(live, where, state)
     gated = live.start("gated", {})
     with live.worker(concurrency=4, poll_interval="20ms"):
         assert gate.entered.wait(timeout=BOUND)
