@@ -94,7 +94,7 @@ def _register(engine: Engine, where: str, state: Interrupting, name: str = "inte
     engine.register(workflow(name).task("s0", handler).task("s1", handler).build())
 
 
-def _raising_thread(where: str, state: Interrupting) -> str:
+def _raising_thread(state: Interrupting) -> str:
     return state.threads[state.at - 1]
 
 
@@ -117,9 +117,9 @@ def test_execute_raises_the_handlers_exception_and_another_engine_completes_the_
     outcome, exc = bounded(lambda: engine.execute("interrupted", {"v": 1}, instance_id="int-1"))
     assert (outcome, exc) == ("raised", state.exc)  # the handler's very exception
     if where == "inline":
-        assert _raising_thread(where, state) == "statemachine-loop"
+        assert _raising_thread(state) == "statemachine-loop"
     elif where == "pool":
-        assert _raising_thread(where, state).startswith("sm-step")
+        assert _raising_thread(state).startswith("sm-step")
 
     rec = engine.repo.get("int-1")
     assert rec is not None and rec.status == "running"
