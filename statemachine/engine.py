@@ -537,6 +537,7 @@ class Engine:
                 "error": None,
                 "completed_at": None,
                 "output": None,
+                "recoveries": 0,  # a dead-lettered instance starts its count again
             },
             "workflow.retried",
             fence=True,
@@ -565,14 +566,18 @@ class Engine:
         except errors.StatemachineError:
             coro.close()  # never scheduled: close it so Python does not warn
             raise
-        return loop.call(coro)
+        try:
+            return loop.call(coro)
+        except executor.HandlerInterrupted as exc:  # a handler's SystemExit, KeyboardInterrupt...
+            raise exc.original from None  # ... is the caller's: the instance waits for recovery
 
     def run_due(self) -> int:
         """Run here every instance that is due now; returns how many advanced."""
         return self._call(worker.drain(self))
 
     def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
-        """Blocking worker loop; SIGTERM/SIGINT stop claiming and let running steps finish.
+        """Blocking worker loop; SIGTERM/SIGINT, or a handler's SystemExit/KeyboardInterrupt,
+        stop claiming and let running steps finish; then it returns.
         The process is a worker until it returns: the garbage collector is tuned for that
         meanwhile (``worker.tuned_collector``); the ``worker()`` context leaves it alone."""
         poll = _seconds(poll_interval, "poll_interval")
@@ -590,6 +595,7 @@ class Engine:
 
     @contextlib.contextmanager
     def worker(self, concurrency: int = 8, poll_interval: Any = "100ms") -> Iterator[None]:
+        """``run_worker`` in the background while the block runs (it stops at the block's end)."""
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
         fut = asyncio.run_coroutine_threadsafe(

@@ -5,7 +5,9 @@ runs inline on that loop (``Executor.can_inline``); should it block one day, no 
 loop can heartbeat until it returns, and their leases would lapse: other workers would take
 over instances that are still being run here. The keeper notices a loop that has not ticked
 for a third of the lease and extends, from its own thread, every lease the engine's runners
-hold. A healthy loop never needs it, so it writes nothing then.
+hold. A healthy loop never needs it, so it writes nothing then. A loop whose thread has died
+is not stalled: it will never run those instances again, so the keeper lets their leases
+lapse (other engines then take them over) and stops.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class LeaseKeeper:
         lease = self.engine.settings.lease
         stalled = False
         while not self._stop.wait(min(1.0, lease / 6)):
+            if not self.loop.alive:  # dead, not stalled: nothing here will run them again
+                _log.error("the event loop thread has died; its leases are left to expire")
+                return
             if time.monotonic() - self.loop.beat < lease / 3:
                 stalled = False
                 continue

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors
 from statemachine.runner import InstanceRunner, child_notice
+from statemachine.runtime import executor
 from statemachine.runtime.state import TERMINAL
 from statemachine.store import repository as repo
 
@@ -32,6 +33,7 @@ T = TypeVar("T")
 _log = logging.getLogger("statemachine.worker")
 CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
+WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
 
 
@@ -65,24 +67,65 @@ class LoopThread:
         self.beat = time.monotonic()
         self.loop.call_later(TICK, self._tick)
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended: the loop runs nothing more (a stalled one will)."""
+        return self.thread.is_alive()
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if threading.current_thread() is self.thread:
             # a handler running inline on this loop called back into the engine (say, execute):
             # waiting on this loop from inside it would deadlock, so that call gets a loop of its own
             with concurrent.futures.ThreadPoolExecutor(1) as side:
                 return side.submit(asyncio.run, coro).result(timeout)
+        if not self.alive:
+            coro.close()  # never scheduled: close it so Python does not warn
+            raise _dead_loop()
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not fut.done():  # a loop that dies settles nothing: look at it now and then
+            left = WATCH if deadline is None else min(WATCH, deadline - time.monotonic())
+            concurrent.futures.wait([fut], timeout=max(left, 0.0))
+            if fut.done():
+                break
+            if not self.alive:
+                fut.cancel()
+                raise _dead_loop()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"the engine's call did not finish within {timeout}s")
+        return fut.result()
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            for task in asyncio.all_tasks(self.loop):
-                task.cancel()
-            self.loop.run_until_complete(asyncio.sleep(0))
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-            self.loop.close()
+        if self.alive:  # a loop that died already must not stop its own winding down below
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            if self.alive:
+                return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._close()
+            return
+        # closed from a coroutine (a FastAPI lifespan, an async main): this thread cannot run
+        # another loop while its own runs, so our loop is wound down on a thread of its own
+        side = threading.Thread(target=self._close, name="statemachine-loop-close")
+        side.start()
+        side.join()
+
+    def _close(self) -> None:
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+
+def _dead_loop() -> errors.StatemachineError:
+    return errors.StatemachineError(
+        "the engine's event loop thread has stopped, so it can run nothing more; "
+        "close this engine and open a new one (its instances are recovered once their "
+        "leases expire)"
+    )
 
 
 async def drive(
@@ -90,16 +133,20 @@ async def drive(
     instance_id: str,
     claimed: tuple[int, repo.InstanceRecord] | None = None,
     stop: threading.Event | None = None,
-    recovered: bool = False,
     keep: list[InstanceRunner] | None = None,
     birth: repo.NewInstance | None = None,
+    counted: bool = False,
 ) -> bool:
     """Claim one instance and run it here until it waits or ends; True if it advanced.
 
     ``claimed`` is a claim made already (``Engine.execute`` creates its instance claimed; a
-    worker claims due instances in batches), ``recovered`` whether it took over a dead lease;
-    ``keep`` receives the runner, for a caller that reads its final state; ``birth`` is an
-    instance not yet inserted, written with the run's first transition (``Engine.execute``).
+    worker claims due instances in batches); ``keep`` receives the runner, for a caller that
+    reads its final state; ``birth`` is an instance not yet inserted, written with the run's
+    first transition (``Engine.execute``); ``counted``: the caller counts this run in
+    ``engine.active_runners`` already (a worker counts what it claims): not counted twice.
+
+    A handler's ``HandlerInterrupted`` leaves: the run's other handlers are cancelled and its
+    lease given up at once (counted as a recovery), so the instance is recovered elsewhere.
     """
     if claimed is not None:
         epoch, rec = claimed
@@ -110,16 +157,16 @@ async def drive(
         )
         if claim is None:
             return False
-        epoch, recovered = claim
+        epoch, _ = claim
         found = engine.repo.get(instance_id)
         if found is None:
             return False
         rec = found
-    released = False
+    released = interrupted = False
     try:
         if rec.status not in repo.RUNNABLE:
             return False
-        if recovered and rec.recoveries > engine.settings.max_recoveries:
+        if rec.recoveries > engine.settings.max_recoveries:  # taken over, or interrupted, too often
             dead_letter(engine, rec, epoch)
             return True
         limit = engine.registry.max_concurrent.get(rec.workflow_name)
@@ -138,12 +185,19 @@ async def drive(
         )
         if keep is not None:
             keep.append(runner)
-        engine.active_runners += 1
+        if not counted:
+            engine.active_runners += 1
         engine.held[instance_id] = runner
         try:
             await runner.run()
+        except executor.HandlerInterrupted:
+            interrupted = True
+            for task in runner.inflight.values():  # its siblings' results would be lost anyway
+                task.cancel()
+            raise
         finally:
-            engine.active_runners -= 1
+            if not counted:
+                engine.active_runners -= 1
             if engine.held.get(instance_id) is runner:
                 del engine.held[instance_id]
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
@@ -151,7 +205,7 @@ async def drive(
     finally:
         if not released:
             with contextlib.suppress(errors.StatemachineError):
-                engine.repo.release(instance_id, epoch)
+                engine.repo.release(instance_id, epoch, recovery=interrupted)
 
 
 async def _claim(engine: Engine, limit: int) -> list[tuple[int, bool, repo.InstanceRecord]]:
@@ -162,9 +216,26 @@ async def _claim(engine: Engine, limit: int) -> list[tuple[int, bool, repo.Insta
     return await asyncio.wrap_future(engine.repo.committer.call(job))
 
 
-def _one_less(engine: Engine) -> Callable[[object], None]:
-    def done(_: object) -> None:
+def _finished(
+    engine: Engine, instance_id: str, stop: threading.Event
+) -> Callable[[asyncio.Task[bool]], None]:
+    """A claimed run ended: it counts no more. A handler's SystemExit or KeyboardInterrupt
+    stops the worker gracefully, as SIGTERM does (running steps finish, nothing new starts);
+    any other error is logged, and the worker goes on with its other instances."""
+
+    def done(task: asyncio.Task[bool]) -> None:
         engine.active_runners -= 1
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, executor.HandlerInterrupted):
+            graceful = isinstance(exc.original, KeyboardInterrupt | SystemExit)
+            _log.warning(
+                "instance %s: %s; it is left for recovery%s", instance_id, exc,
+                "; the worker stops" if graceful else "",
+            )  # fmt: skip
+            if graceful:
+                stop.set()
+        elif exc is not None:
+            _log.error("instance %s: its run failed", instance_id, exc_info=exc)
 
     return done
 
@@ -174,7 +245,8 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     now = engine.clock.now()
     error = {
         "type": "DeadLettered",
-        "message": f"the instance's worker died {rec.recoveries} times while running it",
+        "message": f"the instance's worker died (or a handler raised SystemExit or the like) "
+        f"{rec.recoveries} times while running it",
     }
     engine.repo.commit_transition(
         repo.Transition(
@@ -224,14 +296,14 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
                 del running[iid]
         free = concurrency - len(running)
         if free > 0:
-            for epoch, recovered, rec in await _claim(engine, free):
+            for epoch, _, rec in await _claim(engine, free):
                 task = asyncio.ensure_future(
-                    drive(engine, rec.id, (epoch, rec), stop=stop, recovered=recovered)
+                    drive(engine, rec.id, (epoch, rec), stop=stop, counted=True)
                 )
                 running[rec.id] = task
                 # claimed work waiting here counts: runners then share commits, not take turns
                 engine.active_runners += 1
-                task.add_done_callback(_one_less(engine))
+                task.add_done_callback(_finished(engine, rec.id, stop))
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     if running:
         await asyncio.wait(running.values(), timeout=engine.settings.lease)

@@ -1,7 +1,8 @@
 """Runs one handler call: sync ones in a thread pool, async ones natively, under a timeout.
 
 The outcome is data (``Outcome``) that the runner feeds back to the interpreter; no exception
-from user code escapes this module.
+from user code escapes this module, except a ``BaseException`` that is not an ``Exception``
+(``SystemExit``, ``KeyboardInterrupt``...), which leaves as ``HandlerInterrupted``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ from statemachine import errors
 from statemachine.definition import models, schemas
 from statemachine.runtime import flowctx, jsondata
 from statemachine.runtime.context import StepContext
+
+
+class HandlerInterrupted(Exception):
+    """Internal: a handler raised a BaseException that is not an Exception (``SystemExit``,
+    ``KeyboardInterrupt``, a library's own cancellation). That is no failure of the step: the
+    run stops, its lease is given up for recovery, and the engine re-raises ``original`` to
+    its caller (a worker stops or goes on). Carried as an Exception because asyncio stops
+    its whole loop, every other instance with it, for a task's SystemExit/KeyboardInterrupt."""
+
+    def __init__(self, original: BaseException, step: str) -> None:
+        super().__init__(f"the handler of step {step!r} raised {type(original).__name__}")
+        self.original = original
+        self.step = step
 
 
 @dataclass
@@ -113,6 +127,8 @@ class Executor:
             return _failed(late, policy)
         except Exception as exc:  # user code: anything may be raised
             return _failed(exc, policy)
+        except BaseException as exc:
+            raise HandlerInterrupted(exc, ctx.step_name) from exc
 
     def run_inline(
         self,
@@ -143,6 +159,8 @@ class Executor:
             return _succeeded(step, result, ctx.step_name, compensation)
         except Exception as exc:  # user code: anything may be raised
             return _failed(exc, policy)
+        except BaseException as exc:
+            raise HandlerInterrupted(exc, ctx.step_name) from exc
         finally:
             asyncio.events._set_running_loop(loop)
 

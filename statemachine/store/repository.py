@@ -427,12 +427,17 @@ class Repository:
             )
             return bool(res.rowcount)
 
-    def release(self, instance_id: str, epoch: int) -> None:
+    def release(self, instance_id: str, epoch: int, *, recovery: bool = False) -> None:
+        """Give the lease up; with ``recovery`` the run was cut short (a handler raised
+        SystemExit...): that counts towards dead-lettering, as a takeover after a crash does."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if recovery:
+            values["recoveries"] = IT.c.recoveries + 1
         with self.tx() as conn:
             conn.execute(
                 sa.update(IT)
                 .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(**values)
             )
 
     # -- transitions ---------------------------------------------------------------------

@@ -71,6 +71,34 @@ def test_a_worker_with_many_instances_shares_commits_and_records_each_step_once(
     assert committed / batches > 1.5, f"{committed} transitions in {batches} commits"
 
 
+def test_a_worker_with_one_instance_in_flight_counts_it_once_and_commits_inline(
+    engine: Engine,
+) -> None:
+    """Group commit is for many runners: one alone writes on its own thread, skipping the hop
+    to the committer thread (and its wait for a batch to form)."""
+    seen: list[int] = []
+
+    def look(data: Any) -> Any:
+        seen.append(engine.active_runners)
+        return data
+
+    _register(engine, look, name="alone")
+    submitted: list[str] = []
+    submit = engine.repo.committer.submit
+
+    def counted(t: repo.Transition) -> Any:
+        submitted.append(t.instance_id)
+        return submit(t)
+
+    engine.repo.committer.submit = counted  # type: ignore[method-assign]
+    iid = engine.start("alone", {"n": 1})
+    with engine.worker(concurrency=4, poll_interval="20ms"):
+        assert engine.wait(iid, timeout=30).status == "completed"
+    assert seen == [1] * STEPS
+    assert submitted == []
+    assert engine.active_runners == 0
+
+
 def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transition:
     now = rec.created_at
     values = {

@@ -99,3 +99,56 @@ def _graceful_stop(db_url: str, tmp_path: Path, sig: signal.Signals) -> None:
             worker.cleanup()
         engine.close()
         gc.collect()
+
+
+def test_a_handlers_sys_exit_stops_the_worker_as_sigterm_does(db_url: str, tmp_path: Path) -> None:
+    """``sys.exit(3)`` in one instance's handler: the worker stops gracefully (the other
+    instance's running step finishes and is recorded, nothing new starts), exits 0, and both
+    instances are left for another engine, at once."""
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "signals.yaml").write_text(ws.DEFINITION)
+    (defs / "exits.yaml").write_text(ws.EXIT_DEFINITION)
+    log = tmp_path / "runs.log"
+    engine = Engine(db_url)
+    worker = None
+    try:
+        engine.register(load_yaml(defs / "signals.yaml"), check_actions=False)
+        engine.register(load_yaml(defs / "exits.yaml"), check_actions=False)
+        engine.start(ws.WORKFLOW, {}, instance_id=IID)
+        engine.start(ws.EXIT_WORKFLOW, {}, instance_id="exit-1")
+        args = [sys.executable, "-m", "statemachine", "worker", "--db", db_url,
+                "--definitions", str(defs), "--actions", ACTIONS,
+                "--concurrency", "2", "--poll-interval", "100ms"]  # fmt: skip
+        env = {"SM_SIGNALS_LOG": str(log), "SM_SIGNALS_AFTER_SECONDS": "30"}
+        worker = Proc(args, tmp_path, "worker", env=env)
+        try:
+            rc = worker.wait(timeout=30 + EXIT_WITHIN)
+        except Exception:
+            pytest.fail(
+                f"the worker did not stop; handlers run: {read_lines(log)}\n{worker.describe()}"
+            )
+        assert rc == 0, worker.describe()
+        assert "Traceback" not in worker.stderr(), worker.describe()
+        assert sorted(read_lines(log)) == sorted(
+            [f"{IID}/slow/{worker.pid}", f"exit-1/bye/{worker.pid}"]
+        )
+        inst = engine.get(IID)
+        assert inst.step_results["slow"].status == "completed"
+        for iid in (IID, "exit-1"):
+            rec = engine.repo.get(iid)
+            assert rec is not None and rec.lease_owner is None and rec.status == "running"
+
+        engine.action("slow")(lambda data: pytest.fail("slow ran again"))
+        engine.action("after")(lambda data: "after-here")
+        engine.action("exits")(lambda data: "stayed")
+        engine.register(load_yaml(defs / "signals.yaml"))
+        engine.register(load_yaml(defs / "exits.yaml"))
+        engine.run_due()
+        assert engine.get(IID).output == "after-here"
+        assert engine.get("exit-1").output == "stayed"
+    finally:
+        if worker is not None:
+            worker.cleanup()
+        engine.close()
+        gc.collect()

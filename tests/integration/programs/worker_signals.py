@@ -4,17 +4,20 @@ The CLI loads ``tests.integration.programs.worker_signals:SignalActions``; each 
 ``{instance}/{step}/{pid}`` to the file named by ``$SM_SIGNALS_LOG``. ``slow`` takes
 ``SLOW_SECONDS`` (the test signals the worker while it runs); ``after`` takes ``AFTER_SECONDS``
 (``$SM_SIGNALS_AFTER_SECONDS``): long, so a worker that starts it after being told to stop
-cannot exit promptly.
+cannot exit promptly. ``exits`` (workflow ``exits``) waits until ``slow`` has begun, then calls
+``sys.exit(3)``: a handler's SystemExit stops the worker as SIGTERM does.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from statemachine import StepContext
-from tests.integration.programs.worker_support import append_line
+from tests.integration.programs.worker_support import append_line, read_lines
 
 WORKFLOW = "signals"
 SLOW_SECONDS = 1.5
@@ -26,6 +29,14 @@ steps:
     action: slow
   - id: after
     action: after
+"""
+EXIT_WORKFLOW = "exits"
+EXIT_DEFINITION = f"""\
+id: {EXIT_WORKFLOW}
+version: 1
+steps:
+  - id: bye
+    action: exits
 """
 
 
@@ -39,3 +50,11 @@ class SignalActions:
         append_line(os.environ["SM_SIGNALS_LOG"], f"{ctx.instance_id}/after/{os.getpid()}")
         time.sleep(float(os.environ.get("SM_SIGNALS_AFTER_SECONDS", "0")))
         return {"after_by": os.getpid()}
+
+    def exits(self, data: Any, ctx: StepContext) -> None:
+        log = Path(os.environ["SM_SIGNALS_LOG"])
+        deadline = time.monotonic() + 30
+        while not any("/slow/" in ln for ln in read_lines(log)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        append_line(log, f"{ctx.instance_id}/bye/{os.getpid()}")
+        sys.exit(3)
