@@ -174,9 +174,9 @@ def _check_origin(origin: str, host_header: str) -> None:
         scheme, name, port = "", "", None
     same = host is not None and scheme in DEFAULT_PORTS and name == host[0]
     if same and host is not None:
-        origin_port = port or DEFAULT_PORTS[scheme]
-        # a Host without a port: the default port of the scheme the client used
-        same = origin_port == (host[1] if host[1] is not None else origin_port)
+        default = DEFAULT_PORTS[scheme]
+        # a Host without a port: the default port of the scheme (a TLS proxy may sit between)
+        same = (port or default) == (host[1] or default)
     if not same:
         raise ApiError(
             403,
