@@ -1,11 +1,11 @@
 """Request checks made from the headers alone, before the app reads a byte of the body.
 
 In order: the ``Host`` must be allowed (DNS rebinding: a foreign page whose name resolves to
-this server gets a 400); ``/api`` needs the token when one is set (401); a state-changing call
+this server gets a 400; ``/health`` is exempt, probes address servers by IP); with a token set,
+every path but the dashboard, ``/health`` and the API docs needs it (401); a state-changing call
 from a foreign ``Origin`` is refused (403); a ``POST`` must be ``application/json`` (415: an
 HTML form can post cross-site without a CORS preflight, JSON cannot); and a body larger than the
 cap is refused with 413 once its ``Content-Length``, or the chunks received so far, pass it.
-``/health`` skips the host check (probes address servers by IP); ``GET /`` needs no token.
 
 Pure ASGI, so that nothing is buffered before the checks: FastAPI reads a whole body before it
 runs any dependency.
@@ -28,6 +28,11 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024  # bytes: far above any start input or event 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HOST_EXEMPT = frozenset({"/health"})
+# with a token, every other path needs it (an unknown one too: fail closed)
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+OPEN_PREFIX = "/dashboard/"
 STREAM_PATH = re.compile(r"^/api/(?:stream|instances/[^/]+/stream)$")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -93,12 +98,12 @@ class Guard:
         await self.app(scope, _replay(body, receive), send)
 
     def _check(self, scope: Scope, headers: dict[str, str]) -> None:
-        path: str = scope["path"]
+        path = route_path(scope)
         method: str = scope["method"]
         host = headers.get("host", "")
         if path not in HOST_EXEMPT:
             self._check_host(host)
-        if self.token is not None and (path == "/api" or path.startswith("/api/")):
+        if self.token is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIX):
             self._check_auth(path, scope, headers)
         if method not in SAFE_METHODS and "origin" in headers:
             _check_origin(headers["origin"], host)
@@ -154,6 +159,16 @@ class Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: without the ``root_path`` of an app mounted under a prefix
+    (as Starlette's router strips it), so a mounted app is guarded the same."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _headers(scope: Scope) -> dict[str, str]:

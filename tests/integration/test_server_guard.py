@@ -319,3 +319,18 @@ def test_health_is_503_once_the_worker_crashed(tmp_path: Path) -> None:
         res = c.get("/health")
         assert res.status_code == 503
         assert res.json() == {"status": "unavailable", "worker": "failed"}
+
+
+def test_a_mounted_app_is_guarded_the_same(engine: Engine) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/sm", app=create_app(engine, TOKEN))])
+    with TestClient(outer, base_url=LOCAL) as c:
+        assert c.get("/sm/health").status_code == 200
+        assert c.get("/sm/").status_code == 200
+        for path in ("/sm/api/instances", "/sm/api/stream", "/sm/api/nope", "/sm/elsewhere"):
+            assert error_code(c.get(path), 401) == "unauthorized", path
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert c.get("/sm/api/instances", headers=bearer).json() == []
+        assert error_code(c.get("/sm/api/instances", headers={"Host": "evil.example"}), 400)
