@@ -25,8 +25,9 @@ DASHBOARD_HEADERS = {
 }
 DESCRIPTION = """Start, inspect and control durable workflow instances.
 
-Errors are `{"error": {"code": ..., "message": ...}}`. With a token set, every route under
-`/api` needs `Authorization: Bearer <token>`; the two stream routes also take `?ticket=` (from
+Errors are `{"error": {"code": ..., "message": ...}}`. With a token set, every route but the
+dashboard (`GET /`), `GET /health` and these docs needs `Authorization: Bearer <token>`; the
+two stream routes also take `?ticket=` (from
 `POST /api/stream-ticket`: single-use, valid for a minute) because browsers' EventSource cannot
 send headers. Every `POST` must be sent with `Content-Type: application/json` (415), even with an
 empty body; a state-changing call from a foreign `Origin` is a 403; a `Host` the server was not

@@ -152,6 +152,7 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
         ("/api/instances/{instance_id}/replay", "post"),
         ("/api/instances/{instance_id}/events", "post"),
         ("/api/events", "post"),
+        ("/api/stream-ticket", "post"),
         ("/api/instances/{instance_id}/stream", "get"),
         ("/api/stream", "get"),
     ]:
