@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
 
-from statemachine import cli_ops  # only read at call time: cli_ops may still be loading now
+from statemachine import cli_ops, errors  # only read at call time: cli_ops may still be loading now
 from statemachine.cli import app, fail, stderr
 
 SERVER_HINT = "pip install 'durable-statemachine[server]'"
@@ -30,6 +31,27 @@ def _quiet_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The names the server answers for: localhost's, the one it is bound to, and ``extra``."""
+    from statemachine.server import guard
+
+    bound = [] if host in WILDCARD_HOSTS else [host]
+    return [*guard.LOCAL_HOSTS, *bound, *extra]
+
+
+def _report_worker_end(worker: Future[None]) -> None:
+    """Said on stderr when it happens: /health turns 503 and nothing runs here any more."""
+    if worker.cancelled() or worker.exception() is None:
+        return
+    stderr.print(
+        f"[red]the embedded worker crashed:[/red] {worker.exception()!r}; "
+        "no step runs in this process any more (/health answers 503)"
+    )
+
+
 @app.command()
 def serve(
     db: cli_ops.Db = "sqlite:///statemachine.db",  # cli_ops.DEFAULT_DB
@@ -44,6 +66,17 @@ def serve(
             help="Require 'Authorization: Bearer TOKEN' on the API (not on / and /health).",
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Also answer requests for this host name (repeatable; '*' for any). "
+            "Localhost names and --host are always allowed.",
+        ),
+    ] = None,
+    max_body: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted, in bytes (413 beyond).")
+    ] = 4 * 1024 * 1024,  # guard.DEFAULT_MAX_BODY
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Serve the API only; run no steps here.")
     ] = False,
@@ -56,13 +89,28 @@ def serve(
         from statemachine.server import create_app
     except ImportError as exc:
         fail(f"serve needs the server extra ({exc.name} is missing): {SERVER_HINT}")
+    hosts = allowed_hosts(host, allowed_host or [])
     with cli_ops.engine_for(db, definitions, actions, run=not no_worker) as engine:
-        server_app = create_app(engine, token=token or None)
-        worker = nullcontext() if no_worker else engine.worker(concurrency=concurrency)
+        worker: AbstractContextManager[Future[None] | None] = (
+            nullcontext() if no_worker else engine.worker(concurrency=concurrency)
+        )
         mode = "API only" if no_worker else f"worker {engine.worker_id}"
         stderr.print(
             f"serving {len(engine.definitions())} workflows on http://{host}:{port}/ "
             f"({mode}, {db}{', token required' if token else ''})"
         )
-        with _quiet_signals(), worker:
-            uvicorn.run(server_app, host=host, port=port, log_level="info")
+        if host in WILDCARD_HOSTS and not allowed_host:
+            stderr.print(
+                "listening on every interface, but answering only requests for localhost: "
+                "add --allowed-host NAME for each name clients use (or '*' for any)"
+            )
+        try:
+            with _quiet_signals(), worker as running:
+                if running is not None:
+                    running.add_done_callback(_report_worker_end)
+                server_app = create_app(
+                    engine, token or None, hosts, max_body=max_body, worker=running
+                )
+                uvicorn.run(server_app, host=host, port=port, log_level="info")
+        except errors.StatemachineError as exc:  # the worker's crash, re-raised as it is joined
+            fail(f"the embedded worker had crashed: {exc}", code=1)

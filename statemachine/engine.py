@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -594,15 +595,18 @@ class Engine:
                 signal.signal(sig, handler)
 
     @contextlib.contextmanager
-    def worker(self, concurrency: int = 8, poll_interval: Any = "100ms") -> Iterator[None]:
-        """``run_worker`` in the background while the block runs (it stops at the block's end)."""
+    def worker(
+        self, concurrency: int = 8, poll_interval: Any = "100ms"
+    ) -> Iterator[concurrent.futures.Future[None]]:
+        """A worker on the engine's loop while the block runs; the block gets its future (done
+        once the worker ended: crashed or stopped), which ``create_app(worker=)`` reports."""
         poll = _seconds(poll_interval, "poll_interval")
         stop = threading.Event()
         fut = asyncio.run_coroutine_threadsafe(
             worker.work(self, concurrency, poll, stop), self._loop_thread().loop
         )
         try:
-            yield
+            yield fut
         finally:
             stop.set()
             fut.result(timeout=self.settings.lease + 5)

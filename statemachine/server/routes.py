@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from statemachine import records
 from statemachine.definition import models
 from statemachine.engine import Engine
-from statemachine.server import graph, schemas, stream
+from statemachine.server import auth, graph, schemas, stream
 
 Instance = records.WorkflowInstance
 MAX_OFFSET = 2**31 - 1  # databases take no larger OFFSET (SQLite: 64-bit; kept portable)
@@ -27,9 +27,13 @@ SSE: dict[int | str, dict[str, Any]] = {
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}
     for code, text in {
+        400: "A Host this server does not answer for, or malformed JSON.",
         401: "Missing or wrong token.",
+        403: "A state-changing call from a foreign Origin.",
         404: "Unknown workflow or instance.",
         409: "Not allowed in the instance's status.",
+        413: "The body is larger than the cap.",
+        415: "A POST without Content-Type: application/json.",
         422: "Invalid input, body or parameters.",
     }.items()
 }
@@ -49,8 +53,14 @@ def workflow_info(definition: models.WorkflowDefinition) -> schemas.WorkflowInfo
     )
 
 
-def api_router(engine: Engine) -> APIRouter:
+def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
+
+    @api.post("/stream-ticket", summary="A ticket to open a stream", tags=["streams"])
+    def stream_ticket() -> schemas.StreamTicket:
+        """For EventSource, which cannot send the token: open one stream with ``?ticket=``
+        within a minute. Keeps the token itself out of URLs (and so out of access logs)."""
+        return schemas.StreamTicket(ticket=tickets.issue(), expires_in=int(tickets.lifetime))
 
     @api.get("/workflows", summary="Registered workflows", tags=["workflows"])
     def list_workflows() -> list[schemas.WorkflowInfo]:
@@ -140,7 +150,7 @@ def api_router(engine: Engine) -> APIRouter:
 
 
 def stream_router(engine: Engine) -> APIRouter:
-    """The SSE routes (they alone also take ``?token=``, for EventSource)."""
+    """The SSE routes (they alone also take a ``?ticket=``, for EventSource)."""
     api = APIRouter(prefix="/api", responses=ERRORS, tags=["streams"])
 
     @api.get(

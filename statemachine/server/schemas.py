@@ -68,8 +68,23 @@ class Started(BaseModel):
     started: list[str] = Field(description="Ids of the instances the event started.")
 
 
+WorkerState = Literal["running", "stopped", "failed", "none"]
+
+
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "unavailable"] = Field(
+        "ok", description="unavailable (with a 503) when the embedded worker is down."
+    )
+    worker: WorkerState = Field(
+        "none",
+        description="The worker in the server process: none when the server runs no worker "
+        "(serve --no-worker); stopped or failed when it ended or crashed.",
+    )
+
+
+class StreamTicket(BaseModel):
+    ticket: str = Field(description="Opens one stream: `?ticket=` on a stream route.")
+    expires_in: int = Field(description="Seconds left to use it.")
 
 
 class ErrorBody(BaseModel):

@@ -4,7 +4,9 @@
 in the same process). The test starts ``expense-approval`` from the dashboard's start form,
 opens its instance page while the instance waits for ``managerDecision``, then sends that event
 through the API, not the page: the page learns of it only over its SSE stream, and the next
-steps must turn green without a reload. The final page is saved in the test's tmp dir, and as
+steps must turn green without a reload. The server needs a token, given to the page in its link
+(``/?token=``): the stream opens with a single-use ticket, and the token never reaches the
+server's log. The final page is saved in the test's tmp dir, and as
 ``docs/dashboard-instance.png`` (the README's screenshot) when UPDATE_SCREENSHOT is set.
 
 Needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian's ``chromium`` and
@@ -13,6 +15,7 @@ Needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian's ``chromium``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -47,6 +50,7 @@ CHROMIUM_ARGS = [
 INSTALL_HINT = "apt-get install chromium chromium-driver (.ci/run does)"
 COMPLETED_RGB = "rgb(46, 157, 91)"  # --completed in style.css
 LIVE_SECONDS = 10.0  # how long a step may take to turn green after the event
+TOKEN = "e2e-dashboard-token-4b1d"
 
 
 def _in_ci() -> bool:
@@ -60,15 +64,12 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason}; {INSTALL_HINT}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A running ``statemachine serve`` (no token); stopped with SIGTERM, killed if need be."""
-    port = free_port()
-    log = tmp_path / "serve.log"
-    env = {**os.environ}
-    env.pop("STATEMACHINE_TOKEN", None)
+@contextlib.contextmanager
+def serving(tmp_path: Path, port: int, log: Path) -> Iterator[str]:
+    """``statemachine serve`` (with a token) on ``port``; stopped with SIGTERM, killed if need be."""
+    env = {**os.environ, "STATEMACHINE_TOKEN": TOKEN}
     env.pop("STATEMACHINE_DB", None)
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "statemachine", "serve",
              "--db", f"sqlite:///{tmp_path}/e2e.db",
@@ -79,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(proc, url, log)
-        yield url, log
+        yield url
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -88,6 +89,14 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running ``statemachine serve`` for one test."""
+    log = tmp_path / "serve.log"
+    with serving(tmp_path, free_port(), log) as url:
+        yield url, log
 
 
 @pytest.fixture
@@ -149,7 +158,7 @@ def test_dashboard_shows_a_step_turning_green_live(
     driver = browser
 
     # the instance list, with its start form
-    driver.get(url + "/")
+    driver.get(url + f"/?token={TOKEN}")
     wait_for("the start form", lambda: driver.find_elements(By.CSS_SELECTOR, ".panel select"), 15)
     Select(driver.find_element(By.CSS_SELECTOR, ".panel select")).select_by_value(
         "expense-approval"
@@ -178,6 +187,7 @@ def test_dashboard_shows_a_step_turning_green_live(
     res = httpx.post(
         f"{url}/api/instances/{iid}/events",
         json={"name": "managerDecision", "data": {"approved": True, "by": "grace"}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     )
     assert res.status_code == 202, res.text
@@ -220,3 +230,43 @@ def test_dashboard_shows_a_step_turning_green_live(
 
     errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
     assert not errors, errors
+    text = log.read_text()
+    assert "/stream?ticket=[redacted]" in text, text  # the streams opened with tickets
+    assert TOKEN not in text, text
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_stream_reopens_with_a_new_ticket(browser: Any, tmp_path: Path) -> None:
+    """Tickets are single-use, so EventSource's own retry cannot reconnect: the page does,
+    with a fresh ticket, once the server is back (here: restarted on the same port)."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    port, log = free_port(), tmp_path / "serve.log"
+    live = lambda: driver.find_element(By.ID, "live").text  # noqa: E731
+    with serving(tmp_path, port, log) as url:
+        driver.get(url + f"/?token={TOKEN}")
+        wait_for("the live stream", lambda: live() == "live", 15, log)
+    wait_for("the page to see the server gone", lambda: live() == "reconnecting", 15, log)
+    with serving(tmp_path, port, log) as url:
+        wait_for("the stream to reopen", lambda: live() == "live", 20, log)
+        res = httpx.post(
+            f"{url}/api/workflows/expense-approval/instances",
+            json={"input": {"amount": 120, "employee": "ada"}},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        assert res.status_code == 201, res.text
+        iid = res.json()["id"]
+        # the list learns of the new instance over the reopened stream, without a reload
+        wait_for("the new instance listed", lambda: iid in driver.page_source, 15, log)
+        # a control call with no body (the page sends it as JSON, which the server requires)
+        driver.get(url + f"/#/instances/{iid}")
+        badge = "return document.querySelector('h1 .badge')?.textContent"
+        wait_for("decision waiting", lambda: node_status(driver, "decision") == "waiting", 30, log)
+        driver.find_element(By.XPATH, "//button[normalize-space()='pause']").click()
+        wait_for("the paused badge", lambda: driver.execute_script(badge) == "paused", 10, log)
+        assert not driver.find_element(By.ID, "flash").text
+    text = log.read_text()
+    assert text.count("GET /api/stream?ticket=[redacted]") >= 2, text
+    assert TOKEN not in text, text

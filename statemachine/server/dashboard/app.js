@@ -15,7 +15,9 @@ const EVENT_TYPES = ["started", "progress", "completed", "failed", "cancelled", 
 const PAGE = 50;
 const TOKEN_KEY = "statemachine.token";
 
-const state = { token: null, workflows: null, source: null, asking: false };
+const RECONNECT_MS = 1000;
+
+const state = { token: null, workflows: null, source: null, listening: 0, asking: false };
 
 // -- helpers ---------------------------------------------------------------------------------
 
@@ -105,7 +107,9 @@ function askToken() {
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (state.token) headers.Authorization = "Bearer " + state.token;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // every POST says JSON, even with no body: the server refuses others (a cross-site form
+  // cannot send this type without a CORS preflight)
+  if (body !== undefined || method === "POST") headers["Content-Type"] = "application/json";
   const res = await fetch("api/" + path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -121,22 +125,45 @@ async function api(method, path, body) {
 // onEvent runs for every event, and also each time the stream (re)connects: events that
 // happened before that (between the page's first load and the subscription, or while the
 // connection was down) were not streamed, so the page must reload its data then.
+// EventSource cannot send the token: with one, each connection opens with a fresh single-use
+// ticket (POST stream-ticket), so the token never appears in a URL; a dropped connection is
+// reopened here, with a new ticket, rather than by EventSource's own retry.
 function listen(path, onEvent) {
   if (state.source) state.source.close();
+  state.source = null;
+  const generation = ++state.listening;
   const live = document.getElementById("live");
-  const url = "api/" + path + (path.includes("?") ? "&" : "?") +
-    (state.token ? "token=" + encodeURIComponent(state.token) : "");
-  const source = new EventSource(url);
-  source.onopen = () => {
-    live.textContent = "live";
-    live.classList.add("on");
-    onEvent("stream.open", null);
+  const reopen = () => setTimeout(() => {
+    if (state.listening === generation) listen(path, onEvent);
+  }, RECONNECT_MS);
+  const open = async () => {
+    let url = "api/" + path;
+    if (state.token) {
+      let ticket;
+      try { ticket = (await api("POST", "stream-ticket")).ticket; } catch (err) { reopen(); return; }
+      url += (path.includes("?") ? "&" : "?") + "ticket=" + encodeURIComponent(ticket);
+    }
+    if (state.listening !== generation) return; // left the page meanwhile
+    const source = new EventSource(url);
+    source.onopen = () => {
+      live.textContent = "live";
+      live.classList.add("on");
+      onEvent("stream.open", null);
+    };
+    source.onerror = () => {
+      live.textContent = "reconnecting";
+      live.classList.remove("on");
+      if (state.token || source.readyState === EventSource.CLOSED) {
+        source.close();
+        if (state.source === source) reopen();
+      }
+    };
+    for (const type of EVENT_TYPES) {
+      source.addEventListener(type, (msg) => onEvent(type, JSON.parse(msg.data)));
+    }
+    state.source = source;
   };
-  source.onerror = () => { live.textContent = "reconnecting"; live.classList.remove("on"); };
-  for (const type of EVENT_TYPES) {
-    source.addEventListener(type, (msg) => onEvent(type, JSON.parse(msg.data)));
-  }
-  state.source = source;
+  open();
 }
 
 async function workflows() {
