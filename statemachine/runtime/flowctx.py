@@ -61,9 +61,12 @@ def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
         if scope is None:
             continue
         for step in scope.steps:
-            st = state.peek(prefix + step.name)
+            path = prefix + step.name
+            st = state.peek(path)
             if st is not None and st.status == "completed":
                 out[step.name] = st.output
+            elif path in state.latest:  # running again: its previous result
+                out[step.name] = state.latest[path]
     return out
 
 

@@ -185,6 +185,8 @@ class FlowRun:
         choice) counts one more iteration; one reset to pending (retry, DAG restart) keeps its."""
         old = self.s.peek(path)
         iteration = 0 if old is None else old.iteration + (old.status != "pending")
+        if old is not None and old.status == "completed":
+            self.s.latest[path] = old.output  # seen by the body of a loop until it is replaced
         st = StepState(path=path, prev=prev, iteration=iteration, **fields)
         self.s.steps[path] = st
         self.touch(st)
@@ -325,6 +327,7 @@ class FlowRun:
         st.completed_at = self.now
         self.touch(st)
         self.deactivate(st.path)
+        self.s.latest.pop(st.path, None)
         saga.completed(self, st)
         self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
         if "/" not in st.path:
@@ -411,6 +414,7 @@ class FlowRun:
 
     def skip(self, path: str, prev: str | None, reason: dict[str, Any]) -> None:
         st = self.fresh(path, prev, status="skipped", completed_at=self.now)
+        self.s.latest.pop(path, None)  # skipped this time: no result to show
         self.deactivate(path)
         self.log("workflow.step.skipped", path, **reason)
         self.advance(st, None)

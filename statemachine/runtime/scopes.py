@@ -25,6 +25,8 @@ def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:
     for step in scope.steps:
         old = run.s.steps.get(scope.prefix + step.name)
         if old is not None and old.status != "pending":
+            if old.status == "completed":
+                run.s.latest[old.path] = old.output
             fresh = StepState(path=old.path, status="pending", iteration=old.iteration + 1)
             run.s.steps[old.path] = fresh
             run.touch(fresh)

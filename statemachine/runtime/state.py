@@ -157,6 +157,9 @@ class State:
     compensations: list[str] = field(default_factory=list)  # saga: steps still to undo, in order
     deferred: list[list[Any]] = field(default_factory=list)  # [kind, path, prev] held by a pause
     order: list[str] = field(default_factory=list)  # undoable steps by latest completion
+    # a completed step entered again (a loop's body, a scope started again): its previous
+    # output, still what ``ctx.steps`` and expressions see until it completes again
+    latest: dict[str, Any] = field(default_factory=dict)
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # parallel path -> branch -> result
@@ -185,6 +188,7 @@ class State:
         new.compensations = list(self.compensations)
         new.deferred = [list(item) for item in self.deferred]
         new.order = list(self.order)
+        new.latest = dict(self.latest)
         new.branches = copy_branches(self.branches)
         return new
 
@@ -206,7 +210,7 @@ class State:
     def frontier_json(self) -> dict[str, Any]:
         """The instance's ``state`` column: everything but step rows' own columns. It shares
         this state's containers (encoded at once; a decision changes a clone, never this)."""
-        return {
+        out = {
             "active": self.active,
             "loops": self.loops,
             "loop_started": {p: t.isoformat() for p, t in self.loop_started.items()},
@@ -223,6 +227,9 @@ class State:
                 and (x := s.extra())
             },
         }
+        if self.latest:  # only while a step runs again: most states never carry it
+            out["latest"] = self.latest
+        return out
 
     def maybe_unsettled(self) -> list[str]:
         """Paths of every step that is not completed or skipped (and maybe a few that are),
@@ -262,6 +269,7 @@ class State:
             p: t for p, raw in frontier.get("loop_started", {}).items() if (t := _dt(raw))
         }
         state.order = list(frontier.get("order", []))
+        state.latest = dict(frontier.get("latest", {}))
         state.branches = jsondata.copy_json(dict(frontier.get("branches", {})))
         for path, by_branch in state.branches.items():
             meta = by_branch.get(MAP)
