@@ -295,12 +295,10 @@ def retry_policy(
 
 
 def retry_delay(policy: models.RetryPolicy, failures: int) -> float:
-    """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts."""
+    """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts;
+    ``max_interval`` caps every delay, the first included."""
     wait = tenacity.wait_exponential(
-        multiplier=policy.interval,
-        exp_base=policy.backoff_rate,
-        max=max(policy.max_interval, policy.interval),
-        min=0,
+        multiplier=policy.interval, exp_base=policy.backoff_rate, max=policy.max_interval, min=0
     )
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = failures

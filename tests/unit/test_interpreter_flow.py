@@ -593,6 +593,17 @@ def test_delays_are_capped_at_max_interval() -> None:
     assert d.status == "failed"
 
 
+def test_max_interval_caps_the_first_delay_too() -> None:
+    policy = RetryPolicy(max_attempts=3, interval=10, max_interval=5)
+    assert policy.delay(1) == 5.0
+    wf = workflow("cap").task("a", "noop", retry=policy).build()
+    d = Driver(wf, {})
+    d.start()
+    d.fail("a")
+    assert d.wake == at(seconds=5)
+    assert d.items("workflow.step.retry")[0].data["delay"] == 5.0
+
+
 def test_a_non_retryable_failure_fails_at_once() -> None:
     wf = workflow("crit").task("a", "noop", retry=RetryPolicy(max_attempts=5)).build()
     d = Driver(wf, {})
