@@ -278,12 +278,24 @@ def until(step: models.WaitStep, view_: FlowView) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def poll_result(output: Any) -> tuple[bool, Any]:
-    if isinstance(output, Mapping) and "done" in output:
-        return bool(output["done"]), output.get("result")
-    if isinstance(output, bool):
-        return output, None
-    return output is not None, output
+def poll_result(output: Any) -> tuple[bool, Any] | None:
+    """``(done, result)`` of a poll check's ``{"done": bool, "result": ...}``; None for any
+    other shape, which fails the step (``poll_shape_error``) rather than being guessed at:
+    ``{"status": "pending"}``, ``{"done": "false"}`` or ``"not yet"`` once read as done."""
+    if isinstance(output, Mapping) and isinstance(output.get("done"), bool):
+        return output["done"], output.get("result")
+    return None
+
+
+def poll_shape_error(path: str, output: Any) -> dict[str, Any]:
+    shown = json.dumps(output)  # stored output: JSON already
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    message = (
+        f"the check of poll {path!r} returned {shown}; it must return "
+        '{"done": true or false, "result": ...}'
+    )
+    return {"type": "InvalidPollResult", "message": message}
 
 
 def retry_policy(

@@ -596,7 +596,11 @@ class FlowRun:
             return
         step = self.plan.node(path).step
         if isinstance(step, models.PollStep):
-            done, result = flowctx.poll_result(output)
+            found = flowctx.poll_result(output)
+            if found is None:
+                self.fail(st, flowctx.poll_shape_error(path, output), retry=False)
+                return
+            done, result = found
             if done:
                 self.succeed(st, result)
                 return

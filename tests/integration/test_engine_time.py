@@ -395,6 +395,28 @@ steps:
         gc.collect()
 
 
+# -- polls ---------------------------------------------------------------------------------
+
+
+def test_a_poll_check_returning_another_shape_fails_instead_of_ending_the_poll(
+    engine: Engine, clock: ManualClock
+) -> None:
+    after: list[Any] = []
+    engine.register(
+        workflow("poll-shape")
+        .poll("job", check=lambda data: {"status": "pending"}, interval="1m", max_attempts=5)
+        .task("after", lambda x: after.append(x))
+        .build()
+    )
+    inst = engine.execute("poll-shape", {})
+    assert inst.status == "failed"
+    assert inst.step_results["job"].status == "failed"
+    assert inst.error is not None
+    assert inst.error["type"] == "InvalidPollResult"
+    assert '{"status": "pending"}' in inst.error["message"]
+    assert after == []
+
+
 # -- durable waits -------------------------------------------------------------------------
 
 

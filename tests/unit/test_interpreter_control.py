@@ -246,7 +246,7 @@ def _twins(d: Driver) -> tuple[Driver, Driver]:
 def test_a_state_restored_during_a_retry_wait_continues_the_same() -> None:
     wf = (
         workflow("rt")
-        .task("a", "noop", retry=RetryPolicy(max_attempts=3, interval="1m"))
+        .task("a", "noop", retry=RetryPolicy(max_attempts=3, interval="1m", max_interval="1m"))
         .wait("w", duration="1d")
         .task("b", "noop")
         .build()

@@ -838,6 +838,23 @@ def test_poll_until_done() -> None:
     assert d.state.output == {"url": "x"}
 
 
+@pytest.mark.parametrize(
+    "output", [{"status": "pending"}, {"done": "false"}, "not yet", True, None, {"done": 1}]
+)
+def test_poll_check_of_any_other_shape_fails_the_step_showing_it(output: Any) -> None:
+    wf = workflow("poll").poll("job", check="noop", interval="10m", max_attempts=5).build()
+    d = Driver(wf, {})
+    d.start()
+    d.ok("job", output)
+    assert d.status == "failed"
+    assert d.step("job").attempts == 1  # not retried: the check must be fixed
+    error = d.state.error
+    assert error is not None
+    assert error["type"] == "InvalidPollResult"
+    assert json.dumps(output) in error["message"]
+    assert '{"done": true or false, "result": ...}' in error["message"]
+
+
 def test_poll_fails_after_max_attempts() -> None:
     wf = workflow("poll").poll("job", check="noop", interval=60, max_attempts=3).build()
     d = Driver(wf, {})
