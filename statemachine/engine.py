@@ -521,6 +521,9 @@ class Engine:
                 "error": None,
                 "completed_at": None,
                 "output": None,
+                # a dead-lettered instance starts counting its workers' deaths afresh (DBOS's
+                # resume does the same): else one more crash dead-letters it again at once
+                "recoveries": 0,
             },
             "workflow.retried",
             fence=True,
