@@ -35,6 +35,7 @@ class FlowView:
     workflow_name: str
     step_name: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    event: Any = None  # the trigger's event data, for an instance started by ``emit``
 
     def names(self) -> dict[str, Any]:
         names: dict[str, Any] = {k: v for k, v in self.steps.items() if k.isidentifier()}
@@ -43,7 +44,7 @@ class FlowView:
             steps=dict(self.steps),
             prev=self.prev,
             metadata=dict(self.metadata),
-            event=None,
+            event=self.event,
         )
         names.update(self.extra)
         return names
@@ -129,6 +130,7 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
         workflow_name=plan.definition.name,
         step_name=path,
         extra=map_names(state, path),
+        event=state.trigger_event,
     )
 
 

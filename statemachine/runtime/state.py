@@ -160,6 +160,7 @@ class State:
     # a completed step entered again (a loop's body, a scope started again): its previous
     # output, still what ``ctx.steps`` and expressions see until it completes again
     latest: dict[str, Any] = field(default_factory=dict)
+    trigger_event: Any = None  # the data of the event whose trigger started the instance
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # parallel path -> branch -> result
@@ -229,6 +230,8 @@ class State:
         }
         if self.latest:  # only while a step runs again: most states never carry it
             out["latest"] = self.latest
+        if self.trigger_event is not None:
+            out["event"] = self.trigger_event
         return out
 
     def maybe_unsettled(self) -> list[str]:
@@ -270,6 +273,7 @@ class State:
         }
         state.order = list(frontier.get("order", []))
         state.latest = dict(frontier.get("latest", {}))
+        state.trigger_event = frontier.get("event")
         state.branches = jsondata.copy_json(dict(frontier.get("branches", {})))
         for path, by_branch in state.branches.items():
             meta = by_branch.get(MAP)

@@ -813,6 +813,19 @@ def test_a_step_delay_waits_before_the_step_runs() -> None:
     assert d.step("b").input == "A"
 
 
+def test_expressions_read_the_trigger_event_kept_in_the_state() -> None:
+    wf = (
+        workflow("evt")
+        .task("a", "noop", input={"plan": "${{ event.plan }}"}, condition="event.amount > 10")
+        .build()
+    )
+    d = Driver(wf, {"plan": "x"})
+    d.state.trigger_event = {"plan": "pro", "amount": 50}
+    d.start()  # the driver checks the event survives the store's round trip
+    assert d.state.frontier_json()["event"] == {"plan": "pro", "amount": 50}
+    assert d.step("a").input == {"plan": "pro"}
+
+
 # -- poll ------------------------------------------------------------------------------------
 
 
