@@ -161,6 +161,7 @@ class State:
     # output, still what ``ctx.steps`` and expressions see until it completes again
     latest: dict[str, Any] = field(default_factory=dict)
     trigger_event: Any = None  # the data of the event whose trigger started the instance
+    redo: list[str] = field(default_factory=list)  # retry: compensated steps to run again first
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # parallel path -> branch -> result
@@ -190,6 +191,7 @@ class State:
         new.deferred = [list(item) for item in self.deferred]
         new.order = list(self.order)
         new.latest = dict(self.latest)
+        new.redo = list(self.redo)
         new.branches = copy_branches(self.branches)
         return new
 
@@ -232,6 +234,8 @@ class State:
             out["latest"] = self.latest
         if self.trigger_event is not None:
             out["event"] = self.trigger_event
+        if self.redo:
+            out["redo"] = self.redo
         return out
 
     def maybe_unsettled(self) -> list[str]:
@@ -274,6 +278,7 @@ class State:
         state.order = list(frontier.get("order", []))
         state.latest = dict(frontier.get("latest", {}))
         state.trigger_event = frontier.get("event")
+        state.redo = list(frontier.get("redo", []))
         state.branches = jsondata.copy_json(dict(frontier.get("branches", {})))
         for path, by_branch in state.branches.items():
             meta = by_branch.get(MAP)

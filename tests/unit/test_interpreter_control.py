@@ -243,6 +243,103 @@ def _twins(d: Driver) -> tuple[Driver, Driver]:
     return d, restored
 
 
+def _trip() -> models.WorkflowDefinition:
+    return (
+        workflow("trip")
+        .task("hotel", "book", compensate="cancel")
+        .task("audit", "noop")  # nothing to undo: never run again
+        .task("flight", "book", compensate="cancel")
+        .task("charge", "pay")
+        .build()
+    )
+
+
+def _compensate_all(d: Driver) -> None:
+    """Run the compensations the instance asks for, newest first, until it has failed."""
+    while d.status == "compensating":
+        [path] = d.runnable
+        d.ok(path, {"cancelled": d.step(path).input})
+
+
+def test_retry_after_compensation_runs_the_undone_steps_again_first() -> None:
+    d = Driver(_trip(), {"city": "Oslo"})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.status == "failed"
+    assert d.statuses()["hotel"] == d.statuses()["flight"] == "compensated"
+    assert d.step("audit").status == "completed"
+    assert d.state.redo == ["hotel", "flight"]
+    assert [h.step for h in d.items("workflow.step.compensated")] == ["flight", "hotel"]
+
+    d.retry()
+    assert d.runnable == ["hotel"]  # the undone steps first, in the order they ran
+    assert d.step("hotel").input == {"city": "Oslo"}  # the input it had
+    assert d.step("hotel").iteration == 1  # a new idempotency key: the old booking is gone
+    assert d.step("charge").status == "failed"  # resumed after them
+    d.ok("hotel", {"hotel": "h-2"})
+    assert d.runnable == ["flight"]
+    d.ok("flight", {"flight": "f-2"})
+    assert d.runnable == ["charge"]
+    assert d.step("charge").input == {"flight": "f-2"}
+    d.ok("charge", "paid")
+    assert d.status == "completed"
+    assert d.statuses() == {
+        "hotel": "completed",
+        "audit": "completed",
+        "flight": "completed",
+        "charge": "completed",
+        "flight#compensate": "completed",
+        "hotel#compensate": "completed",
+    }
+    assert len(d.items("workflow.step.started", "audit")) == 1
+    assert d.state.redo == []
+
+
+def test_a_redo_that_fails_fails_again_and_the_next_retry_redoes_it_first() -> None:
+    d = Driver(_trip(), {})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    d.retry()
+    d.ok("hotel", {"hotel": "h-2"})
+    d.fail("flight", "sold out", retryable=False)  # no flight: undo the new hotel booking
+    assert d.status == "compensating"
+    assert d.runnable == ["hotel#compensate"]
+    assert d.step("hotel#compensate").input == {"hotel": "h-2"}
+    _compensate_all(d)
+    assert d.status == "failed"
+    assert d.state.error is not None and d.state.error["message"] == "sold out"
+    assert d.state.redo == ["hotel", "flight"]
+    d.retry()
+    assert d.runnable == ["hotel"]
+    d.ok("hotel", {"hotel": "h-3"})
+    d.ok("flight", {"flight": "f-3"})
+    d.ok("charge", "paid")
+    assert d.status == "completed"
+
+
+def test_a_pause_holds_the_next_redo_until_resume() -> None:
+    d = Driver(_trip(), {})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    d.retry()
+    d.state.status = "paused"  # as engine.pause leaves it
+    d.ok("hotel", {"hotel": "h-2"})
+    assert d.runnable == []
+    assert d.state.deferred == [["redo", "flight", None]]
+
+
 def test_a_state_restored_during_a_retry_wait_continues_the_same() -> None:
     wf = (
         workflow("rt")
