@@ -390,6 +390,8 @@ class Engine:
             for d in self.definitions()
             if any(_trigger_matches(t, name, data) for t in d.triggers)
         ]
+        if not matching:
+            return []
         for definition in matching:
             self._validate_input(definition, data)
         try:
