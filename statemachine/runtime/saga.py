@@ -154,11 +154,45 @@ def redone(run: FlowRun, st: StepState) -> bool:
     if not run.s.redo or run.s.redo[0] != st.path:
         return False
     run.s.redo.pop(0)
+    undo = run.s.peek(compensation_path(st.path))  # its input: the output that was undone
+    if undo is not None:
+        _branch_follows(run, st.path, undo.input, st.output)
     if run.s.redo:
         run.queue.append((REDO, run.s.redo[0], None))
     else:  # (a step's path, so that a DAG scope does not finish meanwhile: ``queued_in``)
         run.queue.append((RESUME, st.path, None))
     return True
+
+
+def _branch_follows(run: FlowRun, path: str, old: Any, new: Any) -> None:
+    """A redone step whose old output was its parallel branch's result (the branch's last
+    step, or a leaf of a DAG branch): the branch's recorded result, and the parallel's output
+    if it had completed, take the new one."""
+    parts = path.split("/")
+    if len(parts) < 3 or "@" in parts[-2]:  # not in a parallel branch (a map item's is its own)
+        return
+    container, branch, name = "/".join(parts[:-2]), parts[-2], parts[-1]
+    record = run.s.branches.get(container, {}).get(branch)
+    if record is None or record.get("status") != "completed":
+        return
+    out = record.get("output")
+    if out == old:
+        fixed = new
+    elif isinstance(out, dict) and name in out and out[name] == old:
+        fixed = {**out, name: new}
+    else:
+        return
+    record["output"] = fixed
+    parent = run.s.peek(container)
+    if parent is None or parent.status != "completed" or not isinstance(parent.output, dict):
+        return
+    done = run.s.steps[container]
+    step = run.plan.node(container).step
+    if isinstance(step, models.ParallelStep) and step.mode == "race":  # the race it won
+        done.output = {**done.output, "value": fixed}
+    elif done.output.get(branch) == out:
+        done.output = {**done.output, branch: fixed}
+    run.touch(done)
 
 
 def redo_failed(run: FlowRun, st: StepState, error: dict[str, Any]) -> bool:

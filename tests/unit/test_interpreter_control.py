@@ -325,6 +325,65 @@ def test_a_redo_that_fails_fails_again_and_the_next_retry_redoes_it_first() -> N
     assert d.status == "completed"
 
 
+def test_retry_after_compensation_in_a_dag() -> None:
+    wf = (
+        workflow("dag")
+        .task("a", "book", compensate="cancel")
+        .task("b", "noop", depends_on=["a"])
+        .task("c", "book", depends_on=["a"], compensate="cancel")
+        .task("d", "pay", depends_on=["b", "c"])
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    d.ok("a", "A1")
+    d.ok("b", "B1")
+    d.ok("c", "C1")
+    d.fail("d", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.state.redo == ["a", "c"]
+    d.retry()
+    assert d.runnable == ["a"]
+    d.ok("a", "A2")
+    assert d.runnable == ["c"]  # b did not need undoing: it is not run again
+    d.ok("c", "C2")
+    assert d.runnable == ["d"]
+    assert d.step("d").input == "C2"
+    d.ok("d", "paid")
+    assert d.status == "completed"
+    assert len(d.items("workflow.step.started", "b")) == 1
+
+
+def test_a_redone_branch_result_reaches_the_join_and_the_steps_after() -> None:
+    wf = (
+        workflow("par")
+        .parallel(
+            "p",
+            branches=[
+                branch("x").task("bx", "book", compensate="cancel").build(),
+                branch("y").task("by", "noop").build(),
+            ],
+        )
+        .task("pay", "pay")
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    d.ok("p/x/bx", "X1")
+    d.ok("p/y/by", "Y1")
+    assert d.step("pay").input == {"x": "X1", "y": "Y1"}
+    d.fail("pay", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.step("p/x/bx").status == "compensated"
+    d.retry()
+    assert d.runnable == ["p/x/bx"]
+    d.ok("p/x/bx", "X2")
+    assert d.step("p").output == {"x": "X2", "y": "Y1"}
+    assert d.step("pay").input == {"x": "X2", "y": "Y1"}
+    d.ok("pay", "paid")
+    assert d.status == "completed"
+
+
 def test_a_pause_holds_the_next_redo_until_resume() -> None:
     d = Driver(_trip(), {})
     d.start()
