@@ -499,11 +499,14 @@ def _random_definitions() -> list[models.WorkflowDefinition]:
     seq = (
         workflow("fuzz-seq")
         .timeout("1d")
-        .task("a", "noop", retry=RetryPolicy(max_attempts=2, interval="10m"))
+        .task("a", "noop", retry=RetryPolicy(max_attempts=2, interval="10m"), compensate="undo")
         .parallel(
             "p",
             branches=[
-                branch("x").task("x1", "noop", on_error="continue").task("x2", "noop").build(),
+                branch("x")
+                .task("x1", "noop", on_error="continue")
+                .task("x2", "noop", compensate="undo")
+                .build(),
                 branch("y")
                 .wait("yw", duration="1h")
                 .poll("y1", check="noop", interval="20m", max_attempts=3)
@@ -553,6 +556,7 @@ TASK_PATHS = [
     if isinstance(step, models.TaskStep | models.PollStep)
 ]
 OTHER_PATHS = ["p", "again", "race", "p/y/yw", "nope", "race/s/sw", "mm"]
+OTHER_PATHS += ["a#compensate", "p/x/x2#compensate"]  # saga: undone, then redone by a retry
 
 result_strategy = st.one_of(
     st.builds(
