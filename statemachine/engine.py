@@ -139,9 +139,12 @@ class Engine:
         *,
         parent_id: str | None = None,
         _definition: models.WorkflowDefinition | None = None,
+        _event: Any = None,
     ) -> str:
-        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``."""
-        new = self._new_instance(workflow, input, instance_id, parent_id, _definition)
+        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``.
+        ``_event``: the data of the event whose trigger started it (``emit``), bound to ``event``
+        in its expressions."""
+        new = self._new_instance(workflow, input, instance_id, parent_id, _definition, event=_event)
         if not self._insert(new):
             self._check_taken(new.record.id, new.record.workflow_name)
         return new.record.id
@@ -164,6 +167,7 @@ class Engine:
         definition: models.WorkflowDefinition | None = None,
         *,
         claim: bool = False,
+        event: Any = None,
     ) -> repo.NewInstance:
         """A validated instance, not yet stored; with ``claim`` it is born leased to this engine."""
         if self._closed:
@@ -176,6 +180,9 @@ class Engine:
                 "instance_id must be a non-empty string of at most 200 characters"
             )
         now = self.clock.now()
+        # the trigger's event data lives in the state column (``State.trigger_event``), which
+        # every transition rewrites from the state it restored: it stays bound after restarts
+        state: dict[str, Any] = {} if event is None else {"event": event}
         owner = self.worker_id if claim else None
         until = now + timedelta(seconds=self.settings.lease) if claim else None
         values: dict[str, Any] = {
@@ -186,7 +193,7 @@ class Engine:
             "status": "pending",
             "input": data,
             "metadata": {},
-            "state": {},
+            "state": state,
             "parent_id": parent_id,
             "wake_at": now,
             "lease_epoch": 1 if claim else 0,
@@ -202,7 +209,7 @@ class Engine:
         record = repo.InstanceRecord(
             id=iid, workflow_name=definition.name, workflow_version=definition.version,
             definition_hash=definition.hash, status="pending", current_step=None, input=data, output=None,
-            error=None, metadata={}, state={}, parent_id=parent_id, wake_at=now, lease_owner=owner,
+            error=None, metadata={}, state=state, parent_id=parent_id, wake_at=now, lease_owner=owner,
             lease_expires_at=until, lease_epoch=values["lease_epoch"], recoveries=0, created_at=now,
             started_at=None, completed_at=None,
         )  # fmt: skip
@@ -400,10 +407,17 @@ class Engine:
             for d in self.definitions()
             if any(_trigger_matches(t, name, data) for t in d.triggers)
         ]
+        if not matching:
+            return []
         for definition in matching:
             self._validate_input(definition, data)
+        try:
+            event = jsondata.to_storable(data, what=f"data of event {name!r}")
+        except errors.OutputNotStorable as exc:
+            raise errors.InputValidationError(str(exc)) from None
         return [
-            self.start(definition.name, data, _definition=definition) for definition in matching
+            self.start(definition.name, data, _definition=definition, _event=event)
+            for definition in matching
         ]
 
     def update_metadata(self, instance_id: str, patch: dict[str, Any]) -> None:
@@ -538,7 +552,9 @@ class Engine:
                 "error": None,
                 "completed_at": None,
                 "output": None,
-                "recoveries": 0,  # a dead-lettered instance starts its count again
+                # a dead-lettered instance starts counting its workers' deaths afresh (DBOS's
+                # resume does the same): else one more crash dead-letters it again at once
+                "recoveries": 0,
             },
             "workflow.retried",
             fence=True,
@@ -549,7 +565,8 @@ class Engine:
     def replay(self, instance_id: str) -> str:
         rec = self._record(instance_id)
         definition = self._definition_for(rec)
-        return self.start(rec.workflow_name, rec.input, _definition=definition)
+        event = rec.state.get("event")  # started by a trigger: the same event again
+        return self.start(rec.workflow_name, rec.input, _definition=definition, _event=event)
 
     # -- running -----------------------------------------------------------------------
     def _loop_thread(self) -> worker.LoopThread:

@@ -12,6 +12,7 @@
     ├── StepError                     raised inside or about one step
     │   ├── CriticalError             raised by a handler: fail the step now, never retry
     │   ├── StepTimeoutError          a step or an event wait ran out of time
+    │   ├── LoopLimitExceeded         a loop would run more than its max_iterations
     │   └── OutputNotStorable         a step's output is not JSON the store can keep
     ├── LeaseLost                     another worker owns the instance now (fencing)
     └── StoreError                    the database failed (the driver error is ``__cause__``)
@@ -127,6 +128,13 @@ class CriticalError(StepError):
 
 class StepTimeoutError(StepError):
     code = "step_timeout"
+
+
+class LoopLimitExceeded(StepError):
+    """A loop's condition still held after ``max_iterations`` passes (its time bound is a
+    ``StepTimeoutError``); raise ``max_iterations`` or make the condition turn false."""
+
+    code = "loop_limit_exceeded"
 
 
 class OutputNotStorable(StepError):

@@ -18,7 +18,9 @@ InstanceStatus = Literal[
     "cancelled",
     "timed_out",
 ]
-StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped", "cancelled"]
+StepStatus = Literal[
+    "pending", "running", "waiting", "completed", "failed", "skipped", "cancelled", "compensated"
+]
 STATUSES: tuple[str, ...] = get_args(InstanceStatus)
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 

@@ -11,6 +11,7 @@ EXPECTED = {
     "StatemachineError", "DefinitionError", "InputValidationError",
     "WorkflowNotFound", "InstanceNotFound", "InvalidTransition",
     "CriticalError", "StepTimeoutError", "ExpressionError",
+    "LoopLimitExceeded",
 }  # fmt: skip
 
 

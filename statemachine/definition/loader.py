@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from statemachine import errors
-from statemachine.definition import builder, issues, models, validation, yaml_source
+from statemachine.definition import builder, durations, issues, models, validation, yaml_source
 
 Loc = issues.Loc
 
@@ -430,6 +430,7 @@ class _Reader:
                 )
             if "retryDelay" in fields:
                 policy["interval"] = fields["retryDelay"]
+                policy.setdefault("max_interval", _first_delay_cap(fields["retryDelay"]))
         if policy is None and fields.get("onError") == "retry":
             policy = {}
         return policy
@@ -587,3 +588,14 @@ def load_definitions(folder: str | os.PathLike[str]) -> list[models.WorkflowDefi
 def load_dict(data: dict[str, Any], *, path: str | None = None) -> models.WorkflowDefinition:
     """A definition from its ``to_dict()`` form (e.g. the canonical copy stored with instances)."""
     return _load(yaml_source.SourceDocument(data=data, path=path, positions={}, key_positions={}))
+
+
+def _first_delay_cap(delay: Any) -> Any:
+    """``max_interval`` for a ``retryDelay`` with no ``maxInterval``: the default cap, raised to
+    the delay itself when it is longer, so that ``retryDelay`` is the first delay as written
+    (``max_interval`` caps every delay, the first included)."""
+    default = models.RetryPolicy.model_fields["max_interval"].default
+    try:
+        return max(durations.parse_duration(delay), default)
+    except durations.DurationSyntaxError:
+        return default  # the interval's own check reports it

@@ -80,9 +80,11 @@ class RetryPolicy(Frozen):
     _check_durations = field_validator("interval", "max_interval", mode="before")(_seconds)
 
     def delay(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1`` after ``attempt`` failures; the first is ``interval``."""
+        """Delay before attempt ``attempt + 1`` after ``attempt`` failures: ``interval`` grown by
+        ``backoff_rate``, every one (the first included) capped at ``max_interval``, as Step
+        Functions' ``MaxDelaySeconds`` is."""
         raw = self.interval * self.backoff_rate ** max(attempt - 1, 0)
-        return min(raw, max(self.max_interval, self.interval))
+        return min(raw, self.max_interval)
 
 
 class Trigger(Frozen):

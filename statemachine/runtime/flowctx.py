@@ -35,6 +35,7 @@ class FlowView:
     workflow_name: str
     step_name: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    event: Any = None  # the trigger's event data, for an instance started by ``emit``
 
     def names(self) -> dict[str, Any]:
         names: dict[str, Any] = {k: v for k, v in self.steps.items() if k.isidentifier()}
@@ -43,7 +44,7 @@ class FlowView:
             steps=dict(self.steps),
             prev=self.prev,
             metadata=dict(self.metadata),
-            event=None,
+            event=self.event,
         )
         names.update(self.extra)
         return names
@@ -61,9 +62,12 @@ def visible_steps(plan: plans.Plan, state: State, path: str) -> dict[str, Any]:
         if scope is None:
             continue
         for step in scope.steps:
-            st = state.peek(prefix + step.name)
+            path = prefix + step.name
+            st = state.peek(path)
             if st is not None and st.status == "completed":
                 out[step.name] = st.output
+            elif path in state.latest:  # running again: its previous result
+                out[step.name] = state.latest[path]
     return out
 
 
@@ -126,6 +130,7 @@ def view(plan: plans.Plan, state: State, path: str, prev: str | None, instance_i
         workflow_name=plan.definition.name,
         step_name=path,
         extra=map_names(state, path),
+        event=state.trigger_event,
     )
 
 
@@ -275,12 +280,24 @@ def until(step: models.WaitStep, view_: FlowView) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def poll_result(output: Any) -> tuple[bool, Any]:
-    if isinstance(output, Mapping) and "done" in output:
-        return bool(output["done"]), output.get("result")
-    if isinstance(output, bool):
-        return output, None
-    return output is not None, output
+def poll_result(output: Any) -> tuple[bool, Any] | None:
+    """``(done, result)`` of a poll check's ``{"done": bool, "result": ...}``; None for any
+    other shape, which fails the step (``poll_shape_error``) rather than being guessed at:
+    ``{"status": "pending"}``, ``{"done": "false"}`` or ``"not yet"`` once read as done."""
+    if isinstance(output, Mapping) and isinstance(output.get("done"), bool):
+        return output["done"], output.get("result")
+    return None
+
+
+def poll_shape_error(path: str, output: Any) -> dict[str, Any]:
+    shown = json.dumps(output)  # stored output: JSON already
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    message = (
+        f"the check of poll {path!r} returned {shown}; it must return "
+        '{"done": true or false, "result": ...}'
+    )
+    return {"type": "InvalidPollResult", "message": message}
 
 
 def retry_policy(
@@ -292,12 +309,10 @@ def retry_policy(
 
 
 def retry_delay(policy: models.RetryPolicy, failures: int) -> float:
-    """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts."""
+    """Ask tenacity's wait strategy for the delay after ``failures`` failed attempts;
+    ``max_interval`` caps every delay, the first included."""
     wait = tenacity.wait_exponential(
-        multiplier=policy.interval,
-        exp_base=policy.backoff_rate,
-        max=max(policy.max_interval, policy.interval),
-        min=0,
+        multiplier=policy.interval, exp_base=policy.backoff_rate, max=policy.max_interval, min=0
     )
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = failures

@@ -153,7 +153,9 @@ class FlowRun:
                 self.queue.clear()
                 self.give_up()
                 return
-            if kind == "consider":
+            if kind in saga.REDO_KINDS:
+                saga.redo_work(self, kind, path)
+            elif kind == "consider":
                 if self.alive(path):
                     self.consider(path)
                     self.maybe_finish_dag(self.plan.node(path).scope)
@@ -185,6 +187,8 @@ class FlowRun:
         choice) counts one more iteration; one reset to pending (retry, DAG restart) keeps its."""
         old = self.s.peek(path)
         iteration = 0 if old is None else old.iteration + (old.status != "pending")
+        if old is not None and old.status == "completed":
+            self.s.latest[path] = old.output  # seen by the body of a loop until it is replaced
         st = StepState(path=path, prev=prev, iteration=iteration, **fields)
         self.s.steps[path] = st
         self.touch(st)
@@ -325,10 +329,13 @@ class FlowRun:
         st.completed_at = self.now
         self.touch(st)
         self.deactivate(st.path)
+        self.s.latest.pop(st.path, None)
         saga.completed(self, st)
         self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
         if "/" not in st.path:
             self.log("workflow.progress", st.path, progress=self.progress())
+        if saga.redone(self, st):
+            return  # run again after its compensation, by a retry: the flow resumes elsewhere
         self.advance(st, goto)
 
     def forget_settled(self) -> None:
@@ -398,6 +405,8 @@ class FlowRun:
         self.touch(st)
         self.deactivate(st.path)
         self.log("workflow.step.failed", st.path, error=error, attempt=st.attempts)
+        if saga.redo_failed(self, st, error):
+            return
         if step.on_error == "continue":
             st.handled = True
             self.advance(st, None, output={"error": error})
@@ -415,6 +424,7 @@ class FlowRun:
         details = {k: v for k, v in reason.items() if k != "reason"}
         st = self.fresh(path, prev, status="skipped", completed_at=self.now)
         st.reason = {"kind": reason["reason"], **details}
+        self.s.latest.pop(path, None)  # skipped this time: no result to show
         self.deactivate(path)
         self.log("workflow.step.skipped", path, **reason)
         self.advance(st, None)
@@ -525,8 +535,21 @@ class FlowRun:
         return True
 
     def retry(self) -> None:
+        """A failed instance goes on: steps undone by compensation run again first (in the
+        order they first completed), then the failed and cancelled steps are resumed."""
         if self.s.status != "failed":
             return
+        self.s.status, self.s.error, self.s.completed_at, self.s.output = (
+            "running",
+            None,
+            None,
+            None,
+        )
+        if not saga.redo_compensated(self):
+            self.resume_failed()
+
+    def resume_failed(self) -> None:
+        """Continue from every failed (not handled) and cancelled step a retry can resume."""
         found = [
             self.s.steps[st.path]  # a private copy: these records change below
             for st in list(self.s.steps.values())
@@ -538,12 +561,6 @@ class FlowRun:
             key=lambda st: st.path.count("/"),
         )
         leaves = [st for st in found if not models.child_branches(self.plan.node(st.path).step)]
-        self.s.status, self.s.error, self.s.completed_at, self.s.output = (
-            "running",
-            None,
-            None,
-            None,
-        )
         for parent in containers:
             parent.status, parent.phase, parent.error, parent.completed_at = (
                 "running",
@@ -596,7 +613,11 @@ class FlowRun:
             return
         step = self.plan.node(path).step
         if isinstance(step, models.PollStep):
-            done, result = flowctx.poll_result(output)
+            found = flowctx.poll_result(output)
+            if found is None:
+                self.fail(st, flowctx.poll_shape_error(path, output), retry=False)
+                return
+            done, result = found
             if done:
                 self.succeed(st, result)
                 return

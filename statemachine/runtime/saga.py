@@ -109,10 +109,99 @@ def compensation_done(
     else:
         st.status, st.output = "completed", output
         run.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
+        undone = run.s.steps[base_path(st.path)]
+        undone.status = "compensated"  # no longer completed: a retry runs it again
+        run.touch(undone)
+        run.s.redo.insert(0, undone.path)  # undone newest first: redone oldest first
+        run.log("workflow.step.compensated", undone.path, compensation=st.path)
     st.phase, st.wake_at, st.completed_at = "", None, run.now
     run.touch(st)
     run.deactivate(st.path)
     run.next_compensation()
+
+
+# -- retry after compensation -------------------------------------------------------------
+# A retry runs the steps compensation undid again, one at a time in the order they had
+# completed, with the input they had, each as a new iteration (a new idempotency key: the old
+# booking was cancelled); then the failed steps resume. ``State.redo`` lists the steps still
+# undone, in that order: compensation puts each in front as it undoes it (newest first), a
+# redone step leaves it, and one whose redo failed stays first for the next retry.
+REDO = "redo"  # work queue kinds (``FlowRun.drain``), deferred by a pause like any other
+RESUME = "resume"
+REDO_KINDS = frozenset({REDO, RESUME})
+
+
+def redo_compensated(run: FlowRun) -> bool:
+    """Queue the first undone step to run again; False if nothing was undone."""
+    if run.s.redo:
+        run.queue.append((REDO, run.s.redo[0], None))
+    return bool(run.s.redo)
+
+
+def redo_work(run: FlowRun, kind: str, path: str) -> None:
+    if kind == RESUME:
+        run.resume_failed()
+        return
+    done = run.s.peek(path)
+    node = run.plan.node(path)
+    assert done is not None and isinstance(node.step, models.TaskStep)
+    st = run.new_state(path, None)
+    run.run_task(st, node.step, jsondata.copy_json(done.input))
+
+
+def redone(run: FlowRun, st: StepState) -> bool:
+    """True if ``st`` was run again by a retry: the next one runs, or the failed steps resume."""
+    if not run.s.redo or run.s.redo[0] != st.path:
+        return False
+    run.s.redo.pop(0)
+    undo = run.s.peek(compensation_path(st.path))  # its input: the output that was undone
+    if undo is not None:
+        _branch_follows(run, st.path, undo.input, st.output)
+    if run.s.redo:
+        run.queue.append((REDO, run.s.redo[0], None))
+    else:  # (a step's path, so that a DAG scope does not finish meanwhile: ``queued_in``)
+        run.queue.append((RESUME, st.path, None))
+    return True
+
+
+def _branch_follows(run: FlowRun, path: str, old: Any, new: Any) -> None:
+    """A redone step whose old output was its parallel branch's result (the branch's last
+    step, or a leaf of a DAG branch): the branch's recorded result, and the parallel's output
+    if it had completed, take the new one."""
+    parts = path.split("/")
+    if len(parts) < 3 or "@" in parts[-2]:  # not in a parallel branch (a map item's is its own)
+        return
+    container, branch, name = "/".join(parts[:-2]), parts[-2], parts[-1]
+    record = run.s.branches.get(container, {}).get(branch)
+    if record is None or record.get("status") != "completed":
+        return
+    out = record.get("output")
+    if out == old:
+        fixed = new
+    elif isinstance(out, dict) and name in out and out[name] == old:
+        fixed = {**out, name: new}
+    else:
+        return
+    record["output"] = fixed
+    parent = run.s.peek(container)
+    if parent is None or parent.status != "completed" or not isinstance(parent.output, dict):
+        return
+    done = run.s.steps[container]
+    step = run.plan.node(container).step
+    if isinstance(step, models.ParallelStep) and step.mode == "race":  # the race it won
+        done.output = {**done.output, "value": fixed}
+    elif done.output.get(branch) == out:
+        done.output = {**done.output, branch: fixed}
+    run.touch(done)
+
+
+def redo_failed(run: FlowRun, st: StepState, error: dict[str, Any]) -> bool:
+    """A step run again by a retry failed for good: the instance fails again (compensating
+    what was redone so far), whatever its ``on_error``; the next retry redoes it first."""
+    if not run.s.redo or run.s.redo[0] != st.path:
+        return False
+    run.scope_failed(run.plan.top, error)
+    return True
 
 
 def child_started(run: FlowRun, path: str) -> None:

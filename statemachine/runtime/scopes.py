@@ -25,6 +25,8 @@ def start_scope(run: FlowRun, scope: plans.Scope, prev: str | None) -> None:
     for step in scope.steps:
         old = run.s.steps.get(scope.prefix + step.name)
         if old is not None and old.status != "pending":
+            if old.status == "completed":
+                run.s.latest[old.path] = old.output
             fresh = StepState(path=old.path, status="pending", iteration=old.iteration + 1)
             run.s.steps[old.path] = fresh
             run.touch(fresh)
@@ -229,7 +231,7 @@ def scope_failed(run: FlowRun, scope: plans.Scope, error: dict[str, Any]) -> Non
         "status": "failed",
         "error": error,
     }
-    if step.failure == "fail-fast" or step.mode == "race":
+    if step.failure == "fail-fast" and step.mode != "race":  # a race goes on: see maybe_join
         run.cancel_under(scope.parent + "/", "another branch failed")
         run.fail(
             parent,
@@ -249,6 +251,9 @@ def maybe_join(run: FlowRun, parent: StepState, step: models.ParallelStep) -> No
     if parent.status != "running":
         return
     results = run.s.branches.get(parent.path, {})
+    if step.mode == "race" and step.branches:
+        race_lost(run, parent, step, results)
+        return
     final = {
         b.name: results[b.name]
         for b in step.branches
@@ -282,3 +287,18 @@ def _unused_handlers(run: FlowRun, scope: plans.Scope) -> list[str]:
         if all(x is not None and x.status in ("completed", "skipped") for x in sources):
             found.append(name)
     return found
+
+
+def race_lost(
+    run: FlowRun, parent: StepState, step: models.ParallelStep, results: dict[str, Any]
+) -> None:
+    """A race fails only once every branch has failed (a success ends it in ``scope_done``),
+    with every branch's error, so that a primary/backup failover can be written."""
+    if not all(results.get(b.name, {}).get("status") == "failed" for b in step.branches):
+        return
+    errors_ = [results[b.name]["error"] for b in step.branches]
+    msg = "; ".join(
+        f"{b.name}: {e.get('message')}" for b, e in zip(step.branches, errors_, strict=True)
+    )
+    error = {"type": "RaceError", "message": f"every branch of the race failed: {msg}"}
+    run.fail(parent, {**error, "errors": errors_}, retry=False)

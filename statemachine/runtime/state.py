@@ -159,6 +159,11 @@ class State:
     compensations: list[str] = field(default_factory=list)  # saga: steps still to undo, in order
     deferred: list[list[Any]] = field(default_factory=list)  # [kind, path, prev] held by a pause
     order: list[str] = field(default_factory=list)  # undoable steps by latest completion
+    # a completed step entered again (a loop's body, a scope started again): its previous
+    # output, still what ``ctx.steps`` and expressions see until it completes again
+    latest: dict[str, Any] = field(default_factory=dict)
+    trigger_event: Any = None  # the data of the event whose trigger started the instance
+    redo: list[str] = field(default_factory=list)  # retry: compensated steps to run again first
     branches: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # parallel path -> branch -> result
@@ -187,6 +192,8 @@ class State:
         new.compensations = list(self.compensations)
         new.deferred = [list(item) for item in self.deferred]
         new.order = list(self.order)
+        new.latest = dict(self.latest)
+        new.redo = list(self.redo)
         new.branches = copy_branches(self.branches)
         return new
 
@@ -208,7 +215,7 @@ class State:
     def frontier_json(self) -> dict[str, Any]:
         """The instance's ``state`` column: everything but step rows' own columns. It shares
         this state's containers (encoded at once; a decision changes a clone, never this)."""
-        return {
+        out = {
             "active": self.active,
             "loops": self.loops,
             "loop_started": {p: t.isoformat() for p, t in self.loop_started.items()},
@@ -225,6 +232,13 @@ class State:
                 and (x := s.extra())
             },
         }
+        if self.latest:  # only while a step runs again: most states never carry it
+            out["latest"] = self.latest
+        if self.trigger_event is not None:
+            out["event"] = self.trigger_event
+        if self.redo:
+            out["redo"] = self.redo
+        return out
 
     def maybe_unsettled(self) -> list[str]:
         """Paths of every step that is not completed or skipped (and maybe a few that are),
@@ -264,6 +278,9 @@ class State:
             p: t for p, raw in frontier.get("loop_started", {}).items() if (t := _dt(raw))
         }
         state.order = list(frontier.get("order", []))
+        state.latest = dict(frontier.get("latest", {}))
+        state.trigger_event = frontier.get("event")
+        state.redo = list(frontier.get("redo", []))
         state.branches = jsondata.copy_json(dict(frontier.get("branches", {})))
         for path, by_branch in state.branches.items():
             meta = by_branch.get(MAP)

@@ -45,7 +45,7 @@ def loop(
         run.fail(
             st,
             {
-                "type": "StepTimeoutError",
+                "type": "LoopLimitExceeded",
                 "message": f"loop {st.path!r} exceeded {step.max_iterations} iterations",
             },
             retry=False,

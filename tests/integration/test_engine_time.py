@@ -155,6 +155,50 @@ def test_retries_exhausted_fail_the_instance(engine: Engine, clock: ManualClock)
     assert _types(engine, inst.id)[-1] == "workflow.failed"
 
 
+def test_max_interval_caps_every_delay_the_first_included(
+    engine: Engine, clock: ManualClock
+) -> None:
+    flaky = Flaky(failures=2)
+    engine.register(
+        workflow("capped")
+        .task("flaky", flaky, retry=RetryPolicy(max_attempts=3, interval=10, max_interval=5))
+        .build()
+    )
+    inst = engine.execute("capped", {})
+    assert inst.step_results["flaky"].next_attempt_at == START + timedelta(seconds=5)
+    clock.advance("5s")
+    engine.run_due()
+    inst = engine.get(inst.id)
+    assert len(flaky.calls) == 2
+    assert inst.step_results["flaky"].next_attempt_at == START + timedelta(seconds=10)
+    clock.advance("5s")
+    engine.run_due()
+    assert engine.get(inst.id).status == "completed"
+    delays = [h.data["delay"] for h in engine.history(inst.id) if h.type == "workflow.step.retry"]
+    assert delays == [5.0, 5.0]
+
+
+def test_a_yaml_retry_delay_over_the_default_cap_is_still_the_first_delay(
+    engine: Engine, clock: ManualClock
+) -> None:
+    flaky = Flaky(failures=1)
+    engine.action("flaky")(flaky)
+    engine.register(
+        load_yaml(
+            """
+id: slow-retry
+steps:
+  - id: call
+    action: flaky
+    maxRetries: 1
+    retryDelay: 1m         # longer than the default maxInterval (30s): still 1m
+"""
+        )
+    )
+    inst = engine.execute("slow-retry", {})
+    assert inst.step_results["call"].next_attempt_at == START + timedelta(minutes=1)
+
+
 def test_critical_error_is_never_retried(engine: Engine, clock: ManualClock) -> None:
     calls: list[int] = []
 
@@ -349,6 +393,28 @@ steps:
     finally:
         engine.close()
         gc.collect()
+
+
+# -- polls ---------------------------------------------------------------------------------
+
+
+def test_a_poll_check_returning_another_shape_fails_instead_of_ending_the_poll(
+    engine: Engine, clock: ManualClock
+) -> None:
+    after: list[Any] = []
+    engine.register(
+        workflow("poll-shape")
+        .poll("job", check=lambda data: {"status": "pending"}, interval="1m", max_attempts=5)
+        .task("after", lambda x: after.append(x))
+        .build()
+    )
+    inst = engine.execute("poll-shape", {})
+    assert inst.status == "failed"
+    assert inst.step_results["job"].status == "failed"
+    assert inst.error is not None
+    assert inst.error["type"] == "InvalidPollResult"
+    assert '{"status": "pending"}' in inst.error["message"]
+    assert after == []
 
 
 # -- durable waits -------------------------------------------------------------------------

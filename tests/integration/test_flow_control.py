@@ -13,8 +13,11 @@ from statemachine import (
     Engine,
     InstanceNotFound,
     InvalidTransition,
+    LoopLimitExceeded,
+    StatemachineError,
     StepContext,
     branch,
+    load_yaml,
     workflow,
 )
 from statemachine.testing import ManualClock
@@ -302,3 +305,124 @@ def test_control_calls_on_an_unknown_id(engine: Engine, call: Callable[[Engine, 
     with pytest.raises(InstanceNotFound):
         call(engine, "does-not-exist")
     assert engine.list() == []
+
+
+# -- loops ---------------------------------------------------------------------------------
+
+
+def test_a_loop_body_sees_its_own_latest_result(engine: Engine) -> None:
+    wf = (
+        workflow("counter")
+        .task(
+            "increment",
+            handler=lambda i, c: {"count": (c.steps.get("increment") or {"count": 0})["count"] + 1},
+        )
+        .loop(
+            "repeat",
+            condition=lambda c: c.steps["increment"]["count"] < 3,
+            target="increment",
+            max_iterations=10,
+        )
+        .build()
+    )
+    engine.register(wf)
+    inst = engine.execute("counter", {})
+    assert inst.status == "completed", inst.error
+    assert inst.step_results["increment"].output == {"count": 3}
+    assert inst.step_results["increment"].iteration == 2
+    assert inst.output == {"count": 3}
+
+
+def test_every_body_step_sees_the_latest_of_every_body_step_in_yaml(engine: Engine) -> None:
+    seen: list[Any] = []
+
+    def record(data: Any, ctx: StepContext) -> Any:
+        seen.append((data, dict(ctx.steps)))
+        return {"total": data["count"]}
+
+    engine.action("record")(record)
+    engine.register(
+        load_yaml(
+            """
+id: yaml-counter
+steps:
+  - id: increment
+    type: pass
+    result:
+      count: '${{ (steps.increment || {"count": 0}).count + 1 }}'
+      after: '${{ (steps.report || {"total": 0}).total }}'
+  - id: report
+    action: record
+    params:
+      count: ${{ steps.increment.count }}
+      before: ${{ steps.report }}
+  - id: repeat
+    type: loop
+    condition: increment.count < 3 && report.total === increment.count
+    target: increment
+    maxIterations: 10
+"""
+        )
+    )
+    inst = engine.execute("yaml-counter", {})
+    assert inst.status == "completed", inst.error
+    assert inst.step_results["increment"].output == {"count": 3, "after": 2}
+    assert [data for data, _ in seen] == [
+        {"count": 1, "before": None},
+        {"count": 2, "before": {"total": 1}},  # its own result of the previous pass
+        {"count": 3, "before": {"total": 2}},
+    ]
+    assert seen[1][1]["report"] == {"total": 1}
+    assert seen[1][1]["increment"] == {"count": 2, "after": 1}
+
+
+def test_a_loop_past_max_iterations_fails_with_loop_limit_exceeded(engine: Engine) -> None:
+    engine.register(
+        workflow("forever")
+        .task("spin", lambda data: {"more": True})
+        .loop("again", condition="prev.more", target="spin", max_iterations=2)
+        .build()
+    )
+    inst = engine.execute("forever", {})
+    assert inst.status == "failed"
+    assert inst.error is not None
+    assert inst.error["type"] == "LoopLimitExceeded"
+    assert inst.error["step"] == "again"
+    assert "2 iterations" in inst.error["message"]
+    assert issubclass(LoopLimitExceeded, StatemachineError)
+    assert LoopLimitExceeded.__name__ == inst.error["type"]
+
+
+def test_a_loop_body_sees_its_latest_result_after_a_restart(
+    db_url: str, clock: ManualClock
+) -> None:
+    def counter() -> Any:
+        return (
+            workflow("slow-counter")
+            .task(
+                "increment",
+                handler=lambda i, c: {"count": (c.steps.get("increment") or {"count": 0})["count"] + 1},
+            )
+            .loop("repeat", condition="increment.count < 3", target="increment", interval="1h",
+                  max_iterations=10)
+            .build()
+        )  # fmt: skip
+
+    first = Engine(db_url, clock=clock)
+    try:
+        first.register(counter())
+        iid = first.execute("slow-counter", {}).id
+        assert first.get(iid).status == "waiting"
+    finally:
+        first.close()
+    for _ in range(2):  # every pass in a new engine: what it sees comes from the database
+        clock.advance("1h")
+        engine = Engine(db_url, clock=clock)
+        try:
+            engine.register(counter())
+            engine.run_due()
+            inst = engine.get(iid)
+        finally:
+            engine.close()
+    assert inst.status == "completed", inst.error
+    assert inst.output == {"count": 3}

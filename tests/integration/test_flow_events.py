@@ -15,6 +15,7 @@ from statemachine import (
     InstanceNotFound,
     InvalidTransition,
     StepContext,
+    load_yaml,
     workflow,
 )
 from statemachine.testing import ManualClock
@@ -281,3 +282,72 @@ def test_send_event_refuses_bad_names_and_data(engine: Engine) -> None:
         engine.send_event(inst.id, None, 1)  # type: ignore[arg-type]
     engine.run_due()
     assert engine.get(inst.id).status == "waiting"
+
+
+class PlanOnly(BaseModel):
+    plan: str
+
+
+WELCOME = """
+id: welcome-deal
+triggers:
+  - event: Deal.closed
+steps:
+  - id: greet
+    type: pass
+    condition: event.amount > 10
+    result: {plan: "${{ event.plan }}", amount: "${{ event.amount }}", input: "${{ input }}"}
+  - id: cool-off
+    type: wait
+    duration: 1h
+  - id: thank
+    action: thank
+    params:
+      note: "thanks for ${{ event.amount }}"
+      event: ${{ event }}
+"""
+
+
+def test_step_expressions_see_the_trigger_event_after_a_restart(
+    db_url: str, clock: ManualClock
+) -> None:
+    def open_engine() -> Engine:
+        eng = Engine(db_url, clock=clock)
+        eng.action("thank")(lambda data: data)
+        eng.register(load_yaml(WELCOME).model_copy(update={"input_schema": PlanOnly}))
+        return eng
+
+    first = open_engine()
+    try:
+        [iid] = first.emit("Deal.closed", {"plan": "pro", "amount": 50})
+        first.run_due()
+        inst = first.get(iid)
+        assert inst.input == {"plan": "pro"}  # the schema keeps only the plan; the event has all
+        assert inst.step_results["greet"].output == {
+            "plan": "pro",
+            "amount": 50,
+            "input": {"plan": "pro"},
+        }
+        assert inst.status == "waiting"
+        started = first.start("welcome-deal", {"plan": "pro"})  # not by a trigger: event is null
+        first.run_due()
+        assert first.get(started).step_results["greet"].status == "failed"  # null.amount
+    finally:
+        first.close()
+    clock.advance("1h")
+    second = open_engine()  # a new engine: the event comes back from the database
+    try:
+        second.run_due()
+        inst = second.get(iid)
+        assert inst.status == "completed", inst.error
+        assert inst.output == {
+            "note": "thanks for 50",
+            "event": {"plan": "pro", "amount": 50},
+        }
+        replayed = second.replay(iid)  # the same event again
+        second.run_due()
+        clock.advance("1h")
+        second.run_due()
+        assert second.get(replayed).output == inst.output
+    finally:
+        second.close()

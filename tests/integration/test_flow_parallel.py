@@ -225,6 +225,58 @@ def test_race_cancels_the_loser(engine: Engine) -> None:
     assert inst.status == "completed"
 
 
+def _failover(primary: Callable[..., Any], backup: Callable[..., Any]) -> WorkflowDefinition:
+    return (
+        workflow("failover")
+        .parallel(
+            "call",
+            mode="race",
+            branches=[
+                branch("primary").task("ask", primary).build(),
+                branch("backup").task("ask", backup).build(),
+            ],
+        )
+        .task("use", lambda data: data["value"])
+        .build()
+    )
+
+
+def test_race_primary_fails_backup_wins(engine: Engine) -> None:
+    async def primary(data: Any) -> str:
+        raise ConnectionError("primary down")
+
+    async def backup(data: Any) -> str:
+        await asyncio.sleep(0.2)  # the primary fails first: the race goes on
+        return "from backup"
+
+    engine.register(_failover(primary, backup))
+    inst = engine.execute("failover", {})
+    assert inst.status == "completed", inst.error
+    assert inst.output == "from backup"
+    assert inst.step_results["call"].output == {"winner": "backup", "value": "from backup"}
+    assert inst.step_results["call/primary/ask"].status == "failed"
+    assert inst.step_results["call/backup/ask"].status == "completed"
+
+
+def test_race_that_every_branch_loses_fails_with_every_error(engine: Engine) -> None:
+    async def primary(data: Any) -> str:
+        raise ConnectionError("primary down")
+
+    async def backup(data: Any) -> str:
+        await asyncio.sleep(0.2)
+        raise ConnectionError("backup down")
+
+    engine.register(_failover(primary, backup))
+    inst = engine.execute("failover", {})
+    assert inst.status == "failed"
+    assert inst.error is not None
+    assert inst.error["type"] == "RaceError"
+    assert inst.error["step"] == "call"
+    assert [e["message"] for e in inst.error["errors"]] == ["primary down", "backup down"]
+    assert [e["step"] for e in inst.error["errors"]] == ["call/primary/ask", "call/backup/ask"]
+    assert "use" not in inst.step_results
+
+
 # -- failures ------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from statemachine import CriticalError, Engine, InvalidTransition, workflow
+from statemachine import CriticalError, Engine, InvalidTransition, load_yaml, workflow
 from statemachine.engine import EngineSettings
 from statemachine.testing import ManualClock
 from tests.integration.programs import saga_worker
@@ -262,5 +262,79 @@ def test_a_dead_lettered_child_fails_its_parents_step(db_url: str) -> None:
         assert parent.status == "failed"
         sub = parent.step_results["sub"]
         assert sub.error is not None and sub.error["child"]["type"] == "DeadLettered"
+    finally:
+        engine.close()
+
+
+class Trips:
+    """Bookings as a travel agent keeps them: made, then maybe cancelled; a card that
+    declines while ``declined`` is set."""
+
+    def __init__(self) -> None:
+        self.bookings: dict[str, str] = {}  # booking id -> "booked" | "cancelled"
+        self.keys: list[str] = []
+        self.charged: list[Any] = []
+        self.declined = True
+
+    def book(self, kind: str) -> Any:
+        def handler(data: Any, ctx: Any) -> dict[str, str]:
+            booking = f"{kind}-{len(self.bookings) + 1}"
+            self.bookings[booking] = "booked"
+            self.keys.append(ctx.idempotency_key)
+            return {kind: booking}
+
+        return handler
+
+    def cancel(self, kind: str) -> Any:
+        def handler(booking: dict[str, str]) -> dict[str, str]:
+            self.bookings[booking[kind]] = "cancelled"
+            return {"cancelled": booking[kind]}
+
+        return handler
+
+    def charge(self, data: Any) -> str:
+        if self.declined:
+            raise CriticalError("card declined")
+        self.charged.append(data)
+        return "charged"
+
+
+def test_retry_after_compensation_books_again_before_charging(db_url: str) -> None:
+    trips = Trips()
+    engine = Engine(db_url)
+    try:
+        engine.action("bookHotel")(trips.book("hotel"))
+        engine.action("cancelHotel")(trips.cancel("hotel"))
+        engine.action("bookFlight")(trips.book("flight"))
+        engine.action("cancelFlight")(trips.cancel("flight"))
+        engine.action("chargePayment")(trips.charge)
+        engine.register(load_yaml(Path(__file__).parents[2] / "definitions" / "trip-booking.yaml"))
+        inst = engine.execute("trip-booking", {"city": "Oslo", "amount": 120})
+        assert inst.status == "failed"
+        assert trips.bookings == {"hotel-1": "cancelled", "flight-2": "cancelled"}
+        assert inst.step_results["book-hotel"].status == "compensated"
+        assert inst.step_results["book-flight"].status == "compensated"
+        compensated = [
+            h.step for h in engine.history(inst.id) if h.type == "workflow.step.compensated"
+        ]
+        assert compensated == ["book-flight", "book-hotel"]
+
+        trips.declined = False
+        engine.retry(inst.id)
+        engine.run_due()
+        inst = engine.get(inst.id)
+        assert inst.status == "completed", inst.error
+        assert trips.charged == [{"amount": 120}]
+        # booked again, in the order of the first run, before the charge; the old ones stay cancelled
+        assert trips.bookings == {
+            "hotel-1": "cancelled",
+            "flight-2": "cancelled",
+            "hotel-3": "booked",
+            "flight-4": "booked",
+        }
+        assert inst.step_results["book-hotel"].status == "completed"
+        assert inst.step_results["book-hotel"].output == {"hotel": "hotel-3"}
+        assert inst.step_results["book-flight"].output == {"flight": "flight-4"}
+        assert len(set(trips.keys)) == 4  # a new idempotency key for each new booking
     finally:
         engine.close()

@@ -336,6 +336,40 @@ def test_retry_continues_a_failed_instance(client: TestClient, engine: Engine, s
     )
 
 
+def test_compensated_steps_are_shown_as_such_and_retry_books_again(
+    client: TestClient, engine: Engine
+) -> None:
+    booked: list[str] = []
+    declined = [True]
+
+    def pay(data: Any) -> str:
+        if declined[0]:
+            raise RuntimeError("declined")
+        return "paid"
+
+    engine.register(
+        workflow("saga")
+        .task("book", lambda data: booked.append("b") or {"n": len(booked)}, compensate=lambda out: None)
+        .task("pay", pay)
+        .build()
+    )  # fmt: skip
+    iid = start(client, "saga", {})["id"]
+    engine.run_due()
+    failed = client.get(f"/api/instances/{iid}").json()
+    assert failed["status"] == "failed"
+    assert failed["step_results"]["book"]["status"] == "compensated"
+    css = client.get("/dashboard/style.css").text
+    assert '.node[data-status="compensated"]' in css  # drawn as undone, not as completed
+    declined[0] = False
+    assert client.post(f"/api/instances/{iid}/retry").status_code == 200
+    engine.run_due()
+    done = client.get(f"/api/instances/{iid}").json()
+    assert done["status"] == "completed"
+    book = done["step_results"]["book"]
+    assert (book["status"], book["output"]) == ("completed", {"n": 2})
+    assert booked == ["b", "b"]
+
+
 def test_replay_answers_201_with_the_new_instance(client: TestClient, engine: Engine) -> None:
     iid = start(client, "order", ORDER)["id"]
     engine.run_due()

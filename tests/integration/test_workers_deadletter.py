@@ -82,3 +82,48 @@ def test_the_lease_keyword_is_not_ignored_next_to_settings(sqlite_url: str) -> N
         assert engine.settings.lease == 1.0
     finally:
         engine.close()
+
+
+def test_retry_of_a_dead_lettered_instance_clears_its_recovery_count(
+    db_url: str, tmp_path: Path
+) -> None:
+    """After ``engine.retry`` the instance may die as often as a fresh one before it is
+    dead-lettered again: the next crash is recovered (step ``die`` runs again), not dead-lettered."""
+    log = tmp_path / "runs.log"
+    engine = Engine(db_url, settings=wd.SETTINGS)
+    procs: list[Proc] = []
+
+    def worker(name: str) -> tuple[int, Proc]:
+        proc = Proc.program("worker_deadletter", [db_url, str(log)], tmp_path, name)
+        procs.append(proc)
+        return proc.wait(timeout=40), proc
+
+    try:
+        wd.setup(engine, log)
+        engine.start(wd.WORKFLOW, {}, instance_id=wd.INSTANCE)
+        for death in range(1, 4):  # a start, then two recoveries: each worker dies in die
+            rc, proc = worker(f"w{death}")
+            assert rc == 1, proc.describe()
+        rc, proc = worker("w4")  # over max_recoveries=2: dead-lettered
+        assert rc == 0, proc.describe()
+        error = engine.get(wd.INSTANCE).error
+        assert error is not None and error["type"] == "DeadLettered"
+
+        engine.retry(wd.INSTANCE)
+        rc, proc = worker("w5")  # claims the retried instance, runs die: dies
+        assert rc == 1, proc.describe()
+        rc, proc = worker("w6")  # a first recovery since the retry: die runs again
+        assert rc == 1, f"the instance was dead-lettered again at once\n{proc.describe()}"
+        dies = [line for line in read_lines(log) if "/die/" in line]
+        assert len(dies) == 5
+        assert dies[-1] == f"{wd.INSTANCE}/die/{proc.pid}"
+        inst = engine.get(wd.INSTANCE)
+        assert inst.status == "running"
+        assert inst.step_results["ok"].attempts == 1  # completed steps are not run again
+        rec = engine.repo.get(wd.INSTANCE)
+        assert rec is not None and rec.recoveries == 1  # w6's, counted from 0 by the retry
+    finally:
+        for proc in procs:
+            proc.cleanup()
+        engine.close()
+        gc.collect()

@@ -243,10 +243,166 @@ def _twins(d: Driver) -> tuple[Driver, Driver]:
     return d, restored
 
 
+def _trip() -> models.WorkflowDefinition:
+    return (
+        workflow("trip")
+        .task("hotel", "book", compensate="cancel")
+        .task("audit", "noop")  # nothing to undo: never run again
+        .task("flight", "book", compensate="cancel")
+        .task("charge", "pay")
+        .build()
+    )
+
+
+def _compensate_all(d: Driver) -> None:
+    """Run the compensations the instance asks for, newest first, until it has failed."""
+    while d.status == "compensating":
+        [path] = d.runnable
+        d.ok(path, {"cancelled": d.step(path).input})
+
+
+def test_retry_after_compensation_runs_the_undone_steps_again_first() -> None:
+    d = Driver(_trip(), {"city": "Oslo"})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.status == "failed"
+    assert d.statuses()["hotel"] == d.statuses()["flight"] == "compensated"
+    assert d.step("audit").status == "completed"
+    assert d.state.redo == ["hotel", "flight"]
+    assert [h.step for h in d.items("workflow.step.compensated")] == ["flight", "hotel"]
+
+    d.retry()
+    assert d.runnable == ["hotel"]  # the undone steps first, in the order they ran
+    assert d.step("hotel").input == {"city": "Oslo"}  # the input it had
+    assert d.step("hotel").iteration == 1  # a new idempotency key: the old booking is gone
+    assert d.step("charge").status == "failed"  # resumed after them
+    d.ok("hotel", {"hotel": "h-2"})
+    assert d.runnable == ["flight"]
+    d.ok("flight", {"flight": "f-2"})
+    assert d.runnable == ["charge"]
+    assert d.step("charge").input == {"flight": "f-2"}
+    d.ok("charge", "paid")
+    assert d.status == "completed"
+    assert d.statuses() == {
+        "hotel": "completed",
+        "audit": "completed",
+        "flight": "completed",
+        "charge": "completed",
+        "flight#compensate": "completed",
+        "hotel#compensate": "completed",
+    }
+    assert len(d.items("workflow.step.started", "audit")) == 1
+    assert d.state.redo == []
+
+
+def test_a_redo_that_fails_fails_again_and_the_next_retry_redoes_it_first() -> None:
+    d = Driver(_trip(), {})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    d.retry()
+    d.ok("hotel", {"hotel": "h-2"})
+    d.fail("flight", "sold out", retryable=False)  # no flight: undo the new hotel booking
+    assert d.status == "compensating"
+    assert d.runnable == ["hotel#compensate"]
+    assert d.step("hotel#compensate").input == {"hotel": "h-2"}
+    _compensate_all(d)
+    assert d.status == "failed"
+    assert d.state.error is not None and d.state.error["message"] == "sold out"
+    assert d.state.redo == ["hotel", "flight"]
+    d.retry()
+    assert d.runnable == ["hotel"]
+    d.ok("hotel", {"hotel": "h-3"})
+    d.ok("flight", {"flight": "f-3"})
+    d.ok("charge", "paid")
+    assert d.status == "completed"
+
+
+def test_retry_after_compensation_in_a_dag() -> None:
+    wf = (
+        workflow("dag")
+        .task("a", "book", compensate="cancel")
+        .task("b", "noop", depends_on=["a"])
+        .task("c", "book", depends_on=["a"], compensate="cancel")
+        .task("d", "pay", depends_on=["b", "c"])
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    d.ok("a", "A1")
+    d.ok("b", "B1")
+    d.ok("c", "C1")
+    d.fail("d", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.state.redo == ["a", "c"]
+    d.retry()
+    assert d.runnable == ["a"]
+    d.ok("a", "A2")
+    assert d.runnable == ["c"]  # b did not need undoing: it is not run again
+    d.ok("c", "C2")
+    assert d.runnable == ["d"]
+    assert d.step("d").input == "C2"
+    d.ok("d", "paid")
+    assert d.status == "completed"
+    assert len(d.items("workflow.step.started", "b")) == 1
+
+
+def test_a_redone_branch_result_reaches_the_join_and_the_steps_after() -> None:
+    wf = (
+        workflow("par")
+        .parallel(
+            "p",
+            branches=[
+                branch("x").task("bx", "book", compensate="cancel").build(),
+                branch("y").task("by", "noop").build(),
+            ],
+        )
+        .task("pay", "pay")
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    d.ok("p/x/bx", "X1")
+    d.ok("p/y/by", "Y1")
+    assert d.step("pay").input == {"x": "X1", "y": "Y1"}
+    d.fail("pay", "declined", retryable=False)
+    _compensate_all(d)
+    assert d.step("p/x/bx").status == "compensated"
+    d.retry()
+    assert d.runnable == ["p/x/bx"]
+    d.ok("p/x/bx", "X2")
+    assert d.step("p").output == {"x": "X2", "y": "Y1"}
+    assert d.step("pay").input == {"x": "X2", "y": "Y1"}
+    d.ok("pay", "paid")
+    assert d.status == "completed"
+
+
+def test_a_pause_holds_the_next_redo_until_resume() -> None:
+    d = Driver(_trip(), {})
+    d.start()
+    d.ok("hotel", {"hotel": "h-1"})
+    d.ok("audit", "ok")
+    d.ok("flight", {"flight": "f-1"})
+    d.fail("charge", "declined", retryable=False)
+    _compensate_all(d)
+    d.retry()
+    d.state.status = "paused"  # as engine.pause leaves it
+    d.ok("hotel", {"hotel": "h-2"})
+    assert d.runnable == []
+    assert d.state.deferred == [["redo", "flight", None]]
+
+
 def test_a_state_restored_during_a_retry_wait_continues_the_same() -> None:
     wf = (
         workflow("rt")
-        .task("a", "noop", retry=RetryPolicy(max_attempts=3, interval="1m"))
+        .task("a", "noop", retry=RetryPolicy(max_attempts=3, interval="1m", max_interval="1m"))
         .wait("w", duration="1d")
         .task("b", "noop")
         .build()
@@ -343,11 +499,14 @@ def _random_definitions() -> list[models.WorkflowDefinition]:
     seq = (
         workflow("fuzz-seq")
         .timeout("1d")
-        .task("a", "noop", retry=RetryPolicy(max_attempts=2, interval="10m"))
+        .task("a", "noop", retry=RetryPolicy(max_attempts=2, interval="10m"), compensate="undo")
         .parallel(
             "p",
             branches=[
-                branch("x").task("x1", "noop", on_error="continue").task("x2", "noop").build(),
+                branch("x")
+                .task("x1", "noop", on_error="continue")
+                .task("x2", "noop", compensate="undo")
+                .build(),
                 branch("y")
                 .wait("yw", duration="1h")
                 .poll("y1", check="noop", interval="20m", max_attempts=3)
@@ -397,6 +556,7 @@ TASK_PATHS = [
     if isinstance(step, models.TaskStep | models.PollStep)
 ]
 OTHER_PATHS = ["p", "again", "race", "p/y/yw", "nope", "race/s/sw", "mm"]
+OTHER_PATHS += ["a#compensate", "p/x/x2#compensate"]  # saga: undone, then redone by a retry
 
 result_strategy = st.one_of(
     st.builds(

@@ -593,6 +593,17 @@ def test_delays_are_capped_at_max_interval() -> None:
     assert d.status == "failed"
 
 
+def test_max_interval_caps_the_first_delay_too() -> None:
+    policy = RetryPolicy(max_attempts=3, interval=10, max_interval=5)
+    assert policy.delay(1) == 5.0
+    wf = workflow("cap").task("a", "noop", retry=policy).build()
+    d = Driver(wf, {})
+    d.start()
+    d.fail("a")
+    assert d.wake == at(seconds=5)
+    assert d.items("workflow.step.retry")[0].data["delay"] == 5.0
+
+
 def test_a_non_retryable_failure_fails_at_once() -> None:
     wf = workflow("crit").task("a", "noop", retry=RetryPolicy(max_attempts=5)).build()
     d = Driver(wf, {})
@@ -802,6 +813,19 @@ def test_a_step_delay_waits_before_the_step_runs() -> None:
     assert d.step("b").input == "A"
 
 
+def test_expressions_read_the_trigger_event_kept_in_the_state() -> None:
+    wf = (
+        workflow("evt")
+        .task("a", "noop", input={"plan": "${{ event.plan }}"}, condition="event.amount > 10")
+        .build()
+    )
+    d = Driver(wf, {"plan": "x"})
+    d.state.trigger_event = {"plan": "pro", "amount": 50}
+    d.start()  # the driver checks the event survives the store's round trip
+    assert d.state.frontier_json()["event"] == {"plan": "pro", "amount": 50}
+    assert d.step("a").input == {"plan": "pro"}
+
+
 # -- poll ------------------------------------------------------------------------------------
 
 
@@ -825,6 +849,23 @@ def test_poll_until_done() -> None:
     assert d.status == "completed"
     assert d.step("job").output == {"url": "x"}
     assert d.state.output == {"url": "x"}
+
+
+@pytest.mark.parametrize(
+    "output", [{"status": "pending"}, {"done": "false"}, "not yet", True, None, {"done": 1}]
+)
+def test_poll_check_of_any_other_shape_fails_the_step_showing_it(output: Any) -> None:
+    wf = workflow("poll").poll("job", check="noop", interval="10m", max_attempts=5).build()
+    d = Driver(wf, {})
+    d.start()
+    d.ok("job", output)
+    assert d.status == "failed"
+    assert d.step("job").attempts == 1  # not retried: the check must be fixed
+    error = d.state.error
+    assert error is not None
+    assert error["type"] == "InvalidPollResult"
+    assert json.dumps(output) in error["message"]
+    assert '{"done": true or false, "result": ...}' in error["message"]
 
 
 def test_poll_fails_after_max_attempts() -> None:
@@ -912,6 +953,34 @@ def test_loop_fails_past_max_iterations() -> None:
     assert len(d.items("workflow.step.started", "fetch")) == 3
 
 
+def test_a_loop_body_sees_the_latest_result_of_every_body_step_even_after_a_retry() -> None:
+    wf = (
+        workflow("loop")
+        .task("add", "noop", input="${{ steps.add }}")
+        .task("check", "noop", input="${{ [steps.add, steps.check] }}")
+        .loop("again", condition="check.more", target="add", interval="1m", max_iterations=9)
+        .build()
+    )
+    d = Driver(wf, {})
+    d.start()
+    assert d.step("add").input is None  # nothing yet on the first pass
+    d.ok("add", {"n": 1})
+    assert d.step("check").input == [{"n": 1}, None]
+    d.ok("check", {"more": True, "seen": 1})
+    d.tick(after=60)
+    assert d.step("add").input == {"n": 1}  # its own result of the previous pass
+    assert d.state.latest == {"add": {"n": 1}}  # check and the loop are still completed
+    d.fail("add", retryable=False)
+    assert d.status == "failed"
+    d.retry()
+    assert d.step("add").input == {"n": 1}  # still the latest after a failure and a retry
+    d.ok("add", {"n": 2})
+    assert d.step("check").input == [{"n": 2}, {"more": True, "seen": 1}]
+    d.ok("check", {"more": False})
+    assert d.status == "completed"
+    assert d.state.latest == {}  # every body step completed again: nothing kept twice
+
+
 def test_loop_with_an_interval_waits_between_iterations() -> None:
     wf = (
         workflow("loop")
@@ -979,7 +1048,9 @@ def test_the_state_column_stays_the_same_size_however_many_steps_finish() -> Non
         sizes.append(len(json.dumps(d.state.frontier_json())))
     assert d.runnable == ["after"]
     assert d.state.order == ["charge"]  # once, at its latest completion
-    looping = sizes[:-1]  # the last pass left the loop
+    # the last pass left the loop; from the second on, the state also holds the previous
+    # output of the one step running again (``State.latest``), a constant
+    looping = sizes[1:-1]
     assert max(looping) - min(looping) < 16  # the iteration counter's digits, nothing per pass
     assert set(d.state.frontier_json()["extra"]) == {"after"}  # the step still running
     assert d.step("fetch").prev is None  # dropped in memory too: a restored state is equal

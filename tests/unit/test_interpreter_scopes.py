@@ -501,6 +501,77 @@ def test_race_takes_the_first_branch_and_cancels_the_others() -> None:
     assert d.step("p").output == {"winner": "fast", "value": "F"}
 
 
+def _failover(**kw: Any) -> Any:
+    return (
+        workflow("failover")
+        .parallel(
+            "p",
+            branches=[
+                branch("primary").task("call", "noop").build(),
+                branch("backup").wait("grace", duration="1m").task("call", "noop").build(),
+            ],
+            mode="race",
+            **kw,
+        )
+        .build()
+    )
+
+
+def test_a_failing_branch_does_not_end_a_race_the_first_success_wins() -> None:
+    d = Driver(_failover(), {})
+    d.start()
+    d.fail("p/primary/call", "primary down")
+    assert d.step("p").status == "running"
+    assert d.status == "waiting"  # the backup's timer
+    d.tick(after=60)
+    d.ok("p/backup/call", "B")
+    assert d.status == "completed"
+    assert d.step("p").output == {"winner": "backup", "value": "B"}
+    assert d.step("p/primary/call").status == "failed"
+
+
+def test_a_race_fails_only_when_every_branch_failed_with_every_error() -> None:
+    d = Driver(_failover(), {})
+    d.start()
+    d.tick(after=60)
+    d.fail("p/backup/call", "backup down")
+    assert d.step("p").status == "running"
+    d.fail("p/primary/call", "primary down")
+    assert d.status == "failed"
+    error = d.state.error
+    assert error is not None
+    assert error["type"] == "RaceError"
+    assert [e["message"] for e in error["errors"]] == ["primary down", "backup down"]
+    assert "primary: primary down" in error["message"]
+    assert "backup: backup down" in error["message"]
+
+
+def test_a_race_of_one_branch_at_a_time_starts_the_backup_when_the_primary_fails() -> None:
+    d = Driver(_failover(max_concurrency=1), {})
+    d.start()
+    assert d.runnable == ["p/primary/call"]
+    assert "p/backup/grace" not in d.state.steps
+    d.fail("p/primary/call", "primary down")
+    assert d.step("p/backup/grace").status == "waiting"
+    d.tick(after=60)
+    d.ok("p/backup/call", "B")
+    assert d.step("p").output == {"winner": "backup", "value": "B"}
+
+
+def test_retry_of_a_lost_race_runs_every_branch_again() -> None:
+    d = Driver(_failover(), {})
+    d.start()
+    d.fail("p/primary/call", "primary down")
+    d.tick(after=60)
+    d.fail("p/backup/call", "backup down")
+    assert d.status == "failed"
+    d.retry()
+    assert d.runnable == ["p/backup/call", "p/primary/call"]
+    d.ok("p/primary/call", "P")
+    assert d.status == "completed"
+    assert d.step("p").output == {"winner": "primary", "value": "P"}
+
+
 def test_a_race_won_while_a_sibling_is_about_to_start_does_not_start_it() -> None:
     wf = (
         workflow("race2")
