@@ -654,7 +654,10 @@ def decide(
 ) -> Decision:
     """Apply one event to a copy of ``state``; the input state is never modified."""
     run = FlowRun(plan, state.clone(), now, instance_id)
-    if isinstance(event, Start):
+    # past the workflow's deadline a result, an event or a child's end is too late to count
+    if not isinstance(event, Start | Retry | Cancel) and timers.expire(run):
+        pass
+    elif isinstance(event, Start):
         run.start()
     elif isinstance(event, StepSucceeded):
         run.succeeded(event.path, event.output)
