@@ -419,11 +419,11 @@ class InstanceRunner:
         if outcome.error is not None:
             data["error"] = {k: outcome.error[k] for k in ("type", "message")}
         note = repo.HistoryWrite("workflow.step.late_result", path, data, now)
-        try:
-            self.engine.repo.commit_transition(
-                repo.Transition(self.rec.id, None, {"updated_at": now}, history=[note])
-            )
-        except Exception:  # the engine may be closed by now; the result is discarded anyway
+        t = repo.Transition(self.rec.id, None, {"updated_at": now}, history=[note])
+        store = self.engine.repo
+        try:  # on the committer's thread, which refuses work once the store is closed
+            store.committer.call(functools.partial(store.commit_transition, t))
+        except errors.StoreError:  # the engine is closed; the result is discarded anyway
             _log.debug("could not note the late result of %s in %s", path, self.rec.id)
 
     async def record(self, path: str, outcome: Outcome) -> None:

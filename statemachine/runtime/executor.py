@@ -115,12 +115,12 @@ class Executor:
         """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas.
 
         A sync call abandoned by a timeout or a cancel tells ``late`` how it ended, later."""
-        budget = asyncio.timeout(None if compensation else step.timeout)
         sync = not _is_async(fn)
+        if sync:  # before the budget starts: this attempt has not begun while the last one runs
+            await self._after_abandoned(slot(ctx))
+        budget = asyncio.timeout(None if compensation else step.timeout)
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
-            if sync:  # outside the budget: this attempt has not begun while the last one runs
-                await self._after_abandoned(slot(ctx))
             async with budget:
                 if sync:
                     result = await self._in_pool(fn, args, slot(ctx), late)
