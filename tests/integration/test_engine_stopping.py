@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, RetryPolicy, StepContext, workflow
+from statemachine import Engine, StepContext, workflow
 from statemachine.store import repository as repo
 from tests.integration.programs import stop_worker
 from tests.integration.programs.worker_support import Proc, read_lines, wait_until
@@ -82,7 +83,7 @@ def test_attempts_of_a_timed_out_sync_step_never_overlap(live: Engine) -> None:
     assert slow.peak == 1  # was 3: three charges at once
     spans = sorted(slow.spans, key=lambda s: s[1])
     assert [s[0] for s in spans] == [1, 2, 3]
-    for (_, _, ended), (_, began, _) in zip(spans, spans[1:], strict=False):
+    for (_, _, ended), (_, began, _) in itertools.pairwise(spans):
         assert began >= ended  # each attempt began after the previous call returned
     wait_until("the last late result is noted", lambda: len(_late_notes(live, inst.id)) == 3, 10)
     notes = _late_notes(live, inst.id)
