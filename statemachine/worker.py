@@ -234,8 +234,10 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
                 engine.repo.checkpoint()
         if running and time.monotonic() >= watch_at:
             watch_at = time.monotonic() + poll
-            with contextlib.suppress(errors.StatemachineError, OSError):
+            try:
                 abort_taken(engine)
+            except Exception:  # a database hiccup: the heartbeat still finds a lost lease
+                _log.warning("could not check the leases this worker holds", exc_info=True)
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
