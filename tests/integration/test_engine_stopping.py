@@ -350,3 +350,30 @@ def test_a_deadline_that_passed_while_no_process_ran_applies_on_the_next_claim(
     finally:
         engine.close()
         gc.collect()
+
+
+def test_an_event_sent_after_a_deadline_that_passed_while_no_process_ran_is_too_late(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "stop.log"
+    first = Proc.program("stop_worker", ["wait", db_url, str(log)], tmp_path, "first")
+    try:
+        assert first.wait(60) == 0, first.describe()  # it exits with the instance waiting
+    finally:
+        first.cleanup()
+    engine = Engine(db_url)
+    try:
+        engine.register(stop_worker.definitions(log))
+        time.sleep(stop_worker.DEADLINE_SECONDS + 0.5)  # the deadline passes while none runs
+        engine.send_event(stop_worker.WAIT_ID, "go", {"late": True})
+        engine.run_due()
+        inst = engine.get(stop_worker.WAIT_ID)
+        assert inst.status == "timed_out"
+        assert inst.step_results["approve"].status == "cancelled"  # was completed
+        types = [h.type for h in engine.history(inst.id)]
+        assert "workflow.step.completed" not in types
+        assert types[-1] == "workflow.timed_out"
+        assert "after" not in read_lines(log)
+    finally:
+        engine.close()
+        gc.collect()

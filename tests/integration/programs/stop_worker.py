@@ -4,7 +4,8 @@
 ``hold`` step logs ``started``, sleeps a minute, and logs ``cancelled`` when it is cancelled.
 ``deadline DB LOG``: executes ``deadline-restart`` (a workflow timeout of ``DEADLINE_SECONDS``,
 a 1 s lease), whose sync ``slow`` step logs ``slow`` and sleeps a minute: the test kills the
-process meanwhile. Each handler run appends one line to LOG.
+process meanwhile. ``wait DB LOG``: executes ``deadline-wait`` (the same timeout), which waits
+for the event ``go``, and exits. Each handler run appends one line to LOG.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ CANCEL = "cancel-me"
 DEADLINE = "deadline-restart"
 DEADLINE_ID = "deadline-1"
 DEADLINE_SECONDS = 3.0
+WAIT = "deadline-wait"
+WAIT_ID = "deadline-wait-1"
 
 
 def definitions(log: Path | str) -> list[WorkflowDefinition]:
@@ -50,6 +53,11 @@ def definitions(log: Path | str) -> list[WorkflowDefinition]:
         .task("slow", slow)
         .task("after", after)
         .build(),
+        workflow(WAIT)
+        .timeout(DEADLINE_SECONDS)
+        .wait("approve", event="go")
+        .task("after", after)
+        .build(),
     ]
 
 
@@ -62,6 +70,10 @@ def main(mode: str, db_url: str, log: str) -> None:
         engine = Engine(db_url, lease="1s")
         engine.register(definitions(log))
         engine.execute(DEADLINE, {}, instance_id=DEADLINE_ID)  # killed before it returns
+    elif mode == "wait":
+        engine = Engine(db_url)
+        engine.register(definitions(log))
+        assert engine.execute(WAIT, {}, instance_id=WAIT_ID).status == "waiting"
     engine.close()
 
 
