@@ -417,9 +417,11 @@ class Engine:
     ) -> None:
         """Commit a control call: read, check, decide, and compare-and-set, again (a bounded
         number of times) when the instance changed between the read and the commit. A fenced
-        call takes the lease first, so no runner commits in between (see ``_fence``)."""
-        for _ in range(CONTROL_ATTEMPTS):
-            if fence:
+        call that lost such a race takes the lease first, so no runner commits in between
+        (see ``_fence``); the first try fences in its own commit, so a caller never sees the
+        runner stopped before the control call is recorded."""
+        for attempt in range(CONTROL_ATTEMPTS):
+            if fence and attempt:
                 self._fence(instance_id, allowed, verb)
             rec = self._allowed(instance_id, allowed, verb)
             decision = decide(rec) if decide is not None else None

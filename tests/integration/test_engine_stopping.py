@@ -324,6 +324,39 @@ def test_a_cancel_that_races_a_runner_commit_decides_again(db_url: str) -> None:
         gc.collect()
 
 
+def test_a_cancel_that_races_a_runner_keeping_the_status_decides_again(db_url: str) -> None:
+    """A runner commits between the cancel's read and its commit, and the status stays
+    ``waiting``: the cancel must not write the state it decided on before that commit."""
+    engine = Engine(db_url)
+    try:
+        engine.register(
+            workflow("race-seq").wait("hold", event="go").wait("second", event="go2").build()
+        )
+        inst = engine.execute("race-seq", {})
+        commit = engine.repo.commit_transition
+        raced: list[str] = []
+
+        def racing(t: repo.Transition) -> str:
+            if t.values.get("status") == "cancelled" and not raced:
+                raced.append(t.instance_id)  # the runner takes "go" first: hold completes
+                engine.send_event(t.instance_id, "go", {"ok": 1})
+                engine.run_due()
+                assert engine.get(t.instance_id).status == "waiting"
+            return commit(t)
+
+        engine.repo.commit_transition = racing  # type: ignore[method-assign]
+        engine.cancel(inst.id)
+        assert raced == [inst.id]
+        after = engine.get(inst.id)
+        assert after.status == "cancelled"
+        assert after.step_results["hold"].status == "completed"  # was overwritten: cancelled
+        assert after.step_results["hold"].output == {"ok": 1}
+        assert after.step_results["second"].status == "cancelled"  # was left waiting
+    finally:
+        engine.close()
+        gc.collect()
+
+
 # -- the deadline across a restart ------------------------------------------------------------
 
 
