@@ -31,6 +31,7 @@ from statemachine.store import repository as repo
 T = TypeVar("T")
 _log = logging.getLogger("statemachine.engine")
 ACTIVE = ("pending", "running", "waiting", "paused", "compensating")
+CONTROL_ATTEMPTS = 10  # a control call re-reads and re-decides at most this often when it races
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -442,9 +443,28 @@ class Engine:
         values: dict[str, Any],
         event: str,
         fence: bool = False,
-        decision: interp.Decision | None = None,
+        decide: Callable[[repo.InstanceRecord], interp.Decision | None] | None = None,
         notify_parent: bool = False,
     ) -> None:
+        """Commit a control call: read, check, decide, and compare-and-set, again (a bounded
+        number of times) when the instance changed between the read and the commit. A fenced
+        call that lost such a race takes the lease first, so no runner commits in between
+        (see ``_fence``); the first try fences in its own commit, so a caller never sees the
+        runner stopped before the control call is recorded."""
+        for attempt in range(CONTROL_ATTEMPTS):
+            if fence and attempt:
+                self._fence(instance_id, allowed, verb)
+            rec = self._allowed(instance_id, allowed, verb)
+            decision = decide(rec) if decide is not None else None
+            if self._control_commit(rec, values, event, fence, decision, notify_parent):
+                return
+        raise errors.StatemachineError(
+            f"could not {verb} instance {instance_id}: it kept changing; try again"
+        )
+
+    def _allowed(
+        self, instance_id: str, allowed: tuple[str, ...], verb: str
+    ) -> repo.InstanceRecord:
         rec = self._record(instance_id)
         if rec.status not in allowed:
             raise errors.InvalidTransition(
@@ -452,6 +472,30 @@ class Engine:
                 instance_id=instance_id,
                 status=rec.status,
             )
+        return rec
+
+    def _fence(self, instance_id: str, allowed: tuple[str, ...], verb: str) -> None:
+        """Take the instance from whichever runner holds it: its next commit fails (LeaseLost),
+        so the state read next is the one the control call decides on. A runner here stops now."""
+        fence = {
+            "lease_epoch": repo.IT.c.lease_epoch + 1,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        t = repo.Transition(instance_id, None, fence, expect_status=allowed)
+        if not self.repo.commit_transition(t):
+            self._allowed(instance_id, allowed, verb)  # raises, unless it changed back meanwhile
+
+    def _control_commit(
+        self,
+        rec: repo.InstanceRecord,
+        values: dict[str, Any],
+        event: str,
+        fence: bool,
+        decision: interp.Decision | None,
+        notify_parent: bool,
+    ) -> bool:
+        """One compare-and-set: False if the instance changed since ``rec`` was read."""
         now = self.clock.now()
         vals = {**values, "updated_at": now}
         if fence:
@@ -469,17 +513,26 @@ class Engine:
             notify = runner_mod.child_notice(rec, vals["status"], None, vals.get("error"))
         done = self.repo.commit_transition(
             repo.Transition(
-                instance_id, None, vals, steps, history, [], notify, expect_status=(rec.status,)
+                rec.id, None, vals, steps, history, [], notify,
+                expect_status=(rec.status,),
+                expect_seq=rec.history_seq if decision is not None else None,
             )
-        )
+        )  # fmt: skip
         if not done:
-            return self._control(
-                instance_id, allowed, verb, values, event, fence, None, notify_parent
-            )
+            return False
+        if fence:
+            self._interrupt(rec.id)
         for h in history:
             self.publish(rec, h.type, h.step, h.data)
         if vals.get("status") in records.TERMINAL:
-            self.finished(instance_id, self._definition_for(rec))
+            self.finished(rec.id, self._definition_for(rec))
+        return True
+
+    def _interrupt(self, instance_id: str) -> None:
+        """A runner of this engine that held the instance learns at once that it lost it."""
+        held, loop = self.held.get(instance_id), self._loop
+        if held is not None and loop is not None:
+            loop.loop.call_soon_threadsafe(held.abort)
 
     def pause(self, instance_id: str) -> None:
         self._control(
@@ -502,10 +555,6 @@ class Engine:
         )
 
     def cancel(self, instance_id: str) -> None:
-        rec = self._record(instance_id)
-        decision = None
-        if rec.status in ACTIVE:
-            decision = self._decide(rec, interp.Cancel())
         now = self.clock.now()
         self._control(
             instance_id,
@@ -519,7 +568,7 @@ class Engine:
             },
             "workflow.cancelled",
             fence=True,
-            decision=decision,
+            decide=lambda rec: self._decide(rec, interp.Cancel()),
             notify_parent=True,
         )
         for child in self.repo.list_instances(None, ACTIVE, 1000, 0, parent_id=instance_id):
@@ -540,8 +589,6 @@ class Engine:
                 instance_id=instance_id,
                 status=rec.status,
             )
-        decision = self._decide(rec, interp.Retry())
-        s = decision.state
         self._control(
             instance_id,
             ("failed",),
@@ -558,9 +605,8 @@ class Engine:
             },
             "workflow.retried",
             fence=True,
-            decision=decision,
+            decide=lambda rec: self._decide(rec, interp.Retry()),
         )
-        del s
 
     def replay(self, instance_id: str) -> str:
         rec = self._record(instance_id)

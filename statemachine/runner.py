@@ -8,6 +8,7 @@ between the two re-runs the handler with the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -105,6 +106,7 @@ class InstanceRunner:
         self.stored_status, self.stored_wake = record.status, record.wake_at  # as last committed
         self.written: dict[str, Any] = {}  # the instance columns of the last commit
         self.lost = False
+        self.aborted = False  # the instance was taken from this runner (see ``abort``)
         self.birth = birth  # not inserted yet: the first commit inserts it
 
     @property
@@ -346,6 +348,7 @@ class InstanceRunner:
         stalled = 0
         # a pause stops new steps; the ones in flight still finish and are recorded
         while self.state.status in ACTIVE or (self.paused and self.inflight):
+            self.check_aborted()
             # an event may have waited in the inbox for a wait that just began
             await self.deliver_events()
             holding = self.paused or self.stopping()  # no new step starts; in-flight ones finish
@@ -379,9 +382,10 @@ class InstanceRunner:
                 continue
             done, _ = await asyncio.wait(
                 self.inflight.values(),
-                timeout=settings.lease / 3,
+                timeout=self.wait_limit(settings.lease / 3),
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            self.check_aborted()  # its handlers were cancelled: there is nothing to record
             for path, task in list(self.inflight.items()):
                 if task in done:
                     del self.inflight[path]
@@ -390,6 +394,39 @@ class InstanceRunner:
             await self.settled()
         for task in self.inflight.values():
             task.cancel()
+
+    def wait_limit(self, beat: float) -> float:
+        """How long to wait for handlers: until the next heartbeat, or the workflow's deadline
+        if that comes first (``settled`` then times the instance out, whatever still runs)."""
+        deadline = self.state.deadline
+        if deadline is None or self.state.status == "compensating":
+            return beat  # undoing may outlive the deadline
+        return max(0.0, min(beat, (deadline - self.now).total_seconds()))
+
+    def abort(self) -> None:
+        """The instance was taken from this runner (a cancel made in this process): cancel its
+        async handlers and abandon its sync ones now, not at the next heartbeat. Loop thread."""
+        self.aborted = True
+        for task in self.inflight.values():
+            task.cancel()
+
+    def check_aborted(self) -> None:
+        if self.aborted:
+            raise errors.LeaseLost(f"instance {self.rec.id} was taken from this runner")
+
+    def note_late(self, path: str, attempt: int, outcome: Outcome) -> None:
+        """An abandoned sync call ended (pool thread): its result is discarded, and history says so."""
+        now = self.now
+        data: dict[str, Any] = {"attempt": attempt, "ok": outcome.ok, "discarded": True}
+        if outcome.error is not None:
+            data["error"] = {k: outcome.error[k] for k in ("type", "message")}
+        note = repo.HistoryWrite("workflow.step.late_result", path, data, now)
+        t = repo.Transition(self.rec.id, None, {"updated_at": now}, history=[note])
+        store = self.engine.repo
+        try:  # on the committer's thread, which refuses work once the store is closed
+            store.committer.call(functools.partial(store.commit_transition, t))
+        except errors.StoreError:  # the engine is closed; the result is discarded anyway
+            _log.debug("could not note the late result of %s in %s", path, self.rec.id)
 
     async def record(self, path: str, outcome: Outcome) -> None:
         emitted = self.emitted.pop(path, [])
@@ -418,7 +455,7 @@ class InstanceRunner:
         path = runnable[0]
         call = self.prepare(path)
         executor = self.engine.executor
-        if not executor.can_inline(call.fn, call.step):
+        if not executor.can_inline(call.fn, call.step, call.ctx):
             return False
         outcome = executor.run_inline(
             call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
@@ -458,9 +495,11 @@ class InstanceRunner:
 
     async def execute(self, path: str) -> Outcome:
         call = self.prepare(path)
+        late = functools.partial(self.note_late, path, call.ctx.attempt)
         return await self.engine.executor.run(
-            call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
-        )
+            call.fn, call.step, call.payload, call.ctx, call.policy,
+            compensation=call.compensation, late=late,
+        )  # fmt: skip
 
     def prepare(self, path: str) -> Call:
         st = self.state.steps[path]

@@ -282,15 +282,34 @@ async def drain(engine: Engine, limit: int = 100) -> int:
     return advanced
 
 
+def abort_taken(engine: Engine) -> None:
+    """Stop at once the runners whose instance another process fenced (a cancel): one read per
+    poll interval, so a cancel reaches a running handler within it, not at the next heartbeat."""
+    held = {iid: r.epoch for iid, r in engine.held.items() if r.birth is None}
+    if not held:
+        return
+    for iid in engine.repo.taken(held):
+        runner = engine.held.get(iid)
+        if runner is not None and runner.epoch == held[iid]:
+            runner.abort()
+
+
 async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Event) -> None:
     """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set."""
     running: dict[str, asyncio.Task[bool]] = {}
     checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
+    watch_at = time.monotonic() + poll
     while not stop.is_set():
         if time.monotonic() >= checkpoint_at:  # long runs keep the SQLite WAL small
             checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
             with contextlib.suppress(errors.StatemachineError, OSError):
                 engine.repo.checkpoint()
+        if running and time.monotonic() >= watch_at:
+            watch_at = time.monotonic() + poll
+            try:
+                abort_taken(engine)
+            except Exception:  # a database hiccup: the heartbeat still finds a lost lease
+                _log.warning("could not check the leases this worker holds", exc_info=True)
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]

@@ -3,6 +3,11 @@
 The outcome is data (``Outcome``) that the runner feeds back to the interpreter; no exception
 from user code escapes this module, except a ``BaseException`` that is not an ``Exception``
 (``SystemExit``, ``KeyboardInterrupt``...), which leaves as ``HandlerInterrupted``.
+
+A sync handler cannot be stopped: when its attempt ends without it (a step timeout, a cancel,
+the workflow's deadline) its thread runs on, abandoned. Its late result is discarded (the
+``late`` callback notes it), and the next call of that step in this process waits for that
+thread first, so two attempts of one step never overlap.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import inspect
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +62,14 @@ def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
     }
 
 
+Late = Callable[[Outcome], None]  # told how an abandoned call ended; runs in the pool thread
+
+
+def slot(ctx: StepContext) -> str:
+    """The key no two calls may share at once: one step of one instance."""
+    return f"{ctx.instance_id}\x00{ctx.step_name}"
+
+
 @functools.lru_cache(maxsize=1024)
 def _arity(fn: Callable[..., Any]) -> int:
     try:
@@ -85,12 +99,21 @@ class Executor:
             max_workers=max_threads, thread_name_prefix="sm-step"
         )
         self.quick: dict[Callable[..., Any], bool] = {}  # measured in the pool first
+        # by ``slot``: a call whose attempt ended while its thread still runs
+        self.abandoned: dict[str, Future[Any]] = {}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def can_inline(self, fn: Callable[..., Any], step: models.TaskStep | models.PollStep) -> bool:
-        return step.timeout is None and self.quick.get(fn, False) and not _is_async(fn)
+    def can_inline(
+        self, fn: Callable[..., Any], step: models.TaskStep | models.PollStep, ctx: StepContext
+    ) -> bool:
+        return (
+            step.timeout is None
+            and self.quick.get(fn, False)
+            and not _is_async(fn)
+            and slot(ctx) not in self.abandoned  # run() waits for that thread; inline cannot
+        )
 
     async def run(
         self,
@@ -101,18 +124,22 @@ class Executor:
         policy: models.RetryPolicy | None,
         *,
         compensation: bool = False,
+        late: Late | None = None,
     ) -> Outcome:
-        """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas."""
+        """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas.
+
+        A sync call abandoned by a timeout or a cancel tells ``late`` how it ended, later."""
+        sync = not _is_async(fn)
+        if sync:  # before the budget starts: this attempt has not begun while the last one runs
+            await self._after_abandoned(slot(ctx))
         budget = asyncio.timeout(None if compensation else step.timeout)
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
             async with budget:
-                if _is_async(fn):
-                    result = await fn(*args)
+                if sync:
+                    result = await self._in_pool(fn, args, slot(ctx), late)
                 else:
-                    loop = asyncio.get_running_loop()
-                    call = functools.partial(contextvars.copy_context().run, self._timed, fn, args)
-                    result = await loop.run_in_executor(self.pool, call)
+                    result = await fn(*args)
                 if inspect.isawaitable(result):
                     result = await result
             return _succeeded(step, result, ctx.step_name, compensation)
@@ -121,14 +148,48 @@ class Executor:
         except TimeoutError as exc:
             if not budget.expired():  # the handler's own TimeoutError, not our step timeout
                 return _failed(exc, policy)
-            late = errors.StepTimeoutError(
-                f"step {ctx.step_name!r} timed out after {step.timeout}s", step=ctx.step_name
+            still = " (its thread still runs; its result will be discarded)" if sync else ""
+            timeout = errors.StepTimeoutError(
+                f"step {ctx.step_name!r} timed out after {step.timeout}s{still}",
+                step=ctx.step_name,
             )
-            return _failed(late, policy)
+            return _failed(timeout, policy)
         except Exception as exc:  # user code: anything may be raised
             return _failed(exc, policy)
         except BaseException as exc:
             raise HandlerInterrupted(exc, ctx.step_name) from exc
+
+    async def _in_pool(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], key: str, late: Late | None
+    ) -> Any:
+        call = functools.partial(contextvars.copy_context().run, self._timed, fn, args)
+        fut = self.pool.submit(call)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            if not fut.cancel():  # it began (or just ended): it runs on, abandoned
+                self._abandon(key, fut, late)
+            raise
+
+    def _abandon(self, key: str, fut: Future[Any], late: Late | None) -> None:
+        self.abandoned[key] = fut
+
+        def ended(done: Future[Any]) -> None:
+            if self.abandoned.get(key) is done:
+                del self.abandoned[key]
+            if late is not None:
+                exc = done.exception()
+                outcome = Outcome(True) if exc is None else Outcome(False, error=error_dict(exc))
+                late(outcome)
+
+        fut.add_done_callback(ended)
+
+    async def _after_abandoned(self, key: str) -> None:
+        """Wait until no abandoned call of this step runs (a cancel of the wait leaves it be)."""
+        while (running := self.abandoned.get(key)) is not None:
+            await asyncio.wait([asyncio.wrap_future(running)])
+            if self.abandoned.get(key) is running:  # ended: whatever its callback did
+                del self.abandoned[key]
 
     def run_inline(
         self,

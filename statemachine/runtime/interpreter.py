@@ -554,6 +554,7 @@ class FlowRun:
             self.s.steps[st.path]  # a private copy: these records change below
             for st in list(self.s.steps.values())
             if ((st.status == "failed" and not st.handled) or st.status == "cancelled")
+            and not saga.is_compensation(st.path)  # an undo that failed is not a step to resume
             and self.resumable(st.path)
         ]
         containers = sorted(
@@ -679,7 +680,10 @@ def decide(
 ) -> Decision:
     """Apply one event to a copy of ``state``; the input state is never modified."""
     run = FlowRun(plan, state.clone(), now, instance_id)
-    if isinstance(event, Start):
+    # past the workflow's deadline a result, an event or a child's end is too late to count
+    if not isinstance(event, Start | Retry | Cancel) and timers.expire(run):
+        pass
+    elif isinstance(event, Start):
         run.start()
     elif isinstance(event, StepSucceeded):
         run.succeeded(event.path, event.output)

@@ -92,19 +92,22 @@ def jump(run: FlowRun, st: StepState, node: plans.Node) -> None:
     run.schedule_enter(target, st.prev if target == st.path else st.path)
 
 
-def tick(run: FlowRun) -> None:
+def expire(run: FlowRun) -> bool:
+    """End the instance as ``timed_out`` if its deadline has passed; True if it did. Whatever
+    else happened (a result, an event) came too late to count."""
     compensating = run.s.status == "compensating"  # undoing is allowed to outlive the deadline
-    if (
-        run.s.deadline is not None
-        and run.now >= run.s.deadline
-        and not run.terminal
-        and not compensating
-    ):
-        run.cancel_active("timed_out")
-        run.finish_workflow(
-            "timed_out",
-            error={"type": "WorkflowTimeout", "message": "the workflow exceeded its timeout"},
-        )
+    if run.s.deadline is None or run.now < run.s.deadline or run.terminal or compensating:
+        return False
+    run.cancel_active("timed_out")
+    run.finish_workflow(
+        "timed_out",
+        error={"type": "WorkflowTimeout", "message": "the workflow exceeded its timeout"},
+    )
+    return True
+
+
+def tick(run: FlowRun) -> None:
+    if expire(run):
         return
     for path in list(run.s.active):
         if run.s.status not in ("running", "waiting", "compensating"):

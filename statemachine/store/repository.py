@@ -74,6 +74,7 @@ class InstanceRecord:
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    history_seq: int = 0  # grows with every transition: a control call's compare-and-set
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Transition:
     consume_events: list[int] = field(default_factory=list)
     notify: list[tuple[str, str, Any]] = field(default_factory=list)  # (instance, event, data)
     expect_status: Sequence[str] | None = None  # only apply while the status is one of these
+    expect_seq: int | None = None  # only apply while ``history_seq`` is this (nothing happened)
     abort_if_paused: bool = False  # roll back if a pause landed meanwhile (the runner re-decides)
     stored: frozenset[str] = frozenset()  # columns of ``values`` known to be stored already
     create: NewInstance | None = None  # insert this instance first, in the same commit
@@ -427,6 +429,13 @@ class Repository:
             )
             return bool(res.rowcount)
 
+    def taken(self, held: dict[str, int]) -> builtins.list[str]:
+        """Of these leases (instance id -> epoch), the ones fenced since: cancelled, or taken over."""
+        query = sa.select(IT.c.id, IT.c.lease_epoch).where(IT.c.id.in_(builtins.list(held)))
+        with self.engine.connect() as conn:
+            current = {r[0]: r[1] for r in conn.execute(query).all()}
+        return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
+
     def release(self, instance_id: str, epoch: int, *, recovery: bool = False) -> None:
         """Give the lease up; with ``recovery`` the run was cut short (a handler raised
         SystemExit...): that counts towards dead-lettering, as a takeover after a crash does."""
@@ -446,7 +455,8 @@ class Repository:
 
         Fenced on the lease epoch: a stale worker gets ``LeaseLost`` and changes nothing. A pause
         that lands while a step runs is kept (the step's result is still recorded).
-        Unfenced control transitions (``epoch=None``) return "" when ``expect_status`` fails.
+        Unfenced control transitions (``epoch=None``) return "" when ``expect_status`` or
+        ``expect_seq`` fails.
         """
         if self.runner_shaped(t):
             return self.committer.commit(t)
@@ -494,6 +504,8 @@ class Repository:
             where.append(IT.c.lease_epoch == t.epoch)
         if t.expect_status is not None:
             where.append(IT.c.status.in_(builtins.list(t.expect_status)))
+        if t.expect_seq is not None:
+            where.append(IT.c.history_seq == t.expect_seq)
         values = {**t.values, "history_seq": IT.c.history_seq + len(t.history)}
         new_status = values.get("status")
         if t.epoch is not None and new_status is not None and new_status not in records.TERMINAL:
@@ -579,6 +591,7 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
         created_at=utc(r["created_at"]) or datetime.now(UTC),
         started_at=utc(r["started_at"]),
         completed_at=utc(r["completed_at"]),
+        history_seq=r["history_seq"],
     )
 
 

@@ -56,6 +56,40 @@ def test_cancel_cancels_every_active_step() -> None:
     assert d.cancel().history == []  # cancelling twice does nothing
 
 
+# -- the workflow's deadline -----------------------------------------------------------------
+
+
+def test_a_result_after_the_workflow_deadline_is_too_late() -> None:
+    wf = workflow("late").timeout("1h").task("a", "noop").task("b", "noop").build()
+    d = Driver(wf, {})
+    d.start()
+    d.send(StepSucceeded("a", {"a": 1}), at=at(hours=1))
+    assert d.status == "timed_out"
+    assert d.statuses() == {"a": "cancelled"}  # its result came after the deadline
+    assert "workflow.step.completed" not in d.types()
+    assert d.types()[-1] == "workflow.timed_out"
+    assert d.ok("a", {"a": 2}).history == []
+
+
+def test_a_last_step_finishing_after_the_deadline_does_not_complete_the_workflow() -> None:
+    wf = workflow("late-last").timeout("1h").task("only", "noop").build()
+    d = Driver(wf, {})
+    d.start()
+    d.send(StepFailed("only", {"type": "ValueError", "message": "boom"}, True), at=at(hours=2))
+    assert d.status == "timed_out"
+    assert d.state.output is None
+    assert "workflow.step.failed" not in d.types()
+
+
+def test_an_event_after_the_workflow_deadline_is_too_late() -> None:
+    wf = workflow("late-event").timeout("1h").wait("w", event="go").build()
+    d = Driver(wf, {})
+    d.start()
+    d.send(EventArrived("go", {"x": 1}), at=at(hours=1, seconds=1))
+    assert d.status == "timed_out"
+    assert d.statuses() == {"w": "cancelled"}
+
+
 # -- retry of a failed instance --------------------------------------------------------------
 
 
