@@ -247,7 +247,7 @@ class Engine:
         new = self._new_instance(workflow, input, instance_id, claim=True)
         iid, name = new.record.id, new.record.workflow_name
         kept: builtins.list[runner_mod.InstanceRunner] = []
-        if instance_id is None and self.registry.max_concurrent.get(name) is None:
+        if instance_id is None and self.registry.max_concurrent(name) is None:
             # a fresh id cannot be taken: the insert rides on the run's first commit (one
             # fsync, not two); a capped workflow must insert first to count its slots
             try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,6 +19,7 @@ from statemachine.runtime import clock as clocks
 from statemachine.store import repository as repo
 
 BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
+LIMITS_TTL = 1.0  # seconds one read of the stored max_concurrent limits serves
 
 
 def _without_modules(value: Any) -> Any:
@@ -36,7 +39,9 @@ class Registry:
         self.clock = clock
         self.by_hash: dict[str, models.WorkflowDefinition] = {}
         self.latest: dict[str, str] = {}  # name -> hash of the version registered last
-        self.max_concurrent: dict[str, int | None] = {}
+        self._limits: dict[str, int] = {}  # max_concurrent by workflow, as stored
+        self._limits_read = -LIMITS_TTL  # time.monotonic() of that read
+        self._limits_lock = threading.Lock()
         self.actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
         self._checked: set[str] = set()  # hashes of definitions whose actions are all registered
 
@@ -67,9 +72,17 @@ class Registry:
         *,
         check_actions: bool = True,
     ) -> None:
-        """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
+        """Register definitions; ``check_actions=False`` suits processes that only start or inspect.
+
+        ``max_concurrent`` is stored in the database for the workflow's name, every version:
+        every engine on that database obeys it, whether it registers with it or not. A later
+        ``register`` with another number replaces it (the last one wins); without one, the
+        stored limit stays.
+        """
         if max_concurrent is not None and (
-            not isinstance(max_concurrent, int) or max_concurrent < 1
+            not isinstance(max_concurrent, int)
+            or isinstance(max_concurrent, bool)
+            or max_concurrent < 1
         ):
             raise errors.InputValidationError("max_concurrent must be a whole number >= 1")
         items = (
@@ -87,7 +100,22 @@ class Registry:
             self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
             self.by_hash[item.hash] = item
             self.latest[item.name] = item.hash
-            self.max_concurrent[item.name] = max_concurrent
+            if max_concurrent is not None:
+                self.repo.set_max_concurrent(item.name, max_concurrent, now)
+        self.refresh_limits()
+
+    def max_concurrent(self, workflow: str) -> int | None:
+        """The stored limit of ``workflow`` (None: none). Read again at most every ``LIMITS_TTL``
+        seconds: a limit another engine sets counts here within that; a changed one counts at
+        once, since taking a slot reads it again (``Repository.reserve_slot``)."""
+        if time.monotonic() - self._limits_read > LIMITS_TTL:
+            self.refresh_limits()
+        return self._limits.get(workflow)
+
+    def refresh_limits(self) -> None:
+        with self._limits_lock:
+            self._limits = self.repo.max_concurrent()
+            self._limits_read = time.monotonic()
 
     def check_actions(self, definition: models.WorkflowDefinition) -> None:
         if definition.hash in self._checked:

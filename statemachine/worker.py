@@ -122,11 +122,9 @@ async def drive(
         if recovered and rec.recoveries > engine.settings.max_recoveries:
             dead_letter(engine, rec, epoch)
             return True
-        limit = engine.registry.max_concurrent.get(rec.workflow_name)
-        slot = limit is None or rec.status != "pending"
-        if not slot and not engine.repo.reserve_slot(
-            instance_id, epoch, rec.workflow_name, limit or 0
-        ):
+        limited = engine.registry.max_concurrent(rec.workflow_name) is not None
+        slot = not limited or rec.status != "pending"
+        if not slot and not engine.repo.reserve_slot(instance_id, epoch, rec.workflow_name):
             return False  # stays pending (and due) until a slot frees
         try:
             definition = engine._definition_for(rec, check_actions=True)

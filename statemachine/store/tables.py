@@ -89,3 +89,12 @@ class EventRow(SQLModel, table=True):
     data: object = Field(default=None, sa_column=Column(JSON))
     received_at: datetime | None = _ts()
     consumed_at: datetime | None = _ts()
+
+
+class WorkflowRow(SQLModel, table=True):
+    """Settings of a workflow by name, whatever its version: shared by every engine."""
+
+    __tablename__ = "sm_workflow"
+    name: str = Field(primary_key=True, max_length=200)
+    max_concurrent: int | None = Field(default=None)
+    updated_at: datetime | None = _ts()
