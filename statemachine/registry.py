@@ -17,9 +17,38 @@ from statemachine import errors
 from statemachine.definition import issues, loader, models
 from statemachine.runtime import clock as clocks
 from statemachine.store import repository as repo
+from statemachine.store import tables
 
 BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
 LIMITS_TTL = 1.0  # seconds one read of the stored max_concurrent limits serves
+ITEM_INDEX_ROOM = 8  # characters a path keeps free per map around it: "@" and the item's index
+COMPENSATION_ROOM = len("#compensate")
+
+
+def storable_issues(definition: models.WorkflowDefinition) -> list[errors.Issue]:
+    """Names and step paths longer than the store's columns: refused here, on every database
+    (Postgres would refuse the write, SQLite would keep it)."""
+    found = []
+    if len(definition.name) > tables.NAME_LENGTH:
+        found.append(f"the workflow's name is longer than {tables.NAME_LENGTH} characters")
+    if len(definition.version) > tables.VERSION_LENGTH:
+        found.append(f"the workflow's version is longer than {tables.VERSION_LENGTH} characters")
+    iterators = [
+        f"{path}/{step.iterator.name}/"
+        for path, step in definition.walk()
+        if isinstance(step, models.MapStep)
+    ]
+    for path, _ in definition.walk():
+        maps = sum(1 for prefix in iterators if path.startswith(prefix))
+        if len(path) + maps * ITEM_INDEX_ROOM + COMPENSATION_ROOM > tables.PATH_LENGTH:
+            found.append(
+                f"step path {path[:60]!r}... is too long to store: keep a path (every enclosing "
+                f"step's name and its own) under {tables.PATH_LENGTH - COMPENSATION_ROOM} "
+                f"characters, less {ITEM_INDEX_ROOM} per enclosing map"
+            )
+    return [
+        errors.Issue(message, path=definition.source_path, code="too_long") for message in found
+    ]
 
 
 def _without_modules(value: Any) -> Any:
@@ -93,6 +122,9 @@ class Registry:
                 raise errors.DefinitionError(
                     f"register takes WorkflowDefinition objects, not {type(item).__name__}"
                 )
+            too_long = storable_issues(item)
+            if too_long:
+                raise errors.DefinitionError(too_long)
             if check_actions:
                 self.check_actions(item)
         now = self.clock.now()

@@ -167,6 +167,16 @@ def _one_less(engine: Engine) -> Callable[[object], None]:
     return done
 
 
+def _report(instance_id: str, task: asyncio.Task[bool]) -> None:
+    """A run that raised (its writes refused, say) ends alone: logged, the instance left due."""
+    if not task.cancelled() and task.exception() is not None:
+        _log.error(
+            "instance %s could not run; the others go on",
+            instance_id,
+            exc_info=task.exception(),
+        )
+
+
 def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     """An instance whose worker keeps dying fails instead of taking more workers down."""
     now = engine.clock.now()
@@ -194,14 +204,19 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
 
 
 async def drain(engine: Engine, limit: int = 100) -> int:
-    """Run every due instance, again while that makes more due (children, inline timers)."""
+    """Run every due instance, again while that makes more due (children, inline timers).
+    One instance that fails to run (its writes refused, say) is logged and left due: it does
+    not keep the others from running."""
     advanced = 0
     for _ in range(1000):
         ids = engine.repo.due(engine.clock.now(), limit)
         progressed = 0
         for iid in ids:
-            if await drive(engine, iid):
-                progressed += 1
+            try:
+                if await drive(engine, iid):
+                    progressed += 1
+            except Exception:
+                _log.exception("instance %s could not run; the others go on", iid)
         advanced += progressed
         if not progressed:
             break
@@ -230,6 +245,7 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
                 # claimed work waiting here counts: runners then share commits, not take turns
                 engine.active_runners += 1
                 task.add_done_callback(_one_less(engine))
+                task.add_done_callback(functools.partial(_report, rec.id))
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     if running:
         await asyncio.wait(running.values(), timeout=engine.settings.lease)
