@@ -184,8 +184,10 @@ class Committer:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A cursor in one write transaction on the held connection; rolled back on error."""
-        raw = self._connection()
         with self.gate.hold():
+            # the gate first: a memory database's one connection may be held by a claim job,
+            # which runs under the gate and would wait for the connection the other way round
+            raw = self._connection()
             try:
                 cur = raw.cursor()
                 if not self.pg:

@@ -132,3 +132,28 @@ def test_two_memory_engines_share_nothing() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_execute_while_a_worker_claims(memory: Engine) -> None:
+    """Inline commits (a caller's execute) and the worker's claims (on the committer thread)
+    take the one connection in the same order: neither waits for the other forever."""
+    memory.register(_two_steps())
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for n in range(20):
+                assert memory.execute("two", {"n": n}).status == "completed"
+        except BaseException as exc:
+            failures.append(exc)
+
+    with memory.worker(concurrency=4, poll_interval="1ms"):
+        ids = [memory.start("two", {"n": n}) for n in range(40)]
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for iid in ids:
+            assert memory.wait(iid, timeout=60).status == "completed"
+    assert failures == []
