@@ -69,7 +69,7 @@ class Registry:
         self.by_hash: dict[str, models.WorkflowDefinition] = {}
         self.latest: dict[str, str] = {}  # name -> hash of the version registered last
         self._limits: dict[str, int] = {}  # max_concurrent by workflow, as stored
-        self._limits_read = -LIMITS_TTL  # time.monotonic() of that read
+        self._limits_read = float("-inf")  # time.monotonic() of that read
         self._limits_lock = threading.Lock()
         self.actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
         self._checked: set[str] = set()  # hashes of definitions whose actions are all registered
