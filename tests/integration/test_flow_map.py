@@ -380,9 +380,11 @@ def _item_scopes_alive() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, plans.Scope) and "@" in o.prefix)
 
 
-def test_the_plan_cache_stays_bounded_after_a_large_map(db_url: str, clock: ManualClock) -> None:
+def test_the_plan_cache_stays_bounded_after_a_large_map(
+    sqlite_url: str, clock: ManualClock
+) -> None:
     """Plans are cached per definition for the process's life: a scope kept per map item ever
-    run would grow without bound (2,002 after a 2,000-item map)."""
+    run would grow without bound (2,002 after a 2,000-item map). In memory only: one backend."""
     from statemachine.runtime import plan as plans
 
     definition = (
@@ -396,7 +398,7 @@ def test_the_plan_cache_stays_bounded_after_a_large_map(db_url: str, clock: Manu
         .build()
     )
     before = _item_scopes_alive()
-    with Engine(db_url, clock=clock) as engine:
+    with Engine(sqlite_url, clock=clock) as engine:
         engine.register(definition)
         inst = engine.execute("big-map", {"items": list(range(2000))})
         assert inst.status == "completed"
