@@ -7,10 +7,17 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from statemachine import DefinitionError, Engine, InputValidationError, workflow
+from statemachine import (
+    DefinitionError,
+    Engine,
+    InputValidationError,
+    StepContext,
+    workflow,
+)
 from statemachine.engine import MAX_NESTING
 from statemachine.testing import ManualClock
 
@@ -82,6 +89,21 @@ def test_event_names_and_worker_ids_longer_than_stored_are_refused(
     eng.send_event(iid, "go" + "o" * 198)  # 200 is fine, and kept
     with pytest.raises(InputValidationError, match="worker_id"):
         Engine(db_url, worker_id="w" * 201)
+
+
+def test_an_emitted_event_name_longer_than_stored_fails_the_step(eng: Engine) -> None:
+    def loud(data: Any, ctx: StepContext) -> dict[str, Any]:
+        ctx.emit("n" * 200, {"fits": True})
+        ctx.emit(data["name"], {})
+        return {}
+
+    eng.register(workflow("loud").task("shout", loud).build())
+    ok = eng.execute("loud", {"name": "short"})
+    assert ok.status == "completed"
+    assert [h.type for h in eng.history(ok.id)].count("n" * 200) == 1
+    bad = eng.execute("loud", {"name": "n" * 201})
+    assert bad.status == "failed"
+    assert bad.error is not None and "ctx.emit" in bad.error["message"]
 
 
 def test_names_and_paths_longer_than_stored_are_refused_at_register(eng: Engine) -> None:
