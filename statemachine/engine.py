@@ -27,11 +27,13 @@ from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.state import is_item_result
 from statemachine.store import repository as repo
+from statemachine.store import tables
 
 T = TypeVar("T")
 _log = logging.getLogger("statemachine.engine")
 ACTIVE = ("pending", "running", "waiting", "paused", "compensating")
 CONTROL_ATTEMPTS = 10  # a control call re-reads and re-decides at most this often when it races
+MAX_NESTING = 16  # subworkflow levels below a top-level instance (a self-recursive one stops)
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -53,6 +55,13 @@ def _trigger_matches(trigger: models.Trigger, name: str, data: Any) -> bool:
         return expressions.compile_expression(trigger.condition).evaluate_condition(names)
     except errors.ExpressionError:
         return False  # a condition that cannot be evaluated on this data does not match
+
+
+def _check_event_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or len(name) > tables.ID_LENGTH:
+        raise errors.InputValidationError(
+            f"an event needs a non-empty name of at most {tables.ID_LENGTH} characters"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,10 @@ class Engine:
         )
         self.clock: clocks.Clock = clock or clocks.SystemClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not isinstance(self.worker_id, str) or len(self.worker_id) > tables.ID_LENGTH:
+            raise errors.InputValidationError(
+                f"worker_id must be a string of at most {tables.ID_LENGTH} characters"
+            )
         self.repo = repo.Repository(url, synchronous=self.settings.synchronous)
         self.executor = executor.Executor()
         self.bus = events.EventBus()
@@ -176,9 +189,11 @@ class Engine:
         definition = definition or self.definition(workflow)
         data = self._validate_input(definition, input)
         iid = instance_id or uuid.uuid4().hex
-        if not isinstance(iid, str) or not iid or len(iid) > 200:
+        if parent_id is not None:
+            self._check_child(iid, parent_id)
+        if not isinstance(iid, str) or not iid or len(iid) > tables.ID_LENGTH:
             raise errors.InputValidationError(
-                "instance_id must be a non-empty string of at most 200 characters"
+                f"instance_id must be a non-empty string of at most {tables.ID_LENGTH} characters"
             )
         now = self.clock.now()
         # the trigger's event data lives in the state column (``State.trigger_event``), which
@@ -215,6 +230,26 @@ class Engine:
             started_at=None, completed_at=None,
         )  # fmt: skip
         return repo.NewInstance(values, [started], record)
+
+    def _check_child(self, child_id: str, parent_id: str) -> None:
+        """A subworkflow's child: its id (the parent's id and the step's path) must fit, and
+        its depth stay within ``MAX_NESTING`` (a workflow that starts itself would not end)."""
+        if len(child_id) > tables.ID_LENGTH:
+            raise errors.InputValidationError(
+                f"the child instance id {child_id[:60]!r}... would be {len(child_id)} characters, "
+                f"more than {tables.ID_LENGTH}: it is the parent's id ({len(parent_id)} "
+                "characters) and the subworkflow step's path; shorten either"
+            )
+        depth, above = 1, self.repo.get(parent_id)
+        while above is not None and above.parent_id is not None:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise errors.StatemachineError(
+                    f"subworkflows nest too deep: a child of {parent_id!r} would be at nesting "
+                    f"depth {depth}, and the limit is {MAX_NESTING} (does a workflow start itself "
+                    "without an end?)"
+                )
+            above = self.repo.get(above.parent_id)
 
     def _insert(self, new: repo.NewInstance) -> bool:
         if not self.repo.create_instance(new):
@@ -254,7 +289,7 @@ class Engine:
         new = self._new_instance(workflow, input, instance_id, claim=True)
         iid, name = new.record.id, new.record.workflow_name
         kept: builtins.list[runner_mod.InstanceRunner] = []
-        if instance_id is None and self.registry.max_concurrent.get(name) is None:
+        if instance_id is None and self.registry.max_concurrent(name) is None:
             # a fresh id cannot be taken: the insert rides on the run's first commit (one
             # fsync, not two); a capped workflow must insert first to count its slots
             try:
@@ -379,8 +414,7 @@ class Engine:
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
-        if not isinstance(name, str) or not name:
-            raise errors.InputValidationError("an event needs a non-empty name")
+        _check_event_name(name)
         rec = self._record(instance_id)
         if rec.status in records.TERMINAL:
             raise errors.InvalidTransition(

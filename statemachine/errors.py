@@ -17,19 +17,34 @@
     ├── LeaseLost                     another worker owns the instance now (fencing)
     └── StoreError                    the database failed (the driver error is ``__cause__``)
 
-Every class has a stable ``code`` used by the CLI and the HTTP API.
+Every class has a stable ``code`` used by the CLI and the HTTP API. Every error survives
+``pickle`` (a process pool, a multiprocessing queue) with its type, message and fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+
+def _rebuild(cls: type[StatemachineError], args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+    """Unpickle without calling ``cls.__init__``: its arguments are not the message it made."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
 
 
 class StatemachineError(Exception):
     """Root of every error statemachine raises on purpose."""
 
     code = "statemachine_error"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the default (``cls(*self.args)``) would feed the finished message back to
+        # ``__init__``, which formats it again (or refuses the keywords it needs)
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 @dataclass(frozen=True)

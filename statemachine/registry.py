@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,8 +17,38 @@ from statemachine import errors
 from statemachine.definition import issues, loader, models
 from statemachine.runtime import clock as clocks
 from statemachine.store import repository as repo
+from statemachine.store import tables
 
 BUILTIN_ACTIONS: dict[str, Callable[..., Any]] = {"noop": lambda value: value}
+LIMITS_TTL = 1.0  # seconds one read of the stored max_concurrent limits serves
+ITEM_INDEX_ROOM = 8  # characters a path keeps free per map around it: "@" and the item's index
+COMPENSATION_ROOM = len("#compensate")
+
+
+def storable_issues(definition: models.WorkflowDefinition) -> list[errors.Issue]:
+    """Names and step paths longer than the store's columns: refused here, on every database
+    (Postgres would refuse the write, SQLite would keep it)."""
+    found = []
+    if len(definition.name) > tables.NAME_LENGTH:
+        found.append(f"the workflow's name is longer than {tables.NAME_LENGTH} characters")
+    if len(definition.version) > tables.VERSION_LENGTH:
+        found.append(f"the workflow's version is longer than {tables.VERSION_LENGTH} characters")
+    iterators = [
+        f"{path}/{step.iterator.name}/"
+        for path, step in definition.walk()
+        if isinstance(step, models.MapStep)
+    ]
+    for path, _ in definition.walk():
+        maps = sum(1 for prefix in iterators if path.startswith(prefix))
+        if len(path) + maps * ITEM_INDEX_ROOM + COMPENSATION_ROOM > tables.PATH_LENGTH:
+            found.append(
+                f"step path {path[:60]!r}... is too long to store: keep a path (every enclosing "
+                f"step's name and its own) under {tables.PATH_LENGTH - COMPENSATION_ROOM} "
+                f"characters, less {ITEM_INDEX_ROOM} per enclosing map"
+            )
+    return [
+        errors.Issue(message, path=definition.source_path, code="too_long") for message in found
+    ]
 
 
 def _without_modules(value: Any) -> Any:
@@ -66,7 +98,9 @@ class Registry:
         self.clock = clock
         self.by_hash: dict[str, models.WorkflowDefinition] = {}
         self.latest: dict[str, str] = {}  # name -> hash of the version registered last
-        self.max_concurrent: dict[str, int | None] = {}
+        self._limits: dict[str, int] = {}  # max_concurrent by workflow, as stored
+        self._limits_read = float("-inf")  # time.monotonic() of that read
+        self._limits_lock = threading.Lock()
         self.actions: dict[str, Callable[..., Any]] = dict(BUILTIN_ACTIONS)
         self._checked: set[str] = set()  # hashes of definitions whose actions are all registered
 
@@ -97,9 +131,17 @@ class Registry:
         *,
         check_actions: bool = True,
     ) -> None:
-        """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
+        """Register definitions; ``check_actions=False`` suits processes that only start or inspect.
+
+        ``max_concurrent`` is stored in the database for the workflow's name, every version:
+        every engine on that database obeys it, whether it registers with it or not. A later
+        ``register`` with another number replaces it (the last one wins); without one, the
+        stored limit stays.
+        """
         if max_concurrent is not None and (
-            not isinstance(max_concurrent, int) or max_concurrent < 1
+            not isinstance(max_concurrent, int)
+            or isinstance(max_concurrent, bool)
+            or max_concurrent < 1
         ):
             raise errors.InputValidationError("max_concurrent must be a whole number >= 1")
         items = (
@@ -110,6 +152,9 @@ class Registry:
                 raise errors.DefinitionError(
                     f"register takes WorkflowDefinition objects, not {type(item).__name__}"
                 )
+            too_long = storable_issues(item)
+            if too_long:
+                raise errors.DefinitionError(too_long)
             if check_actions:
                 self.check_actions(item)
         if check_actions:
@@ -119,7 +164,22 @@ class Registry:
             self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
             self.by_hash[item.hash] = item
             self.latest[item.name] = item.hash
-            self.max_concurrent[item.name] = max_concurrent
+            if max_concurrent is not None:
+                self.repo.set_max_concurrent(item.name, max_concurrent, now)
+        self.refresh_limits()
+
+    def max_concurrent(self, workflow: str) -> int | None:
+        """The stored limit of ``workflow`` (None: none). Read again at most every ``LIMITS_TTL``
+        seconds: a limit another engine sets counts here within that; a changed one counts at
+        once, since taking a slot reads it again (``Repository.reserve_slot``)."""
+        if time.monotonic() - self._limits_read > LIMITS_TTL:
+            self.refresh_limits()
+        return self._limits.get(workflow)
+
+    def refresh_limits(self) -> None:
+        with self._limits_lock:
+            self._limits = self.repo.max_concurrent()
+            self._limits_read = time.monotonic()
 
     def check_actions(self, definition: models.WorkflowDefinition) -> None:
         if definition.hash in self._checked:

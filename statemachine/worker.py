@@ -169,11 +169,9 @@ async def drive(
         if rec.recoveries > engine.settings.max_recoveries:  # taken over, or interrupted, too often
             dead_letter(engine, rec, epoch)
             return True
-        limit = engine.registry.max_concurrent.get(rec.workflow_name)
-        slot = limit is None or rec.status != "pending"
-        if not slot and not engine.repo.reserve_slot(
-            instance_id, epoch, rec.workflow_name, limit or 0
-        ):
+        limited = engine.registry.max_concurrent(rec.workflow_name) is not None
+        slot = not limited or rec.status != "pending"
+        if not slot and not engine.repo.reserve_slot(instance_id, epoch, rec.workflow_name):
             return False  # stays pending (and due) until a slot frees
         try:
             definition = engine._definition_for(rec, check_actions=True)
@@ -268,14 +266,19 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
 
 
 async def drain(engine: Engine, limit: int = 100) -> int:
-    """Run every due instance, again while that makes more due (children, inline timers)."""
+    """Run every due instance, again while that makes more due (children, inline timers).
+    One instance that fails to run (its writes refused, say) is logged and left due: it does
+    not keep the others from running."""
     advanced = 0
     for _ in range(1000):
         ids = engine.repo.due(engine.clock.now(), limit)
         progressed = 0
         for iid in ids:
-            if await drive(engine, iid):
-                progressed += 1
+            try:
+                if await drive(engine, iid):
+                    progressed += 1
+            except Exception:
+                _log.exception("instance %s could not run; the others go on", iid)
         advanced += progressed
         if not progressed:
             break

@@ -7,9 +7,11 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from statemachine import errors
 from statemachine.runtime.flowctx import FlowView
 
 _log = logging.getLogger("statemachine.workflow")
+EVENT_NAME_LENGTH = 200  # an emitted event is a history entry: its name is the entry's type
 
 
 class StepContext:
@@ -73,6 +75,10 @@ class StepContext:
         )
 
     def emit(self, event: str, data: Any = None) -> None:
+        if not isinstance(event, str) or not event or len(event) > EVENT_NAME_LENGTH:
+            raise errors.InputValidationError(
+                f"ctx.emit needs an event name of 1 to {EVENT_NAME_LENGTH} characters"
+            )
         self._emit(event, data)
 
     def __repr__(self) -> str:

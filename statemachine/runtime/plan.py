@@ -1,12 +1,19 @@
 """A definition indexed for running: every step path with its scope, position and neighbours.
 
 Built once per definition (cached), so the interpreter never re-walks or re-validates the graph.
+A map item's scopes and nodes (paths with ``@i``) are derived from the iterator's on demand and
+not kept with the plan: a plan lives as long as the process, and items are without number. The
+last ``ITEM_SCOPES_KEPT`` are cached, and one still held by its caller is found again (the
+interpreter compares scopes by identity).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import re
 import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,6 +22,7 @@ from statemachine.definition import graph, models
 _ITEM = re.compile(r"@\d+/")
 _INDEX = re.compile(r"@(\d+)/")
 _NEVER = datetime.max.replace(tzinfo=UTC)
+ITEM_SCOPES_KEPT = 256  # item scopes a plan keeps after their use, most recent first
 
 
 def template_path(path: str) -> str:
@@ -67,7 +75,9 @@ class Plan:
         self.nodes: dict[str, Node] = {}
         self.scopes: dict[str, Scope] = {}
         self.in_maps: set[str] = set()  # template paths of steps inside a map's iterator
-        self._lock = threading.Lock()  # item scopes are added lazily; plans are shared
+        self._lock = threading.Lock()  # item scopes are derived lazily; plans are shared
+        self._items: weakref.WeakValueDictionary[str, Scope] = weakref.WeakValueDictionary()
+        self._recent: collections.OrderedDict[str, Scope] = collections.OrderedDict()
         self.top = self._scope(definition.steps, "", None, None)
         self.rank: dict[str, int] = {}  # template path -> position in the graph's order
         self._rank(definition.steps, "")
@@ -130,37 +140,70 @@ class Plan:
 
     def item_scope(self, map_path: str, index: int) -> Scope:
         """The scope of item ``index`` of a map: the iterator's steps under ``map/iterator@index/``."""
-        step = self.nodes[map_path].step
+        step = self.node(map_path).step
         assert isinstance(step, models.MapStep)
-        prefix = item_prefix(map_path, step, index)
-        with self._lock:
-            found = self.scopes.get(prefix)
-            if found is None:
-                found = self._scope(
-                    step.iterator.steps, prefix, map_path, f"{step.iterator.name}@{index}"
-                )
+        found = self._item_scope(item_prefix(map_path, step, index))
+        assert found is not None
         return found
 
-    def _materialize(self, path: str) -> None:
-        """Build the item scopes a path of a map item runs in (after a restart, say)."""
-        parts = path.split("/")
-        for i in range(1, len(parts) - 1, 2):
-            _, _, index = parts[i].partition("@")
-            if index.isdigit():
-                self.item_scope("/".join(parts[:i]), int(index))
+    def _item_scope(self, prefix: str) -> Scope | None:
+        """The scope at ``prefix`` (a map item's, or a branch inside one): the same object as
+        long as anyone holds it, else derived again from the definition's own scope there."""
+        with self._lock:
+            found = self._items.get(prefix)
+            if found is None:
+                found = self._derive(prefix)
+                if found is None:
+                    return None
+                self._items[prefix] = found
+            self._recent[prefix] = found
+            self._recent.move_to_end(prefix)
+            if len(self._recent) > ITEM_SCOPES_KEPT:
+                self._recent.popitem(last=False)
+        return found
 
-    def node(self, path: str) -> Node:
+    def _derive(self, prefix: str) -> Scope | None:
+        """``m/it@3/`` from ``m/it/``: the same steps under another prefix; None unless every
+        ``@i`` in ``prefix`` follows a map step's iterator."""
+        parts = prefix.rstrip("/").split("/")
+        for i, part in enumerate(parts):
+            name, at, index = part.partition("@")
+            if not at:
+                continue
+            owner = self.nodes.get(template_path("/".join(parts[:i]) + "/").rstrip("/"))
+            if not (
+                index.isdigit()
+                and owner is not None
+                and isinstance(owner.step, models.MapStep)
+                and owner.step.iterator.name == name
+            ):
+                return None
+        template = self.scopes.get(template_path(prefix))
+        if template is None:
+            return None
+        parent, _, branch = prefix[:-1].rpartition("/")
+        return dataclasses.replace(template, prefix=prefix, parent=parent, branch=branch)
+
+    def find(self, path: str) -> Node | None:
+        """The node at ``path``, a map item's included; None if the definition has no such step."""
         found = self.nodes.get(path)
         if found is None and "@" in path:
-            self._materialize(path)
-            found = self.nodes.get(path)
+            prefix, _, _ = path.rpartition("/")
+            template = self.nodes.get(template_path(path))
+            scope = self._item_scope(prefix + "/")
+            if template is not None and scope is not None:
+                found = Node(path, template.step, scope, template.index)
+        return found
+
+    def node(self, path: str) -> Node:
+        found = self.find(path)
         if found is None:
             raise KeyError(path)
         return found
 
     def scope(self, prefix: str) -> Scope | None:
-        if prefix not in self.scopes and "@" in prefix:
-            self._materialize(prefix + "_")
+        if "@" in prefix:
+            return self._item_scope(prefix)
         return self.scopes.get(prefix)
 
     def roots(self, scope: Scope) -> list[str]:
@@ -174,8 +217,9 @@ class Plan:
         return node.scope.prefix + name
 
     def branch_scopes(self, path: str) -> list[Scope]:
-        node = self.nodes[path]
-        return [self.scopes[f"{path}/{br.name}/"] for br in models.child_branches(node.step)]
+        node = self.node(path)
+        found = [self.scope(f"{path}/{br.name}/") for br in models.child_branches(node.step)]
+        return [s for s in found if s is not None]
 
 
 _PLANS: dict[int, Plan] = {}

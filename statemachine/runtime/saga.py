@@ -31,7 +31,7 @@ def base_path(path: str) -> str:
 
 def undoable(plan: plans.Plan, path: str) -> bool:
     """Whether the step at ``path`` is a task that declared ``compensate``."""
-    node = plan.nodes.get(path)
+    node = plan.find(path)
     return (
         node is not None
         and isinstance(node.step, models.TaskStep)

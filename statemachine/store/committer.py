@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors, records
-from statemachine.store import fastpath
+from statemachine.store import database, fastpath
 from statemachine.store.gate import WriteGate
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class Committer:
         self.pg = fast.pg
         self._runnable = runnable
         self._raw: Any = None  # the pool's DBAPI connection, held for the engine's life
+        # ... unless the database is in memory: its pool's one connection serves every thread
+        # in turn, so the committer takes it for one transaction at a time
+        self._hold = not database.in_memory(engine.url)
         self.gate = WriteGate(None if self.pg else engine.url)
         self._lock = threading.Lock()  # one transaction at a time on the connection
         self._cv = threading.Condition()
@@ -181,8 +184,10 @@ class Committer:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A cursor in one write transaction on the held connection; rolled back on error."""
-        raw = self._connection()
         with self.gate.hold():
+            # the gate first: a memory database's one connection may be held by a claim job,
+            # which runs under the gate and would wait for the connection the other way round
+            raw = self._connection()
             try:
                 cur = raw.cursor()
                 if not self.pg:
@@ -195,6 +200,10 @@ class Committer:
                 if self.pg and getattr(raw.driver_connection, "closed", False):
                     self._discard()
                 raise
+            finally:
+                if not self._hold and self._raw is not None:
+                    self._raw.close()  # back to the pool, for the other threads
+                    self._raw = None
 
     def _write(self, batch: list[Transition], group: bool = True) -> list[Result]:
         """All of ``batch`` in one transaction; if the database refuses it, each one alone.

@@ -29,14 +29,33 @@ def normalise_url(url: str | None) -> str:
     return url
 
 
+def in_memory(url: sa.URL) -> bool:
+    """An SQLite database that lives in one connection's memory: ``sqlite://``,
+    ``sqlite:///:memory:``, or a URI filename with ``mode=memory``."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+
+
 def connect(
     url: str | None, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000
 ) -> SAEngine:
     url = normalise_url(url)
     try:
         if url.startswith("sqlite"):
+            # an in-memory database is one connection, handed to one thread at a time: the
+            # event loop, the committer and callers' threads take turns (a pool of one, whose
+            # checkout waits as a locked file's writer would); SQLAlchemy's default for
+            # memory, one connection per thread, would give each thread an empty database
+            memory = in_memory(sa.make_url(url))
+            pool: dict[str, Any] = {}
+            if memory:
+                pool = {"poolclass": sa.pool.QueuePool, "pool_size": 1, "max_overflow": 0}
+                pool["pool_timeout"] = busy_timeout_ms / 1000
             engine = sa.create_engine(
-                url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
+                url,
+                connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                **pool,
             )
             _sqlite_setup(engine, synchronous, busy_timeout_ms)
         else:

@@ -25,6 +25,7 @@ S = tables.StepRow.__table__  # type: ignore[attr-defined]
 H = tables.HistoryRow.__table__  # type: ignore[attr-defined]
 E = tables.EventRow.__table__  # type: ignore[attr-defined]
 D = tables.DefinitionRow.__table__  # type: ignore[attr-defined]
+W = tables.WorkflowRow.__table__  # type: ignore[attr-defined]
 
 RUNNABLE = ("pending", "running", "waiting", "compensating")
 ACTIVE = ("running", "waiting", "paused", "compensating")  # started and not finished: holds a slot
@@ -152,6 +153,7 @@ class Repository:
         """Statements of the hot path, built once: building them per step costs more than the commit."""
         self._step_upsert = self._upsert_statement(S, ["instance_id", "path"])
         self._history_insert = sa.insert(H)
+        self._workflow_upsert = self._upsert_statement(W, ["name"])
 
     def _upsert_statement(self, table: sa.Table, keys: builtins.list[str]) -> Any:
         if self.dialect == "postgresql":
@@ -291,8 +293,23 @@ class Repository:
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def reserve_slot(self, instance_id: str, epoch: int, workflow: str, limit: int) -> bool:
-        """Mark a pending instance running if fewer than ``limit`` of its workflow are active.
+    def set_max_concurrent(self, workflow: str, limit: int, now: datetime) -> None:
+        """Store the workflow's limit for every engine on this database; the last write wins."""
+        with self.tx() as conn:
+            conn.execute(
+                self._workflow_upsert,
+                {"name": workflow, "max_concurrent": limit, "updated_at": now},
+            )
+
+    def max_concurrent(self) -> dict[str, int]:
+        """Every stored limit, by workflow name."""
+        query = sa.select(W.c.name, W.c.max_concurrent).where(W.c.max_concurrent.is_not(None))
+        with self.engine.connect() as conn:
+            return {name: int(limit) for name, limit in conn.execute(query).all()}
+
+    def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
+        """Mark a pending instance running if fewer of its workflow are active than its stored
+        limit (read here, so a limit another engine changed counts at once).
 
         Count and mark happen in one transaction, serialised per workflow (SQLite: BEGIN
         IMMEDIATE; Postgres: an advisory lock), so two workers never both take the last slot.
@@ -302,13 +319,15 @@ class Repository:
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": workflow}
                 )
-            active = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(IT)
-                .where(IT.c.workflow_name == workflow, IT.c.status.in_(ACTIVE))
-            ).scalar()
-            if int(active or 0) >= limit:
-                return False
+            limit = conn.execute(sa.select(W.c.max_concurrent).where(W.c.name == workflow)).scalar()
+            if limit is not None:
+                active = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(IT)
+                    .where(IT.c.workflow_name == workflow, IT.c.status.in_(ACTIVE))
+                ).scalar()
+                if int(active or 0) >= limit:
+                    return False
             res = conn.execute(
                 sa.update(IT)
                 .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch, IT.c.status == "pending")

@@ -9,6 +9,14 @@ from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
 
+# Lengths of the text columns users' values go into. The engine checks values against them
+# before writing (Postgres refuses a longer value, SQLite keeps it): the same error on both.
+ID_LENGTH = 200  # an instance id, a worker id, an event name
+NAME_LENGTH = 200  # a workflow's name, an event's type in history
+VERSION_LENGTH = 100
+PATH_LENGTH = 500  # a step's path: its name under every branch and map item that holds it
+EVENT_NAME_LENGTH = 256  # inbox events: a user's name (ID_LENGTH) or "child:{child id}"
+
 
 def _ts(index: bool = False, nullable: bool = True) -> datetime | None:
     """A timezone-aware timestamp column (stored as UTC)."""
@@ -85,7 +93,16 @@ class EventRow(SQLModel, table=True):
     __table_args__ = (Index("ix_sm_event_pending", "instance_id", "consumed_at"),)
     id: int | None = Field(default=None, primary_key=True)
     instance_id: str = Field(max_length=200)
-    name: str = Field(max_length=200)
+    name: str = Field(max_length=EVENT_NAME_LENGTH)
     data: object = Field(default=None, sa_column=Column(JSON))
     received_at: datetime | None = _ts()
     consumed_at: datetime | None = _ts()
+
+
+class WorkflowRow(SQLModel, table=True):
+    """Settings of a workflow by name, whatever its version: shared by every engine."""
+
+    __tablename__ = "sm_workflow"
+    name: str = Field(primary_key=True, max_length=200)
+    max_concurrent: int | None = Field(default=None)
+    updated_at: datetime | None = _ts()

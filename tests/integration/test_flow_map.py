@@ -370,3 +370,39 @@ def test_retry_of_a_map_resumes_at_the_failed_item(engine: Engine) -> None:
     assert inst.status == "completed"
     assert seen == [1, 2, 2, 3]  # the completed first item is not run again
     assert inst.output == [10, 20, 30]
+
+
+def _item_scopes_alive() -> int:
+    """Scope objects of map items anywhere in this process (the plan cache included)."""
+    from statemachine.runtime import plan as plans
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, plans.Scope) and "@" in o.prefix)
+
+
+def test_the_plan_cache_stays_bounded_after_a_large_map(
+    sqlite_url: str, clock: ManualClock
+) -> None:
+    """Plans are cached per definition for the process's life: a scope kept per map item ever
+    run would grow without bound (2,002 after a 2,000-item map). In memory only: one backend."""
+    from statemachine.runtime import plan as plans
+
+    definition = (
+        workflow("big-map")
+        .map(
+            "each",
+            items="input.items",
+            iterator=branch("one").task("a", lambda x: x + 1).build(),
+            max_concurrency=50,
+        )
+        .build()
+    )
+    before = _item_scopes_alive()
+    with Engine(sqlite_url, clock=clock) as engine:
+        engine.register(definition)
+        inst = engine.execute("big-map", {"items": list(range(2000))})
+        assert inst.status == "completed"
+        assert len(inst.output) == 2000
+    plan = plans.plan_for(definition)
+    assert len(plan.nodes) == 2 and len(plan.scopes) == 2  # the definition's own, no items
+    assert _item_scopes_alive() - before <= 3 * plans.ITEM_SCOPES_KEPT
