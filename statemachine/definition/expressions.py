@@ -4,6 +4,15 @@ An expression is compiled once: JavaScript-style operators are rewritten on toke
 parsed, and the tree is checked against allow-lists of node types and functions. It is evaluated
 against an explicit names mapping by a fresh evaluator per call, with bounds on power, integer
 size, repetition, concatenation and ``%``-formatting. Every failure becomes ``ExpressionError``.
+
+Work is bounded, not only size: every evaluation has a budget of cost units (MAX_WORK, about
+50 ms of CPU). A node costs NODE_COST; an operation that walks its operands (comparisons, ``in``,
+``sorted``, ``str``...) costs their *logical* size, where a part shared by reference counts every
+time it appears, so ``[[0] * 100] * 100`` weighs 10,000 although it holds 200 references; every
+value built (repetition, concatenation, literals, comprehensions) is charged its logical size
+too. Logical sizes are measured once per value and evaluation (memoized by identity), and the
+measuring itself is charged. Budget checks are deterministic: the same expression on the same
+data fails or succeeds the same way on every replay, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import ast
 import copy
 import functools
 import io
+import itertools
 import json
 import math
 import re
@@ -32,7 +42,10 @@ MAX_DEPTH = 50  # nesting of the syntax tree
 MAX_EXPONENT = 100
 MAX_INT_BITS = 10_000  # products and powers; below Python's int-to-str digit limit
 MAX_SEQUENCE = 100_000  # characters or items that one operation may build
-MAX_WORK = 1_000_000  # steps of one evaluation: nodes, plus the length of every operand
+MAX_WORK = 5_000_000  # cost units of one evaluation; a unit is about 10 ns of CPU: ~50 ms
+NODE_COST = 60  # units per syntax node evaluated: the evaluator is Python, ~0.6 µs a node
+WALK_COST = 8  # units per reference visited while measuring a value's logical size
+TEXT_COST = 3  # units per character that str() or %-formatting writes (floats: ~30 ns each)
 MAX_RESULT = 10_000_000  # estimated JSON size of a result or of an interpolated template
 MAX_FORMAT_WIDTH = 1_000  # width or precision in a %-format
 
@@ -112,6 +125,15 @@ def _text(value: Any, limit: int = MAX_SEQUENCE) -> str:
     return text
 
 
+def _text_bound(value: Any) -> int:
+    """Most characters a %-format conversion of value writes, width and precision aside."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2
+    return 330  # a float: '%f' % 1e308 has 309 digits before the point
+
+
 _KIND_NAMES: dict[type[Any], str] = {Mapping: "object", str: "string", object: "any value"}
 
 
@@ -127,10 +149,13 @@ def _typed(name: str, function: Callable[..., Any], *kinds: type[Any]) -> Callab
 
 
 def _sum(values: Iterable[Any], start: Any = 0) -> Any:
-    items = [start, *values]  # numbers only: summing lists would be quadratic
-    if not all(isinstance(v, int | float) for v in items):
+    # Numbers only (summing lists would be quadratic): a number start refuses any other item.
+    if not isinstance(start, int | float):
         raise TypeError("sum() adds numbers only")
-    return sum(items)
+    try:
+        return sum(values, start)
+    except TypeError:
+        raise TypeError("sum() adds numbers only") from None
 
 
 def _round(number: Any, ndigits: Any = None) -> Any:
@@ -153,6 +178,32 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "contains": _typed("contains", lambda container, item: item in container, object, object),
 }
 _OPERATORS = {k: v for k, v in simpleeval.DEFAULT_OPERATORS.items() if k in _OPS}
+# Operations that may walk the whole of their operands: they are charged logical sizes.
+_DEEP_OPS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn})
+_DEEP_FUNCTIONS = frozenset({"sorted", "min", "max", "sum", "str", "contains"})
+
+
+def _flat_weight(value: Any) -> int:
+    """Logical size of a scalar in cost units; -1 for a list, tuple or mapping.
+
+    A big int weighs its digit work squared: 10,000 bits take ~100 µs to turn into text.
+    """
+    if isinstance(value, str):
+        return 1 + len(value)
+    if isinstance(value, int):
+        return 1 + (value.bit_length() // 64) ** 2 // 2
+    if isinstance(value, list | tuple | Mapping):
+        return -1
+    return 1
+
+
+def _shallow(value: Any) -> int:
+    """Cost of an operation that touches a value's top level only (copy, truth, length)."""
+    return len(value) if isinstance(value, list | tuple | Mapping) else _flat_weight(value)
+
+
+def _parts(value: Any) -> Iterable[Any]:
+    return itertools.chain(value, value.values()) if isinstance(value, Mapping) else iter(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +241,10 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def __init__(self, expression: Expression, names: Mapping[str, Any]) -> None:
         self._source = expression.source
         self._work = 0
+        self._weights: dict[int, tuple[Any, int]] = {}  # id -> (value kept alive, weight)
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
         ops.update({ast.Mod: self._mod, ast.Pow: self._pow})
-        ops = {op: self._costed(function) for op, function in ops.items()}
+        ops = {op: self._costed(function, op in _DEEP_OPS) for op, function in ops.items()}
         super().__init__(operators=ops, functions={}, names=dict(names))
         self.functions.clear()  # calls go through _eval_call and _FUNCTIONS only
 
@@ -200,41 +252,108 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         raise _error(self._source, what)
 
     def _spend(self, *operands: Any, steps: int = 0) -> None:
-        # Deterministic CPU bound: a step per node, and the length of every operand.
-        self._work += steps + sum(
-            len(x) if isinstance(x, str | list | tuple | Mapping) else 1 for x in operands
-        )
+        # Deterministic CPU bound: a cost per node, plus the shallow size of every operand.
+        self._work += steps + sum(map(_shallow, operands))
         if self._work > MAX_WORK:
-            self._fail(f"takes too many steps (limit {MAX_WORK})")
+            self._too_much()
 
-    def _build(self, size: int) -> None:
+    def _too_much(self) -> NoReturn:
+        self._fail(f"takes too many steps (limit {MAX_WORK} units of work, about 50 ms)")
+
+    def _weigh(self, value: Any) -> int:
+        """Logical size: a part shared by reference counts every time it appears.
+
+        Each container is walked once per evaluation (memoized by identity; the memo keeps it
+        alive so its id is not reused), the walk is charged WALK_COST a reference, and it stops
+        as soon as the size would overrun the budget, so measuring never costs more than it.
+        """
+        weight = _flat_weight(value)
+        if weight >= 0:
+            return weight
+        memo = self._weights
+        known = memo.get(id(value))
+        if known is not None:
+            return known[1]
+        memo[id(value)] = (value, -1)
+        stack: list[list[Any]] = [[value, _parts(value), 1]]  # container, parts left, weight
+        while stack:
+            frame = stack[-1]
+            for part in frame[1]:
+                self._work += WALK_COST
+                weight = _flat_weight(part)
+                if weight < 0:
+                    known = memo.get(id(part))
+                    if known is None:
+                        memo[id(part)] = (part, -1)
+                        stack.append([part, _parts(part), 1])
+                        break
+                    if known[1] < 0:
+                        self._fail("a value contains itself")
+                    weight = known[1]
+                frame[2] += weight
+                if self._work + frame[2] > MAX_WORK:
+                    self._spend(steps=frame[2])  # fails, with the usual message
+            else:
+                stack.pop()
+                memo[id(frame[0])] = (frame[0], frame[2])
+                if stack:
+                    stack[-1][2] += frame[2]
+        return int(memo[id(value)][1])
+
+    def _build(self, size: int, weight: int | None = None) -> None:
+        """Refuse a value longer than MAX_SEQUENCE, and charge its logical size (weight)."""
         if size > MAX_SEQUENCE:
             self._fail(f"would build a value of {size} items (limit {MAX_SEQUENCE})")
-        self._spend(steps=size)
+        self._spend(steps=size if weight is None else weight)
 
-    def _costed(self, function: Callable[..., Any]) -> Callable[..., Any]:
+    def _costed(self, function: Callable[..., Any], deep: bool = False) -> Callable[..., Any]:
+        weigh = self._weigh if deep else _shallow  # deep: comparisons, in, sorted, str...
+
         def run(*args: Any, **kwargs: Any) -> Any:
-            self._spend(*args, *kwargs.values())
+            self._spend(steps=sum(map(weigh, (*args, *kwargs.values()) if kwargs else args)))
             result = function(*args, **kwargs)
             if isinstance(result, float) and not math.isfinite(result):  # JSON has no inf/NaN
                 self._fail(f"the result {result} is not a finite number")
+            self._work += _shallow(result)  # e.g. a big int; the next step checks the budget
             return result
 
         return run
 
+    def _charged(self, built: Any) -> Any:
+        """A literal or comprehension is charged the logical size of what it built."""
+        self._spend(steps=self._weigh(built))
+        return built
+
+    def _eval_list(self, node: ast.List) -> Any:
+        return self._charged(super()._eval_list(node))
+
+    def _eval_dict(self, node: ast.Dict) -> Any:
+        return self._charged(super()._eval_dict(node))
+
+    def _eval_comprehension(self, node: ast.ListComp | ast.GeneratorExp | ast.DictComp) -> Any:
+        return self._charged(super()._eval_comprehension(node))
+
     def _eval(self, node: ast.AST) -> Any:
-        self._spend(steps=1)
+        self._work += NODE_COST
+        if self._work > MAX_WORK:
+            self._too_much()
         return super()._eval(node)
+
+    def _eval_tuple(self, node: ast.Tuple) -> Any:
+        # A tuple is a list, as in JSON: no value an expression holds is hashed at a cost
+        # (a dict key or `in` on an object hashes scalars only; lists cannot be hashed).
+        return self._charged([self._eval(item) for item in node.elts])
 
     def _add(self, a: Any, b: Any) -> Any:
         if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple):
-            self._build(len(a) + len(b))
+            self._build(len(a) + len(b), self._weigh(a) + self._weigh(b))
         return a + b
 
     def _mult(self, a: Any, b: Any) -> Any:
         for seq, times in ((a, b), (b, a)):
             if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                self._build(len(seq) * max(times, 0))
+                times = max(times, 0)
+                self._build(len(seq) * times, self._weigh(seq) * times)
                 return seq * times
         if (
             isinstance(a, int)
@@ -267,12 +386,14 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             if any(int(s or 0) > MAX_FORMAT_WIDTH for s in sizes):
                 self._fail(f"%-format width or precision above {MAX_FORMAT_WIDTH}")
             width += sum(int(s or 0) for s in sizes)
-        self._build(width)
-        args = b if isinstance(b, tuple) else (b,)
+        args = tuple(b) if isinstance(b, list | tuple) else (b,)  # (x, y) is a list here
         if any(isinstance(arg, Mapping | list | tuple) for arg in args):
             self._fail("only strings and numbers can be %-formatted")
-        result = a % b
-        self._build(len(result))
+        # Bound the text before writing it: '%f' of 1e308 alone writes 316 characters.
+        self._build(len(a) + width + sum(map(_text_bound, args)))
+        self._spend(*args)  # a big int's digits, squared
+        result = a % args
+        self._build(len(result), TEXT_COST * len(result))
         return result
 
     def _check_disallowed_items(self, item: Any) -> None:
@@ -317,7 +438,13 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         assert isinstance(node.func, ast.Name)  # checked when compiled
         args = [self._eval(a) for a in node.args]
         kwargs = {str(k.arg): self._eval(k.value) for k in node.keywords}
-        return self._costed(_FUNCTIONS[node.func.id])(*args, **kwargs)
+        name = node.func.id
+        if name == "sorted" and args:  # n log n comparisons, each walking its two items
+            self._spend(steps=self._weigh(args[0]) * max(1, _shallow(args[0])).bit_length())
+        result = self._costed(_FUNCTIONS[name], name in _DEEP_FUNCTIONS)(*args, **kwargs)
+        if name == "str":  # json.dumps writes floats at ~30 ns a character
+            self._spend(steps=TEXT_COST * len(result))
+        return result
 
 
 class _Checker:
