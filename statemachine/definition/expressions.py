@@ -43,9 +43,10 @@ MAX_EXPONENT = 100
 MAX_INT_BITS = 10_000  # products and powers; below Python's int-to-str digit limit
 MAX_SEQUENCE = 100_000  # characters or items that one operation may build
 MAX_WORK = 5_000_000  # cost units of one evaluation; a unit is about 10 ns of CPU: ~50 ms
-NODE_COST = 60  # units per syntax node evaluated: the evaluator is Python, ~0.6 µs a node
+NODE_COST = 100  # units per syntax node evaluated, comprehension bookkeeping included: ~1 µs
 WALK_COST = 8  # units per reference visited while measuring a value's logical size
-TEXT_COST = 3  # units per character that str() or %-formatting writes (floats: ~30 ns each)
+CONTAINER_REFS = 8  # a container costs the walk as much as this many references
+TEXT_COST = 4  # units per character that str() or %-formatting writes (floats: ~30 ns each)
 MAX_RESULT = 10_000_000  # estimated JSON size of a result or of an interpolated template
 MAX_FORMAT_WIDTH = 1_000  # width or precision in a %-format
 
@@ -102,27 +103,45 @@ def _size(value: Any, limit: int, memo: dict[int, int] | None = None) -> int:
     if id(value) not in memo:
         total = 2
         for part in (*value.keys(), *value.values()) if isinstance(value, Mapping) else value:
-            total += _size(part, limit, memo) + 1
+            kind = type(part)  # the common scalars inline: this runs once per item
+            if kind is str:
+                total += len(part) + 3
+            elif kind is int or kind is bool:
+                total += part.bit_length() // 3 + 3
+            elif kind is float or part is None:
+                total += 25
+            else:
+                total += _size(part, limit, memo) + 1
             if total > limit:
                 break
         memo[id(value)] = total
     return memo[id(value)]
 
 
-def _text(value: Any, limit: int = MAX_SEQUENCE) -> str:
-    """Text of a value as JSON would write it: null, true/false, JSON for objects and lists."""
+def _text(value: Any, limit: int = MAX_SEQUENCE, memo: dict[int, int] | None = None) -> str:
+    """Text of a value as JSON would write it: null, true/false, JSON for objects and lists.
+
+    memo carries sizes measured before with the same limit, for values kept alive meanwhile.
+    """
     if isinstance(value, str):
         return value
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, int | float):
         return str(value)
-    if _size(value, limit) > limit:
+    if _size(value, limit, memo) > limit:
         raise ValueError(f"value too large to turn into text (limit {limit} characters)")
     text = json.dumps(value, ensure_ascii=False)
     if len(text) > limit:
         raise ValueError(f"value too large to turn into text (limit {limit} characters)")
     return text
+
+
+def _str(memo: dict[int, int], *args: Any) -> str:
+    """The str() function, with an evaluation's memo of text sizes (see _Evaluator._eval_call)."""
+    if len(args) != 1:
+        raise TypeError(f"str() takes (any value), got ({', '.join(map(_kind, args))})")
+    return _text(args[0], MAX_SEQUENCE, memo)
 
 
 def _text_bound(value: Any) -> int:
@@ -183,27 +202,34 @@ _DEEP_OPS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.
 _DEEP_FUNCTIONS = frozenset({"sorted", "min", "max", "sum", "str", "contains"})
 
 
+_SMALL = 2**64  # ints below weigh 1
+
+
 def _flat_weight(value: Any) -> int:
     """Logical size of a scalar in cost units; -1 for a list, tuple or mapping.
 
     A big int weighs its digit work squared: 10,000 bits take ~100 µs to turn into text.
     """
+    kind = type(value)
+    if kind is str:
+        return 1 + len(value)
+    if kind is float or kind is bool or value is None:
+        return 1
+    if kind is int and -_SMALL < value < _SMALL:
+        return 1
+    if kind is list or kind is dict or isinstance(value, list | tuple | Mapping):
+        return -1
     if isinstance(value, str):
         return 1 + len(value)
     if isinstance(value, int):
         return 1 + (value.bit_length() // 64) ** 2 // 2
-    if isinstance(value, list | tuple | Mapping):
-        return -1
     return 1
 
 
 def _shallow(value: Any) -> int:
     """Cost of an operation that touches a value's top level only (copy, truth, length)."""
-    return len(value) if isinstance(value, list | tuple | Mapping) else _flat_weight(value)
-
-
-def _parts(value: Any) -> Iterable[Any]:
-    return itertools.chain(value, value.values()) if isinstance(value, Mapping) else iter(value)
+    weight = _flat_weight(value)
+    return len(value) if weight < 0 else weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +267,8 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def __init__(self, expression: Expression, names: Mapping[str, Any]) -> None:
         self._source = expression.source
         self._work = 0
-        self._weights: dict[int, tuple[Any, int]] = {}  # id -> (value kept alive, weight)
+        self._weights: dict[int, tuple[Any, int]] = {}  # id -> (the value, kept alive; weight)
+        self._sizes: dict[int, int] = {}  # id -> text size, of values _weights keeps alive
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
         ops.update({ast.Mod: self._mod, ast.Pow: self._pow})
         ops = {op: self._costed(function, op in _DEEP_OPS) for op, function in ops.items()}
@@ -264,41 +291,43 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         """Logical size: a part shared by reference counts every time it appears.
 
         Each container is walked once per evaluation (memoized by identity; the memo keeps it
-        alive so its id is not reused), the walk is charged WALK_COST a reference, and it stops
-        as soon as the size would overrun the budget, so measuring never costs more than it.
+        alive so its id is not reused), and the walk is charged WALK_COST a reference before it
+        starts, so measuring never costs more than the budget allows. A value that contains
+        itself ends in RecursionError, like ``==`` on it would.
         """
         weight = _flat_weight(value)
-        if weight >= 0:
-            return weight
+        return weight if weight >= 0 else self._weigh_container(value)
+
+    def _weigh_container(self, value: Any) -> int:
         memo = self._weights
         known = memo.get(id(value))
         if known is not None:
             return known[1]
-        memo[id(value)] = (value, -1)
-        stack: list[list[Any]] = [[value, _parts(value), 1]]  # container, parts left, weight
-        while stack:
-            frame = stack[-1]
-            for part in frame[1]:
-                self._work += WALK_COST
-                weight = _flat_weight(part)
-                if weight < 0:
-                    known = memo.get(id(part))
-                    if known is None:
-                        memo[id(part)] = (part, -1)
-                        stack.append([part, _parts(part), 1])
-                        break
-                    if known[1] < 0:
-                        self._fail("a value contains itself")
-                    weight = known[1]
-                frame[2] += weight
-                if self._work + frame[2] > MAX_WORK:
-                    self._spend(steps=frame[2])  # fails, with the usual message
+        if type(value) is dict or isinstance(value, Mapping):
+            self._work += WALK_COST * (CONTAINER_REFS + 2 * len(value))
+            parts: Iterable[Any] = itertools.chain(value, value.values())
+        else:
+            self._work += WALK_COST * (CONTAINER_REFS + len(value))
+            parts = value
+        if self._work > MAX_WORK:
+            self._too_much()
+        total = 1
+        for part in parts:
+            kind = type(part)
+            if kind is str:
+                total += 1 + len(part)
+            elif kind is int:
+                total += 1 if -_SMALL < part < _SMALL else _flat_weight(part)
+            elif kind is dict or kind is list:
+                total += self._weigh_container(part)
+            elif kind is float or kind is bool or part is None:
+                total += 1
             else:
-                stack.pop()
-                memo[id(frame[0])] = (frame[0], frame[2])
-                if stack:
-                    stack[-1][2] += frame[2]
-        return int(memo[id(value)][1])
+                total += self._weigh(part)
+        if self._work + total > MAX_WORK:
+            self._too_much()
+        memo[id(value)] = (value, total)
+        return total
 
     def _build(self, size: int, weight: int | None = None) -> None:
         """Refuse a value longer than MAX_SEQUENCE, and charge its logical size (weight)."""
@@ -441,7 +470,10 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         name = node.func.id
         if name == "sorted" and args:  # n log n comparisons, each walking its two items
             self._spend(steps=self._weigh(args[0]) * max(1, _shallow(args[0])).bit_length())
-        result = self._costed(_FUNCTIONS[name], name in _DEEP_FUNCTIONS)(*args, **kwargs)
+        function = _FUNCTIONS[name]
+        if name == "str":  # sizes of shared parts are measured once, as their weights are
+            function = functools.partial(_str, self._sizes)
+        result = self._costed(function, name in _DEEP_FUNCTIONS)(*args, **kwargs)
         if name == "str":  # json.dumps writes floats at ~30 ns a character
             self._spend(steps=TEXT_COST * len(result))
         return result
