@@ -242,8 +242,12 @@ class Expression:
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """The value of the expression; only ``names`` are visible. Raises ``ExpressionError``."""
+        return self._evaluate(names, _Budget())
+
+    def _evaluate(self, names: Mapping[str, Any], budget: _Budget) -> Any:
+        evaluator = _Evaluator(self, names, budget.spent)
         try:
-            result = _Evaluator(self, names).eval(self.source, previously_parsed=self._tree)
+            result = evaluator.eval(self.source, previously_parsed=self._tree)
             if _size(result, MAX_RESULT) > MAX_RESULT:
                 raise _error(self.source, f"the result is too large (limit {MAX_RESULT})")
             return copy.deepcopy(result)  # never hand out the caller's own data
@@ -251,6 +255,8 @@ class Expression:
             raise
         except Exception as exc:
             raise _error(self.source, _describe(exc)) from exc
+        finally:
+            budget.spent = evaluator._work
 
     def evaluate_condition(self, names: Mapping[str, Any]) -> bool:
         """Like ``evaluate``, but the result must be a real bool."""
@@ -261,12 +267,20 @@ class Expression:
         return value
 
 
+@dataclass(slots=True)
+class _Budget:
+    """Work already done by the expressions of one rendered value: they share one MAX_WORK,
+    so a step input with many ``${{ }}`` parts cannot hold the event loop many times over."""
+
+    spent: int = 0
+
+
 class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     """One evaluation; never shared between threads or calls."""
 
-    def __init__(self, expression: Expression, names: Mapping[str, Any]) -> None:
+    def __init__(self, expression: Expression, names: Mapping[str, Any], spent: int = 0) -> None:
         self._source = expression.source
-        self._work = 0
+        self._work = self._shared = spent
         self._weights: dict[int, tuple[Any, int]] = {}  # id -> (the value, kept alive; weight)
         self._sizes: dict[int, int] = {}  # id -> text size, of values _weights keeps alive
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
@@ -285,7 +299,8 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             self._too_much()
 
     def _too_much(self) -> NoReturn:
-        self._fail(f"takes too many steps (limit {MAX_WORK} units of work, about 50 ms)")
+        shared = " together with the other ${{ }} parts of its value" if self._shared else ""
+        self._fail(f"takes too many steps{shared} (limit {MAX_WORK} units of work, about 50 ms)")
 
     def _weigh(self, value: Any) -> int:
         """Logical size: a part shared by reference counts every time it appears.
@@ -669,15 +684,19 @@ class Template:
 
     def render(self, names: Mapping[str, Any]) -> Any:
         """One part alone: its typed value; otherwise the string with every part interpolated."""
+        return self._render(names, _Budget())
+
+    def _render(self, names: Mapping[str, Any], budget: _Budget) -> Any:
         if len(self.expressions) == 1 and not "".join(self._texts).strip():
-            return self.expressions[0].evaluate(names)
+            return self.expressions[0]._evaluate(names, budget)
         pieces, size = [self._texts[0]], len(self._texts[0])
         for expression, after in zip(self.expressions, self._texts[1:], strict=True):
-            value = expression.evaluate(names)
+            value = expression._evaluate(names, budget)
             try:
                 text = _text(value, MAX_RESULT - size)
             except Exception as exc:
                 raise _error(expression.source, f"cannot interpolate: {_describe(exc)}") from exc
+            budget.spent += TEXT_COST * len(text)  # the next part's first step checks it
             pieces += (text, after)
             size += len(text) + len(after)
             if size > MAX_RESULT:
@@ -732,11 +751,18 @@ def find_templates(value: Any) -> list[tuple[str, Template]]:
 
 
 def render_value(value: Any, names: Mapping[str, Any]) -> Any:
-    """A deep copy of value with every template string rendered (tuples become lists)."""
+    """A deep copy of value with every template string rendered (tuples become lists).
+
+    All its templates share one work budget (MAX_WORK), as one evaluation would.
+    """
+    return _render_value(value, names, _Budget())
+
+
+def _render_value(value: Any, names: Mapping[str, Any], budget: _Budget) -> Any:
     if isinstance(value, str):
-        return compile_template(value).render(names) if is_template(value) else value
+        return compile_template(value)._render(names, budget) if is_template(value) else value
     if isinstance(value, Mapping):
-        return {key: render_value(child, names) for key, child in value.items()}
+        return {key: _render_value(child, names, budget) for key, child in value.items()}
     if isinstance(value, list | tuple):
-        return [render_value(child, names) for child in value]
+        return [_render_value(child, names, budget) for child in value]
     return copy.deepcopy(value)
