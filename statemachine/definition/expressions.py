@@ -144,13 +144,20 @@ def _str(memo: dict[int, int], *args: Any) -> str:
     return _text(args[0], MAX_SEQUENCE, memo)
 
 
-def _text_bound(value: Any) -> int:
-    """Most characters a %-format conversion of value writes, width and precision aside."""
+def _text_bound(value: Any, digits: bool) -> int:
+    """Most characters a %-format conversion of value writes, width and precision aside.
+
+    digits: the format has a %d, %i, %u or %f, which write a float's every digit: '%d' % 1e308
+    has 309 of them; otherwise a float's repr has at most 24 characters.
+    """
     if isinstance(value, str):
         return len(value)
     if isinstance(value, int):
         return value.bit_length() // 3 + 2
-    return 330  # a float: '%f' % 1e308 has 309 digits before the point
+    return 330 if digits else 24
+
+
+_DIGITS = re.compile(r"%[^%a-zA-Z]*[diufF]")
 
 
 _KIND_NAMES: dict[type[Any], str] = {Mapping: "object", str: "string", object: "any value"}
@@ -434,7 +441,8 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         if any(isinstance(arg, Mapping | list | tuple) for arg in args):
             self._fail("only strings and numbers can be %-formatted")
         # Bound the text before writing it: '%f' of 1e308 alone writes 316 characters.
-        self._build(len(a) + width + sum(map(_text_bound, args)))
+        digits = _DIGITS.search(a) is not None
+        self._build(len(a) + width + sum(_text_bound(arg, digits) for arg in args))
         self._spend(*args)  # a big int's digits, squared
         result = a % args
         self._build(len(result), TEXT_COST * len(result))

@@ -491,6 +491,7 @@ def test_deep_work_on_ordinary_data_fits_the_budget() -> None:
     assert evaluate("orders == orders[:] and max(items) == 19999", orders=orders, items=items)
     assert evaluate("len(str(orders[:100])) > 1000 and contains(orders, orders[5])", orders=orders)
     assert evaluate(f"{NEST2} == {NEST2} and len(str({NEST2})) == 30202")
+    assert evaluate("len(('%s, ' * 400) % ([1.5] * 400))") == 2000
 
 
 def test_tuples_are_lists() -> None:
