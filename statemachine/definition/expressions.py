@@ -46,6 +46,7 @@ MAX_WORK = 5_000_000  # cost units of one evaluation; a unit is about 10 ns of C
 NODE_COST = 100  # units per syntax node evaluated, comprehension bookkeeping included: ~1 µs
 WALK_COST = 8  # units per reference visited while measuring a value's logical size
 CONTAINER_REFS = 8  # a container costs the walk as much as this many references
+SPEC_COST = 50  # units per conversion and per argument of a %-format, checked one by one
 TEXT_COST = 4  # units per character that str() or %-formatting writes (floats: ~30 ns each)
 MAX_RESULT = 10_000_000  # estimated JSON size of a result or of an interpolated template
 MAX_FORMAT_WIDTH = 1_000  # width or precision in a %-format
@@ -427,17 +428,19 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def _mod(self, a: Any, b: Any) -> Any:
         if not isinstance(a, str):
             return a % b
-        width = 0
-        for spec in _FORMAT.finditer(a):
-            named, *sizes = spec.groups()
-            if named:
-                self._fail("%(name) formatting is not supported; use a template")
-            if "*" in sizes:
-                self._fail("'*' widths are not supported in %-formatting")
-            if any(int(s or 0) > MAX_FORMAT_WIDTH for s in sizes):
-                self._fail(f"%-format width or precision above {MAX_FORMAT_WIDTH}")
-            width += sum(int(s or 0) for s in sizes)
-        args = tuple(b) if isinstance(b, list | tuple) else (b,)  # (x, y) is a list here
+        specs = _FORMAT.findall(a)  # (name, width, precision) of each conversion
+        many = isinstance(b, list | tuple)  # (x, y) is a list here
+        self._spend(steps=SPEC_COST * (len(specs) + (len(b) if many else 1)))
+        args = tuple(b) if many else (b,)
+        if any(named for named, _, _ in specs):
+            self._fail("%(name) formatting is not supported; use a template")
+        sizes = [size for _, width, precision in specs for size in (width, precision) if size]
+        if "*" in sizes:
+            self._fail("'*' widths are not supported in %-formatting")
+        numbers = list(map(int, sizes))
+        if numbers and max(numbers) > MAX_FORMAT_WIDTH:
+            self._fail(f"%-format width or precision above {MAX_FORMAT_WIDTH}")
+        width = sum(numbers)
         if any(isinstance(arg, Mapping | list | tuple) for arg in args):
             self._fail("only strings and numbers can be %-formatted")
         # Bound the text before writing it: '%f' of 1e308 alone writes 316 characters.
