@@ -44,6 +44,7 @@ MAX_INT_BITS = 10_000  # products and powers; below Python's int-to-str digit li
 MAX_SEQUENCE = 100_000  # characters or items that one operation may build
 MAX_WORK = 5_000_000  # cost units of one evaluation; a unit is about 10 ns of CPU: ~50 ms
 NODE_COST = 100  # units per syntax node evaluated, comprehension bookkeeping included: ~1 µs
+NEST_COST = 20  # more units per node, for each comprehension the node is in (see below)
 WALK_COST = 8  # units per reference visited while measuring a value's logical size
 CONTAINER_REFS = 8  # a container costs the walk as much as this many references
 SPEC_COST = 50  # units per conversion and per argument of a %-format, checked one by one
@@ -289,6 +290,7 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def __init__(self, expression: Expression, names: Mapping[str, Any], spent: int = 0) -> None:
         self._source = expression.source
         self._work = self._shared = spent
+        self._node_cost = NODE_COST
         self._weights: dict[int, tuple[Any, int]] = {}  # id -> (the value, kept alive; weight)
         self._sizes: dict[int, int] = {}  # id -> text size, of values _weights keeps alive
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
@@ -383,10 +385,16 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         return self._charged(super()._eval_dict(node))
 
     def _eval_comprehension(self, node: ast.ListComp | ast.GeneratorExp | ast.DictComp) -> Any:
-        return self._charged(super()._eval_comprehension(node))
+        # Inside, simpleeval looks a name up through one more scope per enclosing comprehension.
+        self._node_cost += NEST_COST
+        try:
+            built = super()._eval_comprehension(node)
+        finally:
+            self._node_cost -= NEST_COST
+        return self._charged(built)
 
     def _eval(self, node: ast.AST) -> Any:
-        self._work += NODE_COST
+        self._work += self._node_cost
         if self._work > MAX_WORK:
             self._too_much()
         return super()._eval(node)

@@ -440,6 +440,14 @@ NEST5 = "[[[[[0]*100]*100]*100]*100]*100"  # 66 characters, 100**5 leaves, 500 r
 NEST2 = "[[[0]*100]*100]"  # weighs 10,000
 
 
+def nested_comprehensions(levels: int) -> str:
+    """A name inside n comprehensions is looked up through n scopes."""
+    source = "[" + ", ".join(["input"] * 60) + "]"
+    for level in range(levels):
+        source = f"[{source} for v{level} in 'ab']"
+    return source
+
+
 @pytest.mark.parametrize(
     "source",
     [
@@ -476,6 +484,7 @@ NEST2 = "[[[0]*100]*100]"  # weighs 10,000
         "[('a' * 99 + 'b') in ('a' * 99999) for c in 'a' * 9999]",
         "[1 if x else 0 for x in 'a' * 9999 for y in 'a' * 9999]",
         " and ".join(["[x for x in 'a' * 9999]"] * 60),
+        nested_comprehensions(20),
     ],
 )
 def test_work_is_bounded_whatever_the_shape(source: str) -> None:
