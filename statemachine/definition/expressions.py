@@ -207,8 +207,9 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 _OPERATORS = {k: v for k, v in simpleeval.DEFAULT_OPERATORS.items() if k in _OPS}
 # Operations that may walk the whole of their operands: they are charged logical sizes.
-_DEEP_OPS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn})
-_DEEP_FUNCTIONS = frozenset({"sorted", "min", "max", "sum", "str", "contains"})
+_COMPARISONS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE})
+_MEMBERSHIP = frozenset({ast.In, ast.NotIn})
+_DEEP_FUNCTIONS = frozenset({"sorted", "min", "max", "sum", "str"})
 
 
 _SMALL = 2**64  # ints below weigh 1
@@ -239,6 +240,10 @@ def _shallow(value: Any) -> int:
     """Cost of an operation that touches a value's top level only (copy, truth, length)."""
     weight = _flat_weight(value)
     return len(value) if weight < 0 else weight
+
+
+def _shallow_cost(*values: Any) -> int:
+    return sum(map(_shallow, values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +300,7 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         self._sizes: dict[int, int] = {}  # id -> text size, of values _weights keeps alive
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
         ops.update({ast.Mod: self._mod, ast.Pow: self._pow})
-        ops = {op: self._costed(function, op in _DEEP_OPS) for op, function in ops.items()}
+        ops = {op: self._costed(function, self._operator_cost(op)) for op, function in ops.items()}
         super().__init__(operators=ops, functions={}, names=dict(names))
         self.functions.clear()  # calls go through _eval_call and _FUNCTIONS only
 
@@ -360,11 +365,11 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             self._fail(f"would build a value of {size} items (limit {MAX_SEQUENCE})")
         self._spend(steps=size if weight is None else weight)
 
-    def _costed(self, function: Callable[..., Any], deep: bool = False) -> Callable[..., Any]:
-        weigh = self._weigh if deep else _shallow  # deep: comparisons, in, sorted, str...
+    def _costed(self, function: Callable[..., Any], cost: Callable[..., int]) -> Callable[..., Any]:
+        """function, charged cost(*arguments) before it runs and its result's size after."""
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            self._spend(steps=sum(map(weigh, (*args, *kwargs.values()) if kwargs else args)))
+            self._spend(steps=cost(*args, *kwargs.values()) if kwargs else cost(*args))
             result = function(*args, **kwargs)
             if isinstance(result, float) and not math.isfinite(result):  # JSON has no inf/NaN
                 self._fail(f"the result {result} is not a finite number")
@@ -372,6 +377,38 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             return result
 
         return run
+
+    def _operator_cost(self, op: type[ast.AST]) -> Callable[..., int]:
+        if op in _COMPARISONS:
+            return self._compare_cost
+        if op in _MEMBERSHIP:
+            return self._in_cost
+        return _shallow_cost
+
+    def _deep_cost(self, *values: Any) -> int:
+        """Operations that may walk all of their operands: sorted, min, max, sum, str."""
+        return sum(map(self._weigh, values))
+
+    def _compare_cost(self, a: Any, b: Any) -> int:
+        """Two containers may be walked whole; a scalar and a container compare at once."""
+        weight_a, weight_b = _flat_weight(a), _flat_weight(b)
+        if weight_a < 0 and weight_b < 0:
+            return self._weigh_container(a) + self._weigh_container(b)
+        return max(weight_a, weight_b, 1) if weight_a < 0 or weight_b < 0 else weight_a + weight_b
+
+    def _in_cost(self, item: Any, container: Any) -> int:
+        """`item in container`: one hash in an object; in a list, a comparison per element."""
+        weight = _flat_weight(item)
+        if isinstance(container, Mapping):
+            return max(weight, 1)  # a container item cannot be hashed: it fails at once
+        if not isinstance(container, list | tuple):
+            return max(weight, 1) + _shallow(container)  # a substring search, or a TypeError
+        if weight >= 0:  # a scalar against each element walks no more than itself
+            return 1 + len(container) * weight
+        return self._weigh_container(item) + self._weigh_container(container)
+
+    def _contains_cost(self, *args: Any) -> int:
+        return self._in_cost(args[1], args[0]) if len(args) == 2 else 1
 
     def _charged(self, built: Any) -> Any:
         """A literal or comprehension is charged the logical size of what it built."""
@@ -507,7 +544,11 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         function = _FUNCTIONS[name]
         if name == "str":  # sizes of shared parts are measured once, as their weights are
             function = functools.partial(_str, self._sizes)
-        result = self._costed(function, name in _DEEP_FUNCTIONS)(*args, **kwargs)
+        if name in _DEEP_FUNCTIONS:
+            cost: Callable[..., int] = self._deep_cost
+        else:
+            cost = self._contains_cost if name == "contains" else _shallow_cost
+        result = self._costed(function, cost)(*args, **kwargs)
         if name == "str":  # json.dumps writes floats at ~30 ns a character
             self._spend(steps=TEXT_COST * len(result))
         return result

@@ -501,6 +501,11 @@ def test_deep_work_on_ordinary_data_fits_the_budget() -> None:
     assert evaluate("len(str(orders[:100])) > 1000 and contains(orders, orders[5])", orders=orders)
     assert evaluate(f"{NEST2} == {NEST2} and len(str({NEST2})) == 30202")
     assert evaluate("len(('%s, ' * 400) % ([1.5] * 400))") == 2000
+    # A scalar against an object is one hash; against a list, a comparison per element.
+    allowed = {f"o-{i}": True for i in range(0, 20_000, 2)}
+    source = "len([o for o in orders if o.id in allowed and contains(tags, 'vip')]) == 1000"
+    assert evaluate(source, orders=orders, allowed=allowed, tags=["new", "vip"]) is True
+    assert evaluate("[o.id == orders for o in orders] == [false] * 2000", orders=orders)
 
 
 def test_tuples_are_lists() -> None:
