@@ -12,7 +12,9 @@ time it appears, so ``[[0] * 100] * 100`` weighs 10,000 although it holds 200 re
 value built (repetition, concatenation, literals, comprehensions) is charged its logical size
 too. Logical sizes are measured once per value and evaluation (memoized by identity), and the
 measuring itself is charged. Budget checks are deterministic: the same expression on the same
-data fails or succeeds the same way on every replay, whatever the machine's load.
+data fails or succeeds the same way on every replay, whatever the machine's load. The templates
+of one rendered value share one budget. A tuple evaluates to a list, as in JSON, so nothing an
+expression holds is ever hashed at a cost.
 """
 
 from __future__ import annotations
