@@ -4,6 +4,17 @@ An expression is compiled once: JavaScript-style operators are rewritten on toke
 parsed, and the tree is checked against allow-lists of node types and functions. It is evaluated
 against an explicit names mapping by a fresh evaluator per call, with bounds on power, integer
 size, repetition, concatenation and ``%``-formatting. Every failure becomes ``ExpressionError``.
+
+Work is bounded, not only size: every evaluation has a budget of cost units (MAX_WORK, about
+50 ms of CPU). A node costs NODE_COST; an operation that walks its operands (comparisons, ``in``,
+``sorted``, ``str``...) costs their *logical* size, where a part shared by reference counts every
+time it appears, so ``[[0] * 100] * 100`` weighs 10,000 although it holds 200 references; every
+value built (repetition, concatenation, literals, comprehensions) is charged its logical size
+too. Logical sizes are measured once per value and evaluation (memoized by identity), and the
+measuring itself is charged. Budget checks are deterministic: the same expression on the same
+data fails or succeeds the same way on every replay, whatever the machine's load. The templates
+of one rendered value share one budget. A tuple evaluates to a list, as in JSON, so nothing an
+expression holds is ever hashed at a cost.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import ast
 import copy
 import functools
 import io
+import itertools
 import json
 import math
 import re
@@ -32,7 +44,13 @@ MAX_DEPTH = 50  # nesting of the syntax tree
 MAX_EXPONENT = 100
 MAX_INT_BITS = 10_000  # products and powers; below Python's int-to-str digit limit
 MAX_SEQUENCE = 100_000  # characters or items that one operation may build
-MAX_WORK = 1_000_000  # steps of one evaluation: nodes, plus the length of every operand
+MAX_WORK = 5_000_000  # cost units of one evaluation; a unit is about 10 ns of CPU: ~50 ms
+NODE_COST = 100  # units per syntax node evaluated, comprehension bookkeeping included: ~1 µs
+NEST_COST = 20  # more units per node, for each comprehension the node is in (see below)
+WALK_COST = 8  # units per reference visited while measuring a value's logical size
+CONTAINER_REFS = 8  # a container costs the walk as much as this many references
+SPEC_COST = 50  # units per conversion and per argument of a %-format, checked one by one
+TEXT_COST = 4  # units per character that str() or %-formatting writes (floats: ~30 ns each)
 MAX_RESULT = 10_000_000  # estimated JSON size of a result or of an interpolated template
 MAX_FORMAT_WIDTH = 1_000  # width or precision in a %-format
 
@@ -89,27 +107,61 @@ def _size(value: Any, limit: int, memo: dict[int, int] | None = None) -> int:
     if id(value) not in memo:
         total = 2
         for part in (*value.keys(), *value.values()) if isinstance(value, Mapping) else value:
-            total += _size(part, limit, memo) + 1
+            kind = type(part)  # the common scalars inline: this runs once per item
+            if kind is str:
+                total += len(part) + 3
+            elif kind is int or kind is bool:
+                total += part.bit_length() // 3 + 3
+            elif kind is float or part is None:
+                total += 25
+            else:
+                total += _size(part, limit, memo) + 1
             if total > limit:
                 break
         memo[id(value)] = total
     return memo[id(value)]
 
 
-def _text(value: Any, limit: int = MAX_SEQUENCE) -> str:
-    """Text of a value as JSON would write it: null, true/false, JSON for objects and lists."""
+def _text(value: Any, limit: int = MAX_SEQUENCE, memo: dict[int, int] | None = None) -> str:
+    """Text of a value as JSON would write it: null, true/false, JSON for objects and lists.
+
+    memo carries sizes measured before with the same limit, for values kept alive meanwhile.
+    """
     if isinstance(value, str):
         return value
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, int | float):
         return str(value)
-    if _size(value, limit) > limit:
+    if _size(value, limit, memo) > limit:
         raise ValueError(f"value too large to turn into text (limit {limit} characters)")
     text = json.dumps(value, ensure_ascii=False)
     if len(text) > limit:
         raise ValueError(f"value too large to turn into text (limit {limit} characters)")
     return text
+
+
+def _str(memo: dict[int, int], *args: Any) -> str:
+    """The str() function, with an evaluation's memo of text sizes (see _Evaluator._eval_call)."""
+    if len(args) != 1:
+        raise TypeError(f"str() takes (any value), got ({', '.join(map(_kind, args))})")
+    return _text(args[0], MAX_SEQUENCE, memo)
+
+
+def _text_bound(value: Any, digits: bool) -> int:
+    """Most characters a %-format conversion of value writes, width and precision aside.
+
+    digits: the format has a %d, %i, %u or %f, which write a float's every digit: '%d' % 1e308
+    has 309 of them; otherwise a float's repr has at most 24 characters.
+    """
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2
+    return 330 if digits else 24
+
+
+_DIGITS = re.compile(r"%[^%a-zA-Z]*[diufF]")
 
 
 _KIND_NAMES: dict[type[Any], str] = {Mapping: "object", str: "string", object: "any value"}
@@ -127,10 +179,13 @@ def _typed(name: str, function: Callable[..., Any], *kinds: type[Any]) -> Callab
 
 
 def _sum(values: Iterable[Any], start: Any = 0) -> Any:
-    items = [start, *values]  # numbers only: summing lists would be quadratic
-    if not all(isinstance(v, int | float) for v in items):
+    # Numbers only (summing lists would be quadratic): a number start refuses any other item.
+    if not isinstance(start, int | float):
         raise TypeError("sum() adds numbers only")
-    return sum(items)
+    try:
+        return sum(values, start)
+    except TypeError:
+        raise TypeError("sum() adds numbers only") from None
 
 
 def _round(number: Any, ndigits: Any = None) -> Any:
@@ -153,6 +208,44 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "contains": _typed("contains", lambda container, item: item in container, object, object),
 }
 _OPERATORS = {k: v for k, v in simpleeval.DEFAULT_OPERATORS.items() if k in _OPS}
+# Operations that may walk the whole of their operands: they are charged logical sizes.
+_COMPARISONS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE})
+_MEMBERSHIP = frozenset({ast.In, ast.NotIn})
+_DEEP_FUNCTIONS = frozenset({"sorted", "min", "max", "sum", "str"})
+
+
+_SMALL = 2**64  # ints below weigh 1
+
+
+def _flat_weight(value: Any) -> int:
+    """Logical size of a scalar in cost units; -1 for a list, tuple or mapping.
+
+    A big int weighs its digit work squared: 10,000 bits take ~100 µs to turn into text.
+    """
+    kind = type(value)
+    if kind is str:
+        return 1 + len(value)
+    if kind is float or kind is bool or value is None:
+        return 1
+    if kind is int and -_SMALL < value < _SMALL:
+        return 1
+    if kind is list or kind is dict or isinstance(value, list | tuple | Mapping):
+        return -1
+    if isinstance(value, str):
+        return 1 + len(value)
+    if isinstance(value, int):
+        return 1 + (value.bit_length() // 64) ** 2 // 2
+    return 1
+
+
+def _shallow(value: Any) -> int:
+    """Cost of an operation that touches a value's top level only (copy, truth, length)."""
+    weight = _flat_weight(value)
+    return len(value) if weight < 0 else weight
+
+
+def _shallow_cost(*values: Any) -> int:
+    return sum(map(_shallow, values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +258,12 @@ class Expression:
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """The value of the expression; only ``names`` are visible. Raises ``ExpressionError``."""
+        return self._evaluate(names, _Budget())
+
+    def _evaluate(self, names: Mapping[str, Any], budget: _Budget) -> Any:
+        evaluator = _Evaluator(self, names, budget.spent)
         try:
-            result = _Evaluator(self, names).eval(self.source, previously_parsed=self._tree)
+            result = evaluator.eval(self.source, previously_parsed=self._tree)
             if _size(result, MAX_RESULT) > MAX_RESULT:
                 raise _error(self.source, f"the result is too large (limit {MAX_RESULT})")
             return copy.deepcopy(result)  # never hand out the caller's own data
@@ -174,6 +271,8 @@ class Expression:
             raise
         except Exception as exc:
             raise _error(self.source, _describe(exc)) from exc
+        finally:
+            budget.spent = evaluator._work
 
     def evaluate_condition(self, names: Mapping[str, Any]) -> bool:
         """Like ``evaluate``, but the result must be a real bool."""
@@ -184,15 +283,26 @@ class Expression:
         return value
 
 
+@dataclass(slots=True)
+class _Budget:
+    """Work already done by the expressions of one rendered value: they share one MAX_WORK,
+    so a step input with many ``${{ }}`` parts cannot hold the event loop many times over."""
+
+    spent: int = 0
+
+
 class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     """One evaluation; never shared between threads or calls."""
 
-    def __init__(self, expression: Expression, names: Mapping[str, Any]) -> None:
+    def __init__(self, expression: Expression, names: Mapping[str, Any], spent: int = 0) -> None:
         self._source = expression.source
-        self._work = 0
+        self._work = self._shared = spent
+        self._node_cost = NODE_COST
+        self._weights: dict[int, tuple[Any, int]] = {}  # id -> (the value, kept alive; weight)
+        self._sizes: dict[int, int] = {}  # id -> text size, of values _weights keeps alive
         ops = {**_OPERATORS, ast.Add: self._add, ast.Mult: self._mult}
         ops.update({ast.Mod: self._mod, ast.Pow: self._pow})
-        ops = {op: self._costed(function) for op, function in ops.items()}
+        ops = {op: self._costed(function, self._operator_cost(op)) for op, function in ops.items()}
         super().__init__(operators=ops, functions={}, names=dict(names))
         self.functions.clear()  # calls go through _eval_call and _FUNCTIONS only
 
@@ -200,41 +310,149 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         raise _error(self._source, what)
 
     def _spend(self, *operands: Any, steps: int = 0) -> None:
-        # Deterministic CPU bound: a step per node, and the length of every operand.
-        self._work += steps + sum(
-            len(x) if isinstance(x, str | list | tuple | Mapping) else 1 for x in operands
-        )
+        # Deterministic CPU bound: a cost per node, plus the shallow size of every operand.
+        self._work += steps + sum(map(_shallow, operands))
         if self._work > MAX_WORK:
-            self._fail(f"takes too many steps (limit {MAX_WORK})")
+            self._too_much()
 
-    def _build(self, size: int) -> None:
+    def _too_much(self) -> NoReturn:
+        shared = " together with the other ${{ }} parts of its value" if self._shared else ""
+        self._fail(f"takes too many steps{shared} (limit {MAX_WORK} units of work, about 50 ms)")
+
+    def _weigh(self, value: Any) -> int:
+        """Logical size: a part shared by reference counts every time it appears.
+
+        Each container is walked once per evaluation (memoized by identity; the memo keeps it
+        alive so its id is not reused), and the walk is charged WALK_COST a reference before it
+        starts, so measuring never costs more than the budget allows. A value that contains
+        itself ends in RecursionError, like ``==`` on it would.
+        """
+        weight = _flat_weight(value)
+        return weight if weight >= 0 else self._weigh_container(value)
+
+    def _weigh_container(self, value: Any) -> int:
+        memo = self._weights
+        known = memo.get(id(value))
+        if known is not None:
+            return known[1]
+        if type(value) is dict or isinstance(value, Mapping):
+            self._work += WALK_COST * (CONTAINER_REFS + 2 * len(value))
+            parts: Iterable[Any] = itertools.chain(value, value.values())
+        else:
+            self._work += WALK_COST * (CONTAINER_REFS + len(value))
+            parts = value
+        if self._work > MAX_WORK:
+            self._too_much()
+        total = 1
+        for part in parts:
+            kind = type(part)
+            if kind is str:
+                total += 1 + len(part)
+            elif kind is int:
+                total += 1 if -_SMALL < part < _SMALL else _flat_weight(part)
+            elif kind is dict or kind is list:
+                total += self._weigh_container(part)
+            elif kind is float or kind is bool or part is None:
+                total += 1
+            else:
+                total += self._weigh(part)
+        if self._work + total > MAX_WORK:
+            self._too_much()
+        memo[id(value)] = (value, total)
+        return total
+
+    def _build(self, size: int, weight: int | None = None) -> None:
+        """Refuse a value longer than MAX_SEQUENCE, and charge its logical size (weight)."""
         if size > MAX_SEQUENCE:
             self._fail(f"would build a value of {size} items (limit {MAX_SEQUENCE})")
-        self._spend(steps=size)
+        self._spend(steps=size if weight is None else weight)
 
-    def _costed(self, function: Callable[..., Any]) -> Callable[..., Any]:
+    def _costed(self, function: Callable[..., Any], cost: Callable[..., int]) -> Callable[..., Any]:
+        """function, charged cost(*arguments) before it runs and its result's size after."""
+
         def run(*args: Any, **kwargs: Any) -> Any:
-            self._spend(*args, *kwargs.values())
+            self._spend(steps=cost(*args, *kwargs.values()) if kwargs else cost(*args))
             result = function(*args, **kwargs)
             if isinstance(result, float) and not math.isfinite(result):  # JSON has no inf/NaN
                 self._fail(f"the result {result} is not a finite number")
+            self._work += _shallow(result)  # e.g. a big int; the next step checks the budget
             return result
 
         return run
 
+    def _operator_cost(self, op: type[ast.AST]) -> Callable[..., int]:
+        if op in _COMPARISONS:
+            return self._compare_cost
+        if op in _MEMBERSHIP:
+            return self._in_cost
+        return _shallow_cost
+
+    def _deep_cost(self, *values: Any) -> int:
+        """Operations that may walk all of their operands: sorted, min, max, sum, str."""
+        return sum(map(self._weigh, values))
+
+    def _compare_cost(self, a: Any, b: Any) -> int:
+        """Two containers may be walked whole; a scalar and a container compare at once."""
+        weight_a, weight_b = _flat_weight(a), _flat_weight(b)
+        if weight_a < 0 and weight_b < 0:
+            return self._weigh_container(a) + self._weigh_container(b)
+        return max(weight_a, weight_b, 1) if weight_a < 0 or weight_b < 0 else weight_a + weight_b
+
+    def _in_cost(self, item: Any, container: Any) -> int:
+        """`item in container`: one hash in an object; in a list, a comparison per element."""
+        weight = _flat_weight(item)
+        if isinstance(container, Mapping):
+            return max(weight, 1)  # a container item cannot be hashed: it fails at once
+        if not isinstance(container, list | tuple):
+            return max(weight, 1) + _shallow(container)  # a substring search, or a TypeError
+        if weight >= 0:  # a scalar against each element walks no more than itself
+            return 1 + len(container) * weight
+        return self._weigh_container(item) + self._weigh_container(container)
+
+    def _contains_cost(self, *args: Any) -> int:
+        return self._in_cost(args[1], args[0]) if len(args) == 2 else 1
+
+    def _charged(self, built: Any) -> Any:
+        """A literal or comprehension is charged the logical size of what it built."""
+        self._spend(steps=self._weigh(built))
+        return built
+
+    def _eval_list(self, node: ast.List) -> Any:
+        return self._charged(super()._eval_list(node))
+
+    def _eval_dict(self, node: ast.Dict) -> Any:
+        return self._charged(super()._eval_dict(node))
+
+    def _eval_comprehension(self, node: ast.ListComp | ast.GeneratorExp | ast.DictComp) -> Any:
+        # Inside, simpleeval looks a name up through one more scope per enclosing comprehension.
+        self._node_cost += NEST_COST
+        try:
+            built = super()._eval_comprehension(node)
+        finally:
+            self._node_cost -= NEST_COST
+        return self._charged(built)
+
     def _eval(self, node: ast.AST) -> Any:
-        self._spend(steps=1)
+        self._work += self._node_cost
+        if self._work > MAX_WORK:
+            self._too_much()
         return super()._eval(node)
+
+    def _eval_tuple(self, node: ast.Tuple) -> Any:
+        # A tuple is a list, as in JSON: no value an expression holds is hashed at a cost
+        # (a dict key or `in` on an object hashes scalars only; lists cannot be hashed).
+        return self._charged([self._eval(item) for item in node.elts])
 
     def _add(self, a: Any, b: Any) -> Any:
         if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple):
-            self._build(len(a) + len(b))
+            self._build(len(a) + len(b), self._weigh(a) + self._weigh(b))
         return a + b
 
     def _mult(self, a: Any, b: Any) -> Any:
         for seq, times in ((a, b), (b, a)):
             if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                self._build(len(seq) * max(times, 0))
+                times = max(times, 0)
+                self._build(len(seq) * times, self._weigh(seq) * times)
                 return seq * times
         if (
             isinstance(a, int)
@@ -257,22 +475,27 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def _mod(self, a: Any, b: Any) -> Any:
         if not isinstance(a, str):
             return a % b
-        width = 0
-        for spec in _FORMAT.finditer(a):
-            named, *sizes = spec.groups()
-            if named:
-                self._fail("%(name) formatting is not supported; use a template")
-            if "*" in sizes:
-                self._fail("'*' widths are not supported in %-formatting")
-            if any(int(s or 0) > MAX_FORMAT_WIDTH for s in sizes):
-                self._fail(f"%-format width or precision above {MAX_FORMAT_WIDTH}")
-            width += sum(int(s or 0) for s in sizes)
-        self._build(width)
-        args = b if isinstance(b, tuple) else (b,)
+        specs = _FORMAT.findall(a)  # (name, width, precision) of each conversion
+        many = isinstance(b, list | tuple)  # (x, y) is a list here
+        self._spend(steps=SPEC_COST * (len(specs) + (len(b) if many else 1)))
+        args = tuple(b) if many else (b,)
+        if any(named for named, _, _ in specs):
+            self._fail("%(name) formatting is not supported; use a template")
+        sizes = [size for _, width, precision in specs for size in (width, precision) if size]
+        if "*" in sizes:
+            self._fail("'*' widths are not supported in %-formatting")
+        numbers = list(map(int, sizes))
+        if numbers and max(numbers) > MAX_FORMAT_WIDTH:
+            self._fail(f"%-format width or precision above {MAX_FORMAT_WIDTH}")
+        width = sum(numbers)
         if any(isinstance(arg, Mapping | list | tuple) for arg in args):
             self._fail("only strings and numbers can be %-formatted")
-        result = a % b
-        self._build(len(result))
+        # Bound the text before writing it: '%f' of 1e308 alone writes 316 characters.
+        digits = _DIGITS.search(a) is not None
+        self._build(len(a) + width + sum(_text_bound(arg, digits) for arg in args))
+        self._spend(*args)  # a big int's digits, squared
+        result = a % args
+        self._build(len(result), TEXT_COST * len(result))
         return result
 
     def _check_disallowed_items(self, item: Any) -> None:
@@ -317,7 +540,20 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         assert isinstance(node.func, ast.Name)  # checked when compiled
         args = [self._eval(a) for a in node.args]
         kwargs = {str(k.arg): self._eval(k.value) for k in node.keywords}
-        return self._costed(_FUNCTIONS[node.func.id])(*args, **kwargs)
+        name = node.func.id
+        if name == "sorted" and args:  # n log n comparisons, each walking its two items
+            self._spend(steps=self._weigh(args[0]) * max(1, _shallow(args[0])).bit_length())
+        function = _FUNCTIONS[name]
+        if name == "str":  # sizes of shared parts are measured once, as their weights are
+            function = functools.partial(_str, self._sizes)
+        if name in _DEEP_FUNCTIONS:
+            cost: Callable[..., int] = self._deep_cost
+        else:
+            cost = self._contains_cost if name == "contains" else _shallow_cost
+        result = self._costed(function, cost)(*args, **kwargs)
+        if name == "str":  # json.dumps writes floats at ~30 ns a character
+            self._spend(steps=TEXT_COST * len(result))
+        return result
 
 
 class _Checker:
@@ -510,15 +746,19 @@ class Template:
 
     def render(self, names: Mapping[str, Any]) -> Any:
         """One part alone: its typed value; otherwise the string with every part interpolated."""
+        return self._render(names, _Budget())
+
+    def _render(self, names: Mapping[str, Any], budget: _Budget) -> Any:
         if len(self.expressions) == 1 and not "".join(self._texts).strip():
-            return self.expressions[0].evaluate(names)
+            return self.expressions[0]._evaluate(names, budget)
         pieces, size = [self._texts[0]], len(self._texts[0])
         for expression, after in zip(self.expressions, self._texts[1:], strict=True):
-            value = expression.evaluate(names)
+            value = expression._evaluate(names, budget)
             try:
                 text = _text(value, MAX_RESULT - size)
             except Exception as exc:
                 raise _error(expression.source, f"cannot interpolate: {_describe(exc)}") from exc
+            budget.spent += TEXT_COST * len(text)  # the next part's first step checks it
             pieces += (text, after)
             size += len(text) + len(after)
             if size > MAX_RESULT:
@@ -573,11 +813,18 @@ def find_templates(value: Any) -> list[tuple[str, Template]]:
 
 
 def render_value(value: Any, names: Mapping[str, Any]) -> Any:
-    """A deep copy of value with every template string rendered (tuples become lists)."""
+    """A deep copy of value with every template string rendered (tuples become lists).
+
+    All its templates share one work budget (MAX_WORK), as one evaluation would.
+    """
+    return _render_value(value, names, _Budget())
+
+
+def _render_value(value: Any, names: Mapping[str, Any], budget: _Budget) -> Any:
     if isinstance(value, str):
-        return compile_template(value).render(names) if is_template(value) else value
+        return compile_template(value)._render(names, budget) if is_template(value) else value
     if isinstance(value, Mapping):
-        return {key: render_value(child, names) for key, child in value.items()}
+        return {key: _render_value(child, names, budget) for key, child in value.items()}
     if isinstance(value, list | tuple):
-        return [render_value(child, names) for child in value]
+        return [_render_value(child, names, budget) for child in value]
     return copy.deepcopy(value)

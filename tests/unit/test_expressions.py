@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from typing import Any
 
@@ -431,3 +432,185 @@ def test_work_is_bounded_whatever_the_data(source: str) -> None:
 def test_ordinary_work_fits_the_budget() -> None:
     orders = [{"price": i, "qty": 2} for i in range(5000)]
     assert evaluate("sum([o.price * o.qty for o in orders])", orders=orders) == 24_995_000
+
+
+# Work is bounded whatever the shape: a part shared by reference counts every time it appears.
+
+NEST5 = "[[[[[0]*100]*100]*100]*100]*100"  # 66 characters, 100**5 leaves, 500 references
+NEST2 = "[[[0]*100]*100]"  # weighs 10,000
+
+
+def nested_comprehensions(levels: int) -> str:
+    """A name inside n comprehensions is looked up through n scopes."""
+    source = "[" + ", ".join(["input"] * 60) + "]"
+    for level in range(levels):
+        source = f"[{source} for v{level} in 'ab']"
+    return source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"{NEST5} == {NEST5}",
+        f"{NEST5} != {NEST5}",
+        f"{NEST5} < {NEST5}",
+        f"{NEST5} >= {NEST5}",
+        f"{NEST5} in [{NEST5}]",
+        f"sorted({NEST5})",
+        f"max({NEST5}, {NEST5})",
+        f"min([{NEST5}])",
+        f"str({NEST5})",
+        f"contains([{NEST5}], {NEST5})",
+        "(((((0,)*100,)*100,)*100,)*100,)*100 == (((((0,)*100,)*100,)*100,)*100,)*100",
+        "[[[[0]*100]*100]*100]*100",
+        "{'a': [[[[0]*100]*100]*100]*100}",
+        "[[[['ab']*100]*100]*100] == [[[['ab']*100]*100]*100]",
+        f"[a == b for a in {NEST2} for b in {NEST2} for c in 'a' * 1000]",
+        f"[a < b for a in {NEST2} for b in {NEST2} for c in 'a' * 1000]",
+        f"[a in [b] for a in {NEST2} for b in {NEST2} for c in 'a' * 1000]",
+        f"[sorted(a) for a in {NEST2} for c in 'a' * 1000]",
+        f"[max(a) for a in {NEST2} for c in 'a' * 1000]",
+        f"[str(a) for a in {NEST2} for c in 'a' * 9999]",
+        f"[{{'k': a, 'j': a}} for a in {NEST2} for c in 'a' * 1000]",
+        f"[[a, a, a] for a in {NEST2} for c in 'a' * 1000]",
+        f"[a + a for a in {NEST2} for c in 'a' * 1000]",
+        f"[[a] * 100 == [a] * 100 for a in {NEST2} for c in 'a' * 100]",
+        "[str((10**100)**30) for c in 'a' * 9999]",
+        "[int('9' * 4000) for c in 'a' * 9999]",
+        "[(10**100)**30 // (10**100)**15 for c in 'a' * 9999]",
+        "[('%f' * 300) % ([1e300] * 300) for c in 'a' * 9999]",
+        "[('%s ' * 200) % ([1.5e-7] * 200) for c in 'a' * 9999]",
+        "[min('a' * 99999) for c in 'a' * 9999]",
+        "[('a' * 99 + 'b') in ('a' * 99999) for c in 'a' * 9999]",
+        "[1 if x else 0 for x in 'a' * 9999 for y in 'a' * 9999]",
+        " and ".join(["[x for x in 'a' * 9999]"] * 60),
+        nested_comprehensions(20),
+    ],
+)
+def test_work_is_bounded_whatever_the_shape(source: str) -> None:
+    started = time.process_time()
+    refused(source)
+    assert time.process_time() - started < 0.5  # the budget is ~50 ms; the machine is shared
+
+
+def test_deep_work_on_ordinary_data_fits_the_budget() -> None:
+    items = list(range(20_000))
+    orders = [{"id": f"o-{i}", "lines": [{"sku": "a", "qty": i % 3}]} for i in range(2000)]
+    assert evaluate("sorted(items, reverse=true)[0] == 19999 and -1 not in items", items=items)
+    assert evaluate("orders == orders[:] and max(items) == 19999", orders=orders, items=items)
+    assert evaluate("len(str(orders[:100])) > 1000 and contains(orders, orders[5])", orders=orders)
+    assert evaluate(f"{NEST2} == {NEST2} and len(str({NEST2})) == 30202")
+    assert evaluate("len(('%s, ' * 400) % ([1.5] * 400))") == 2000
+    # A scalar against an object is one hash; against a list, a comparison per element.
+    allowed = {f"o-{i}": True for i in range(0, 20_000, 2)}
+    source = "len([o for o in orders if o.id in allowed and contains(tags, 'vip')]) == 1000"
+    assert evaluate(source, orders=orders, allowed=allowed, tags=["new", "vip"]) is True
+    assert evaluate("[o.id == orders for o in orders] == [false] * 2000", orders=orders)
+
+
+def test_tuples_are_lists() -> None:
+    # A tuple would be hashed whole, at a cost, as a dict key; JSON has lists only.
+    assert evaluate("(1, 2) == [1, 2] and [x for x in (1, 2)] == [1, 2]") is True
+    assert evaluate("'%s-%s' % (input.n, input.id)") == "3-A1"
+    assert evaluate("'%s-%s' % [input.n, input.id]") == "3-A1"
+    assert "unhashable" in refused("{(1, 2): 3}")
+    assert "unhashable" in refused("input.tags[(1, 2)]")
+
+
+def test_the_templates_of_one_value_share_one_budget() -> None:
+    part = "${{ [[0] * 1000] * 500 == [[0] * 1000] * 500 }}"  # ~2/5 of the budget
+    assert compile_template(part).render(NAMES) is True
+    assert render_value({"a": part, "b": part}, NAMES) == {"a": True, "b": True}
+    with pytest.raises(errors.ExpressionError, match="together with the other"):
+        render_value({"a": part, "b": [part, part]}, NAMES)
+    with pytest.raises(errors.ExpressionError, match="together with the other"):
+        compile_template(f"{part} {part} {part}").render(NAMES)
+
+
+# simpleeval's own sandbox tests (danthedeckie/simpleeval, test_simpleeval.py and tests/:
+# TestTryingToBreakOut, TestComprehensions, string, power and shift bounds), adapted: our names
+# hold JSON data, so a "houdini" object is a dict. Each is refused, or gives the right value.
+
+REFUSED = errors.ExpressionError
+SIMPLEEVAL_CASES: list[tuple[str, Any, dict[str, Any]]] = [
+    ("import sys", REFUSED, {}),
+    ("9**9**5", REFUSED, {}),
+    ("9**9**8", REFUSED, {}),
+    ("101**2", 10201, {}),
+    ("2**100", 2**100, {}),
+    ("1<<25000", REFUSED, {}),
+    ("1>>25000", REFUSED, {}),
+    (f"{int(sys.float_info.max) + 1}<<25", REFUSED, {}),
+    ("1<<250", REFUSED, {}),
+    ('(1).from_bytes(("123123123123123123123123").encode()*999999, "big")', REFUSED, {}),
+    ("50000*'text'", REFUSED, {}),
+    ("'text'*50000", REFUSED, {}),
+    ("('text'*50000)*1000", REFUSED, {}),
+    ("(50000*'text')*1000", REFUSED, {}),
+    ("'stuff'*20000", "stuff" * 20000, {}),
+    ("20000*'stuff'", "stuff" * 20000, {}),
+    ("('stuff'*20000) + ('stuff'*20000)", REFUSED, {}),
+    ("'stuff'*100000", REFUSED, {}),
+    ("'" + 10000 * "stuff" + "'*100", REFUSED, {}),
+    ("'" + 50000 * "stuff" + "'", REFUSED, {}),
+    ("f'{\"foo\"*50000}'", REFUSED, {}),
+    ("'20000000000000000000'.encode() * 5000", REFUSED, {}),
+    ("'spam spam spam'.split() * 5000", REFUSED, {}),
+    ("('spam spam spam' * 5000).split() * 5000", REFUSED, {}),
+    ("x.__globals__", REFUSED, {"x": {}}),
+    ("houdini.trapdoor.__globals__", REFUSED, {"houdini": {"trapdoor": {}}}),
+    ("houdini.trapdoor.func_globals", None, {"houdini": {"trapdoor": {}}}),
+    ("houdini._quasi_private()", REFUSED, {"houdini": {}}),
+    ("houdini.trapdoor()", REFUSED, {"houdini": {"trapdoor": {}}}),
+    ("b.mro()", REFUSED, {"b": {}}),
+    (
+        "True.__class__.__class__.__base__.__subclasses__()[-1]"
+        ".__init__.func_globals['sys'].exit(1)",
+        REFUSED,
+        {},
+    ),
+    ('"{string.__class__}".format(string="things")', REFUSED, {}),
+    ('"{a.__class__}".format_map(x)', REFUSED, {"x": {"a": 1}}),
+    ('f"{x.__class__}"', REFUSED, {"x": 42}),
+    ("'test {0}'.format", REFUSED, {}),
+    ("'test'.format_map({0: 'x'})", REFUSED, {}),
+    ("'test'.mro", REFUSED, {}),
+    ("path.os.popen('id').read()", REFUSED, {"path": {"os": {}}}),
+    ("os.__all__", REFUSED, {"os": {}}),
+    ("os.__dict__", REFUSED, {"os": {}}),
+    ("get_os().__name__", REFUSED, {}),
+    ("evil", REFUSED, {"evil": exec}),
+    ("m", REFUSED, {"m": copy}),
+    ("funcs[0]('exit')", REFUSED, {"funcs": [exec, eval]}),
+    ("funcs[1]", REFUSED, {"funcs": [exec, eval]}),
+    ("things['p']", REFUSED, {"things": {"p": copy}}),
+    ("data['nested']['funcs'][0]", REFUSED, {"data": {"nested": {"funcs": [exec]}}}),
+    ("str(funcs)", REFUSED, {"funcs": [exec]}),
+    ("(lambda x:22)(44)", REFUSED, {}),
+    ("lambda x:22", REFUSED, {}),
+    ("{22}", REFUSED, {}),
+    ("11; x = 21; x + x", REFUSED, {}),
+    ("[a.__class__ for a in [1,2,3]]", REFUSED, {}),
+    ("[a+b+c for a, (b, c) in ((1,(1,1)),(3,(2,2)))]", [3, 7], {}),
+    ("{a:a + a for a in [1,2,3]}", {1: 2, 2: 4, 3: 6}, {}),
+    ("[j for i in range(1000) if i > 10 for j in range(i) if j < 20]", REFUSED, {}),
+    ("[[[c for c in 'a' * 200] for a in 'a' * 200] for b in 'a' * 200]", REFUSED, {}),
+    ("[j for i in 'a' * 1000 for j in 'a' * 1000]", REFUSED, {}),
+    ('[x if x == "2" else y for x in "123"]', REFUSED, {}),
+    ("x", REFUSED, {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected", "names"),
+    SIMPLEEVAL_CASES,
+    ids=[f"{i:02d}-{case[0][:40]}" for i, case in enumerate(SIMPLEEVAL_CASES)],
+)
+def test_simpleeval_sandbox_cases(source: str, expected: Any, names: dict[str, Any]) -> None:
+    started = time.process_time()
+    if expected is REFUSED:
+        with pytest.raises(errors.ExpressionError):
+            compile_expression(source).evaluate(names)
+    else:
+        assert compile_expression(source).evaluate(names) == expected
+    assert time.process_time() - started < 0.5

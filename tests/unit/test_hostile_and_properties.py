@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from statemachine import DefinitionError, ExpressionError, StatemachineError, load_yaml
@@ -79,6 +80,70 @@ def test_denial_of_service_expressions_fail_fast_when_evaluated(expression: str)
 
     with pytest.raises(ExpressionError):
         expressions.compile_expression(expression).evaluate({"input": [1, 2]})
+
+
+# --- work bound over random nested constructions --------------------------------------------
+
+# Values built from shared references: `[x] * 100` holds 100 references to x, so five levels
+# weigh 100**5 although they hold 500 references; then something walks them.
+_leaves = st.sampled_from(["0", "'ab'", "1.5", "null", "[]", "{}", "input", "10**99"])
+_constructions = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from([2, 10, 100, 1000])).map(lambda p: f"[{p[0]}] * {p[1]}"),
+        st.tuples(inner, st.sampled_from([2, 100])).map(lambda p: f"({p[0]},) * {p[1]}"),
+        inner.map(lambda x: f"[{x}, {x}, {x}]"),
+        inner.map(lambda x: f"{{'k': {x}, 'j': [{x}]}}"),
+        inner.map(lambda x: f"[{x} for c in 'abcdefghij']"),
+        inner.map(lambda x: f"[v for v in [{x}] for c in 'a' * 1000]"),
+        inner.map(lambda x: f"[{x}] + [{x}]"),
+    ),
+    max_leaves=8,
+)
+_consumers = st.sampled_from(
+    [
+        "{a} == {b}",
+        "{a} != {b}",
+        "{a} < {b}",
+        "{a} in [{b}]",
+        "[{a}] * 3 == [{b}] * 3",
+        "sorted([{a}, {b}])",
+        "max({a}, {b})",
+        "min([{a}])",
+        "str({a})",
+        "len(str({a}))",
+        "contains([{a}], {b})",
+        "[x == y for x in [{a}] for y in [{b}] for c in 'a' * 1000]",
+        "{a}",
+    ]
+)
+NEST5 = "[[[[[0]*100]*100]*100]*100]*100"
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_constructions, b=_constructions, same=st.booleans(), consumer=_consumers)
+@example(a=NEST5, b=NEST5, same=False, consumer="{a} == {b}")
+@example(a=NEST5, b=NEST5, same=False, consumer="{a} < {b}")
+@example(a=NEST5, b=NEST5, same=False, consumer="sorted([{a}, {b}])")
+@example(a=NEST5, b=NEST5, same=False, consumer="{a} in [{b}]")
+def test_nested_constructions_finish_or_fail_within_the_work_bound(
+    a: str, b: str, same: bool, consumer: str
+) -> None:
+    from statemachine.definition import expressions
+
+    source = consumer.format(a=a, b=a if same else b)
+    names = {"input": {"items": list(range(50)), "name": "x" * 100}}
+    outcomes = []
+    for _ in range(2):
+        started = time.process_time()
+        try:
+            expression = expressions.compile_expression(source)
+            outcomes.append(repr(expression.evaluate(names))[:200])
+        except ExpressionError as exc:
+            outcomes.append(str(exc))
+        took = time.process_time() - started
+        assert took < 0.5, f"{took:.2f} s of CPU for {source}"  # the budget is ~50 ms
+    assert outcomes[0] == outcomes[1]  # the bound is counted, not timed: same answer each time
 
 
 # --- properties over random documents ---------------------------------------------------------
