@@ -93,7 +93,8 @@ def engine_for(
         fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
         folder = definitions or fallback
         if folder is not None:
-            engine.register(loader.load_definitions(folder), check_actions=run)
+            # a folder loaded on every command must not bring back what `unregister` retired
+            engine.register(loader.load_definitions(folder), check_actions=run, revive=False)
         yield engine
     finally:
         engine.close()
@@ -313,3 +314,18 @@ def prune(
         stdout.print(
             f"pruned {engine.prune(older_than)} finished instances older than {older_than}"
         )
+
+
+@app.command()
+def unregister(
+    workflow: Annotated[str, typer.Argument(help="Workflow name.")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Only this version (default: every one).")
+    ] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """No new instances of a workflow, for every engine on the database; running ones finish."""
+    with engine_for(db, None, None, run=False) as engine:
+        engine.unregister(workflow, version)
+        which = "every version" if version is None else f"version {version}"
+        stdout.print(f"unregistered {workflow} ({which}); running instances finish on theirs")

@@ -126,9 +126,18 @@ class Engine:
         max_concurrent: int | None = None,
         *,
         check_actions: bool = True,
+        revive: bool = True,
     ) -> None:
-        """Register definitions; ``check_actions=False`` suits processes that only start or inspect."""
-        self.registry.register(definition, max_concurrent, check_actions=check_actions)
+        """Register definitions; ``check_actions=False`` suits processes that only start or
+        inspect; ``revive=False`` leaves an unregistered version unregistered (the CLI)."""
+        self.registry.register(
+            definition, max_concurrent, check_actions=check_actions, revive=revive
+        )
+
+    def unregister(self, workflow: str, version: str | None = None) -> None:
+        """No new instances of ``workflow`` (every version, or ``version``), for every engine on
+        the database; running instances finish on their version. ``register`` brings it back."""
+        self.registry.unregister(workflow, None if version is None else str(version))
 
     def resolve_action(self, target: Any) -> Callable[..., Any]:
         return self.registry.resolve_action(target)

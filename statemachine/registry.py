@@ -98,6 +98,8 @@ class Registry:
         self.clock = clock
         self.by_hash: dict[str, models.WorkflowDefinition] = {}
         self.latest: dict[str, str] = {}  # name -> hash of the version registered last
+        self.order: dict[str, builtins.list[str]] = {}  # name -> hashes, in registration order
+        self._retired: set[str] = set()  # hashes unregistered (by any engine), as stored
         self._limits: dict[str, int] = {}  # max_concurrent by workflow, as stored
         self._limits_read = float("-inf")  # time.monotonic() of that read
         self._limits_lock = threading.Lock()
@@ -130,8 +132,13 @@ class Registry:
         max_concurrent: int | None = None,
         *,
         check_actions: bool = True,
+        revive: bool = True,
     ) -> None:
         """Register definitions; ``check_actions=False`` suits processes that only start or inspect.
+
+        A version unregistered before may be started again once registered again (``revive``),
+        except by the CLI, which registers its folder on every command and must not undo an
+        ``unregister``.
 
         ``max_concurrent`` is stored in the database for the workflow's name, every version:
         every engine on that database obeys it, whether it registers with it or not. A later
@@ -162,24 +169,57 @@ class Registry:
         now = self.clock.now()
         for item in items:
             self.repo.save_definition(item.hash, item.name, item.version, item.to_dict(), now)
+            if revive:
+                self.repo.revive(item.hash)
             self.by_hash[item.hash] = item
-            self.latest[item.name] = item.hash
+            order = self.order.setdefault(item.name, [])
+            if item.hash in order:
+                order.remove(item.hash)
+            order.append(item.hash)
             if max_concurrent is not None:
                 self.repo.set_max_concurrent(item.name, max_concurrent, now)
+        self.refresh_limits()
+
+    def unregister(self, name: str, version: str | None = None) -> None:
+        """No new instances of ``name`` (every version, or ``version``), for every engine on the
+        database (others notice within ``LIMITS_TTL``); running instances finish on theirs."""
+        stored = self.repo.stored_versions(name)
+        local = [self.by_hash[h].version for h in self.order.get(name, [])]
+        if not stored and not local:
+            known = set(self.order) | set(self.latest)
+            raise errors.WorkflowNotFound(
+                name, f"no workflow named {name!r} is registered{issues.did_you_mean(name, known)}"
+            )
+        if version is not None and version not in stored and version not in local:
+            versions = ", ".join(sorted(set(stored) | set(local)))
+            raise errors.WorkflowNotFound(
+                name, f"workflow {name!r} has no version {version!r} (it has {versions})"
+            )
+        self.repo.retire(name, version, self.clock.now())
         self.refresh_limits()
 
     def max_concurrent(self, workflow: str) -> int | None:
         """The stored limit of ``workflow`` (None: none). Read again at most every ``LIMITS_TTL``
         seconds: a limit another engine sets counts here within that; a changed one counts at
         once, since taking a slot reads it again (``Repository.reserve_slot``)."""
-        if time.monotonic() - self._limits_read > LIMITS_TTL:
-            self.refresh_limits()
+        self._fresh()
         return self._limits.get(workflow)
 
     def refresh_limits(self) -> None:
+        """Read again what other engines may have changed: limits and unregistered versions."""
         with self._limits_lock:
             self._limits = self.repo.max_concurrent()
+            self._retired = self.repo.retired()
             self._limits_read = time.monotonic()
+            self.latest = {}
+            for name, hashes in self.order.items():
+                live = [h for h in hashes if h not in self._retired]
+                if live:
+                    self.latest[name] = live[-1]
+
+    def _fresh(self) -> None:
+        if time.monotonic() - self._limits_read > LIMITS_TTL:
+            self.refresh_limits()
 
     def check_actions(self, definition: models.WorkflowDefinition) -> None:
         if definition.hash in self._checked:
@@ -254,7 +294,12 @@ class Registry:
         return fn
 
     def definition(self, name: str) -> models.WorkflowDefinition:
+        self._fresh()
         key = self.latest.get(name)
+        if key is None and name in self.order:
+            raise errors.WorkflowNotFound(
+                name, f"workflow {name!r} was unregistered; register it again to start it"
+            )
         if key is None:
             raise errors.WorkflowNotFound(
                 name,
@@ -263,6 +308,7 @@ class Registry:
         return self.by_hash[key]
 
     def definitions(self) -> builtins.list[models.WorkflowDefinition]:
+        self._fresh()
         return [self.by_hash[h] for h in self.latest.values()]
 
     def definition_for(

@@ -200,6 +200,36 @@ class Repository:
                 }
                 self._insert_ignore(conn, D, row, ["hash"])
 
+    def retire(self, name: str, version: str | None, now: datetime) -> int:
+        """Mark the stored versions of ``name`` (all, or ``version``) unregistered; how many."""
+        cond = [D.c.name == name, D.c.retired_at.is_(None)]
+        if version is not None:
+            cond.append(D.c.version == version)
+        with self.tx() as conn:
+            return int(conn.execute(sa.update(D).where(*cond).values(retired_at=now)).rowcount)
+
+    def revive(self, hash_: str) -> None:
+        """A version registered again in code may be started again."""
+        with self.tx() as conn:
+            conn.execute(
+                sa.update(D)
+                .where(D.c.hash == hash_, D.c.retired_at.is_not(None))
+                .values(retired_at=None)
+            )
+
+    def retired(self) -> set[str]:
+        """Hashes of the unregistered versions."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(sa.select(D.c.hash).where(D.c.retired_at.is_not(None))).scalars()
+            )
+
+    def stored_versions(self, name: str) -> builtins.list[str]:
+        with self.engine.connect() as conn:
+            return builtins.list(
+                conn.execute(sa.select(D.c.version).where(D.c.name == name)).scalars()
+            )
+
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()

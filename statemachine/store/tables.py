@@ -31,6 +31,7 @@ class DefinitionRow(SQLModel, table=True):
     version: str = Field(max_length=100)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime | None = _ts()
+    retired_at: datetime | None = _ts()  # unregistered: no new instances of this version
 
 
 class InstanceRow(SQLModel, table=True):
