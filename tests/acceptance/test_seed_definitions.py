@@ -142,7 +142,7 @@ def test_onboarding_waits_three_days(setup: Any) -> None:
 
 
 def test_customer_lifecycle_starts_on_its_triggers(setup: Any) -> None:
-    engine, actions, _ = setup
+    engine, _actions, _ = setup
     (created,) = engine.emit("Customer.created", {"id": "cus_123"})
     assert engine.emit("Customer.upgraded", {"id": "cus_1", "plan": "pro"}) == []
     (upgraded,) = engine.emit("Customer.upgraded", {"id": "cus_2", "plan": "enterprise"})
