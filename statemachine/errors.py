@@ -17,7 +17,10 @@
     ├── LeaseLost                     another worker owns the instance now (fencing)
     └── StoreError                    the database failed (the driver error is ``__cause__``)
 
-Every class has a stable ``code`` used by the CLI and the HTTP API. Every error survives
+Every class has a stable ``code`` used by the CLI and the HTTP API. Classes also derive from the
+builtin a Python caller would catch: ``DefinitionError`` and ``InputValidationError`` are
+``ValueError``s, ``WorkflowNotFound`` and ``InstanceNotFound`` ``LookupError``s,
+``StepTimeoutError`` a ``TimeoutError``. Every error survives
 ``pickle`` (a process pool, a multiprocessing queue) with its type, message and fields.
 """
 
@@ -65,7 +68,7 @@ class Issue:
         return f"{prefix}:{loc} {self.message}"
 
 
-class DefinitionError(StatemachineError):
+class DefinitionError(StatemachineError, ValueError):
     """A definition is invalid; ``errors`` holds every problem found, not only the first."""
 
     code = "definition_error"
@@ -85,7 +88,7 @@ class ExpressionError(StatemachineError):
         super().__init__(message)
 
 
-class InputValidationError(StatemachineError):
+class InputValidationError(StatemachineError, ValueError):
     """Input (workflow input, event data, a control argument) did not validate."""
 
     code = "invalid_input"
@@ -95,7 +98,7 @@ class InputValidationError(StatemachineError):
         super().__init__(message)
 
 
-class WorkflowNotFound(StatemachineError):
+class WorkflowNotFound(StatemachineError, LookupError):
     code = "workflow_not_found"
 
     def __init__(self, name: str, message: str | None = None) -> None:
@@ -103,7 +106,7 @@ class WorkflowNotFound(StatemachineError):
         super().__init__(message or f"no workflow named {name!r} is registered")
 
 
-class InstanceNotFound(StatemachineError):
+class InstanceNotFound(StatemachineError, LookupError):
     code = "instance_not_found"
 
     def __init__(self, instance_id: str) -> None:
@@ -141,7 +144,7 @@ class CriticalError(StepError):
     code = "critical_error"
 
 
-class StepTimeoutError(StepError):
+class StepTimeoutError(StepError, TimeoutError):
     code = "step_timeout"
 
 

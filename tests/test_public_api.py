@@ -12,6 +12,8 @@ EXPECTED = {
     "WorkflowNotFound", "InstanceNotFound", "InvalidTransition",
     "CriticalError", "StepTimeoutError", "ExpressionError",
     "LoopLimitExceeded",
+    # beyond API.md's list: every exception, the Issue of a DefinitionError, the settings object
+    "StepError", "OutputNotStorable", "LeaseLost", "StoreError", "Issue", "EngineSettings",
 }  # fmt: skip
 
 
@@ -34,3 +36,28 @@ def test_manual_clock_is_exported() -> None:
     before = clock.now()
     clock.advance("3d")
     assert (clock.now() - before).days == 3
+
+
+def test_version_is_the_distributions() -> None:
+    from importlib import metadata
+
+    assert statemachine.__version__ == metadata.version("durable-statemachine")
+
+
+def test_errors_are_also_the_builtins_a_caller_would_catch() -> None:
+    """httpx/pydantic style: `except LookupError` catches an unknown id, `except ValueError` a
+    bad definition or input, `except TimeoutError` a step timeout; pickling keeps all of it."""
+    import pickle
+
+    cases = [
+        (statemachine.InstanceNotFound("abc"), LookupError),
+        (statemachine.WorkflowNotFound("w"), LookupError),
+        (statemachine.DefinitionError("bad"), ValueError),
+        (statemachine.InputValidationError("bad input"), ValueError),
+        (statemachine.StepTimeoutError("slow", step="s"), TimeoutError),
+    ]
+    for error, builtin in cases:
+        assert isinstance(error, builtin) and isinstance(error, statemachine.StatemachineError)
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert isinstance(again, builtin)
