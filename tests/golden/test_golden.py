@@ -52,7 +52,7 @@ def test_recorded_instances_resume_and_end_as_they_did(db_url: str) -> None:
 
 def test_the_recording_covers_every_step_type() -> None:
     kinds = {
-        step["type"] if "type" in step else "task"
+        step.get("type", "task")
         for row in GOLDEN["rows"]["sm_definition"]
         for step in _steps(json.loads(row["body"])["steps"])
     }
