@@ -92,7 +92,7 @@ def definitions() -> list[WorkflowDefinition]:
         .loop(
             "again", condition="count.count < 3", target="count", interval="30m", max_iterations=10
         )
-        .build(),  # fmt: skip
+        .build(),
         workflow("g-map")
         .map(
             "each",
