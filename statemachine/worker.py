@@ -277,6 +277,8 @@ async def drain(engine: Engine, limit: int = 100) -> int:
             try:
                 if await drive(engine, iid):
                     progressed += 1
+            except executor.HandlerInterrupted:
+                raise  # a handler's SystemExit/KeyboardInterrupt reaches run_due's caller
             except Exception:
                 _log.exception("instance %s could not run; the others go on", iid)
         advanced += progressed
