@@ -144,6 +144,7 @@ class Repository:
         self.url = database.normalise_url(url)
         self.engine: SAEngine = database.connect(self.url, synchronous=synchronous)
         self.dialect = self.engine.dialect.name
+        self.reads = database.reader(self.engine)  # never writes: no write lock (SQLite)
         database.upgrade(self.engine)
         self._prepare()
         self.fast = fastpath.FastPath(self.dialect)
@@ -201,7 +202,7 @@ class Repository:
                 self._insert_ignore(conn, D, row, ["hash"])
 
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
@@ -227,12 +228,12 @@ class Repository:
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
             return None
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
 
     def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             query = (
                 sa.select(S)
                 .where(S.c.instance_id == instance_id)
@@ -264,7 +265,7 @@ class Repository:
         if parent_id:
             query = query.where(IT.c.parent_id == parent_id)
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
     def prune(self, before: datetime, limit: int = 10_000) -> int:
@@ -288,7 +289,7 @@ class Repository:
         """SQLite: fold the WAL back into the database file so it does not grow without bound."""
         if self.dialect != "sqlite":
             return
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -304,7 +305,7 @@ class Repository:
     def max_concurrent(self) -> dict[str, int]:
         """Every stored limit, by workflow name."""
         query = sa.select(W.c.name, W.c.max_concurrent).where(W.c.max_concurrent.is_not(None))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return {name: int(limit) for name, limit in conn.execute(query).all()}
 
     def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
@@ -337,7 +338,7 @@ class Repository:
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             records.HistoryEntry(
@@ -436,7 +437,7 @@ class Repository:
             .order_by(IT.c.wake_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return [r[0] for r in conn.execute(query).all()]
 
     def heartbeat(self, instance_id: str, epoch: int, until: datetime) -> bool:
@@ -451,7 +452,7 @@ class Repository:
     def taken(self, held: dict[str, int]) -> builtins.list[str]:
         """Of these leases (instance id -> epoch), the ones fenced since: cancelled, or taken over."""
         query = sa.select(IT.c.id, IT.c.lease_epoch).where(IT.c.id.in_(builtins.list(held)))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             current = {r[0]: r[1] for r in conn.execute(query).all()}
         return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
 
@@ -572,7 +573,7 @@ class Repository:
             .where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None))
             .order_by(E.c.id)
         )
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC))
