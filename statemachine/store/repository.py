@@ -173,6 +173,21 @@ class Repository:
             set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys},
         )
 
+    # -- lease time: the database's clock where it has one --------------------------------
+    def _expired(self, now: datetime) -> Any:
+        """True where a lease has run out. On Postgres by the database's clock, so a worker
+        whose clock runs ahead cannot take over live instances; SQLite has no clock of its
+        own (every engine on a file shares the machine's), so the engine's clock stands in."""
+        if self.dialect == "postgresql":
+            return IT.c.lease_expires_at <= sa.func.now()
+        return IT.c.lease_expires_at <= now
+
+    def _until(self, now: datetime, until: datetime) -> Any:
+        """A lease's new expiry: ``until - now`` from the database's now() on Postgres."""
+        if self.dialect == "postgresql":
+            return sa.func.now() + sa.literal(until - now, sa.Interval())
+        return until
+
     def close(self) -> None:
         self.committer.close()
         self.engine.dispose()
@@ -358,14 +373,18 @@ class Repository:
         """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered)."""
         with self.tx() as conn:
             row = conn.execute(
-                sa.select(IT.c.lease_owner, IT.c.lease_expires_at, IT.c.lease_epoch, IT.c.status)
+                sa.select(
+                    IT.c.lease_owner,
+                    IT.c.lease_epoch,
+                    IT.c.status,
+                    self._expired(now).label("expired"),
+                )
                 .where(IT.c.id == instance_id)
                 .with_for_update(skip_locked=True)
             ).first()
             if row is None:
                 return None
-            expires = utc(row.lease_expires_at)
-            free = row.lease_owner is None or expires is None or expires <= now
+            free = row.lease_owner is None or row.expired is None or bool(row.expired)
             if not free and row.lease_owner != owner:
                 return None
             recovered = (
@@ -374,7 +393,7 @@ class Repository:
             epoch = row.lease_epoch + 1
             values: dict[str, Any] = {
                 "lease_owner": owner,
-                "lease_expires_at": until,
+                "lease_expires_at": self._until(now, until),
                 "lease_epoch": epoch,
             }
             if recovered:
@@ -390,7 +409,7 @@ class Repository:
         The batch form of ``claim`` + ``get`` for a worker: one commit for many instances.
         Postgres skips rows other workers are claiming (SKIP LOCKED) instead of waiting.
         """
-        lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
+        lease_free = sa.or_(IT.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(IT)
             .where(IT.c.status.in_(RUNNABLE), IT.c.wake_at <= now, lease_free)
@@ -404,7 +423,7 @@ class Repository:
             .where(IT.c.id == b("p_id"))
             .values(
                 lease_owner=owner,
-                lease_expires_at=until,
+                lease_expires_at=self._until(now, until),
                 lease_epoch=b("p_epoch"),
                 recoveries=IT.c.recoveries + b("p_recovered"),
             )
@@ -430,7 +449,7 @@ class Repository:
 
     def due(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids that have work now: runnable, woken, and not leased by a live worker."""
-        lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
+        lease_free = sa.or_(IT.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(IT.c.id)
             .where(IT.c.status.in_(RUNNABLE), IT.c.wake_at <= now, lease_free)
@@ -440,12 +459,12 @@ class Repository:
         with self.reads.connect() as conn:
             return [r[0] for r in conn.execute(query).all()]
 
-    def heartbeat(self, instance_id: str, epoch: int, until: datetime) -> bool:
+    def heartbeat(self, instance_id: str, epoch: int, now: datetime, until: datetime) -> bool:
         with self.tx() as conn:
             res = conn.execute(
                 sa.update(IT)
                 .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch)
-                .values(lease_expires_at=until)
+                .values(lease_expires_at=self._until(now, until))
             )
             return bool(res.rowcount)
 
