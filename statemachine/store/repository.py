@@ -76,6 +76,8 @@ class InstanceRecord:
     started_at: datetime | None
     completed_at: datetime | None
     history_seq: int = 0  # grows with every transition: a control call's compare-and-set
+    crashes: int = 0  # deaths of a worker while its handler ran: a suspect from one on
+    lease_alone: bool = False  # its lease's holder runs nothing else meanwhile
 
 
 @dataclass
@@ -368,15 +370,18 @@ class Repository:
 
     # -- leases --------------------------------------------------------------------------
     def claim(
-        self, instance_id: str, owner: str, now: datetime, until: datetime
+        self, instance_id: str, owner: str, now: datetime, until: datetime, *, alone: bool = False
     ) -> tuple[int, bool] | None:
-        """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered)."""
+        """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered).
+        ``alone``: the claimant runs nothing else while it holds this lease (see ``takeover``)."""
         with self.tx() as conn:
             row = conn.execute(
                 sa.select(
                     IT.c.lease_owner,
                     IT.c.lease_epoch,
                     IT.c.status,
+                    IT.c.state,
+                    IT.c.lease_alone,
                     self._expired(now).label("expired"),
                 )
                 .where(IT.c.id == instance_id)
@@ -395,19 +400,29 @@ class Repository:
                 "lease_owner": owner,
                 "lease_expires_at": self._until(now, until),
                 "lease_epoch": epoch,
+                "lease_alone": alone,
             }
             if recovered:
-                values["recoveries"] = IT.c.recoveries + 1
+                crashed, blamed = takeover(row.state, bool(row.lease_alone))
+                values["crashes"] = IT.c.crashes + crashed
+                values["recoveries"] = IT.c.recoveries + blamed
             conn.execute(sa.update(IT).where(IT.c.id == instance_id).values(**values))
             return epoch, recovered
 
     def claim_due(
-        self, owner: str, now: datetime, until: datetime, limit: int
-    ) -> builtins.list[tuple[int, bool, InstanceRecord]]:
+        self, owner: str, now: datetime, until: datetime, limit: int, *, idle: bool = False
+    ) -> Claims:
         """Claim up to ``limit`` due instances in one transaction: (epoch, recovered, record).
 
         The batch form of ``claim`` + ``get`` for a worker: one commit for many instances.
         Postgres skips rows other workers are claiming (SKIP LOCKED) instead of waiting.
+
+        A suspect (an instance whose handler was running when a worker died) runs alone, so
+        that its next death is its own: an ``idle`` worker (running nothing) claims the first
+        suspect due and nothing else (its lease marked ``lease_alone``), a busy one claims
+        none, and ``Claims.deferred`` says how many it left (the worker stops claiming until
+        it is idle). A dead worker's lease on a suspect it leaves is still taken back, so the
+        death is counted once.
         """
         lease_free = sa.or_(IT.c.lease_owner.is_(None), self._expired(now))
         query = (
@@ -418,33 +433,33 @@ class Repository:
             .with_for_update(skip_locked=True)
         )
         b = sa.bindparam
-        update = (
-            sa.update(IT)
-            .where(IT.c.id == b("p_id"))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=self._until(now, until),
-                lease_epoch=b("p_epoch"),
-                recoveries=IT.c.recoveries + b("p_recovered"),
-            )
+        values = {
+            "lease_epoch": b("p_epoch"),
+            "recoveries": IT.c.recoveries + b("p_blamed"),
+            "crashes": IT.c.crashes + b("p_crashed"),
+        }
+        update = sa.update(IT).where(IT.c.id == b("p_id"))
+        claim = update.values(
+            lease_owner=owner,
+            lease_expires_at=self._until(now, until),
+            lease_alone=b("p_alone"),
+            **values,
         )
-        claimed: builtins.list[tuple[int, bool, InstanceRecord]] = []
+        leave = update.values(lease_owner=None, lease_expires_at=None, lease_alone=False, **values)
+        claimed = Claims()
         with self.tx() as conn:
-            for row in conn.execute(query).mappings().all():
-                rec = _instance(row)
-                recovered = rec.lease_owner is not None and rec.lease_owner != owner
-                rec.lease_epoch += 1
-                rec.lease_owner, rec.lease_expires_at = owner, until
-                rec.recoveries += int(recovered)
-                claimed.append((rec.lease_epoch, recovered, rec))
-            if claimed:
-                conn.execute(
-                    update,
-                    [
-                        {"p_id": r.id, "p_epoch": e, "p_recovered": int(rec)}
-                        for e, rec, r in claimed
-                    ],
-                )
+            rows = [_instance(row) for row in conn.execute(query).mappings().all()]
+            taken, left = _isolate([_Takeover.of(rec, owner) for rec in rows], idle)
+            for t in taken:
+                claimed.append((t.rec.lease_epoch, t.recovered, t.rec))
+                t.rec.lease_owner, t.rec.lease_expires_at = owner, until
+            if taken:
+                conn.execute(claim, [t.params() | {"p_alone": t.rec.lease_alone} for t in taken])
+            # suspects left here: a dead worker's lease is given up, its death counted now
+            dead = [t.params() for t in left if t.recovered]
+            if dead:
+                conn.execute(leave, dead)
+            claimed.deferred = len(left)
         return claimed
 
     def due(self, now: datetime, limit: int) -> builtins.list[str]:
@@ -475,12 +490,22 @@ class Repository:
             current = {r[0]: r[1] for r in conn.execute(query).all()}
         return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
 
-    def release(self, instance_id: str, epoch: int, *, recovery: bool = False) -> None:
+    def release(
+        self, instance_id: str, epoch: int, *, recovery: bool = False, cleared: bool = False
+    ) -> None:
         """Give the lease up; with ``recovery`` the run was cut short (a handler raised
-        SystemExit...): that counts towards dead-lettering, as a takeover after a crash does."""
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        SystemExit...): that counts towards dead-lettering, as a death while it ran alone does.
+        ``cleared``: the run went well, so the instance is no longer a suspect."""
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "lease_alone": False,
+        }
         if recovery:
             values["recoveries"] = IT.c.recoveries + 1
+            values["crashes"] = IT.c.crashes + 1
+        elif cleared:
+            values["crashes"] = 0
         with self.tx() as conn:
             conn.execute(
                 sa.update(IT)
@@ -608,6 +633,68 @@ class Repository:
             )
 
 
+class Claims(builtins.list[tuple[int, bool, InstanceRecord]]):
+    """A worker's claims: (epoch, recovered, record); ``deferred`` suspects were due but left
+    for the worker to take alone once it is idle."""
+
+    deferred: int = 0
+
+
+def handler_in_flight(state: dict[str, Any] | None) -> bool:
+    """Whether a handler of the instance may have been running: a step in phase ``run`` is
+    committed before its handler starts and replaced in the commit of its result."""
+    extra = (state or {}).get("extra") or {}
+    return any(isinstance(x, dict) and x.get("phase") == "run" for x in extra.values())
+
+
+def takeover(state: dict[str, Any] | None, alone: bool) -> tuple[int, int]:
+    """A dead worker's lease taken over: the (crashes, recoveries) it adds. A death counts
+    against an instance only if its handler was running then, and is blamed on it (towards
+    dead-lettering) only if it ran alone: else any neighbour's handler may have killed it."""
+    if not handler_in_flight(state):
+        return 0, 0
+    return 1, int(alone)
+
+
+@dataclass
+class _Takeover:
+    rec: InstanceRecord  # as it is once claimed: epoch, crashes and recoveries moved on
+    recovered: bool
+    crashed: int
+    blamed: int
+
+    @classmethod
+    def of(cls, rec: InstanceRecord, owner: str) -> _Takeover:
+        recovered = rec.lease_owner is not None and rec.lease_owner != owner
+        crashed, blamed = takeover(rec.state, rec.lease_alone) if recovered else (0, 0)
+        rec.lease_epoch += 1
+        rec.crashes += crashed
+        rec.recoveries += blamed
+        return cls(rec, recovered, crashed, blamed)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "p_id": self.rec.id,
+            "p_epoch": self.rec.lease_epoch,
+            "p_blamed": self.blamed,
+            "p_crashed": self.crashed,
+        }
+
+
+def _isolate(
+    found: builtins.list[_Takeover], idle: bool
+) -> tuple[builtins.list[_Takeover], builtins.list[_Takeover]]:
+    """(to claim, suspects left): an idle worker takes the first suspect alone, a busy one
+    every instance but the suspects."""
+    suspects = [t for t in found if t.rec.crashes > 0]
+    if suspects and idle:
+        suspects[0].rec.lease_alone = True
+        return suspects[:1], suspects[1:]
+    for t in found:
+        t.rec.lease_alone = False
+    return [t for t in found if t.rec.crashes == 0], suspects
+
+
 def _instance(r: sa.RowMapping) -> InstanceRecord:
     return InstanceRecord(
         id=r["id"],
@@ -631,6 +718,8 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
         started_at=utc(r["started_at"]),
         completed_at=utc(r["completed_at"]),
         history_seq=r["history_seq"],
+        crashes=r["crashes"],
+        lease_alone=bool(r["lease_alone"]),
     )
 
 
