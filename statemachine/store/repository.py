@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as SAEngine
 
 from statemachine import errors, records
-from statemachine.store import committer, database, fastpath, tables
+from statemachine.store import committer, database, fastpath, suspects, tables
 
 IT = tables.InstanceRow.__table__  # type: ignore[attr-defined]
 S = tables.StepRow.__table__  # type: ignore[attr-defined]
@@ -306,7 +306,7 @@ class Repository:
         """SQLite: fold the WAL back into the database file so it does not grow without bound."""
         if self.dialect != "sqlite":
             return
-        with self.reads.connect() as conn:
+        with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -373,7 +373,7 @@ class Repository:
         self, instance_id: str, owner: str, now: datetime, until: datetime, *, alone: bool = False
     ) -> tuple[int, bool] | None:
         """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered).
-        ``alone``: the claimant runs nothing else while it holds this lease (see ``takeover``)."""
+        ``alone``: the claimant runs nothing else while it holds this lease (see ``suspects.takeover``)."""
         with self.tx() as conn:
             row = conn.execute(
                 sa.select(
@@ -403,7 +403,7 @@ class Repository:
                 "lease_alone": alone,
             }
             if recovered:
-                crashed, blamed = takeover(row.state, bool(row.lease_alone))
+                crashed, blamed = suspects.takeover(row.state, bool(row.lease_alone))
                 values["crashes"] = IT.c.crashes + crashed
                 values["recoveries"] = IT.c.recoveries + blamed
             conn.execute(sa.update(IT).where(IT.c.id == instance_id).values(**values))
@@ -449,7 +449,7 @@ class Repository:
         claimed = Claims()
         with self.tx() as conn:
             rows = [_instance(row) for row in conn.execute(query).mappings().all()]
-            taken, left = _isolate([_Takeover.of(rec, owner) for rec in rows], idle)
+            taken, left = suspects.isolate([suspects.Takeover.of(rec, owner) for rec in rows], idle)
             for t in taken:
                 claimed.append((t.rec.lease_epoch, t.recovered, t.rec))
                 t.rec.lease_owner, t.rec.lease_expires_at = owner, until
@@ -638,61 +638,6 @@ class Claims(builtins.list[tuple[int, bool, InstanceRecord]]):
     for the worker to take alone once it is idle."""
 
     deferred: int = 0
-
-
-def handler_in_flight(state: dict[str, Any] | None) -> bool:
-    """Whether a handler of the instance may have been running: a step in phase ``run`` is
-    committed before its handler starts and replaced in the commit of its result."""
-    extra = (state or {}).get("extra") or {}
-    return any(isinstance(x, dict) and x.get("phase") == "run" for x in extra.values())
-
-
-def takeover(state: dict[str, Any] | None, alone: bool) -> tuple[int, int]:
-    """A dead worker's lease taken over: the (crashes, recoveries) it adds. A death counts
-    against an instance only if its handler was running then, and is blamed on it (towards
-    dead-lettering) only if it ran alone: else any neighbour's handler may have killed it."""
-    if not handler_in_flight(state):
-        return 0, 0
-    return 1, int(alone)
-
-
-@dataclass
-class _Takeover:
-    rec: InstanceRecord  # as it is once claimed: epoch, crashes and recoveries moved on
-    recovered: bool
-    crashed: int
-    blamed: int
-
-    @classmethod
-    def of(cls, rec: InstanceRecord, owner: str) -> _Takeover:
-        recovered = rec.lease_owner is not None and rec.lease_owner != owner
-        crashed, blamed = takeover(rec.state, rec.lease_alone) if recovered else (0, 0)
-        rec.lease_epoch += 1
-        rec.crashes += crashed
-        rec.recoveries += blamed
-        return cls(rec, recovered, crashed, blamed)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "p_id": self.rec.id,
-            "p_epoch": self.rec.lease_epoch,
-            "p_blamed": self.blamed,
-            "p_crashed": self.crashed,
-        }
-
-
-def _isolate(
-    found: builtins.list[_Takeover], idle: bool
-) -> tuple[builtins.list[_Takeover], builtins.list[_Takeover]]:
-    """(to claim, suspects left): an idle worker takes the first suspect alone, a busy one
-    every instance but the suspects."""
-    suspects = [t for t in found if t.rec.crashes > 0]
-    if suspects and idle:
-        suspects[0].rec.lease_alone = True
-        return suspects[:1], suspects[1:]
-    for t in found:
-        t.rec.lease_alone = False
-    return [t for t in found if t.rec.crashes == 0], suspects
 
 
 def _instance(r: sa.RowMapping) -> InstanceRecord:
