@@ -645,6 +645,7 @@ class Engine:
                 # a dead-lettered instance starts counting its workers' deaths afresh (DBOS's
                 # resume does the same): else one more crash dead-letters it again at once
                 "recoveries": 0,
+                "crashes": 0,
             },
             "workflow.retried",
             fence=True,

@@ -64,7 +64,7 @@ class LeaseKeeper:
         until = now + timedelta(seconds=self.engine.settings.lease)
         for runner in list(self.engine.held.values()):
             try:
-                if self.engine.repo.heartbeat(runner.rec.id, runner.epoch, until):
+                if self.engine.repo.heartbeat(runner.rec.id, runner.epoch, now, until):
                     self.extended += 1
             except errors.StatemachineError:
                 continue

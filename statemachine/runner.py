@@ -490,7 +490,7 @@ class InstanceRunner:
             return
         self.last_beat = now
         until = now + timedelta(seconds=self.engine.settings.lease)
-        if not self.engine.repo.heartbeat(self.rec.id, self.epoch, until):
+        if not self.engine.repo.heartbeat(self.rec.id, self.epoch, now, until):
             raise errors.LeaseLost(f"instance {self.rec.id} was taken over")
 
     async def execute(self, path: str) -> Outcome:

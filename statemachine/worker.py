@@ -152,9 +152,11 @@ async def drive(
         epoch, rec = claimed
     else:
         now = engine.clock.now()
-        claim = engine.repo.claim(
-            instance_id, engine.worker_id, now, now + timedelta(seconds=engine.settings.lease)
-        )
+        until = now + timedelta(seconds=engine.settings.lease)
+        # nothing else runs here now: a death while this runs is this instance's doing (its
+        # children run inline, with this one held: theirs are not counted as alone)
+        alone = not engine.held and engine.active_runners == 0
+        claim = engine.repo.claim(instance_id, engine.worker_id, now, until, alone=alone)
         if claim is None:
             return False
         epoch, _ = claim
@@ -162,7 +164,7 @@ async def drive(
         if found is None:
             return False
         rec = found
-    released = interrupted = False
+    released = interrupted = ran = False
     try:
         if rec.status not in repo.RUNNABLE:
             return False
@@ -188,6 +190,7 @@ async def drive(
         engine.held[instance_id] = runner
         try:
             await runner.run()
+            ran = not runner.lost
         except executor.HandlerInterrupted:
             interrupted = True
             for task in runner.inflight.values():  # its siblings' results would be lost anyway
@@ -203,14 +206,15 @@ async def drive(
     finally:
         if not released:
             with contextlib.suppress(errors.StatemachineError):
-                engine.repo.release(instance_id, epoch, recovery=interrupted)
+                engine.repo.release(instance_id, epoch, recovery=interrupted, cleared=ran)
 
 
-async def _claim(engine: Engine, limit: int) -> list[tuple[int, bool, repo.InstanceRecord]]:
-    """Due instances, claimed in one transaction on the committer thread (it owns the write lock)."""
+async def _claim(engine: Engine, limit: int, idle: bool = False) -> repo.Claims:
+    """Due instances, claimed in one transaction on the committer thread (it owns the write
+    lock); an ``idle`` worker may claim a suspect, alone (``Repository.claim_due``)."""
     now = engine.clock.now()
     until = now + timedelta(seconds=engine.settings.lease)
-    job = functools.partial(engine.repo.claim_due, engine.worker_id, now, until, limit)
+    job = functools.partial(engine.repo.claim_due, engine.worker_id, now, until, limit, idle=idle)
     return await asyncio.wrap_future(engine.repo.committer.call(job))
 
 
@@ -244,7 +248,7 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     error = {
         "type": "DeadLettered",
         "message": f"the instance's worker died (or a handler raised SystemExit or the like) "
-        f"{rec.recoveries} times while running it",
+        f"{rec.recoveries} times while running it alone",
     }
     engine.repo.commit_transition(
         repo.Transition(
@@ -287,6 +291,12 @@ async def drain(engine: Engine, limit: int = 100) -> int:
     return advanced
 
 
+def _isolating(engine: Engine) -> bool:
+    """A suspect runs here alone (``Repository.claim_due``): nothing else may start meanwhile,
+    so that, should the process die, the death is known to be its doing."""
+    return any(runner.rec.lease_alone for runner in engine.held.values())
+
+
 def abort_taken(engine: Engine) -> None:
     """Stop at once the runners whose instance another process fenced (a cancel): one read per
     poll interval, so a cancel reaches a running handler within it, not at the next heartbeat."""
@@ -302,6 +312,8 @@ def abort_taken(engine: Engine) -> None:
 async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Event) -> None:
     """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set."""
     running: dict[str, asyncio.Task[bool]] = {}
+    suspect = False  # a suspect is due: claim nothing more until idle, then run it alone
+    alone: str | None = None  # the suspect this worker runs alone: nothing else starts meanwhile
     checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
     watch_at = time.monotonic() + poll
     while not stop.is_set():
@@ -318,13 +330,18 @@ async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Ev
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
-        free = concurrency - len(running)
+        isolated = alone in running or _isolating(engine)
+        free = 0 if isolated or (suspect and running) else concurrency - len(running)
         if free > 0:
-            for epoch, _, rec in await _claim(engine, free):
+            claims = await _claim(engine, free, idle=not running and not engine.held)
+            suspect = claims.deferred > 0
+            for epoch, _, rec in claims:
                 task = asyncio.ensure_future(
                     drive(engine, rec.id, (epoch, rec), stop=stop, counted=True)
                 )
                 running[rec.id] = task
+                if rec.lease_alone:
+                    alone = rec.id
                 # claimed work waiting here counts: runners then share commits, not take turns
                 engine.active_runners += 1
                 task.add_done_callback(_finished(engine, rec.id, stop))

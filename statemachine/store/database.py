@@ -16,6 +16,13 @@ from sqlalchemy.engine import Engine as SAEngine
 from statemachine import errors
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "statemachine_read_only"  # execution option of connections that never write
+
+
+def reader(engine: SAEngine) -> SAEngine:
+    """The same engine (and pool) for reads: on SQLite its transactions are deferred, so a
+    read never waits for another connection's write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def normalise_url(url: str | None) -> str:
@@ -95,6 +102,11 @@ def _sqlite_setup(engine: SAEngine, synchronous: str, busy_timeout_ms: int) -> N
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # a reader: a deferred transaction reads WAL's last committed snapshot at once,
+            # where BEGIN IMMEDIATE would queue behind another process's write
+            conn.exec_driver_sql("BEGIN")
+            return
         # a deferred transaction that reads then writes fails at once with "database is locked"
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

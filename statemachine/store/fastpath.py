@@ -25,6 +25,8 @@ _CHUNK = 64
 _EXACT = 8  # this many rows or fewer go in one statement of their own size
 
 
+# Postgres: a lease runs from the database's clock (its length is the parameter)
+_LEASE = "now() + CAST(? AS interval)"
 _dumps = jsontext.encoder(allow_nan=True)  # as the SQLAlchemy JSON type writes it (json.dumps)
 
 
@@ -80,19 +82,37 @@ class FastPath:
     def json(value: Any) -> str:
         return "null" if value is None else _dumps(value)
 
+    def lease(self, values: dict[str, Any]) -> Any:
+        """The ``lease_expires_at`` parameter of a row the engine writes: the engine sets it to
+        its now + the lease, with ``updated_at`` its now. Postgres keeps only the lease's
+        length (``_LEASE``: it runs from the database's now(), so every lease is set and
+        compared on one clock, whatever each worker's says); SQLite, the time itself."""
+        until = values["lease_expires_at"]
+        if until is None or not self.pg:
+            return self.time(until)
+        return until - values["updated_at"]
+
     def insert_instance(self, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
         """INSERT a new instance unless its id exists (RETURNING tells which: rowcount lies)."""
         columns = list(values)
-        marks = ", ".join(self._json_cast if c in _JSON_INSTANCE else "?" for c in columns)
+        lease = _LEASE if self.pg else "?"
+        marks = ", ".join(
+            self._json_cast if c in _JSON_INSTANCE else lease if c == "lease_expires_at" else "?"
+            for c in columns
+        )
         sql = self._sql(
             f"INSERT INTO sm_instance ({', '.join(columns)}) VALUES ({marks}) "
             "ON CONFLICT (id) DO NOTHING RETURNING id"
         )
-        params = tuple(
-            self.json(v) if c in _JSON_INSTANCE else self.time(v) if isinstance(v, datetime) else v
-            for c, v in values.items()
-        )
-        return sql, params
+        return sql, tuple(self._insert_param(values, c) for c in columns)
+
+    def _insert_param(self, values: dict[str, Any], column: str) -> Any:
+        value = values[column]
+        if column in _JSON_INSTANCE:
+            return self.json(value)
+        if column == "lease_expires_at":
+            return self.lease(values)
+        return self.time(value) if isinstance(value, datetime) else value
 
     def _update_sql(self, release: bool, status: bool, wake: bool) -> str:
         """The runner's UPDATE, without the columns it knows are already stored: an indexed
@@ -114,9 +134,8 @@ class FastPath:
                 sets.append("wake_at = ?")
             sets += ["started_at = ?", "completed_at = ?", "updated_at = ?"]
             # the fenced UPDATE is a heartbeat too: a runner that commits needs no other
-            sets.append(
-                "lease_owner = NULL, lease_expires_at = NULL" if release else "lease_expires_at = ?"
-            )
+            lease = f"lease_expires_at = {_LEASE if self.pg else '?'}"
+            sets.append("lease_owner = NULL, lease_expires_at = NULL" if release else lease)
             sets.append("history_seq = history_seq + ?")
             sql = self._updates[key] = self._sql(
                 f"UPDATE sm_instance SET {', '.join(sets)} "
@@ -154,7 +173,7 @@ class FastPath:
             self.time(values["updated_at"]),
         ]  # fmt: skip
         if not release:
-            params.append(self.time(values["lease_expires_at"]))
+            params.append(self.lease(values))
         params += [count, instance_id, epoch, int(abort_if_paused)]
         return self._update_sql(release, set_status, set_wake), tuple(params)
 

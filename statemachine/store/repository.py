@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as SAEngine
 
 from statemachine import errors, records
-from statemachine.store import committer, database, fastpath, tables
+from statemachine.store import committer, database, fastpath, suspects, tables
 
 IT = tables.InstanceRow.__table__  # type: ignore[attr-defined]
 S = tables.StepRow.__table__  # type: ignore[attr-defined]
@@ -76,6 +76,8 @@ class InstanceRecord:
     started_at: datetime | None
     completed_at: datetime | None
     history_seq: int = 0  # grows with every transition: a control call's compare-and-set
+    crashes: int = 0  # deaths of a worker while its handler ran: a suspect from one on
+    lease_alone: bool = False  # its lease's holder runs nothing else meanwhile
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Repository:
         self.url = database.normalise_url(url)
         self.engine: SAEngine = database.connect(self.url, synchronous=synchronous)
         self.dialect = self.engine.dialect.name
+        self.reads = database.reader(self.engine)  # never writes: no write lock (SQLite)
         database.upgrade(self.engine)
         self._prepare()
         self.fast = fastpath.FastPath(self.dialect)
@@ -171,6 +174,21 @@ class Repository:
             index_elements=keys,
             set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys},
         )
+
+    # -- lease time: the database's clock where it has one --------------------------------
+    def _expired(self, now: datetime) -> Any:
+        """True where a lease has run out. On Postgres by the database's clock, so a worker
+        whose clock runs ahead cannot take over live instances; SQLite has no clock of its
+        own (every engine on a file shares the machine's), so the engine's clock stands in."""
+        if self.dialect == "postgresql":
+            return IT.c.lease_expires_at <= sa.func.now()
+        return IT.c.lease_expires_at <= now
+
+    def _until(self, now: datetime, until: datetime) -> Any:
+        """A lease's new expiry: ``until - now`` from the database's now() on Postgres."""
+        if self.dialect == "postgresql":
+            return sa.func.now() + sa.literal(until - now, sa.Interval())
+        return until
 
     def close(self) -> None:
         self.committer.close()
@@ -231,7 +249,7 @@ class Repository:
             )
 
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
@@ -257,12 +275,12 @@ class Repository:
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
             return None
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
 
     def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             query = (
                 sa.select(S)
                 .where(S.c.instance_id == instance_id)
@@ -294,7 +312,7 @@ class Repository:
         if parent_id:
             query = query.where(IT.c.parent_id == parent_id)
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
     def prune(self, before: datetime, limit: int = 10_000) -> int:
@@ -334,7 +352,7 @@ class Repository:
     def max_concurrent(self) -> dict[str, int]:
         """Every stored limit, by workflow name."""
         query = sa.select(W.c.name, W.c.max_concurrent).where(W.c.max_concurrent.is_not(None))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return {name: int(limit) for name, limit in conn.execute(query).all()}
 
     def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
@@ -367,7 +385,7 @@ class Repository:
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             records.HistoryEntry(
@@ -382,19 +400,26 @@ class Repository:
 
     # -- leases --------------------------------------------------------------------------
     def claim(
-        self, instance_id: str, owner: str, now: datetime, until: datetime
+        self, instance_id: str, owner: str, now: datetime, until: datetime, *, alone: bool = False
     ) -> tuple[int, bool] | None:
-        """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered)."""
+        """Take the lease if it is free, ours, or expired; returns (epoch, was_recovered).
+        ``alone``: the claimant runs nothing else while it holds this lease (see ``suspects.takeover``)."""
         with self.tx() as conn:
             row = conn.execute(
-                sa.select(IT.c.lease_owner, IT.c.lease_expires_at, IT.c.lease_epoch, IT.c.status)
+                sa.select(
+                    IT.c.lease_owner,
+                    IT.c.lease_epoch,
+                    IT.c.status,
+                    IT.c.state,
+                    IT.c.lease_alone,
+                    self._expired(now).label("expired"),
+                )
                 .where(IT.c.id == instance_id)
                 .with_for_update(skip_locked=True)
             ).first()
             if row is None:
                 return None
-            expires = utc(row.lease_expires_at)
-            free = row.lease_owner is None or expires is None or expires <= now
+            free = row.lease_owner is None or row.expired is None or bool(row.expired)
             if not free and row.lease_owner != owner:
                 return None
             recovered = (
@@ -403,23 +428,33 @@ class Repository:
             epoch = row.lease_epoch + 1
             values: dict[str, Any] = {
                 "lease_owner": owner,
-                "lease_expires_at": until,
+                "lease_expires_at": self._until(now, until),
                 "lease_epoch": epoch,
+                "lease_alone": alone,
             }
             if recovered:
-                values["recoveries"] = IT.c.recoveries + 1
+                crashed, blamed = suspects.takeover(row.state, bool(row.lease_alone))
+                values["crashes"] = IT.c.crashes + crashed
+                values["recoveries"] = IT.c.recoveries + blamed
             conn.execute(sa.update(IT).where(IT.c.id == instance_id).values(**values))
             return epoch, recovered
 
     def claim_due(
-        self, owner: str, now: datetime, until: datetime, limit: int
-    ) -> builtins.list[tuple[int, bool, InstanceRecord]]:
+        self, owner: str, now: datetime, until: datetime, limit: int, *, idle: bool = False
+    ) -> Claims:
         """Claim up to ``limit`` due instances in one transaction: (epoch, recovered, record).
 
         The batch form of ``claim`` + ``get`` for a worker: one commit for many instances.
         Postgres skips rows other workers are claiming (SKIP LOCKED) instead of waiting.
+
+        A suspect (an instance whose handler was running when a worker died) runs alone, so
+        that its next death is its own: an ``idle`` worker (running nothing) claims the first
+        suspect due and nothing else (its lease marked ``lease_alone``), a busy one claims
+        none, and ``Claims.deferred`` says how many it left (the worker stops claiming until
+        it is idle). A dead worker's lease on a suspect it leaves is still taken back, so the
+        death is counted once.
         """
-        lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
+        lease_free = sa.or_(IT.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(IT)
             .where(IT.c.status.in_(RUNNABLE), IT.c.wake_at <= now, lease_free)
@@ -428,69 +463,79 @@ class Repository:
             .with_for_update(skip_locked=True)
         )
         b = sa.bindparam
-        update = (
-            sa.update(IT)
-            .where(IT.c.id == b("p_id"))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=until,
-                lease_epoch=b("p_epoch"),
-                recoveries=IT.c.recoveries + b("p_recovered"),
-            )
+        values = {
+            "lease_epoch": b("p_epoch"),
+            "recoveries": IT.c.recoveries + b("p_blamed"),
+            "crashes": IT.c.crashes + b("p_crashed"),
+        }
+        update = sa.update(IT).where(IT.c.id == b("p_id"))
+        claim = update.values(
+            lease_owner=owner,
+            lease_expires_at=self._until(now, until),
+            lease_alone=b("p_alone"),
+            **values,
         )
-        claimed: builtins.list[tuple[int, bool, InstanceRecord]] = []
+        leave = update.values(lease_owner=None, lease_expires_at=None, lease_alone=False, **values)
+        claimed = Claims()
         with self.tx() as conn:
-            for row in conn.execute(query).mappings().all():
-                rec = _instance(row)
-                recovered = rec.lease_owner is not None and rec.lease_owner != owner
-                rec.lease_epoch += 1
-                rec.lease_owner, rec.lease_expires_at = owner, until
-                rec.recoveries += int(recovered)
-                claimed.append((rec.lease_epoch, recovered, rec))
-            if claimed:
-                conn.execute(
-                    update,
-                    [
-                        {"p_id": r.id, "p_epoch": e, "p_recovered": int(rec)}
-                        for e, rec, r in claimed
-                    ],
-                )
+            rows = [_instance(row) for row in conn.execute(query).mappings().all()]
+            taken, left = suspects.isolate([suspects.Takeover.of(rec, owner) for rec in rows], idle)
+            for t in taken:
+                claimed.append((t.rec.lease_epoch, t.recovered, t.rec))
+                t.rec.lease_owner, t.rec.lease_expires_at = owner, until
+            if taken:
+                conn.execute(claim, [t.params() | {"p_alone": t.rec.lease_alone} for t in taken])
+            # suspects left here: a dead worker's lease is given up, its death counted now
+            dead = [t.params() for t in left if t.recovered]
+            if dead:
+                conn.execute(leave, dead)
+            claimed.deferred = len(left)
         return claimed
 
     def due(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids that have work now: runnable, woken, and not leased by a live worker."""
-        lease_free = sa.or_(IT.c.lease_owner.is_(None), IT.c.lease_expires_at <= now)
+        lease_free = sa.or_(IT.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(IT.c.id)
             .where(IT.c.status.in_(RUNNABLE), IT.c.wake_at <= now, lease_free)
             .order_by(IT.c.wake_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return [r[0] for r in conn.execute(query).all()]
 
-    def heartbeat(self, instance_id: str, epoch: int, until: datetime) -> bool:
+    def heartbeat(self, instance_id: str, epoch: int, now: datetime, until: datetime) -> bool:
         with self.tx() as conn:
             res = conn.execute(
                 sa.update(IT)
                 .where(IT.c.id == instance_id, IT.c.lease_epoch == epoch)
-                .values(lease_expires_at=until)
+                .values(lease_expires_at=self._until(now, until))
             )
             return bool(res.rowcount)
 
     def taken(self, held: dict[str, int]) -> builtins.list[str]:
         """Of these leases (instance id -> epoch), the ones fenced since: cancelled, or taken over."""
         query = sa.select(IT.c.id, IT.c.lease_epoch).where(IT.c.id.in_(builtins.list(held)))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             current = {r[0]: r[1] for r in conn.execute(query).all()}
         return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
 
-    def release(self, instance_id: str, epoch: int, *, recovery: bool = False) -> None:
+    def release(
+        self, instance_id: str, epoch: int, *, recovery: bool = False, cleared: bool = False
+    ) -> None:
         """Give the lease up; with ``recovery`` the run was cut short (a handler raised
-        SystemExit...): that counts towards dead-lettering, as a takeover after a crash does."""
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        SystemExit...): that counts towards dead-lettering, as a death while it ran alone does.
+        ``cleared``: the run went well, so the instance is no longer a suspect."""
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "lease_alone": False,
+        }
         if recovery:
             values["recoveries"] = IT.c.recoveries + 1
+            values["crashes"] = IT.c.crashes + 1
+        elif cleared:
+            values["crashes"] = 0
         with self.tx() as conn:
             conn.execute(
                 sa.update(IT)
@@ -602,7 +647,7 @@ class Repository:
             .where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None))
             .order_by(E.c.id)
         )
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC))
@@ -616,6 +661,13 @@ class Repository:
                 .where(IT.c.id == instance_id)
                 .values({"metadata": metadata, "updated_at": now})
             )
+
+
+class Claims(builtins.list[tuple[int, bool, InstanceRecord]]):
+    """A worker's claims: (epoch, recovered, record); ``deferred`` suspects were due but left
+    for the worker to take alone once it is idle."""
+
+    deferred: int = 0
 
 
 def _instance(r: sa.RowMapping) -> InstanceRecord:
@@ -641,6 +693,8 @@ def _instance(r: sa.RowMapping) -> InstanceRecord:
         started_at=utc(r["started_at"]),
         completed_at=utc(r["completed_at"]),
         history_seq=r["history_seq"],
+        crashes=r["crashes"],
+        lease_alone=bool(r["lease_alone"]),
     )
 
 

@@ -56,7 +56,9 @@ class InstanceRow(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_expires_at: datetime | None = _ts()
     lease_epoch: int = 0
-    recoveries: int = 0
+    recoveries: int = 0  # deaths this instance caused: dead-lettered past max_recoveries
+    crashes: int = 0  # deaths while its handler ran, alone or not: a suspect runs alone
+    lease_alone: bool = False  # the lease's holder runs nothing else (see worker.work)
     history_seq: int = 0
     created_at: datetime | None = _ts(index=True)
     started_at: datetime | None = _ts()
