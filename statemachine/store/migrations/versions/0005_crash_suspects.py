@@ -4,15 +4,15 @@
 from the first one on: it then runs alone); ``lease_alone`` marks a lease whose holder runs
 nothing else, so a death under it is this instance's doing and counts in ``recoveries``.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
