@@ -99,9 +99,12 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        parent: Annotated[
+            str | None, Query(description="Only the children of this instance.", pattern=NO_NUL)
+        ] = None,
     ) -> list[Instance]:
         """Newest first."""
-        return engine.list(workflow, status, limit, offset)
+        return engine.list(workflow, status, limit, offset, parent_id=parent)
 
     @api.get("/instances/{instance_id}", summary="Get an instance", tags=["instances"])
     def get_instance(instance_id: InstanceId) -> Instance:

@@ -150,8 +150,10 @@ async def event_stream(
                 if len(rows) == BATCH:
                     continue  # more to catch up on
                 woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({woken, stop}, timeout=POLL_SECONDS)
-                woken.cancel()
+                try:
+                    await asyncio.wait({woken, stop}, timeout=POLL_SECONDS)
+                finally:
+                    woken.cancel()
         finally:
             stop.cancel()
 
