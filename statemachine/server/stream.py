@@ -22,45 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from statemachine.engine import Engine
-from statemachine.store.repository import FeedEntry, Repository
+from statemachine.store.feed import BATCH, Feed
+from statemachine.store.repository import FeedEntry
 
 PING_SECONDS = 15.0  # keeps proxies from closing an idle stream
 POLL_SECONDS = 0.25  # how soon an entry written by another process is streamed
-BATCH = 200  # entries read at a time
 SHUTDOWN_GRACE_SECONDS = 2.0  # time streams get to end by themselves when the server stops
 
 Event = dict[str, Any]
-
-
-class Feed:
-    """One reader's position in the history: what it has sent, and on Postgres the gaps it
-    waits on. Postgres numbers history rows when they are written, not when they commit, so
-    a row may become visible after a higher one; a gap below a visible row is skipped only once
-    every transaction that was running when it was seen has ended (``feed_settled``)."""
-
-    def __init__(self, repo: Repository, instance_id: str | None, cursor: int) -> None:
-        self.repo = repo
-        self.instance_id = instance_id
-        self.cursor = cursor
-        self.final = cursor  # gaps at or below this position are final
-        self.waiting: tuple[int | None, int] | None = None  # (horizon, highest position seen)
-        # one instance's history is numbered under its row's lock: no gap there, ever
-        self.gaps = instance_id is None and repo.dialect == "postgresql"
-
-    def read(self) -> list[FeedEntry]:
-        """The next entries in order (blocking: run it in a thread)."""
-        if self.waiting is not None and self.repo.feed_settled(self.waiting[0]):
-            self.final, self.waiting = max(self.final, self.waiting[1]), None
-        rows = self.repo.history_since(self.instance_id, self.cursor, BATCH)
-        out: list[FeedEntry] = []
-        for row in rows:
-            if self.gaps and row.cursor != self.cursor + 1 and row.cursor > self.final:
-                if self.waiting is None:  # the horizon is taken after the read: it covers it
-                    self.waiting = (self.repo.feed_horizon(), rows[-1].cursor)
-                break
-            out.append(row)
-            self.cursor = row.cursor
-        return out
 
 
 def parse_cursor(value: str | None) -> int | None:

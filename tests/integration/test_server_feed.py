@@ -164,7 +164,7 @@ def test_a_feed_waits_for_a_transaction_that_commits_out_of_order(db_url: str) -
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite has one writer at a time: rows commit in the order they are numbered")
     from statemachine import Engine
-    from statemachine.server.stream import Feed
+    from statemachine.store.feed import Feed
 
     with Engine(db_url) as engine:
         engine.register(workflow("w").pass_("a").build())
