@@ -373,7 +373,10 @@ class Engine:
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        *,
+        parent_id: str | None = None,
     ) -> list[records.WorkflowInstance]:
+        """Instances, newest first; ``parent_id``: only the children of that instance."""
         if status is not None and status not in records.STATUSES:
             hint = issues.did_you_mean(status, records.STATUSES)
             raise errors.InputValidationError(f"unknown status {status!r}{hint}")
@@ -385,7 +388,8 @@ class Engine:
         ):
             raise errors.InputValidationError("limit must be 1..10000 and offset >= 0")
         return [
-            self._instance(r) for r in self.repo.list_instances(workflow, status, limit, offset)
+            self._instance(r)
+            for r in self.repo.list_instances(workflow, status, limit, offset, parent_id)
         ]
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:

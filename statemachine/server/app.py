@@ -15,7 +15,7 @@ from statemachine.engine import Engine
 from statemachine.server import auth, guard, routes, schemas
 from statemachine.server import errors as http_errors
 
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+ASSETS = {"app.js": "text/javascript", "docs.js": "text/javascript", "style.css": "text/css"}
 # the dashboard loads nothing from elsewhere; the stream and API are same-origin
 DASHBOARD_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -78,7 +78,15 @@ def create_app(
     hosts = list(guard.LOCAL_HOSTS if allowed_hosts is None else allowed_hosts)
     if isinstance(allowed_hosts, str) or not all(isinstance(h, str) and h for h in hosts):
         raise errors.InputValidationError("allowed_hosts must be a list of host names")
-    app = FastAPI(title="statemachine", version=_version(), description=DESCRIPTION)
+    # /docs is our own page over /openapi.json (FastAPI's loads Swagger UI from a CDN: blank
+    # offline, and refused by the dashboard's Content-Security-Policy)
+    app = FastAPI(
+        title="statemachine",
+        version=_version(),
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.engine = engine
     http_errors.install(app)
     tickets = auth.Tickets()
@@ -107,11 +115,17 @@ def create_app(
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     index = _asset("index.html")
+    docs = _asset("docs.html")
     assets = {name: _asset(name) for name in ASSETS}
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> HTMLResponse:
         return HTMLResponse(index, headers=DASHBOARD_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        """The API reference, drawn from /openapi.json by a script of ours: works offline."""
+        return HTMLResponse(docs, headers=DASHBOARD_HEADERS)
 
     def static(name: str) -> None:
         def asset() -> Response:

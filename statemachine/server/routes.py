@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Header, Path, Query
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +21,14 @@ MAX_OFFSET = 2**31 - 1  # databases take no larger OFFSET (SQLite: 64-bit; kept 
 # ids and names are text columns, and Postgres text holds no NUL: such a value is a 422 here
 NO_NUL = r"^[^\x00]*$"
 InstanceId = Annotated[str, Path(description="Instance id.", pattern=NO_NUL)]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="Resume after this event's `id:` (EventSource sends it when it reconnects); "
+        "without it the stream starts now.",
+    ),
+]
 SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
 }
@@ -91,9 +99,12 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        parent: Annotated[
+            str | None, Query(description="Only the children of this instance.", pattern=NO_NUL)
+        ] = None,
     ) -> list[Instance]:
         """Newest first."""
-        return engine.list(workflow, status, limit, offset)
+        return engine.list(workflow, status, limit, offset, parent_id=parent)
 
     @api.get("/instances/{instance_id}", summary="Get an instance", tags=["instances"])
     def get_instance(instance_id: InstanceId) -> Instance:
@@ -159,10 +170,15 @@ def stream_router(engine: Engine) -> APIRouter:
         response_class=EventSourceResponse,
         responses=SSE,
     )
-    async def instance_stream(instance_id: InstanceId) -> EventSourceResponse:
-        """Each SSE ``event:`` is the event type, its ``data:`` the JSON payload."""
+    async def instance_stream(
+        instance_id: InstanceId, last_event_id: LastEventId = None
+    ) -> EventSourceResponse:
+        """The instance's history entries as they are written, by any process: each SSE
+        ``event:`` is the entry's type, its ``data:`` the JSON entry (``type``, ``instance_id``,
+        ``workflow_name``, ``step``, ``seq``, ``at`` and the entry's data), its ``id:`` the
+        entry's ``seq``, which ``Last-Event-ID`` resumes after."""
         await run_in_threadpool(engine.get, instance_id)  # 404 before streaming
-        return stream.event_stream(engine, lambda e: e.get("instance_id") == instance_id)
+        return await stream.event_stream(engine, instance_id, last_event_id)
 
     @api.get(
         "/stream",
@@ -172,10 +188,15 @@ def stream_router(engine: Engine) -> APIRouter:
     )
     async def all_streams(
         workflow: Annotated[str | None, Query(description="Only this workflow.")] = None,
+        last_event_id: LastEventId = None,
     ) -> EventSourceResponse:
-        """Each SSE ``event:`` is the event type, its ``data:`` the JSON payload."""
+        """Every instance's history entries as they are written, by any process, in the order
+        they were written: as the instance stream, but the ``id:`` is a position in the whole
+        history, which ``Last-Event-ID`` resumes after."""
         if workflow is None:
-            return stream.event_stream(engine, lambda e: True)
-        return stream.event_stream(engine, lambda e: e.get("workflow_name") == workflow)
+            return await stream.event_stream(engine, None, last_event_id)
+        return await stream.event_stream(
+            engine, None, last_event_id, lambda e: e.workflow_name == workflow
+        )
 
     return api

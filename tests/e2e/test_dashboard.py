@@ -270,3 +270,154 @@ def test_dashboard_stream_reopens_with_a_new_ticket(browser: Any, tmp_path: Path
     text = log.read_text()
     assert text.count("GET /api/stream?ticket=[redacted]") >= 2, text
     assert TOKEN not in text, text
+
+
+@contextlib.contextmanager
+def api_and_worker(tmp_path: Path, log: Path) -> Iterator[str]:
+    """``serve --no-worker`` and a separate ``statemachine worker`` on one SQLite file: the page
+    sees the worker's progress only through the database."""
+    env = {**os.environ, "STATEMACHINE_TOKEN": TOKEN}
+    env.pop("STATEMACHINE_DB", None)
+    app = ["--db", f"sqlite:///{tmp_path}/split.db", "--definitions", "definitions"]
+    app += ["--actions", "examples.actions:ShopActions"]
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    with log.open("ab") as out:
+        for args in (
+            ["serve", *app, "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
+            ["worker", *app],
+        ):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "statemachine", *args],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(procs[0], url, log)
+        yield url
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_failures_compensations_children_event_form_and_offline_docs(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A failed row names its step and error, a legend tells the colours, undone saga steps
+    are drawn compensated, a parent lists its children (and a child links back), the event
+    form (not a prompt box) delivers an event that a separate worker acts on, and /docs draws
+    the API from /openapi.json with nothing loaded from elsewhere."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    log = tmp_path / "serve.log"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    script = driver.execute_script
+    with api_and_worker(tmp_path, log) as url:
+
+        def start(name: str, data: dict[str, Any]) -> str:
+            res = httpx.post(
+                f"{url}/api/workflows/{name}/instances",
+                json={"input": data},
+                headers=auth,
+                timeout=10,
+            )
+            assert res.status_code == 201, res.text
+            iid: str = res.json()["id"]
+            return iid
+
+        def status(iid: str) -> str:
+            got: str = httpx.get(f"{url}/api/instances/{iid}", headers=auth, timeout=10).json()[
+                "status"
+            ]
+            return got
+
+        trip = start("trip-booking", {"city": "Lisbon", "amount": 20_000})  # the card is declined
+        account = start("account-opening", {"email": "ada@example.com"})
+        wait_for("the trip to fail", lambda: status(trip) == "failed", 30, log)
+        wait_for("the account to open", lambda: status(account) == "completed", 30, log)
+
+        # the list: the failed row says where and why; a legend of the colours
+        driver.get(url + f"/?token={TOKEN}")
+        row_error = (
+            "const a = [...document.querySelectorAll('tbody tr')].find((r) => "
+            "r.textContent.includes(arguments[0]));"
+            "return a ? a.querySelector('.row-error')?.textContent : null;"
+        )
+        failed = wait_for("the failed row", lambda: script(row_error, trip), 15, log)
+        assert failed.startswith("charge: ") and "card declined" in failed, failed
+        legend = script(
+            "return [...document.querySelectorAll('.legend .badge')].map(b => b.textContent)"
+        )
+        assert {"completed", "failed", "compensating", "waiting", "cancelled"} <= set(legend)
+        assert driver.save_screenshot(str(tmp_path / "dashboard-list.png"))
+
+        # the saga's undone bookings are drawn compensated
+        driver.get(url + f"/#/instances/{trip}")
+        wait_for("the graph", lambda: node_status(driver, "book-hotel"), 15, log)
+        assert node_status(driver, "book-hotel") == "compensated"
+        assert node_status(driver, "book-flight") == "compensated"
+        assert node_status(driver, "charge") == "failed"
+        assert "compensated (undone)" in driver.find_element(By.CSS_SELECTOR, ".graph .legend").text
+
+        # a parent links to its child, and the child back to its parent
+        driver.get(url + f"/#/instances/{account}")
+        child_link = ".children a"
+        wait_for("the child", lambda: driver.find_elements(By.CSS_SELECTOR, child_link), 15, log)
+        child = driver.find_element(By.CSS_SELECTOR, child_link)
+        child_id = child.text
+        assert child_id.startswith(account)
+        child.click()
+        wait_for(
+            "the child's page",
+            lambda: "kyc-check" in script("return document.querySelector('h1')?.textContent || ''"),
+            15,
+            log,
+        )
+        parent = driver.find_element(By.CSS_SELECTOR, f'.panel a[href="#/instances/{account}"]')
+        assert parent.text == account
+
+        # the event form: what the separate worker does next shows up live, without a reload
+        expense = start("expense-approval", {"amount": 120, "employee": "ada"})
+        driver.get(url + f"/#/instances/{expense}")
+        wait_for("decision waiting", lambda: node_status(driver, "decision") == "waiting", 30, log)
+        wait_for("the live stream", lambda: driver.find_element(By.ID, "live").text == "live", 15)
+        script("window.__e2e_same_page = true;")
+        form = driver.find_element(By.CSS_SELECTOR, "form.send-event")
+        form.find_element(By.NAME, "event-name").send_keys("managerDecision")
+        form.find_element(By.NAME, "event-data").send_keys('{"approved": true, "by": "grace"}')
+        form.find_element(By.XPATH, ".//button[normalize-space()='send event']").click()
+        for step in ("decision", "route", "pay"):
+            wait_for(
+                f"step {step} to turn green",
+                lambda step=step: node_status(driver, step) == "completed",
+                LIVE_SECONDS,
+                log,
+            )
+        assert script("return window.__e2e_same_page === true")
+        assert not driver.find_element(By.ID, "flash").text
+        badge = "return document.querySelector('h1 .badge')?.textContent"
+        wait_for("the instance badge", lambda: script(badge) == "completed", 5, log)
+        assert not driver.find_element(By.CSS_SELECTOR, "form.send-event").is_displayed()
+        assert driver.save_screenshot(str(tmp_path / "dashboard-event-form.png"))
+
+        # /docs: our own page, drawn from /openapi.json; nothing comes from another origin
+        driver.get(url + "/docs")
+        ops = "return document.querySelectorAll('.op').length"
+        wait_for("the API reference", lambda: script(ops) > 10, 15, log)
+        text = driver.find_element(By.ID, "docs").text
+        assert "/api/instances/{instance_id}/stream" in text and "Last-Event-ID" in text
+        resources = script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert resources and all(r.startswith(url) for r in resources), resources
+        assert driver.save_screenshot(str(tmp_path / "dashboard-docs.png"))
+
+        errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+        assert not errors, errors
+    print(f"screenshots in {tmp_path}")

@@ -34,3 +34,35 @@ def test_a_database_at_the_first_revision_is_upgraded(db_url: str) -> None:
         if engine.repo.dialect == "postgresql":  # SQLite does not enforce a VARCHAR's length
             assert columns["name"]["type"].length == 256
     gc.collect()
+
+
+def test_history_written_before_the_feed_cursor_is_numbered_in_order(db_url: str) -> None:
+    """Migration 0005 on a database with history: the rows there get feed positions in the
+    order they were written, and rows written after the upgrade come after them."""
+    wf = workflow("w").pass_("a").pass_("b").build()
+    with Engine(db_url) as engine:
+        engine.register(wf)
+        before = [engine.execute("w", {"n": n}).id for n in range(2)]
+    cfg = Config()
+    cfg.set_main_option("script_location", str(database._MIGRATIONS))
+    sa_engine = database.connect(db_url)
+    with sa_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")  # back to a database without the cursor
+    sa_engine.dispose()
+    with Engine(db_url) as engine:
+        engine.register(wf)
+        after = engine.execute("w", {"n": 2}).id
+        feed = engine.repo.history_since(None, 0, 1000)
+        cursors = [row.cursor for row in feed]
+        assert cursors == sorted(set(cursors))
+        order = [(row.instance_id, row.entry.seq) for row in feed]
+        want = [(i, h.seq) for i in [*before, after] for h in engine.history(i)]
+        assert order == want  # instance by instance, as they ran one after the other
+        last = engine.repo.history_end(None)
+        assert last == cursors[-1]
+        assert engine.repo.history_since(None, last, 10) == []
+        assert [r.entry.seq for r in engine.repo.history_since(after, 2, 100)] == [
+            h.seq for h in engine.history(after) if h.seq > 2
+        ]
+    gc.collect()

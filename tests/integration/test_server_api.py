@@ -609,3 +609,21 @@ def test_a_real_bug_is_a_500_internal_without_details(
     with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:
         err = error_of(client.get("/api/instances"), 500)
     assert err == {"code": "internal", "message": "internal server error"}
+
+
+def test_instances_filter_by_parent(client: TestClient, engine: Engine) -> None:
+    """``?parent=`` lists an instance's children: the dashboard links a parent to them."""
+    engine.register(
+        [
+            workflow("kid").pass_("play", result={"ok": True}).build(),
+            workflow("mom").subworkflow("raise", workflow="kid").build(),
+        ]
+    )
+    mom = start(client, "mom")["id"]
+    other = start(client, "mom")["id"]
+    engine.run_due()
+    kids = client.get("/api/instances", params={"parent": mom}).json()
+    assert [k["workflow_name"] for k in kids] == ["kid"]
+    assert kids[0]["parent_id"] == mom and kids[0]["status"] == "completed"
+    assert client.get("/api/instances", params={"parent": other}).json()[0]["parent_id"] == other
+    assert client.get("/api/instances", params={"parent": "nobody"}).json() == []

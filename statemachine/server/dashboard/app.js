@@ -50,6 +50,24 @@ function badge(status) {
   return h("span", { class: "badge", "data-status": status }, status);
 }
 
+// what each colour means: instance statuses on the list, step statuses on the graph
+const STEP_LEGEND = [["", "not run"], ["running", "running"], ["waiting", "waiting"],
+  ["completed", "completed"], ["failed", "failed"], ["skipped", "skipped"],
+  ["cancelled", "cancelled"], ["compensated", "compensated (undone)"]];
+
+function legend(items) {
+  return h("div", { class: "legend", "aria-label": "colours" }, items.map(([status, label]) =>
+    h("span", { class: "badge", "data-status": status || "pending" }, label)));
+}
+
+// a failed instance's failing step and error, in one line
+function failure(inst) {
+  const err = inst.error;
+  if (!err || typeof err !== "object") return "";
+  const what = [err.type, err.message].filter(Boolean).join(": ");
+  return (err.step ? err.step + ": " : "") + what;
+}
+
 function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
 }
@@ -221,7 +239,8 @@ async function showList(view) {
         h("td", { class: "id" }, h("a", { href: "#/instances/" + encodeURIComponent(inst.id) }, inst.id)),
         h("td", {}, `${inst.workflow_name} v${inst.workflow_version}`),
         h("td", {}, badge(inst.status)),
-        h("td", {}, inst.current_step || ""),
+        h("td", {}, inst.current_step || (inst.error && inst.error.step) || "",
+          inst.error ? h("div", { class: "row-error", title: failure(inst) }, failure(inst)) : null),
         h("td", {}, when(inst.created_at)),
         h("td", {}, when(inst.completed_at)))));
       if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No instances.")));
@@ -235,6 +254,7 @@ async function showList(view) {
     h("div", { class: "panel" }, h("h2", {}, "Start an instance"),
       h("div", { class: "toolbar" }, startWorkflow, startInput, h("button", { type: "button", onclick: start, disabled: !defs.length }, "start"))),
     h("div", { class: "toolbar" }, statusSelect, workflowSelect, h("span", { class: "spacer" }), pager, prev, next),
+    legend(STATUSES.map((s) => [s, s])),
     h("table", {}, h("thead", {}, h("tr", {}, ["id", "workflow", "status", "current step", "created", "completed"].map((t) => h("th", {}, t)))), body));
   await load();
   listen("stream", debounce(load, 300));
@@ -243,13 +263,16 @@ async function showList(view) {
 // -- instance page ---------------------------------------------------------------------------
 
 async function showInstance(view, id) {
-  const page = { inst: null, history: [], selected: null, def: null };
+  const page = { inst: null, history: [], children: [], selected: null, def: null };
   const header = h("div", { class: "panel" });
   const graphBox = h("div", { class: "graph panel" });
   const details = h("div", { class: "panel" });
   const log = h("div", { class: "log" });
+  const children = h("div", { class: "children" });
+  const eventForm = sendForm(id, () => refresh());
   fill(view, header, h("div", { class: "layout" },
-    h("div", {}, graphBox, h("div", { class: "panel" }, h("h2", {}, "Events"), log)), details));
+    h("div", {}, graphBox, h("div", { class: "panel" }, h("h2", {}, "Events"), log)),
+    h("div", {}, eventForm, children, details)));
 
   page.inst = await api("GET", "instances/" + encodeURIComponent(id));
   const defs = await workflows();
@@ -261,9 +284,10 @@ async function showInstance(view, id) {
   async function refresh() {
     if (!graphBox.isConnected) return; // a late, debounced call after leaving the page
     try {
-      [page.inst, page.history] = await Promise.all([
+      [page.inst, page.history, page.children] = await Promise.all([
         api("GET", "instances/" + encodeURIComponent(id)),
         api("GET", `instances/${encodeURIComponent(id)}/history`),
+        api("GET", "instances?" + new URLSearchParams({ parent: id, limit: 100 })),
       ]);
       paint();
     } catch (err) { flash(err.message); }
@@ -271,6 +295,8 @@ async function showInstance(view, id) {
 
   function paint() {
     renderHeader(header, page, control);
+    eventForm.hidden = TERMINAL.has(page.inst.status);
+    renderChildren(children, page.children);
     colourGraph(graphBox, page);
     drawEdges(graphBox, page.def);
     renderDetails(details, page);
@@ -286,15 +312,7 @@ async function showInstance(view, id) {
         location.hash = "#/instances/" + encodeURIComponent(copy.id);
         return;
       }
-      if (verb === "send") {
-        const name = prompt("Event name:");
-        if (!name) return;
-        const raw = prompt("Event data as JSON (empty for null):", "");
-        if (raw === null) return;
-        await api("POST", `instances/${encodeURIComponent(id)}/events`, { name, data: raw.trim() ? JSON.parse(raw) : null });
-      } else {
-        await api("POST", `instances/${encodeURIComponent(id)}/${verb}`);
-      }
+      await api("POST", `instances/${encodeURIComponent(id)}/${verb}`);
       flash("");
       await refresh();
     } catch (err) { flash(err.message); }
@@ -323,8 +341,35 @@ function renderHeader(box, page, control) {
       button("pause", ["pending", "running", "waiting"].includes(status)),
       button("resume", status === "paused"),
       button("retry", status === "failed"),
-      button("replay", true),
-      button("send", !TERMINAL.has(status))));
+      button("replay", true)));
+}
+
+// the event form: built once per page (not with the header, which is redrawn on every
+// update), so what is typed survives live updates
+function sendForm(id, done) {
+  const name = h("input", { type: "text", name: "event-name", placeholder: "event name", required: true });
+  const data = h("textarea", { name: "event-data", placeholder: "data as JSON (empty: null)" });
+  const form = h("form", { class: "panel send-event" }, h("h2", {}, "Send an event"),
+    h("div", { class: "toolbar" }, name, data, h("button", { type: "submit" }, "send event")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    let payload = null;
+    try { payload = data.value.trim() ? JSON.parse(data.value) : null; } catch (err) { flash("data is not JSON: " + err.message); return; }
+    try {
+      await api("POST", `instances/${encodeURIComponent(id)}/events`, { name: name.value.trim(), data: payload });
+      flash("");
+      name.value = "";
+      data.value = "";
+      done();
+    } catch (err) { flash(err.message); }
+  });
+  return form;
+}
+
+function renderChildren(box, children) {
+  box.hidden = !children.length;
+  fill(box, h("div", { class: "panel" }, h("h2", {}, "Children"), h("ul", {}, children.map((c) =>
+    h("li", {}, h("a", { href: "#/instances/" + encodeURIComponent(c.id) }, c.id), " ", badge(c.status))))));
 }
 
 function renderDetails(box, page) {
@@ -377,7 +422,7 @@ function drawGraph(box, page) {
     fill(box, h("p", { class: "muted" }, `Workflow ${page.inst.workflow_name} is not registered on this server: no graph.`));
     return;
   }
-  fill(box, h("h2", {}, page.def.title || page.def.name), renderScope(page.def.graph));
+  fill(box, h("h2", {}, page.def.title || page.def.name), renderScope(page.def.graph), legend(STEP_LEGEND));
   drawEdges(box, page.def);
 }
 
