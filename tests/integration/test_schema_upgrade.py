@@ -30,14 +30,14 @@ def test_a_database_at_the_first_revision_is_upgraded(db_url: str) -> None:
         with engine.repo.engine.connect() as conn:
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             columns = {c["name"]: c for c in sa.inspect(conn).get_columns("sm_event")}
-        assert version == "0005"
+        assert version == "0006"
         if engine.repo.dialect == "postgresql":  # SQLite does not enforce a VARCHAR's length
             assert columns["name"]["type"].length == 256
     gc.collect()
 
 
 def test_history_written_before_the_feed_cursor_is_numbered_in_order(db_url: str) -> None:
-    """Migration 0005 on a database with history: the rows there get feed positions in the
+    """Migration 0006 on a database with history: the rows there get feed positions in the
     order they were written, and rows written after the upgrade come after them."""
     wf = workflow("w").pass_("a").pass_("b").build()
     with Engine(db_url) as engine:
@@ -48,7 +48,7 @@ def test_history_written_before_the_feed_cursor_is_numbered_in_order(db_url: str
     sa_engine = database.connect(db_url)
     with sa_engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")  # back to a database without the cursor
+        command.downgrade(cfg, "0005")  # back to a database without the cursor
     sa_engine.dispose()
     with Engine(db_url) as engine:
         engine.register(wf)

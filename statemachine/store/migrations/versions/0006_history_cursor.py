@@ -5,15 +5,15 @@ SQLite: nothing to add, the table's ``rowid`` is that position (one writer at a 
 grow in commit order). Postgres: an identity column ``feed_id`` and its index; the rows already
 there are numbered in the order they were written.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
