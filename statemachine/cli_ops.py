@@ -13,16 +13,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from statemachine import records
 from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, stderr, stdout
-from statemachine.definition import loader
-from statemachine.engine import Engine
+
+if TYPE_CHECKING:  # the engine (SQLAlchemy, Alembic) loads when a command opens a database
+    from statemachine import records
+    from statemachine.engine import Engine
 
 DEFAULT_DB = "sqlite:///statemachine.db"
 Db = Annotated[str, typer.Option("--db", envvar="STATEMACHINE_DB", help="Database URL.")]
@@ -75,6 +76,8 @@ def add_actions(engine: Engine, spec: str) -> None:
 
 def action_names(spec: str) -> set[str]:
     """The names ``worker --actions spec`` would know (``noop`` included), resolved the same way."""
+    from statemachine.engine import Engine
+
     with Engine("sqlite:///:memory:") as engine:
         add_actions(engine, spec)
         return set(engine.registry.actions)
@@ -85,6 +88,9 @@ def engine_for(
     db: str, definitions: Path | None, actions: str | None, *, run: bool
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered."""
+    from statemachine.definition import loader
+    from statemachine.engine import Engine
+
     engine = Engine(db)
     try:
         if actions:
@@ -149,6 +155,8 @@ def run(
     with engine_for(db, definitions, actions, run=is_file) as engine:
         name = workflow
         if is_file:
+            from statemachine.definition import loader
+
             definition = loader.load_yaml_file(workflow)
             engine.register(definition)
             name = definition.name
