@@ -49,6 +49,26 @@ stdout = Console(
 stderr = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False, markup=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import statemachine
+
+        typer.echo(f"statemachine {statemachine.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Durable workflows from Python or YAML: validate, draw and run them."""
+
+
 class GraphFormat(enum.StrEnum):
     mermaid = "mermaid"
     dot = "dot"

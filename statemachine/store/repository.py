@@ -302,6 +302,20 @@ class Repository:
         with self.engine.connect() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
+    def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Instance ids that begin with ``prefix`` (case-sensitive, unlike SQLite's LIKE), in
+        order, at most ``limit``: the command line accepts a unique prefix for an id."""
+        if not prefix or "\x00" in prefix:
+            return []
+        query = (
+            sa.select(IT.c.id)
+            .where(sa.func.substr(IT.c.id, 1, len(prefix)) == prefix)
+            .order_by(IT.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
     def _metadata_match(self, metadata: Mapping[str, Any]) -> builtins.list[sa.ColumnElement[bool]]:
         """Instances whose metadata has each key with that (scalar) value. Postgres: JSON
         containment, ``metadata::jsonb @> :m``; SQLite: one ``json_each`` lookup per key, typed,
