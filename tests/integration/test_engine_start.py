@@ -400,6 +400,21 @@ def test_list_filters_on_metadata_keys_and_values(engine: Engine) -> None:
         engine.list(metadata={"deep": {"x": 1}})
 
 
+def test_ids_starting_with_a_prefix_are_found_exactly(engine: Engine) -> None:
+    """What the command line resolves an id prefix with: case-sensitive, and ``_`` or ``%`` in
+    a prefix are characters, not LIKE wildcards."""
+    engine.register(_simple())
+    for iid in ("abc-1", "abc-2", "ABC-3", "a_c-4", "a%c-5", "xbc-6"):
+        engine.start("simple", {}, instance_id=iid)
+    found = engine.repo.ids_starting_with
+    assert found("abc", 10) == ["abc-1", "abc-2"]
+    assert found("abc", 1) == ["abc-1"]
+    assert found("ABC", 10) == ["ABC-3"]
+    assert found("a_", 10) == ["a_c-4"] and found("a%", 10) == ["a%c-5"]
+    assert found("abc-2", 10) == ["abc-2"]
+    assert found("", 10) == [] and found("a\x00", 10) == [] and found("zzz", 10) == []
+
+
 def test_nul_and_lone_surrogates_are_refused_and_never_stored(engine: Engine) -> None:
     engine.register(workflow("echo").task("a", lambda x: x).build())
     for bad in ({"k": "a\x00b"}, {"a\x00": 1}, {"k": "\ud800"}):
