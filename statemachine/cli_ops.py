@@ -252,7 +252,9 @@ def _db_option(db: str) -> str:
     return " --db ..." if "@" in db else f" --db {db}"
 
 
-def _follow_until_done(engine: Engine, inst: records.WorkflowInstance, db: str) -> Any:
+def _follow_until_done(
+    engine: Engine, inst: records.WorkflowInstance, db: str
+) -> records.WorkflowInstance:
     """Run what falls due here until ``inst`` ends: its timers, and the events another shell
     sends it (``send`` makes it due). Waiting for an event says how to send it, once."""
     hinted: set[str] = set()

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from statemachine.engine import Engine
 
 _log = logging.getLogger("statemachine.runner")
-_reports = logging.getLogger("statemachine.worker")  # what an operator watches a worker for
+# what an operator watches a worker for; execute() and run_due() return it to their caller,
+# and a script that shows a failure on purpose should not print it twice
+_reports = logging.getLogger("statemachine.worker")
 REPORTED = {
     "workflow.step.retry": logging.INFO,  # expected now and then: not shown by default
     "workflow.step.failed": logging.WARNING,
@@ -210,7 +212,7 @@ class InstanceRunner:
             self.state.status = "paused"
         for h in decision.history:
             self.engine.publish(self.rec, h.type, h.step, h.data)
-            if h.type in REPORTED:
+            if h.type in REPORTED and self.stop is not None:  # a worker loop's run, not execute()
                 report(self.rec, h)
         if terminal:
             self.engine.finished(self.rec.id, self.definition)
@@ -538,7 +540,9 @@ class InstanceRunner:
 
 def report(rec: repo.InstanceRecord, item: interp.HistoryItem) -> None:
     """A step failure, retry, or instance failure, as one log line once it is committed."""
-    error = item.data.get("error") or {}
+    error = item.data.get("error")
+    if not isinstance(error, dict):
+        error = {}
     what = f"{error.get('type', 'Error')}: {error.get('message', '')}"
     where = f"instance {rec.id} ({rec.workflow_name})"
     if item.type == "workflow.step.retry":

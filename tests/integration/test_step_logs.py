@@ -4,6 +4,7 @@ the stdlib loggers ``statemachine.steps`` / ``statemachine.worker`` (API.md sect
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -72,10 +73,13 @@ def test_a_failed_attempt_keeps_its_log_lines_and_the_worker_reports_it(
         workflow("flaky").task("pay", flaky, retry={"max_attempts": 2, "interval": "1s"}).build()
     )
     caplog.set_level(logging.INFO, logger="statemachine")
-    engine.execute("flaky", {}, instance_id="f-1")
-    clock.advance("2s")
-    engine.run_due()
-    assert engine.get("f-1").status == "failed"
+    engine.start("flaky", {}, instance_id="f-1")
+    with engine.worker(poll_interval="20ms"):
+        deadline = time.monotonic() + 20
+        while len(_logs(engine, "f-1")) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        clock.advance("2s")  # the retry is due
+        assert engine.wait("f-1", timeout=20).status == "failed"
     assert [d["message"] for _, d in _logs(engine, "f-1")] == [
         "attempt 1 goes wrong",
         "attempt 2 goes wrong",
@@ -92,6 +96,11 @@ def test_a_failed_attempt_keeps_its_log_lines_and_the_worker_reports_it(
     ]  # fmt: skip
     last: Any = [r for r in caplog.records if r.name == "statemachine.worker"][-1]
     assert (last.instance_id, last.workflow, last.event) == ("f-1", "flaky", "workflow.failed")
+
+    # execute() returns the failure to its caller: no report (a script would print it twice)
+    caplog.clear()
+    assert engine.execute("flaky", {}, instance_id="f-2").status == "waiting"  # its retry
+    assert not [r for r in caplog.records if r.name == "statemachine.worker"]
 
 
 def test_a_dead_letter_is_reported(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
