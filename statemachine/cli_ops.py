@@ -163,16 +163,9 @@ LEVEL_STYLES = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "r
 
 class ConsoleLog(logging.Handler):
     """Log records on stderr, one line each: time, level, message (a traceback becomes its
-    exception's one-line summary). ``skip_reports``: leave out the worker's step and instance
-    failure reports, which ``run`` shows as progress marks already."""
-
-    def __init__(self, skip_reports: bool = False) -> None:
-        super().__init__(logging.INFO)
-        self.skip_reports = skip_reports
+    exception's one-line summary)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.skip_reports and hasattr(record, "event"):
-            return
         try:
             text = " ".join(record.getMessage().splitlines())
             exc = record.exc_info[1] if record.exc_info else None
@@ -186,12 +179,12 @@ class ConsoleLog(logging.Handler):
             self.handleError(record)
 
 
-def show_logs(skip_reports: bool = False) -> None:
-    """Print the engine's log records (``ctx.log`` lines at INFO and above, the worker's
+def show_logs() -> None:
+    """Print the engine's log records (``ctx.log`` lines at INFO and above, a worker's failure
     reports) on stderr; without it Python shows only warnings, bare."""
     logger = logging.getLogger("statemachine")
     logger.setLevel(logging.INFO)
-    logger.addHandler(ConsoleLog(skip_reports))
+    logger.addHandler(ConsoleLog(logging.INFO))
 
 
 def instance_json(inst: records.WorkflowInstance) -> str:
@@ -337,7 +330,7 @@ def run(
         else:
             engine.registry.check_actions(engine.definition(name))
         engine.on("workflow.step.*", _progress)
-        show_logs(skip_reports=True)
+        show_logs()
         iid = instance_id or uuid.uuid4().hex
         stderr.print(Text.assemble(("instance ", "dim"), iid, (f" ({name})", "dim")))
         try:
