@@ -1,11 +1,12 @@
-"""statemachine: a durable, declarative workflow engine (fluent builder or YAML; SQLite or Postgres)."""
+"""statemachine: a durable, declarative workflow engine (fluent builder or YAML; SQLite or Postgres).
 
-from importlib import metadata as _metadata
+The public names load on first use (PEP 562): the command line imports ``statemachine.cli``
+through this package, and ``statemachine --help`` should not pay for pydantic, SQLAlchemy and
+Alembic it never uses. ``from statemachine import Engine`` works as before.
+"""
 
-from statemachine.definition.builder import branch, when, workflow
-from statemachine.definition.loader import load_definitions, load_yaml
-from statemachine.definition.models import RetryPolicy, WorkflowDefinition
-from statemachine.engine import Engine, EngineSettings
+from typing import TYPE_CHECKING, Any
+
 from statemachine.errors import (
     CriticalError,
     DefinitionError,
@@ -23,13 +24,59 @@ from statemachine.errors import (
     StoreError,
     WorkflowNotFound,
 )
-from statemachine.records import HistoryEntry, StepResult, WorkflowInstance
-from statemachine.runtime.context import StepContext
 
-try:
-    __version__ = _metadata.version("durable-statemachine")
-except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+if TYPE_CHECKING:
+    from statemachine.definition.builder import branch, when, workflow
+    from statemachine.definition.loader import load_definitions, load_yaml
+    from statemachine.definition.models import RetryPolicy, WorkflowDefinition
+    from statemachine.engine import Engine, EngineSettings
+    from statemachine.records import HistoryEntry, StepResult, WorkflowInstance
+    from statemachine.runtime.context import StepContext
+
+    __version__: str
+
+_LAZY = {
+    "branch": "statemachine.definition.builder",
+    "when": "statemachine.definition.builder",
+    "workflow": "statemachine.definition.builder",
+    "load_definitions": "statemachine.definition.loader",
+    "load_yaml": "statemachine.definition.loader",
+    "RetryPolicy": "statemachine.definition.models",
+    "WorkflowDefinition": "statemachine.definition.models",
+    "Engine": "statemachine.engine",
+    "EngineSettings": "statemachine.engine",
+    "HistoryEntry": "statemachine.records",
+    "StepResult": "statemachine.records",
+    "WorkflowInstance": "statemachine.records",
+    "StepContext": "statemachine.runtime.context",
+}
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("durable-statemachine")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'statemachine' has no attribute {name!r}")
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, "__version__"])
+
 
 __all__ = [
     "CriticalError",

@@ -11,14 +11,17 @@ import enum
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from statemachine import errors
-from statemachine.definition import issues, loader, models, yaml_schema, yaml_source
+from statemachine.definition import issues
+
+if TYPE_CHECKING:  # loaded by the commands that need them: --help stays quick (see __init__)
+    from statemachine.definition import models
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,6 +47,26 @@ stdout = Console(
     width=None if sys.stdout.isatty() else 220,
 )
 stderr = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False, markup=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import statemachine
+
+        typer.echo(f"statemachine {statemachine.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Durable workflows from Python or YAML: validate, draw and run them."""
 
 
 class GraphFormat(enum.StrEnum):
@@ -96,6 +119,8 @@ def describe(definition: models.WorkflowDefinition) -> str:
 
 def load_one(file: Path) -> models.WorkflowDefinition | None:
     """Load ``file``, printing its problems; None when it is not a valid definition."""
+    from statemachine.definition import loader
+
     try:
         return loader.load_yaml_file(file)
     except errors.StatemachineError as exc:
@@ -113,6 +138,8 @@ def _action_refs(
     A loaded definition keeps its steps in file order, so the model says what each step is and
     the raw document where its key was written.
     """
+    from statemachine.definition import models
+
     for i, (step, data) in enumerate(zip(steps, raw, strict=True)):
         here = (*loc, i)
         keys = {"task": ("action", "compensate"), "poll": ("action", "check")}.get(step.kind, ())
@@ -134,6 +161,8 @@ def missing_actions(
     file: Path, definition: models.WorkflowDefinition, known: set[str]
 ) -> list[errors.Issue]:
     """Every action ``file`` names that ``known`` lacks, at its line, with the nearest known name."""
+    from statemachine.definition import yaml_source
+
     doc = yaml_source.parse_file(file)
     found = []
     for path, name, loc in _action_refs(definition.steps, doc.data["steps"], ("steps",)):
@@ -219,6 +248,8 @@ def graph(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the YAML format (editors: docs/statemachine.schema.json)."""
+    from statemachine.definition import yaml_schema
+
     typer.echo(yaml_schema.schema_text(), nl=False)
 
 

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -62,6 +62,21 @@ def _check_event_name(name: Any) -> None:
         raise errors.InputValidationError(
             f"an event needs a non-empty name of at most {tables.ID_LENGTH} characters"
         )
+
+
+def _check_metadata_filter(metadata: Any) -> None:
+    """``list(metadata=)`` compares scalar values: nested ones would match differently on
+    SQLite and Postgres (JSON containment), so they are refused rather than half-supported."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise errors.InputValidationError("metadata filter must be a dict with string keys")
+    for key, value in metadata.items():
+        if not (value is None or isinstance(value, str | int | float | bool)):
+            raise errors.InputValidationError(
+                f"metadata filter {key!r}: compare a string, number, boolean or None, "
+                f"not {type(value).__name__}"
+            )
 
 
 @dataclass(frozen=True)
@@ -373,10 +388,14 @@ class Engine:
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
         *,
         parent_id: str | None = None,
     ) -> list[records.WorkflowInstance]:
-        """Instances, newest first; ``parent_id``: only the children of that instance."""
+        """Instances, newest first; ``metadata={"customer": "c-1"}`` keeps those whose metadata
+        has each of these keys with that value (strings, numbers, booleans or None);
+        ``parent_id``: only the children of that instance."""
+        _check_metadata_filter(metadata)
         if status is not None and status not in records.STATUSES:
             hint = issues.did_you_mean(status, records.STATUSES)
             raise errors.InputValidationError(f"unknown status {status!r}{hint}")
@@ -389,7 +408,9 @@ class Engine:
             raise errors.InputValidationError("limit must be 1..10000 and offset >= 0")
         return [
             self._instance(r)
-            for r in self.repo.list_instances(workflow, status, limit, offset, parent_id)
+            for r in self.repo.list_instances(
+                workflow, status, limit, offset, parent_id, metadata=metadata
+            )
         ]
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:

@@ -21,7 +21,7 @@ from statemachine.definition import models
 from statemachine.runtime import flowctx, saga
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
-from statemachine.runtime.context import StepContext
+from statemachine.runtime.context import LOG_ENTRY, StepContext
 from statemachine.runtime.executor import Outcome
 from statemachine.runtime.state import TERMINAL, State, is_item_result
 from statemachine.store import repository as repo
@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     from statemachine.engine import Engine
 
 _log = logging.getLogger("statemachine.runner")
+# what an operator watches a worker for; execute() and run_due() return it to their caller,
+# and a script that shows a failure on purpose should not print it twice
+_reports = logging.getLogger("statemachine.worker")
+REPORTED = {
+    "workflow.step.retry": logging.INFO,  # expected now and then: not shown by default
+    "workflow.step.failed": logging.WARNING,
+    "workflow.failed": logging.ERROR,
+    "workflow.timed_out": logging.ERROR,
+}
 ACTIVE = ("running", "waiting", "compensating")
 
 
@@ -120,7 +129,8 @@ class InstanceRunner:
         consume: list[int] | None = None,
         emitted: list[tuple[str, Any]] | None = None,
     ) -> interp.Decision:
-        """Decide, then commit; ``emitted`` are the handler's ``ctx.emit`` events, recorded with it."""
+        """Decide, then commit; ``emitted`` are the handler's ``ctx.emit`` events and ``ctx.log``
+        lines (history type, data), recorded with it."""
         decision = self.decide(event, emitted)
         if (
             not decision.history
@@ -142,9 +152,7 @@ class InstanceRunner:
     def decide(self, event: interp.Event, emitted: list[tuple[str, Any]] | None) -> interp.Decision:
         decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
         if emitted and isinstance(event, interp.StepSucceeded | interp.StepFailed):
-            custom = [
-                interp.HistoryItem(name, event.path, {"data": data}) for name, data in emitted
-            ]
+            custom = [interp.HistoryItem(name, event.path, data) for name, data in emitted]
             decision.history[:0] = custom  # in history and to subscribers, once the step commits
         return decision
 
@@ -204,6 +212,8 @@ class InstanceRunner:
             self.state.status = "paused"
         for h in decision.history:
             self.engine.publish(self.rec, h.type, h.step, h.data)
+            if h.type in REPORTED and self.stop is not None:  # a worker loop's run, not execute()
+                report(self.rec, h)
         if terminal:
             self.engine.finished(self.rec.id, self.definition)
 
@@ -519,10 +529,34 @@ class InstanceRunner:
             attempt=st.attempts,
             idempotency_key=key,
             set_metadata=self.set_metadata,
-            emit=lambda name, data: self.emitted.setdefault(path, []).append((name, data)),
+            emit=lambda name, data: self.emitted.setdefault(path, []).append(
+                (name, {"data": data})
+            ),
+            record_log=lambda data: self.emitted.setdefault(path, []).append((LOG_ENTRY, data)),
         )
         policy = flowctx.retry_policy(self.definition, step)
         return Call(fn, step, st.input, ctx, policy, compensation)
+
+
+def report(rec: repo.InstanceRecord, item: interp.HistoryItem) -> None:
+    """A step failure, retry, or instance failure, as one log line once it is committed."""
+    error = item.data.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    what = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    where = f"instance {rec.id} ({rec.workflow_name})"
+    if item.type == "workflow.step.retry":
+        text = f"{where}: step {item.step} failed (attempt {item.data.get('attempt')}), retrying"
+        text += f" in {item.data.get('delay', 0):g}s: {what}"
+    elif item.type == "workflow.step.failed":
+        text = f"{where}: step {item.step} failed (attempt {item.data.get('attempt')}): {what}"
+    elif item.type == "workflow.timed_out":
+        text = f"{where} timed out: {error.get('message', '')}"
+    else:
+        step = f" at step {error['step']}" if error.get("step") else ""
+        text = f"{where} failed{step}: {what}"
+    extra = {"instance_id": rec.id, "workflow": rec.workflow_name, "step": item.step}
+    _reports.log(REPORTED[item.type], text, extra={**extra, "event": item.type})
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,10 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
         )
     )
     engine.publish(rec, "workflow.failed", rec.current_step, {"error": error})
+    _log.error(
+        "instance %s (%s) dead-lettered: %s", rec.id, rec.workflow_name, error["message"],
+        extra={"instance_id": rec.id, "workflow": rec.workflow_name, "event": "dead_letter"},
+    )  # fmt: skip
 
 
 async def drain(engine: Engine, limit: int = 100) -> int:

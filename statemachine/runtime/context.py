@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from statemachine import errors
+from statemachine.runtime import jsondata
 from statemachine.runtime.flowctx import FlowView
 
-_log = logging.getLogger("statemachine.workflow")
+_log = logging.getLogger("statemachine.steps")
+LOG_ENTRY = "workflow.step.log"  # the history type of a ctx.log line
 EVENT_NAME_LENGTH = 200  # an emitted event is a history entry: its name is the entry's type
 
 
@@ -25,12 +28,14 @@ class StepContext:
         idempotency_key: str,
         set_metadata: Callable[[str, Any], None],
         emit: Callable[[str, Any], None],
+        record_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._view = view
         self.attempt = attempt
         self.idempotency_key = idempotency_key
         self._set_metadata = set_metadata
         self._emit = emit
+        self._record_log = record_log
         self._metadata = dict(view.metadata)
 
     @property
@@ -67,12 +72,26 @@ class StepContext:
         self._metadata[key] = value
 
     def log(self, level: str | int, message: str, **fields: Any) -> None:
-        lvl = level if isinstance(level, int) else logging.getLevelName(level.upper())
+        """To the logger ``statemachine.steps`` now, and into the instance's history (type
+        ``workflow.step.log``) with the step's result: in the same commit, so the line is as
+        durable as the result, and lost with it if the process dies before that commit."""
+        number = _level_number(level)
+        text = _safe_text(str(message))
+        stored = {k: _storable(k, v) for k, v in fields.items()}
+        shown = "".join(f" {k}={_shown(v)}" for k, v in stored.items())
         _log.log(
-            lvl if isinstance(lvl, int) else logging.INFO,
-            message,
-            extra={"instance_id": self.instance_id, "step": self.step_name, "fields": fields},
-        )
+            number,
+            "[%s] %s/%s: %s%s",
+            self.instance_id, self.workflow_name, self.step_name, text, shown,
+            extra={
+                "instance_id": self.instance_id, "workflow": self.workflow_name,
+                "step": self.step_name, "fields": fields,
+            },
+        )  # fmt: skip
+        if self._record_log is not None:
+            name = logging.getLevelName(number)
+            level_name = name.lower() if isinstance(name, str) else str(number)
+            self._record_log({"level": level_name, "message": text, "fields": stored})
 
     def emit(self, event: str, data: Any = None) -> None:
         if not isinstance(event, str) or not event or len(event) > EVENT_NAME_LENGTH:
@@ -83,3 +102,28 @@ class StepContext:
 
     def __repr__(self) -> str:
         return f"StepContext(instance_id={self.instance_id!r}, step={self.step_name!r}, attempt={self.attempt})"
+
+
+def _level_number(level: str | int) -> int:
+    """``"info"``, ``"WARNING"``, ``"warn"`` or ``logging.INFO``; anything else is INFO."""
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(str(level).upper())
+    return number if isinstance(number, int) else logging.INFO
+
+
+def _safe_text(text: str) -> str:
+    """Storable on both databases whatever a handler logs: no NUL, no lone surrogate."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable(key: str, value: Any) -> Any:
+    """A field as JSON when it is JSON, else its ``repr``: a log line never fails its step."""
+    try:
+        return jsondata.to_storable(value, what=f"log field {key!r}", limit=64_000)
+    except errors.OutputNotStorable:
+        return _safe_text(repr(value))[:64_000]
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) and value and " " not in value else json.dumps(value)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Path, Query
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from statemachine import records
+from statemachine import errors, records
 from statemachine.definition import models
 from statemachine.engine import Engine
 from statemachine.server import auth, graph, schemas, stream
@@ -102,9 +102,21 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
         parent: Annotated[
             str | None, Query(description="Only the children of this instance.", pattern=NO_NUL)
         ] = None,
+        meta: Annotated[
+            list[str] | None,
+            Query(
+                description="Only instances whose metadata has this key with this (string) "
+                "value, as key:value; repeatable, all must match.",
+            ),
+        ] = None,
     ) -> list[Instance]:
         """Newest first."""
-        return engine.list(workflow, status, limit, offset, parent_id=parent)
+        if any(":" not in m[1:] for m in meta or []):
+            raise errors.InputValidationError("meta takes key:value, e.g. meta=customer:c-1")
+        wanted = dict(m.split(":", 1) for m in meta or [])
+        return engine.list(
+            workflow, status, limit, offset, metadata=wanted or None, parent_id=parent
+        )
 
     @api.get("/instances/{instance_id}", summary="Get an instance", tags=["instances"])
     def get_instance(instance_id: InstanceId) -> Instance:

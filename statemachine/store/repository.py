@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -309,10 +309,15 @@ class Repository:
         limit: int,
         offset: int,
         parent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> builtins.list[InstanceRecord]:
-        if any("\x00" in v for v in (workflow or "", parent_id or "")):
+        texts = [workflow or "", parent_id or ""]
+        texts += [t for k, v in (metadata or {}).items() for t in (k, v) if isinstance(t, str)]
+        if any("\x00" in v for v in texts):
             return []  # nothing is named with a NUL (and Postgres would refuse the query)
         query = sa.select(IT)
+        if metadata:
+            query = query.where(*self._metadata_match(metadata))
         if workflow:
             query = query.where(IT.c.workflow_name == workflow)
         if status:
@@ -324,6 +329,43 @@ class Repository:
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
         with self.reads.connect() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
+
+    def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Instance ids that begin with ``prefix`` (case-sensitive, unlike SQLite's LIKE), in
+        order, at most ``limit``: the command line accepts a unique prefix for an id."""
+        if not prefix or "\x00" in prefix:
+            return []
+        query = (
+            sa.select(IT.c.id)
+            .where(sa.func.substr(IT.c.id, 1, len(prefix)) == prefix)
+            .order_by(IT.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def _metadata_match(self, metadata: Mapping[str, Any]) -> builtins.list[sa.ColumnElement[bool]]:
+        """Instances whose metadata has each key with that (scalar) value. Postgres: JSON
+        containment, ``metadata::jsonb @> :m``; SQLite: one ``json_each`` lookup per key, typed,
+        so ``"1"`` does not match ``1`` nor ``true`` match ``1`` there either."""
+        column = IT.c.metadata
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            wanted = sa.cast(sa.literal(json.dumps(dict(metadata))), JSONB)
+            return [sa.cast(column, JSONB).op("@>")(wanted)]
+        found: builtins.list[sa.ColumnElement[bool]] = []
+        for key, value in metadata.items():
+            each = sa.func.json_each(column).table_valued("key", "value", "type").alias()
+            match: builtins.list[sa.ColumnElement[bool]] = [each.c.key == key]
+            if value is None or isinstance(value, bool):
+                match.append(each.c.type == json.dumps(value))  # 'null', 'true', 'false'
+            elif isinstance(value, int | float):
+                match += [each.c.type.in_(("integer", "real")), each.c.value == value]
+            else:
+                match += [each.c.type == "text", each.c.value == value]
+            found.append(sa.exists(sa.select(1).select_from(each).where(*match)))
+        return found
 
     def prune(self, before: datetime, limit: int = 10_000) -> int:
         """Delete finished instances completed before ``before`` with their steps, history, events."""

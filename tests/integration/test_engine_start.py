@@ -369,6 +369,52 @@ def test_list_newest_first_with_filters(engine: Engine, clock: ManualClock) -> N
         engine.list(status="bogus")
 
 
+def test_list_filters_on_metadata_keys_and_values(engine: Engine) -> None:
+    """Every key given must be present with that value, compared with its JSON type (the
+    string "1" is not the number 1, True is not 1), the same on SQLite and Postgres."""
+    engine.register(_simple())
+    metas = {
+        "a": {"customer": "c-1", "tier": "gold", "n": 1},
+        "b": {"customer": "c-1", "tier": "free", "n": 2.5, "vip": True},
+        "c": {"customer": "c-2", "n": "1", "none": None, "deep": {"x": 1}},
+        "d": {},
+    }
+    for iid, meta in metas.items():
+        engine.start("simple", {}, instance_id=iid)
+        if meta:
+            engine.update_metadata(iid, meta)
+
+    def ids(**meta: Any) -> list[str]:
+        return sorted(i.id for i in engine.list(metadata=meta))
+
+    assert ids(customer="c-1") == ["a", "b"]
+    assert ids(customer="c-1", tier="gold") == ["a"]
+    assert ids(customer="c-2", tier="gold") == []
+    assert ids(n=1) == ["a"] and ids(n=1.0) == ["a"] and ids(n="1") == ["c"] and ids(n=2.5) == ["b"]
+    assert ids(vip=True) == ["b"] and ids(vip=1) == [] and ids(vip=False) == []
+    assert ids(none=None) == ["c"]
+    assert ids(missing="x") == [] and ids(customer="c-\x00") == []
+    assert ids() == ["a", "b", "c", "d"]  # an empty filter keeps everything
+    assert [i.id for i in engine.list(workflow="simple", metadata={"customer": "c-2"})] == ["c"]
+    with pytest.raises(InputValidationError, match="deep"):
+        engine.list(metadata={"deep": {"x": 1}})
+
+
+def test_ids_starting_with_a_prefix_are_found_exactly(engine: Engine) -> None:
+    """What the command line resolves an id prefix with: case-sensitive, and ``_`` or ``%`` in
+    a prefix are characters, not LIKE wildcards."""
+    engine.register(_simple())
+    for iid in ("abc-1", "abc-2", "ABC-3", "a_c-4", "a%c-5", "xbc-6"):
+        engine.start("simple", {}, instance_id=iid)
+    found = engine.repo.ids_starting_with
+    assert found("abc", 10) == ["abc-1", "abc-2"]
+    assert found("abc", 1) == ["abc-1"]
+    assert found("ABC", 10) == ["ABC-3"]
+    assert found("a_", 10) == ["a_c-4"] and found("a%", 10) == ["a%c-5"]
+    assert found("abc-2", 10) == ["abc-2"]
+    assert found("", 10) == [] and found("a\x00", 10) == [] and found("zzz", 10) == []
+
+
 def test_nul_and_lone_surrogates_are_refused_and_never_stored(engine: Engine) -> None:
     engine.register(workflow("echo").task("a", lambda x: x).build())
     for bad in ({"k": "a\x00b"}, {"a\x00": 1}, {"k": "\ud800"}):

@@ -261,6 +261,13 @@ def test_list_filters_and_pages_newest_first(
     for params in ({"limit": 0}, {"limit": "many"}, {"offset": -1}, {"status": "done"}):
         err = error_of(client.get("/api/instances", params=params), 422)
         assert err["code"] == "invalid_request"
+    engine.update_metadata(ids[1], {"customer": "c-1", "tier": "gold"})
+    engine.update_metadata(ids[3], {"customer": "c-1"})
+    assert listed(meta="customer:c-1") == [ids[3], ids[1]]
+    assert listed(meta=["customer:c-1", "tier:gold"]) == [ids[1]]
+    assert listed(meta="customer:c-2") == []
+    err = error_of(client.get("/api/instances", params={"meta": "no-colon"}), 422)
+    assert err["code"] == "invalid_input" and "key:value" in err["message"]
 
 
 def test_get_and_history(client: TestClient, engine: Engine) -> None:

@@ -154,3 +154,27 @@ def test_python_dash_m_without_arguments_shows_help() -> None:
     result = run()
     assert result.returncode == 2
     assert "validate" in result.stdout and "graph" in result.stdout
+
+
+STORE_MODULES = """
+import sys
+from statemachine import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("sqlalchemy", "alembic", "sqlmodel", "statemachine.engine", "statemachine.store")
+print(sorted({m.split(".")[0] if m.startswith(heavy[:3]) else m for m in sys.modules
+              if m.startswith(heavy)}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", str(DEFINITIONS)]])
+def test_help_and_validate_do_not_load_the_store(args: list[str]) -> None:
+    """``--help`` and ``validate`` start in a fraction of a second: SQLAlchemy and Alembic (the
+    bulk of the start-up time) load only for commands that open a database."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STORE_MODULES, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
