@@ -7,23 +7,36 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from statemachine import records
-from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, stderr, stdout
-from statemachine.definition import loader
+from statemachine import errors, outage, records
+from statemachine.cli import (
+    EXIT_FAILED,
+    EXIT_NO_DATABASE,
+    EXIT_OK,
+    app,
+    error_line,
+    fail,
+    one_line,
+    stderr,
+    stdout,
+)
+from statemachine.definition import durations, loader
 from statemachine.engine import Engine
 
+_log = logging.getLogger("statemachine.worker")
 DEFAULT_DB = "sqlite:///statemachine.db"
 Db = Annotated[str, typer.Option("--db", envvar="STATEMACHINE_DB", help="Database URL.")]
 Defs = Annotated[
@@ -80,12 +93,35 @@ def action_names(spec: str) -> set[str]:
         return set(engine.registry.actions)
 
 
+def connect(db: str, within: float) -> Engine:
+    """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
+    reached yet (a worker started before its database): exit 3 if it never could."""
+    if not within:
+        return Engine(db)
+    try:
+        return outage.retry(
+            lambda: Engine(db), outage.Outage(), "connecting to the database", within=within
+        )
+    except errors.StoreError as exc:
+        if not outage.transient(exc):
+            raise
+        fail(
+            f"cannot reach the database {db} (tried for {within:g}s): {outage.one_line(exc)}",
+            code=EXIT_NO_DATABASE,
+        )
+
+
 @contextmanager
 def engine_for(
-    db: str, definitions: Path | None, actions: str | None, *, run: bool
+    db: str,
+    definitions: Path | None,
+    actions: str | None,
+    *,
+    run: bool,
+    connect_within: float = 0.0,
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered."""
-    engine = Engine(db)
+    engine = connect(db, connect_within)
     try:
         if actions:
             add_actions(engine, actions)
@@ -173,11 +209,57 @@ def worker(
     actions: Actions = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 8,
     poll_interval: Annotated[str, typer.Option(help="How often to look for due work.")] = "1s",
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="On SIGTERM/SIGINT, how long running steps may take to finish; then their "
+            "instances are released to other workers (a second signal: at once)."
+        ),
+    ] = "30s",
+    connect_timeout: Annotated[
+        str, typer.Option(help="How long to wait for the database at start-up (exit 3 after).")
+    ] = "30s",
 ) -> None:
-    """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first)."""
-    with engine_for(db, definitions, actions, run=True) as engine:
+    """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first, for
+    --grace at most). A database that goes away meanwhile is waited for, not an error.
+
+    Exit codes: 0 stopped on request (signal, or a handler's SystemExit); 1 stopped on an
+    unexpected error (logged with its traceback); 2 bad usage or definitions; 3 the database
+    could not be reached at start-up within --connect-timeout."""
+    within = _duration(connect_timeout, "--connect-timeout")
+    _duration(grace, "--grace")
+    with engine_for(db, definitions, actions, run=True, connect_within=within) as engine:
         stderr.print(f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows")
-        engine.run_worker(concurrency=concurrency, poll_interval=poll_interval)
+        code = EXIT_OK
+        try:
+            engine.run_worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace)
+        except Exception as exc:  # a bug, not an outage (those are waited for): say so, exit 1
+            _log.error("the worker stopped on an unexpected error", exc_info=exc)
+            error_line(f"the worker stopped on an unexpected error: {one_line(exc)}")
+            code = EXIT_FAILED
+    _exit_past_abandoned_steps(code)
+
+
+def _duration(value: str, option: str) -> float:
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationSyntaxError as exc:
+        fail(f"{option}: {exc}")
+
+
+def _exit_past_abandoned_steps(code: int) -> NoReturn:
+    """Leave now even if a handler's thread still runs (a step cut off by --grace or a second
+    signal: its lease is released and its result would be discarded anyway); Python would
+    otherwise wait for that thread before the process ends."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(timeout=0.5)
+    if any(t.is_alive() and not t.daemon and t is not threading.current_thread()
+           for t in threading.enumerate()):  # fmt: skip
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 @app.command()
