@@ -93,14 +93,17 @@ def action_names(spec: str) -> set[str]:
         return set(engine.registry.actions)
 
 
-def connect(db: str, within: float) -> Engine:
+def connect(db: str, within: float, lease: str | None = None) -> Engine:
     """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
     reached yet (a worker started before its database): exit 3 if it never could."""
     if not within:
-        return Engine(db)
+        return Engine(db, lease=lease)
     try:
         return outage.retry(
-            lambda: Engine(db), outage.Outage(), "connecting to the database", within=within
+            lambda: Engine(db, lease=lease),
+            outage.Outage(),
+            "connecting to the database",
+            within=within,
         )
     except errors.StoreError as exc:
         if not outage.transient(exc):
@@ -119,9 +122,10 @@ def engine_for(
     *,
     run: bool,
     connect_within: float = 0.0,
+    lease: str | None = None,
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered."""
-    engine = connect(db, connect_within)
+    engine = connect(db, connect_within, lease)
     try:
         if actions:
             add_actions(engine, actions)
@@ -219,6 +223,10 @@ def worker(
     connect_timeout: Annotated[
         str, typer.Option(help="How long to wait for the database at start-up (exit 3 after).")
     ] = "30s",
+    lease: Annotated[
+        str,
+        typer.Option(help="How long a claim lasts without a heartbeat (takeover after a crash)."),
+    ] = "30s",
 ) -> None:
     """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first, for
     --grace at most). A database that goes away meanwhile is waited for, not an error.
@@ -228,7 +236,10 @@ def worker(
     could not be reached at start-up within --connect-timeout."""
     within = _duration(connect_timeout, "--connect-timeout")
     _duration(grace, "--grace")
-    with engine_for(db, definitions, actions, run=True, connect_within=within) as engine:
+    _duration(lease, "--lease")
+    with engine_for(
+        db, definitions, actions, run=True, connect_within=within, lease=lease
+    ) as engine:
         stderr.print(f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows")
         code = EXIT_OK
         try:
@@ -250,12 +261,11 @@ def _duration(value: str, option: str) -> float:
 def _exit_past_abandoned_steps(code: int) -> NoReturn:
     """Leave now even if a handler's thread still runs (a step cut off by --grace or a second
     signal: its lease is released and its result would be discarded anyway); Python would
-    otherwise wait for that thread before the process ends."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(timeout=0.5)
-    if any(t.is_alive() and not t.daemon and t is not threading.current_thread()
-           for t in threading.enumerate()):  # fmt: skip
+    otherwise wait for that pool thread (``sm-step-*``) before the process ends."""
+    steps = [t for t in threading.enumerate() if t.name.startswith("sm-step")]
+    for thread in steps:  # idle ones end at once: the pool was shut down
+        thread.join(timeout=0.5)
+    if any(t.is_alive() for t in steps):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
