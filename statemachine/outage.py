@@ -88,8 +88,10 @@ class Outage:
             one_line(exc),
         )
 
-    def ok(self) -> None:
-        if self.since is None:  # the common case: no lock, no log
+    def ok(self, write: bool = True) -> None:
+        """A store call succeeded. Only a write ends an outage: on a full disk reads still
+        work, and the outage would seem to end and begin again at every poll."""
+        if self.since is None or not write:  # the common case: no lock, no log
             return
         with self._lock:
             since, self.since = self.since, None
@@ -100,9 +102,10 @@ class Outage:
 class Backoff:
     """One call site's failures in a row: how long to wait before its next try."""
 
-    def __init__(self, outage: Outage, what: str) -> None:
+    def __init__(self, outage: Outage, what: str, *, writes: bool = True) -> None:
         self.outage = outage
         self.what = what
+        self.writes = writes  # its success ends an outage (``Outage.ok``)
         self.failures = 0
 
     def failed(self, exc: BaseException) -> float:
@@ -112,7 +115,7 @@ class Backoff:
 
     def ok(self) -> None:
         self.failures = 0
-        self.outage.ok()
+        self.outage.ok(self.writes)
 
 
 def retry(

@@ -348,7 +348,7 @@ async def work(
     checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
     watch_at = time.monotonic() + poll
     claims = outage.Backoff(engine.outage, "claiming due instances")
-    checks = outage.Backoff(engine.outage, "checking the leases this worker holds")
+    checks = outage.Backoff(engine.outage, "checking the leases this worker holds", writes=False)
     claim_at = 0.0  # monotonic time of the next claim (later while the database is away)
     while not stop.is_set():
         if time.monotonic() >= checkpoint_at:  # long runs keep the SQLite WAL small
