@@ -18,6 +18,7 @@ instead and claims the instance again from what the database holds.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -38,18 +39,26 @@ def transient(exc: BaseException) -> bool:
     """The database could not be reached or could not write; worth trying again later.
 
     A ``StoreError`` is one when what it wraps is (one without a cause, such as "the store is
-    closed" or "instance id taken", is not); DBAPI errors are told by their PEP 249 class
-    (``OperationalError``, ``InterfaceError``), whichever driver raised them."""
+    closed" or "instance id taken", is not). DBAPI errors are told by their PEP 249 class
+    (``OperationalError``, ``InterfaceError``), whichever driver raised them, except that
+    SQLite's ``OperationalError`` also covers a broken schema ("no such table"): there only
+    busy, locked, I/O, full and cannot-open errors count."""
     if isinstance(exc, errors.StoreError):
         return exc.__cause__ is not None and transient(exc.__cause__)
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return True
     if isinstance(exc, sa.exc.DBAPIError):
-        return bool(exc.connection_invalidated)
-    return any(k.__name__ in _DBAPI_TRANSIENT for k in type(exc).__mro__)
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc.orig, BaseException) and transient(exc.orig)
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        return code & 0xFF in _SQLITE_TRANSIENT
+    return any(k.__name__ in ("OperationalError", "InterfaceError") for k in type(exc).__mro__)
 
 
-_DBAPI_TRANSIENT = ("OperationalError", "InterfaceError")
+# SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL
+_SQLITE_TRANSIENT = frozenset({5, 6, 7, 10, 13, 14, 15})
 
 
 def delay(attempt: int) -> float:
