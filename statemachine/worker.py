@@ -211,6 +211,9 @@ async def drive(
         # the database went away mid-run: what it holds is the truth, and the instance is
         # claimed again from there once it is back (a step whose result was not stored reruns)
         engine.outage.failed(f"the run of instance {instance_id}", exc)
+        _log.warning(
+            "instance %s: run cut short by the outage; it runs on once claimed again", instance_id
+        )
         return False
     finally:
         if not released:
