@@ -333,6 +333,60 @@ def abort_taken(engine: Engine) -> None:
             runner.abort()
 
 
+class Quarantine:
+    """Instances a worker took over from a dead one (or one that lost its lease) run alone.
+
+    A worker that dies takes every instance it ran down with it, and each counts a recovery;
+    taken over together they would run together again, and a poison instance (a step that
+    kills its worker every time) would take its batch-mates down, over and over, until they
+    were dead-lettered beside it. So a taken-over instance waits, its lease held, until
+    nothing else runs here, then runs alone; the worker claims nothing meanwhile. Its own
+    death then counts against it alone, and the others go on elsewhere."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.waiting: list[tuple[int, repo.InstanceRecord]] = []
+        self.alone: asyncio.Task[bool] | None = None
+        self.beat_at = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """True while a taken-over instance waits or runs here: claim nothing more."""
+        return bool(self.waiting) or (self.alone is not None and not self.alone.done())
+
+    def hold(self) -> None:
+        """Keep the leases of the waiting ones (a lease lost: another worker has it now)."""
+        if not self.waiting or time.monotonic() < self.beat_at:
+            return
+        self.beat_at = time.monotonic() + self.engine.settings.lease / 3
+        until = self.engine.clock.now() + timedelta(seconds=self.engine.settings.lease)
+        kept = []
+        for epoch, rec in self.waiting:
+            try:
+                if not self.engine.repo.heartbeat(rec.id, epoch, until):
+                    continue
+            except Exception as exc:
+                if not outage.transient(exc):
+                    raise
+                self.engine.outage.failed(f"the heartbeat of instance {rec.id}", exc)
+            kept.append((epoch, rec))
+        self.waiting = kept
+
+    def next(
+        self, running: dict[str, asyncio.Task[bool]]
+    ) -> tuple[int, repo.InstanceRecord] | None:
+        """The next one to run, once nothing else runs here."""
+        if running or not self.waiting:
+            return None
+        return self.waiting.pop(0)
+
+    async def release(self) -> None:
+        """A stopping worker lets the waiting ones go at once (no recovery counted)."""
+        for epoch, rec in self.waiting:
+            await _release(self.engine, rec.id, epoch, False)
+        self.waiting = []
+
+
 async def work(
     engine: Engine,
     concurrency: int,
@@ -342,7 +396,8 @@ async def work(
     hurry: threading.Event | None = None,
 ) -> None:
     """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set; then wind down
-    (``wind_down``: running steps get ``grace`` seconds, or until ``hurry`` is set).
+    (``wind_down``: running steps get ``grace`` seconds, or until ``hurry`` is set). Instances
+    taken over from a dead worker run alone (``Quarantine``).
 
     The database may go away for a while (a restart, a failover, a full disk): claims and lease
     checks then back off (``outage.WAIT``: 0.1 s doubling to 5 s) and the loop goes on, logging
@@ -353,6 +408,16 @@ async def work(
     claims = outage.Backoff(engine.outage, "claiming due instances")
     checks = outage.Backoff(engine.outage, "checking the leases this worker holds", writes=False)
     claim_at = 0.0  # monotonic time of the next claim (later while the database is away)
+    quarantine = Quarantine(engine)
+
+    def start(epoch: int, rec: repo.InstanceRecord) -> asyncio.Task[bool]:
+        task = asyncio.ensure_future(drive(engine, rec.id, (epoch, rec), stop=stop, counted=True))
+        running[rec.id] = task
+        # claimed work waiting here counts: runners then share commits, not take turns
+        engine.active_runners += 1
+        task.add_done_callback(_finished(engine, rec.id, stop))
+        return task
+
     while not stop.is_set():
         if time.monotonic() >= checkpoint_at:  # long runs keep the SQLite WAL small
             checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
@@ -371,8 +436,11 @@ async def work(
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
+        quarantine.hold()
+        if (suspect := quarantine.next(running)) is not None:
+            quarantine.alone = start(*suspect)
         free = concurrency - len(running)
-        if free > 0 and time.monotonic() >= claim_at:
+        if free > 0 and not quarantine.busy and time.monotonic() >= claim_at:
             try:
                 claimed = await _claim(engine, free)
                 claims.ok()
@@ -381,15 +449,13 @@ async def work(
                     raise
                 claimed = []
                 claim_at = time.monotonic() + claims.failed(exc)
-            for epoch, _, rec in claimed:
-                task = asyncio.ensure_future(
-                    drive(engine, rec.id, (epoch, rec), stop=stop, counted=True)
-                )
-                running[rec.id] = task
-                # claimed work waiting here counts: runners then share commits, not take turns
-                engine.active_runners += 1
-                task.add_done_callback(_finished(engine, rec.id, stop))
+            for epoch, recovered, rec in claimed:
+                if recovered:
+                    quarantine.waiting.append((epoch, rec))
+                else:
+                    start(epoch, rec)
         await asyncio.sleep(poll if not running else min(poll, 0.05))
+    await quarantine.release()
     if running:
         await wind_down(engine, running, grace, hurry)
 
