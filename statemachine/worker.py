@@ -341,7 +341,8 @@ class Quarantine:
     kills its worker every time) would take its batch-mates down, over and over, until they
     were dead-lettered beside it. So a taken-over instance waits, its lease held, until
     nothing else runs here, then runs alone; the worker claims nothing meanwhile. Its own
-    death then counts against it alone, and the others go on elsewhere."""
+    death then counts against it alone, and the others go on elsewhere. One at a time: one
+    waiting here while another runs would count this worker's death too."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -371,6 +372,21 @@ class Quarantine:
                 self.engine.outage.failed(f"the heartbeat of instance {rec.id}", exc)
             kept.append((epoch, rec))
         self.waiting = kept
+
+    async def admit(
+        self, claimed: list[tuple[int, bool, repo.InstanceRecord]]
+    ) -> list[tuple[int, repo.InstanceRecord]]:
+        """The claimed instances to run now. Of those taken over, one waits here (the one most
+        often taken over: the likeliest culprit); the others are released at once, so no
+        death here counts against them, and are claimed again, by any worker, as usual."""
+        taken = [(epoch, rec) for epoch, recovered, rec in claimed if recovered]
+        if taken:
+            keep = max(taken, key=lambda t: t[1].recoveries)
+            self.waiting.append(keep)
+            for epoch, rec in taken:
+                if rec is not keep[1]:
+                    await _release(self.engine, rec.id, epoch, False)
+        return [(epoch, rec) for epoch, recovered, rec in claimed if not recovered]
 
     def next(
         self, running: dict[str, asyncio.Task[bool]]
@@ -449,11 +465,8 @@ async def work(
                     raise
                 claimed = []
                 claim_at = time.monotonic() + claims.failed(exc)
-            for epoch, recovered, rec in claimed:
-                if recovered:
-                    quarantine.waiting.append((epoch, rec))
-                else:
-                    start(epoch, rec)
+            for epoch, rec in await quarantine.admit(claimed):
+                start(epoch, rec)
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     await quarantine.release()
     if running:

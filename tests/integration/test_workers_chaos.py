@@ -260,3 +260,40 @@ def test_sigkilled_workers_lose_nothing_and_record_every_step_once(
                 proc.cleanup()
             engine.close()
             gc.collect()
+
+
+def test_a_poison_instance_takes_no_batch_mate_down(tmp_path: Path) -> None:
+    """A poison instance and three others, claimed in one batch by one worker (restarted
+    whenever it dies, as a supervisor would): the first death takes all four down, but from
+    then on each runs alone (``worker.Quarantine``), so the poison dies alone until it is
+    dead-lettered, and the other three complete instead of being dead-lettered beside it."""
+    url = f"sqlite:///{tmp_path}/poison.db"
+    log = tmp_path / "runs.log"
+    engine = Engine(url)
+    procs: list[Proc] = []
+    try:
+        wc.setup(engine, log)
+        engine.start(wc.POISON, {}, instance_id=POISON_ID)
+        ids = [engine.start(wc.WORKFLOW, {"n": n}) for n in range(3)]
+        deadline = time.monotonic() + 120
+        while engine.get(POISON_ID).status != "failed":
+            assert time.monotonic() < deadline, "\n".join(p.describe() for p in procs)
+            if not procs or not procs[-1].alive():
+                if procs:
+                    assert procs[-1].popen.returncode == wc.POISON_EXIT, procs[-1].describe()
+                procs.append(
+                    Proc.program("worker_chaos", [url, str(log)], tmp_path, f"w{len(procs)}")
+                )
+            time.sleep(0.1)
+        for iid in ids:
+            inst = engine.wait(iid, timeout=30)
+            assert inst.status == "completed", (iid, inst.status, inst.error)
+        assert engine.get(POISON_ID).error["type"] == "DeadLettered"  # type: ignore[index]
+        assert len(read_lines(wc.poison_log(log))) == engine.settings.max_recoveries + 1
+        procs[-1].signal(signal.SIGTERM)
+        assert procs[-1].wait(timeout=15) == 0, procs[-1].describe()
+    finally:
+        for proc in procs:
+            proc.cleanup()
+        engine.close()
+        gc.collect()
