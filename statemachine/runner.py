@@ -204,9 +204,10 @@ class InstanceRunner:
             self.engine.finished(self.rec.id, self.definition)
 
     async def write(self, t: repo.Transition) -> str:
-        """Commit ``t``; in a worker, while the database is unreachable, again with backoff until it is back
-        (a fenced write: once another worker took the instance over, ``LeaseLost`` ends it). A
-        commit whose outcome is unknown is not written again (``CommitUnknown`` ends the run)."""
+        """Commit ``t``; in a worker, while the database is unreachable, again with backoff
+        until it is back (a fenced write: once another worker took the instance over,
+        ``LeaseLost`` ends it). A commit whose outcome is unknown is not written again
+        (``CommitUnknown`` ends the run; the worker claims the instance again)."""
         store = self.engine.repo
         backoff = outage.Backoff(self.engine.outage, f"a commit of instance {self.rec.id}")
         while True:

@@ -342,18 +342,29 @@ class Quarantine:
     were dead-lettered beside it. So a taken-over instance waits, its lease held, until
     nothing else runs here, then runs alone; the worker claims nothing meanwhile. Its own
     death then counts against it alone, and the others go on elsewhere. One at a time: one
-    waiting here while another runs would count this worker's death too."""
+    waiting here while another runs would count this worker's death too. The worker claims
+    again once the lone run ended or has lasted a lease: a step that long, which has not
+    killed the worker, must not keep it from all other work (a poison usually kills at once)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.waiting: list[tuple[int, repo.InstanceRecord]] = []
         self.alone: asyncio.Task[bool] | None = None
+        self.alone_until = 0.0  # monotonic time the lone run stops keeping other work away
         self.beat_at = 0.0
 
     @property
     def busy(self) -> bool:
         """True while a taken-over instance waits or runs here: claim nothing more."""
-        return bool(self.waiting) or (self.alone is not None and not self.alone.done())
+        if self.waiting:
+            return True
+        return (
+            self.alone is not None and not self.alone.done() and time.monotonic() < self.alone_until
+        )
+
+    def run_alone(self, task: asyncio.Task[bool]) -> None:
+        self.alone = task
+        self.alone_until = time.monotonic() + self.engine.settings.lease
 
     def hold(self) -> None:
         """Keep the leases of the waiting ones (a lease lost: another worker has it now)."""
@@ -454,7 +465,7 @@ async def work(
                 del running[iid]
         quarantine.hold()
         if (suspect := quarantine.next(running)) is not None:
-            quarantine.alone = start(*suspect)
+            quarantine.run_alone(start(*suspect))
         free = concurrency - len(running)
         if free > 0 and not quarantine.busy and time.monotonic() >= claim_at:
             try:
