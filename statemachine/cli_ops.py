@@ -231,9 +231,12 @@ def worker(
     """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first, for
     --grace at most). A database that goes away meanwhile is waited for, not an error.
 
-    Exit codes: 0 stopped on request (signal, or a handler's SystemExit); 1 stopped on an
-    unexpected error (logged with its traceback); 2 bad usage or definitions; 3 the database
-    could not be reached at start-up within --connect-timeout."""
+    Exit 0: stopped on request (a signal, or a handler's SystemExit).
+
+    Exit 1: stopped on an unexpected error (logged with its traceback).
+
+    Exit 2: bad usage or definitions. Exit 3: no database within --connect-timeout at start-up.
+    """
     within = _duration(connect_timeout, "--connect-timeout")
     _duration(grace, "--grace")
     _duration(lease, "--lease")

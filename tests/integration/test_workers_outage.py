@@ -15,6 +15,7 @@ import gc
 import resource
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -162,5 +163,26 @@ def test_a_worker_exits_3_when_the_database_cannot_be_reached_at_start(tmp_path:
         assert time.monotonic() - began < 20
         assert "cannot reach the database" in proc.stderr(), proc.describe()
         assert "Traceback" not in proc.stderr(), proc.describe()
+    finally:
+        proc.cleanup()
+
+
+def test_a_worker_exits_1_when_its_store_breaks_for_good(tmp_path: Path) -> None:
+    """Not an outage: the schema is gone ("no such table"). The worker does not wait for that
+    to pass; it stops with exit 1 (a runtime error, never 2, which means bad usage)."""
+    url = f"sqlite:///{tmp_path}/broken.db"
+    log = tmp_path / "runs.log"
+    engine, defs, _ = _setup(url, tmp_path, 0)
+    engine.close()
+    proc = _worker(url, defs, log, tmp_path, "worker")
+    try:
+        wait_until("ready", lambda: "workflows" in proc.stderr() or not proc.alive(), 30)
+        with sqlite3.connect(tmp_path / "broken.db") as db:
+            db.execute("DROP TABLE sm_instance")
+        rc = proc.wait(timeout=30)
+        assert rc == 1, proc.describe()
+        assert "the worker stopped on an unexpected error" in proc.stderr(), proc.describe()
+        assert "no such table" in proc.stderr(), proc.describe()
+        assert DOWN not in proc.stderr(), proc.describe()
     finally:
         proc.cleanup()
