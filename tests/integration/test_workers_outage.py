@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from statemachine import Engine, load_yaml
+from statemachine import Engine, load_yaml, outage
 from tests.integration.programs import worker_outage as wo
 from tests.integration.programs.worker_support import Proc, run_counts, wait_until
 from tests.pgcluster import throwaway_cluster
@@ -49,6 +49,12 @@ def _worker(url: str, defs: Path, log: Path, tmp_path: Path, name: str, **env: s
     return Proc.program(
         "worker_outage", argv, tmp_path, name, env={"SM_OUTAGE_LOG": str(log), **env}
     )
+
+
+def _start_riding(engine: Engine, iid: str) -> str:
+    """The test's own call meets the cut connection first: it tries again (start is idempotent)."""
+    start = lambda: engine.start(wo.WORKFLOW, {}, instance_id=iid)  # noqa: E731
+    return outage.retry(start, outage.Outage(), "start", within=30)
 
 
 def _completed(engine: Engine) -> int:
@@ -186,3 +192,38 @@ def test_a_worker_exits_1_when_its_store_breaks_for_good(tmp_path: Path) -> None
         assert DOWN not in proc.stderr(), proc.describe()
     finally:
         proc.cleanup()
+
+
+@pytest.mark.postgres
+def test_serve_rides_out_a_postgres_restart(tmp_path: Path) -> None:
+    """``statemachine serve``'s embedded worker lives through the restart: /health still says
+    its worker runs, and it finishes the instances started before and after."""
+    httpx = pytest.importorskip("httpx")
+    from tests.serving import free_port, wait_until_up
+
+    log = tmp_path / "runs.log"
+    with throwaway_cluster() as cluster:
+        engine, defs, ids = _setup(cluster.url, tmp_path, 30)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [sys.executable, "-m", "statemachine", "serve", "--db", cluster.url,
+                "--definitions", str(defs), "--actions", wo.ACTIONS, "--port", str(port),
+                "--concurrency", "4"]  # fmt: skip
+        proc = Proc(args, tmp_path, "serve", env={"SM_OUTAGE_LOG": str(log)})
+        try:
+            wait_until_up(proc.popen, url, proc.err_path)
+            wait_until("some progress", lambda: _completed(engine) >= 2, 60)
+            cluster.restart()
+            more = [_start_riding(engine, f"late-{n}") for n in range(5)]
+            wait_until("every instance", lambda: _completed(engine) == len(ids) + 5, 90)
+            health = httpx.get(f"{url}/health", timeout=10)
+            assert health.json() == {"status": "ok", "worker": "running"}, proc.describe()
+            assert "Traceback" not in proc.stderr(), proc.describe()
+            assert "crashed" not in proc.stderr(), proc.describe()
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, proc.describe()
+            _check_every_step_recorded_once(engine, ids + more, log, most=4)
+        finally:
+            proc.cleanup()
+            engine.close()
+            gc.collect()
