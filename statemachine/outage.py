@@ -2,17 +2,18 @@
 
 A worker must outlive such an outage: its claims, lease checks, heartbeats and commits fail for
 a while, then work again. Each place retries with a capped exponential backoff (tenacity's
-arithmetic, ``WAIT``); the engine's one ``Outage`` logs one warning when the first failure is
-seen and one line when a store call succeeds again, never a traceback per poll.
+arithmetic, ``WAIT``: 0.1 s doubling to 5 s); the engine's one ``Outage`` logs one warning as
+the first failure is seen and one as a write succeeds again, never a traceback per poll.
 
-What counts as an outage (``transient``): a ``StoreError`` or a SQLAlchemy ``OperationalError``
-/ ``InterfaceError`` (connection refused or cut, server shutting down, disk full, I/O error), or
-a DBAPI error SQLAlchemy saw invalidate its connection. A programming error, a constraint
-violation or a lost lease is not: it goes on as before.
+What counts as an outage (``transient``): a DBAPI ``OperationalError`` or ``InterfaceError``
+(connection refused or cut, server shutting down, disk full, I/O error; for SQLite only busy,
+locked, I/O, full and cannot-open), a DBAPI error SQLAlchemy saw invalidate its connection, or
+a ``StoreError`` wrapping one. A broken schema, a constraint violation or a lost lease is not:
+it goes on as before (a worker stops on it, exit 1).
 
-A commit cut off while the database was acknowledging it may have been applied or not
-(``StoreError.unknown``): retrying it could record a step twice, so the runner drops its run
-instead and claims the instance again from what the database holds.
+A commit cut off while Postgres was committing it may have been applied or not
+(``committer.CommitUnknown``): written again it could record a step twice, so the worker drops
+that run instead and claims the instance again from what the database holds.
 """
 
 from __future__ import annotations
