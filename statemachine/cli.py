@@ -1,7 +1,8 @@
 """The ``statemachine`` command line: one typer app; each command is a small function.
 
 Exit codes (API.md section 7): 0 success, 1 a workflow failed, 2 bad usage or a bad
-definition. Errors are one line each on stderr, never a traceback: ``main`` is the last net.
+definition; ``worker`` also 1 when it stopped on an unexpected error, 3 when the database could
+not be reached at start-up (``cli_ops.worker``). Errors are one line each on stderr, never a traceback: ``main`` is the last net.
 New commands add themselves with ``@app.command()`` and report problems through ``fail``.
 """
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # loaded by the commands that need them: --help stays quick (
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_DATABASE = 3  # ``worker``: the database could not be reached at start-up
 YAML_SUFFIXES = (".yaml", ".yml")
 
 app = typer.Typer(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,12 +27,24 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from statemachine.cli import EXIT_FAILED, EXIT_OK, app, fail, one_line, stderr, stdout
+from statemachine.cli import (
+    EXIT_FAILED,
+    EXIT_NO_DATABASE,
+    EXIT_OK,
+    app,
+    error_line,
+    fail,
+    one_line,
+    stderr,
+    stdout,
+)
 
 if TYPE_CHECKING:  # the engine (SQLAlchemy, Alembic) loads when a command opens a database
     from statemachine import records
     from statemachine.engine import Engine
 
+
+_log = logging.getLogger("statemachine.worker")
 DEFAULT_DB = "sqlite:///statemachine.db"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # records.TERMINAL
@@ -112,14 +125,44 @@ def missing_sqlite_file(db: str) -> str | None:
     return None if Path(path).exists() else path
 
 
+def connect(db: str, within: float, lease: str | None = None) -> Engine:
+    """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
+    reached yet (a worker started before its database): exit 3 if it never could."""
+    from statemachine import errors, outage
+    from statemachine.engine import Engine
+
+    if not within:
+        return Engine(db, lease=lease)
+    try:
+        return outage.retry(
+            lambda: Engine(db, lease=lease),
+            outage.Outage(),
+            "connecting to the database",
+            within=within,
+        )
+    except errors.StoreError as exc:
+        if not outage.transient(exc):
+            raise
+        fail(
+            f"cannot reach the database {db} (tried for {within:g}s): {outage.one_line(exc)}",
+            code=EXIT_NO_DATABASE,
+        )
+
+
 @contextmanager
 def engine_for(
-    db: str, definitions: Path | None, actions: str | None, *, run: bool, create: bool = True
+    db: str,
+    definitions: Path | None,
+    actions: str | None,
+    *,
+    run: bool,
+    create: bool = True,
+    connect_within: float = 0.0,
+    lease: str | None = None,
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered.
     ``create=False``: a SQLite file that does not exist is an error, not a new database."""
     from statemachine.definition import loader
-    from statemachine.engine import Engine
 
     missing = None if create else missing_sqlite_file(db)
     if missing is not None:
@@ -127,7 +170,7 @@ def engine_for(
             f"no database at {missing} (--db {db}); check the path or STATEMACHINE_DB "
             "(run, worker, start, emit and serve create a new one)"
         )
-    engine = Engine(db)
+    engine = connect(db, connect_within, lease)
     try:
         if actions:
             add_actions(engine, actions)
@@ -350,12 +393,69 @@ def worker(
     actions: Actions = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 8,
     poll_interval: Annotated[str, typer.Option(help="How often to look for due work.")] = "1s",
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="On SIGTERM/SIGINT, how long running steps may take to finish; then their "
+            "instances are released to other workers (a second signal: at once)."
+        ),
+    ] = "30s",
+    connect_timeout: Annotated[
+        str, typer.Option(help="How long to wait for the database at start-up (exit 3 after).")
+    ] = "30s",
+    lease: Annotated[
+        str,
+        typer.Option(help="How long a claim lasts without a heartbeat (takeover after a crash)."),
+    ] = "30s",
 ) -> None:
-    """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first)."""
-    with engine_for(db, definitions, actions, run=True) as engine:
+    """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first, for
+    --grace at most). A database that goes away meanwhile is waited for, not an error.
+
+    Exit 0: stopped on request (a signal, or a handler's SystemExit).
+
+    Exit 1: stopped on an unexpected error (logged with its traceback).
+
+    Exit 2: bad usage or definitions. Exit 3: no database within --connect-timeout at start-up.
+    """
+    within = _duration(connect_timeout, "--connect-timeout")
+    _duration(grace, "--grace")
+    _duration(lease, "--lease")
+    with engine_for(
+        db, definitions, actions, run=True, connect_within=within, lease=lease
+    ) as engine:
         stderr.print(f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows")
         show_logs()  # ctx.log lines, and every step failure, retry and instance failure
-        engine.run_worker(concurrency=concurrency, poll_interval=poll_interval)
+        code = EXIT_OK
+        try:
+            engine.run_worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace)
+        except Exception as exc:  # a bug, not an outage (those are waited for): say so, exit 1
+            _log.error("the worker stopped on an unexpected error", exc_info=exc)
+            error_line(f"the worker stopped on an unexpected error: {one_line(exc)}")
+            code = EXIT_FAILED
+    _exit_past_abandoned_steps(code)
+
+
+def _duration(value: str, option: str) -> float:
+    from statemachine.definition import durations
+
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationSyntaxError as exc:
+        fail(f"{option}: {exc}")
+
+
+def _exit_past_abandoned_steps(code: int) -> NoReturn:
+    """Leave now even if a handler's thread still runs (a step cut off by --grace or a second
+    signal: its lease is released and its result would be discarded anyway); Python would
+    otherwise wait for that pool thread (``sm-step-*``) before the process ends."""
+    steps = [t for t in threading.enumerate() if t.name.startswith("sm-step")]
+    for thread in steps:  # idle ones end at once: the pool was shut down
+        thread.join(timeout=0.5)
+    if any(t.is_alive() for t in steps):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 @app.command()

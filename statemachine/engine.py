@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from statemachine import errors, leases, records, registry, worker
+from statemachine import errors, leases, outage, records, registry, worker
 from statemachine import runner as runner_mod
 from statemachine.definition import durations, expressions, issues, models, schemas
 from statemachine.runtime import clock as clocks
@@ -120,6 +120,7 @@ class Engine:
         self._loop: worker.LoopThread | None = None
         self.active_runners = 0  # instances being driven here; more than one: group commit
         self.held: dict[str, runner_mod.InstanceRunner] = {}  # runners holding a lease, by id
+        self.outage = outage.Outage()  # whether the database is unreachable now (logged once)
         self._keeper: leases.LeaseKeeper | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -708,40 +709,54 @@ class Engine:
         """Run here every instance that is due now; returns how many advanced."""
         return self._call(worker.drain(self))
 
-    def run_worker(self, concurrency: int = 8, poll_interval: Any = "1s") -> None:
+    def run_worker(
+        self, concurrency: int = 8, poll_interval: Any = "1s", grace: Any = "30s"
+    ) -> None:
         """Blocking worker loop; SIGTERM/SIGINT, or a handler's SystemExit/KeyboardInterrupt,
-        stop claiming and let running steps finish; then it returns.
+        stop claiming and let running steps finish, for ``grace`` at most (their leases kept
+        meanwhile); what still runs then has its lease released for another worker to take
+        over at once. A second SIGTERM/SIGINT cuts the grace short. Then it returns.
+        A database that goes away meanwhile is waited for (``outage``), not an error.
         The process is a worker until it returns: the garbage collector is tuned for that
         meanwhile (``worker.tuned_collector``); the ``worker()`` context leaves it alone."""
         poll = _seconds(poll_interval, "poll_interval")
-        stop = threading.Event()
+        wait = _seconds(grace, "grace")
+        stop, hurry = threading.Event(), threading.Event()
+
+        def signalled(*_: Any) -> None:
+            if stop.is_set():
+                hurry.set()
+            stop.set()
+
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, signalled)
         try:
             with worker.tuned_collector():
-                self._call(worker.work(self, concurrency, poll, stop))
+                self._call(worker.work(self, concurrency, poll, stop, wait, hurry))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     @contextlib.contextmanager
     def worker(
-        self, concurrency: int = 8, poll_interval: Any = "100ms"
+        self, concurrency: int = 8, poll_interval: Any = "100ms", grace: Any = "30s"
     ) -> Iterator[concurrent.futures.Future[None]]:
         """A worker on the engine's loop while the block runs; the block gets its future (done
-        once the worker ended: crashed or stopped), which ``create_app(worker=)`` reports."""
+        once the worker ended: crashed or stopped), which ``create_app(worker=)`` reports.
+        Leaving the block stops it as ``run_worker`` stops on SIGTERM (``grace`` included)."""
         poll = _seconds(poll_interval, "poll_interval")
+        wait = _seconds(grace, "grace")
         stop = threading.Event()
         fut = asyncio.run_coroutine_threadsafe(
-            worker.work(self, concurrency, poll, stop), self._loop_thread().loop
+            worker.work(self, concurrency, poll, stop, wait), self._loop_thread().loop
         )
         try:
             yield fut
         finally:
             stop.set()
-            fut.result(timeout=self.settings.lease + 5)
+            fut.result(timeout=wait + self.settings.lease + 10)
 
     def prune(self, older_than: Any = "30d") -> int:
         """Delete finished instances (and their history) completed more than ``older_than`` ago."""

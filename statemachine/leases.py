@@ -18,7 +18,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from statemachine import errors
+from statemachine import errors, outage
 
 if TYPE_CHECKING:
     from statemachine.engine import Engine
@@ -55,8 +55,11 @@ class LeaseKeeper:
                 _log.warning("the event loop is stalled (a handler blocking it?); keeping leases")
             try:
                 self.keep()
-            except Exception:  # the keeper must outlive a database hiccup
-                _log.exception("could not extend leases for a stalled loop")
+            except Exception as exc:  # the keeper must outlive a database hiccup
+                if outage.transient(exc):
+                    self.engine.outage.failed("extending leases for a stalled loop", exc)
+                else:
+                    _log.exception("could not extend leases for a stalled loop")
 
     def keep(self) -> None:
         """Extend every lease the engine's runners hold (fenced: a lease lost stays lost)."""
@@ -66,5 +69,7 @@ class LeaseKeeper:
             try:
                 if self.engine.repo.heartbeat(runner.rec.id, runner.epoch, now, until):
                     self.extended += 1
-            except errors.StatemachineError:
+            except errors.StatemachineError as exc:
+                if outage.transient(exc):
+                    self.engine.outage.failed("extending leases for a stalled loop", exc)
                 continue

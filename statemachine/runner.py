@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from statemachine import errors, records
+from statemachine import errors, outage, records
 from statemachine.definition import models
 from statemachine.runtime import flowctx, saga
 from statemachine.runtime import interpreter as interp
@@ -24,6 +24,7 @@ from statemachine.runtime import plan as plans
 from statemachine.runtime.context import LOG_ENTRY, StepContext
 from statemachine.runtime.executor import Outcome
 from statemachine.runtime.state import TERMINAL, State, is_item_result
+from statemachine.store import committer
 from statemachine.store import repository as repo
 
 if TYPE_CHECKING:
@@ -191,12 +192,7 @@ class InstanceRunner:
             self.rec.id, self.epoch, values, steps, history, consume, notify,
             abort_if_paused=abort_if_paused, stored=frozenset(stored), create=self.birth,
         )  # fmt: skip
-        store = self.engine.repo
-        if self.engine.active_runners > 1 and store.runner_shaped(t):
-            # others are in flight: share their commit (one fsync for all), off the loop thread
-            status = await store.committer.submit(t)
-        else:
-            status = store.commit_transition(t)
+        status = await self.write(t)
         if self.birth is not None:
             self.birth = None
             self.engine.announce(self.rec)
@@ -216,6 +212,30 @@ class InstanceRunner:
                 report(self.rec, h)
         if terminal:
             self.engine.finished(self.rec.id, self.definition)
+
+    async def write(self, t: repo.Transition) -> str:
+        """Commit ``t``; in a worker, while the database is unreachable, again with backoff
+        until it is back (a fenced write: once another worker took the instance over,
+        ``LeaseLost`` ends it). A commit whose outcome is unknown is not written again
+        (``CommitUnknown`` ends the run; the worker claims the instance again)."""
+        store = self.engine.repo
+        backoff = outage.Backoff(self.engine.outage, f"a commit of instance {self.rec.id}")
+        while True:
+            try:
+                if self.engine.active_runners > 1 and store.runner_shaped(t):
+                    # others are in flight: share their commit (one fsync for all), off the loop
+                    status = await store.committer.submit(t)
+                else:
+                    status = store.commit_transition(t)
+            except committer.CommitUnknown:
+                raise
+            except Exception as exc:
+                if self.stop is None or not outage.transient(exc):  # not a worker's: the caller's
+                    raise
+                await asyncio.sleep(backoff.failed(exc))
+                continue
+            backoff.ok()
+            return status
 
     def snapshot(self) -> records.WorkflowInstance | None:
         """The instance as its final commit left it, without reading it back; None unless this
@@ -500,7 +520,15 @@ class InstanceRunner:
             return
         self.last_beat = now
         until = now + timedelta(seconds=self.engine.settings.lease)
-        if not self.engine.repo.heartbeat(self.rec.id, self.epoch, now, until):
+        try:
+            kept = self.engine.repo.heartbeat(self.rec.id, self.epoch, now, until)
+        except Exception as exc:  # the next beat tries again; fencing guards a lapsed lease
+            if not outage.transient(exc):
+                raise
+            self.engine.outage.failed(f"the heartbeat of instance {self.rec.id}", exc)
+            return
+        self.engine.outage.ok()
+        if not kept:
             raise errors.LeaseLost(f"instance {self.rec.id} was taken over")
 
     async def execute(self, path: str) -> Outcome:

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from statemachine import errors
+from statemachine import errors, outage
 from statemachine.runner import InstanceRunner, child_notice
 from statemachine.runtime import executor
 from statemachine.runtime.state import TERMINAL
@@ -35,6 +35,7 @@ CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running wo
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
 WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
+GRACE = 30.0  # seconds a stopping worker lets running steps finish (``wind_down``)
 
 
 @contextlib.contextmanager
@@ -196,6 +197,10 @@ async def drive(
             for task in runner.inflight.values():  # its siblings' results would be lost anyway
                 task.cancel()
             raise
+        except BaseException:  # cancelled (a stop's grace ran out), or the database failed
+            for task in runner.inflight.values():
+                task.cancel()
+            raise
         finally:
             if not counted:
                 engine.active_runners -= 1
@@ -203,10 +208,43 @@ async def drive(
                 del engine.held[instance_id]
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
+    except Exception as exc:
+        if stop is None or not outage.transient(exc):  # not a worker's run: the caller's error
+            raise
+        # the database went away mid-run: what it holds is the truth, and the instance is
+        # claimed again from there once it is back (a step whose result was not stored reruns)
+        engine.outage.failed(f"the run of instance {instance_id}", exc)
+        _log.warning(
+            "instance %s: run cut short by the outage; it runs on once claimed again", instance_id
+        )
+        return False
     finally:
         if not released:
-            with contextlib.suppress(errors.StatemachineError):
-                engine.repo.release(instance_id, epoch, recovery=interrupted, cleared=ran)
+            await _release(engine, instance_id, epoch, interrupted, ran)
+
+
+async def _release(
+    engine: Engine, instance_id: str, epoch: int, recovery: bool, cleared: bool
+) -> None:
+    """Give the lease up so the instance can be claimed again at once; while the database is
+    unreachable, again with backoff, for at most a lease (by then it has lapsed anyway)."""
+    backoff = outage.Backoff(engine.outage, f"the release of instance {instance_id}")
+    deadline = time.monotonic() + engine.settings.lease
+    while True:
+        try:
+            engine.repo.release(instance_id, epoch, recovery=recovery, cleared=cleared)
+        except Exception as exc:
+            if not outage.transient(exc):
+                if isinstance(exc, errors.StatemachineError):
+                    return
+                raise
+            wait = backoff.failed(exc)
+            if time.monotonic() + wait > deadline:
+                return
+            await asyncio.sleep(wait)
+            continue
+        backoff.ok()
+        return
 
 
 async def _claim(engine: Engine, limit: int, idle: bool = False) -> repo.Claims:
@@ -313,42 +351,104 @@ def abort_taken(engine: Engine) -> None:
             runner.abort()
 
 
-async def work(engine: Engine, concurrency: int, poll: float, stop: threading.Event) -> None:
-    """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set."""
+async def work(
+    engine: Engine,
+    concurrency: int,
+    poll: float,
+    stop: threading.Event,
+    grace: float = GRACE,
+    hurry: threading.Event | None = None,
+) -> None:
+    """Claim due instances, up to ``concurrency`` at once, until ``stop`` is set; then wind down
+    (``wind_down``: running steps get ``grace`` seconds, or until ``hurry`` is set). A suspect
+    (its handler ran when a worker died) runs alone (``Repository.claim_due``).
+
+    The database may go away for a while (a restart, a failover, a full disk): claims and lease
+    checks then back off (``outage.WAIT``: 0.1 s doubling to 5 s) and the loop goes on, logging
+    the outage once; the runners retry their commits the same way."""
     running: dict[str, asyncio.Task[bool]] = {}
     suspect = False  # a suspect is due: claim nothing more until idle, then run it alone
     alone: str | None = None  # the suspect this worker runs alone: nothing else starts meanwhile
     checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
     watch_at = time.monotonic() + poll
+    claims = outage.Backoff(engine.outage, "claiming due instances")
+    checks = outage.Backoff(engine.outage, "checking the leases this worker holds", writes=False)
+    claim_at = 0.0  # monotonic time of the next claim (later while the database is away)
+
+    def start(epoch: int, rec: repo.InstanceRecord) -> asyncio.Task[bool]:
+        task = asyncio.ensure_future(drive(engine, rec.id, (epoch, rec), stop=stop, counted=True))
+        running[rec.id] = task
+        # claimed work waiting here counts: runners then share commits, not take turns
+        engine.active_runners += 1
+        task.add_done_callback(_finished(engine, rec.id, stop))
+        return task
+
     while not stop.is_set():
         if time.monotonic() >= checkpoint_at:  # long runs keep the SQLite WAL small
             checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
-            with contextlib.suppress(errors.StatemachineError, OSError):
+            with contextlib.suppress(Exception):  # a failed checkpoint is retried next time
                 engine.repo.checkpoint()
         if running and time.monotonic() >= watch_at:
             watch_at = time.monotonic() + poll
             try:
                 abort_taken(engine)
-            except Exception:  # a database hiccup: the heartbeat still finds a lost lease
-                _log.warning("could not check the leases this worker holds", exc_info=True)
+                checks.ok()
+            except Exception as exc:  # the heartbeat still finds a lost lease
+                if not outage.transient(exc):
+                    _log.warning("could not check the leases this worker holds", exc_info=True)
+                else:
+                    watch_at = time.monotonic() + max(poll, checks.failed(exc))
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
         isolated = alone in running or _isolating(engine)
         free = 0 if isolated or (suspect and running) else concurrency - len(running)
-        if free > 0:
-            claims = await _claim(engine, free, idle=not running and not engine.held)
-            suspect = claims.deferred > 0
-            for epoch, _, rec in claims:
-                task = asyncio.ensure_future(
-                    drive(engine, rec.id, (epoch, rec), stop=stop, counted=True)
-                )
-                running[rec.id] = task
-                if rec.lease_alone:
-                    alone = rec.id
-                # claimed work waiting here counts: runners then share commits, not take turns
-                engine.active_runners += 1
-                task.add_done_callback(_finished(engine, rec.id, stop))
+        if free > 0 and time.monotonic() >= claim_at:
+            try:
+                claimed = await _claim(engine, free, idle=not running and not engine.held)
+                claims.ok()
+            except Exception as exc:
+                if not outage.transient(exc):
+                    raise
+                claimed = None
+                claim_at = time.monotonic() + claims.failed(exc)
+            if claimed is not None:
+                suspect = claimed.deferred > 0
+                for epoch, _, rec in claimed:
+                    start(epoch, rec)
+                    if rec.lease_alone:
+                        alone = rec.id
         await asyncio.sleep(poll if not running else min(poll, 0.05))
     if running:
-        await asyncio.wait(running.values(), timeout=engine.settings.lease)
+        await wind_down(engine, running, grace, hurry)
+
+
+async def wind_down(
+    engine: Engine,
+    running: dict[str, asyncio.Task[bool]],
+    grace: float,
+    hurry: threading.Event | None,
+) -> None:
+    """A stopping worker claims nothing more; its runners finish the steps in flight (and keep
+    their leases meanwhile) but start no new ones. Whatever still runs after ``grace`` seconds,
+    or once ``hurry`` is set (a second SIGTERM/SIGINT), is cancelled and its lease released,
+    so another worker takes it over at once instead of after the lease; its step runs again
+    there (the abandoned call's result is discarded)."""
+    deadline = time.monotonic() + grace
+    pending = {t for t in running.values() if not t.done()}
+    while pending and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+        left = min(outage.SLICE, max(0.0, deadline - time.monotonic()))
+        _, pending = await asyncio.wait(pending, timeout=left)
+    if not pending:
+        return
+    cut = sorted(iid for iid, t in running.items() if t in pending)
+    _log.warning(
+        "stopping: %d instance(s) still running after %s; their leases are released for "
+        "another worker to take over: %s",
+        len(cut),
+        "a second signal" if hurry is not None and hurry.is_set() else f"the {grace:g}s grace",
+        ", ".join(cut[:10]),
+    )
+    for task in pending:
+        task.cancel()
+    await asyncio.wait(pending, timeout=engine.settings.lease + 5)

@@ -41,6 +41,16 @@ class InstancePaused(Exception):
     """Internal: a runner's transition met a pause; nothing was written."""
 
 
+class CommitUnknown(errors.StoreError):
+    """The connection failed while Postgres was committing: the transaction may have been
+    applied or not. Writing it again could record it twice, so the runner gives up its run
+    and claims the instance again from what the database holds (see ``outage``)."""
+
+
+class _CommitFailed(Exception):
+    """Internal: ``COMMIT`` itself raised on Postgres (the outcome is unknown)."""
+
+
 class _Unmatched(Exception):
     """Internal: an UPDATE of a grouped batch matched fewer rows than it carried (a lease
     lost, a pause, an id taken): the batch is rolled back and written again, one UPDATE per
@@ -193,7 +203,12 @@ class Committer:
                 if not self.pg:
                     cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
                 yield cur
-                raw.commit()
+                try:
+                    raw.commit()
+                except Exception as exc:
+                    if self.pg:  # cut off while the server committed: maybe applied
+                        raise _CommitFailed(str(exc)) from exc
+                    raise  # SQLite rolls a failed commit back: nothing was applied
             except Exception:
                 with contextlib.suppress(Exception):
                     raw.rollback()
@@ -222,10 +237,16 @@ class Committer:
                 rows.flush(cur, self.fast)
         except _Unmatched:  # rolled back: again, one UPDATE each, to tell which one failed
             return self._write(batch, group=False)
+        except _CommitFailed as exc:  # never written again: it may have been applied
+            unknown = CommitUnknown(f"database error while committing, outcome unknown: {exc}")
+            unknown.__cause__ = exc.__cause__
+            return [unknown] * len(batch)
         except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
                 return [self._write([t])[0] for t in batch]
-            return [errors.StoreError(f"database error: {exc}")]
+            failed = errors.StoreError(f"database error: {exc}")
+            failed.__cause__ = exc  # ``outage.transient`` tells an outage by its cause
+            return [failed]
         self.batches += 1
         self.committed += sum(1 for r in results if not isinstance(r, BaseException))
         return results

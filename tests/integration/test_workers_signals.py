@@ -152,3 +152,114 @@ def test_a_handlers_sys_exit_stops_the_worker_as_sigterm_does(db_url: str, tmp_p
             worker.cleanup()
         engine.close()
         gc.collect()
+
+
+# -- steps longer than the lease: --grace ------------------------------------------------------
+PATIENT = "pat-1"
+
+
+def _patient(db_url: str, tmp_path: Path) -> tuple[Engine, Path, Path]:
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "patient.yaml").write_text(ws.PATIENT_DEFINITION)
+    engine = Engine(db_url)
+    engine.register(load_yaml(defs / "patient.yaml"), check_actions=False)
+    engine.start(ws.PATIENT_WORKFLOW, {}, instance_id=PATIENT)
+    return engine, defs, tmp_path / "runs.log"
+
+
+def _cli_worker(db_url: str, defs: Path, log: Path, tmp_path: Path, name: str, *extra: str) -> Proc:
+    args = [sys.executable, "-m", "statemachine", "worker", "--db", db_url,
+            "--definitions", str(defs), "--actions", ACTIONS,
+            "--concurrency", "2", "--poll-interval", "100ms", *extra]  # fmt: skip
+    return Proc(args, tmp_path, name, env={"SM_SIGNALS_LOG": str(log)})
+
+
+def _ready(proc: Proc) -> None:
+    wait_until(f"{proc.name} ready", lambda: "workflows" in proc.stderr() or not proc.alive(), 30)
+    assert proc.alive(), proc.describe()
+
+
+def _long_runs(log: Path) -> list[str]:
+    return [line for line in read_lines(log) if "/long/" in line]
+
+
+def test_sigterm_keeps_the_lease_of_a_step_longer_than_it_until_the_step_ends(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A 5 s step, a 2 s lease, SIGTERM a moment after the step began: the stopping worker
+    keeps renewing its lease while the step runs (``--grace`` is 30 s by default), records
+    the result and exits 0; a second worker, polling all along, never runs the step again."""
+    engine, defs, log = _patient(db_url, tmp_path)
+    first = second = None
+    try:
+        first = _cli_worker(db_url, defs, log, tmp_path, "first", "--lease", "2s")
+        wait_until("long to start", lambda: bool(_long_runs(log)) or not first.alive(), 30)
+        second = _cli_worker(db_url, defs, log, tmp_path, "second", "--lease", "2s")
+        _ready(second)
+        assert _long_runs(log) == [f"{PATIENT}/long/{first.pid}"], first.describe()
+        first.signal(signal.SIGTERM)
+        rc = first.wait(timeout=ws.LONG_SECONDS + 10)
+        assert rc == 0, first.describe()
+        assert "Traceback" not in first.stderr(), first.describe()
+
+        inst = engine.wait(PATIENT, timeout=30)  # the second worker runs "after"
+        assert inst.status == "completed", (inst.status, inst.error)
+        assert _long_runs(log) == [f"{PATIENT}/long/{first.pid}"], second.describe()
+        assert inst.step_results["long"].output == {"long_by": first.pid}
+        kinds = [(h.type, h.step) for h in engine.history(PATIENT)]
+        assert kinds.count(("workflow.step.completed", "long")) == 1
+        assert engine.repo.get(PATIENT).recoveries == 0  # type: ignore[union-attr]
+        second.signal(signal.SIGTERM)
+        assert second.wait(timeout=15) == 0, second.describe()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.cleanup()
+        engine.close()
+        gc.collect()
+
+
+@pytest.mark.parametrize("how", ["grace", "second-signal"])
+def test_a_step_cut_off_by_the_grace_is_taken_over_at_once(
+    sqlite_url: str, tmp_path: Path, how: str
+) -> None:
+    """``--grace 1s`` (or a second SIGTERM): the stopping worker gives the running step up and
+    releases its lease as it exits, within a second or two, without waiting for the step's
+    thread; another worker takes the instance over at once, not after the lease (10 s here,
+    so a takeover by expiry would come too late), and the step runs twice, no more."""
+    engine, defs, log = _patient(sqlite_url, tmp_path)
+    first = second = None
+    extra = ("--lease", "10s", "--grace", "1s" if how == "grace" else "30s")
+    try:
+        first = _cli_worker(sqlite_url, defs, log, tmp_path, "first", *extra)
+        wait_until("long to start", lambda: bool(_long_runs(log)) or not first.alive(), 30)
+        second = _cli_worker(sqlite_url, defs, log, tmp_path, "second", "--lease", "10s")
+        _ready(second)
+        first.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        if how == "second-signal":
+            time.sleep(0.3)
+            first.signal(signal.SIGTERM)
+        rc = first.wait(timeout=15)
+        took = time.monotonic() - signalled
+        assert rc == 0, first.describe()
+        assert "Traceback" not in first.stderr(), first.describe()
+        assert took < ws.LONG_SECONDS - 1, f"exit took {took:.1f}s\n{first.describe()}"
+        assert "still running after" in first.stderr(), first.describe()
+
+        wait_until("the takeover", lambda: len(_long_runs(log)) == 2, 5)  # < the 10 s lease
+        inst = engine.wait(PATIENT, timeout=30)
+        assert inst.status == "completed", (inst.status, inst.error)
+        assert _long_runs(log) == [f"{PATIENT}/long/{first.pid}", f"{PATIENT}/long/{second.pid}"]
+        assert inst.step_results["long"].output == {"long_by": second.pid}
+        kinds = [(h.type, h.step) for h in engine.history(PATIENT)]
+        assert kinds.count(("workflow.step.completed", "long")) == 1
+        second.signal(signal.SIGTERM)
+        assert second.wait(timeout=15) == 0, second.describe()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.cleanup()
+        engine.close()
+        gc.collect()

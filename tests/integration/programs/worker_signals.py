@@ -5,7 +5,8 @@ The CLI loads ``tests.integration.programs.worker_signals:SignalActions``; each 
 ``SLOW_SECONDS`` (the test signals the worker while it runs); ``after`` takes ``AFTER_SECONDS``
 (``$SM_SIGNALS_AFTER_SECONDS``): long, so a worker that starts it after being told to stop
 cannot exit promptly. ``exits`` (workflow ``exits``) waits until ``slow`` has begun, then calls
-``sys.exit(3)``: a handler's SystemExit stops the worker as SIGTERM does.
+``sys.exit(3)``: a handler's SystemExit stops the worker as SIGTERM does. ``long`` (workflow
+``patient``) takes ``LONG_SECONDS``, longer than the lease the grace tests give the worker.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ steps:
     action: exits
 """
 
+PATIENT_WORKFLOW = "patient"
+LONG_SECONDS = 5.0
+PATIENT_DEFINITION = f"""\
+id: {PATIENT_WORKFLOW}
+version: 1
+steps:
+  - id: long
+    action: long
+  - id: after
+    action: after
+"""
+
 
 class SignalActions:
     def slow(self, data: Any, ctx: StepContext) -> dict[str, Any]:
@@ -50,6 +63,11 @@ class SignalActions:
         append_line(os.environ["SM_SIGNALS_LOG"], f"{ctx.instance_id}/after/{os.getpid()}")
         time.sleep(float(os.environ.get("SM_SIGNALS_AFTER_SECONDS", "0")))
         return {"after_by": os.getpid()}
+
+    def long(self, data: Any, ctx: StepContext) -> dict[str, Any]:
+        append_line(os.environ["SM_SIGNALS_LOG"], f"{ctx.instance_id}/long/{os.getpid()}")
+        time.sleep(LONG_SECONDS)
+        return {"long_by": os.getpid()}
 
     def exits(self, data: Any, ctx: StepContext) -> None:
         log = Path(os.environ["SM_SIGNALS_LOG"])
