@@ -254,6 +254,10 @@ class Registry:
         return fn
 
     def definition(self, name: str) -> models.WorkflowDefinition:
+        if not isinstance(name, str):
+            raise errors.InputValidationError(
+                f"a workflow is named by a string (the name it was registered with), not {name!r}"
+            )
         key = self.latest.get(name)
         if key is None:
             raise errors.WorkflowNotFound(

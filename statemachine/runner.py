@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from statemachine import errors, records
 from statemachine.definition import models
-from statemachine.runtime import flowctx, saga
+from statemachine.runtime import flowctx, jsondata, saga
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.context import StepContext
@@ -130,14 +130,35 @@ class InstanceRunner:
             self.state = decision.state
             return decision
         try:
-            await self.commit(decision, consume or [], abort_if_paused=not self.paused)
-        except repo.InstancePaused:
-            # paused while the handler ran: record its result, but let no new step start
-            self.paused = True
-            self.state.status = "paused"
-            decision = self.decide(event, emitted)
-            await self.commit(decision, consume or [])
+            try:
+                await self.commit(decision, consume or [], abort_if_paused=not self.paused)
+            except repo.InstancePaused:
+                # paused while the handler ran: record its result, but let no new step start
+                self.paused = True
+                self.state.status = "paused"
+                decision = self.decide(event, emitted)
+                await self.commit(decision, consume or [])
+        except errors.StoreRefused as exc:
+            return await self.refused(event, exc, consume or [])
         return decision
+
+    async def refused(
+        self, event: interp.Event, exc: errors.StoreRefused, consume: list[int]
+    ) -> interp.Decision:
+        """The database refused this transition's data, and would refuse it again: a step's
+        result fails that step at once, with no retry (its handler never runs again for it);
+        anything else, or a failure the database refuses too, fails the instance. Should even
+        that be refused, ``StoreRefused`` leaves the run, which backs off (``worker.drive``)."""
+        _log.error("instance %s: the database refused a transition", self.rec.id, exc_info=exc)
+        # the driver's message may quote the whole row: keep the start, and only printable text
+        error = jsondata.printable_error({"type": type(exc).__name__, "message": str(exc)[:2000]})
+        result = isinstance(event, interp.StepSucceeded | interp.StepFailed)
+        if result and not (isinstance(event, interp.StepFailed) and event.error == error):
+            assert isinstance(event, interp.StepSucceeded | interp.StepFailed)
+            failed = interp.StepFailed(event.path, error, retryable=False)
+            return await self.apply(failed, consume)
+        await self.fail_instance(exc)
+        return interp.Decision(self.state)
 
     def decide(self, event: interp.Event, emitted: list[tuple[str, Any]] | None) -> interp.Decision:
         decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
@@ -264,6 +285,10 @@ class InstanceRunner:
                 task.cancel()
         except errors.ExpressionError as exc:
             await self.fail_instance(exc)
+        except errors.StoreError:
+            for task in self.inflight.values():  # nobody would record their results
+                task.cancel()
+            raise
 
     async def fail_instance(self, exc: BaseException) -> None:
         """A flow rule could not be evaluated (e.g. a condition raised): the instance fails cleanly."""

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors
@@ -35,6 +35,7 @@ CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running wo
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
 WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
+COMMIT_BACKOFF = (1.0, 300.0)  # seconds: the first delay after a run failed to commit, the cap
 
 
 @contextlib.contextmanager
@@ -162,7 +163,7 @@ async def drive(
         if found is None:
             return False
         rec = found
-    released = interrupted = False
+    released = interrupted = failed = False
     try:
         if rec.status not in repo.RUNNABLE:
             return False
@@ -193,6 +194,9 @@ async def drive(
             for task in runner.inflight.values():  # its siblings' results would be lost anyway
                 task.cancel()
             raise
+        except errors.StoreError:
+            failed = True  # its progress could not be committed: not due again at once
+            raise
         finally:
             if not counted:
                 engine.active_runners -= 1
@@ -202,8 +206,20 @@ async def drive(
         return runner.advanced
     finally:
         if not released:
+            retry_at = commit_backoff(engine, rec.recoveries) if failed else None
             with contextlib.suppress(errors.StatemachineError):
-                engine.repo.release(instance_id, epoch, recovery=interrupted)
+                engine.repo.release(
+                    instance_id, epoch, recovery=interrupted or failed, wake_at=retry_at
+                )
+
+
+def commit_backoff(engine: Engine, recoveries: int) -> datetime:
+    """When an instance whose run failed to commit is due again: later each time, never at
+    once (claimed again at once, it would run its handler in a hot loop). Each such failure
+    counts as a recovery, so one that keeps failing is dead-lettered."""
+    first, cap = COMMIT_BACKOFF
+    delay = min(cap, first * 2.0 ** min(recoveries, 30))
+    return engine.clock.now() + timedelta(seconds=delay)
 
 
 async def _claim(engine: Engine, limit: int) -> list[tuple[int, bool, repo.InstanceRecord]]:
@@ -243,8 +259,8 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     now = engine.clock.now()
     error = {
         "type": "DeadLettered",
-        "message": f"the instance's worker died (or a handler raised SystemExit or the like) "
-        f"{rec.recoveries} times while running it",
+        "message": f"the instance's worker died (or a handler raised SystemExit or the like, "
+        f"or its progress could not be committed) {rec.recoveries} times while running it",
     }
     engine.repo.commit_transition(
         repo.Transition(

@@ -140,9 +140,13 @@ class Event:
 
 
 class Repository:
-    def __init__(self, url: str | None, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str | None, *, synchronous: str = "FULL", busy_timeout: float = 30.0
+    ) -> None:
         self.url = database.normalise_url(url)
-        self.engine: SAEngine = database.connect(self.url, synchronous=synchronous)
+        self.engine: SAEngine = database.connect(
+            self.url, synchronous=synchronous, busy_timeout_ms=int(busy_timeout * 1000)
+        )
         self.dialect = self.engine.dialect.name
         database.upgrade(self.engine)
         self._prepare()
@@ -178,11 +182,23 @@ class Repository:
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:
+        """One write transaction; a driver's error leaves as a ``StoreError`` (see ``read``)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except sa.exc.OperationalError as exc:
-            raise errors.StoreError(f"database error: {exc.orig}") from exc
+        except (sa.exc.SQLAlchemyError, UnicodeError) as exc:
+            raise database.store_error(exc) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A connection for reads. Every driver error of the store leaves as a ``StoreError``
+        (a locked SQLite file says so and what to do; a refused value is ``StoreRefused``):
+        no public call lets a raw SQLAlchemy or DB-API error out."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, UnicodeError) as exc:
+            raise database.store_error(exc) from exc
 
     # -- definitions ---------------------------------------------------------------------
     def save_definition(
@@ -201,7 +217,7 @@ class Repository:
                 self._insert_ignore(conn, D, row, ["hash"])
 
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
@@ -227,12 +243,12 @@ class Repository:
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
             return None
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
 
     def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             query = (
                 sa.select(S)
                 .where(S.c.instance_id == instance_id)
@@ -264,7 +280,7 @@ class Repository:
         if parent_id:
             query = query.where(IT.c.parent_id == parent_id)
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
     def prune(self, before: datetime, limit: int = 10_000) -> int:
@@ -288,7 +304,7 @@ class Repository:
         """SQLite: fold the WAL back into the database file so it does not grow without bound."""
         if self.dialect != "sqlite":
             return
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -304,7 +320,7 @@ class Repository:
     def max_concurrent(self) -> dict[str, int]:
         """Every stored limit, by workflow name."""
         query = sa.select(W.c.name, W.c.max_concurrent).where(W.c.max_concurrent.is_not(None))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return {name: int(limit) for name, limit in conn.execute(query).all()}
 
     def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
@@ -337,7 +353,7 @@ class Repository:
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             records.HistoryEntry(
@@ -436,7 +452,7 @@ class Repository:
             .order_by(IT.c.wake_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [r[0] for r in conn.execute(query).all()]
 
     def heartbeat(self, instance_id: str, epoch: int, until: datetime) -> bool:
@@ -451,16 +467,26 @@ class Repository:
     def taken(self, held: dict[str, int]) -> builtins.list[str]:
         """Of these leases (instance id -> epoch), the ones fenced since: cancelled, or taken over."""
         query = sa.select(IT.c.id, IT.c.lease_epoch).where(IT.c.id.in_(builtins.list(held)))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             current = {r[0]: r[1] for r in conn.execute(query).all()}
         return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
 
-    def release(self, instance_id: str, epoch: int, *, recovery: bool = False) -> None:
+    def release(
+        self,
+        instance_id: str,
+        epoch: int,
+        *,
+        recovery: bool = False,
+        wake_at: datetime | None = None,
+    ) -> None:
         """Give the lease up; with ``recovery`` the run was cut short (a handler raised
-        SystemExit...): that counts towards dead-lettering, as a takeover after a crash does."""
+        SystemExit, a commit failed...): that counts towards dead-lettering, as a takeover
+        after a crash does. ``wake_at``: not due again before then (a backoff)."""
         values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
         if recovery:
             values["recoveries"] = IT.c.recoveries + 1
+        if wake_at is not None:
+            values["wake_at"] = wake_at
         with self.tx() as conn:
             conn.execute(
                 sa.update(IT)
@@ -572,7 +598,7 @@ class Repository:
             .where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None))
             .order_by(E.c.id)
         )
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC))
