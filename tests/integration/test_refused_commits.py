@@ -180,3 +180,32 @@ def test_a_handler_error_with_nul_or_a_lone_surrogate_is_recorded_escaped(
     finally:
         engine.close()
         gc.collect()
+
+
+INPUTS: dict[str, Any] = {
+    "nul": {"k": "a\x00"},
+    "surrogate": {"k": "\ud800"},
+    "nan": {"k": math.nan},
+    "not_json": {"k": {1, 2}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(INPUTS))
+def test_a_mapped_input_that_cannot_be_stored_fails_the_step_the_same_on_every_database(
+    engine: Engine, case: str
+) -> None:
+    """An ``input=`` mapper's value is stored with the step, so it is checked as outputs are:
+    before, NaN passed on SQLite and was refused by Postgres, and a set was refused by both
+    at commit time with the driver's words."""
+    runs: list[Any] = []
+    engine.register(
+        workflow("mapped").task("a", runs.append, input=lambda prev, wf: INPUTS[case]).build()
+    )
+    inst = engine.execute("mapped", {})
+    engine.run_due()
+    assert runs == []
+    inst = engine.get(inst.id)
+    assert inst.status == "failed"
+    step = inst.step_results["a"]
+    assert step.status == "failed" and step.error is not None
+    assert step.error["type"] == "OutputNotStorable" and "step 'a'" in step.error["message"]
