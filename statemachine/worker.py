@@ -194,9 +194,6 @@ async def drive(
             for task in runner.inflight.values():  # its siblings' results would be lost anyway
                 task.cancel()
             raise
-        except errors.StoreError:
-            failed = True  # its progress could not be committed: not due again at once
-            raise
         finally:
             if not counted:
                 engine.active_runners -= 1
@@ -204,6 +201,9 @@ async def drive(
                 del engine.held[instance_id]
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
+    except errors.StoreError:
+        failed = True  # its progress (or its dead letter) could not be committed: not due at once
+        raise
     finally:
         if not released:
             retry_at = commit_backoff(engine, rec.recoveries) if failed else None

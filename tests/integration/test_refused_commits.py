@@ -61,17 +61,23 @@ def test_an_emit_the_database_would_refuse_fails_the_step_once_in_a_worker(
         gc.collect()
 
 
-def _refuse(engine: Engine, instance_id: str, statuses: tuple[str, ...], code: str) -> None:
+def _refuse(
+    engine: Engine,
+    instance_id: str,
+    statuses: tuple[str, ...],
+    code: str,
+    spare: str = "DeadLettered",
+) -> None:
     """A real trigger: the database refuses to give this one instance any of ``statuses``
-    (unless it is being dead-lettered). ``code``: Postgres' SQLSTATE of the refusal (SQLite's
-    RAISE is always a constraint failure, class 23)."""
+    (unless its error's type is ``spare``: being dead-lettered). ``code``: Postgres' SQLSTATE
+    of the refusal (SQLite's RAISE is always a constraint failure, class 23)."""
     listed = ", ".join(f"'{s}'" for s in statuses)
     with engine.repo.engine.begin() as conn:
         if engine.repo.dialect == "postgresql":
             conn.exec_driver_sql(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                 f"IF NEW.id = '{instance_id}' AND NEW.status IN ({listed}) "
-                "AND NEW.error::jsonb->>'type' IS DISTINCT FROM 'DeadLettered' THEN "
+                f"AND NEW.error::jsonb->>'type' IS DISTINCT FROM '{spare}' THEN "
                 f"RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{code}'; END IF; "
                 "RETURN NEW; END $$ LANGUAGE plpgsql"
             )
@@ -83,7 +89,7 @@ def _refuse(engine: Engine, instance_id: str, statuses: tuple[str, ...], code: s
             conn.exec_driver_sql(
                 "CREATE TRIGGER refuse BEFORE UPDATE ON sm_instance "
                 f"WHEN NEW.id = '{instance_id}' AND NEW.status IN ({listed}) "
-                "AND coalesce(json_extract(NEW.error, '$.type'), '') != 'DeadLettered' "
+                f"AND coalesce(json_extract(NEW.error, '$.type'), '') != '{spare}' "
                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
             )
 
@@ -157,6 +163,26 @@ def test_a_commit_that_keeps_failing_backs_off_and_is_dead_lettered(
     bad = engine.get("bad")
     assert bad.error is not None and bad.error["type"] == "DeadLettered"
     assert "could not be committed" in bad.error["message"]
+
+
+def test_a_dead_letter_the_database_refuses_is_backed_off_too(
+    counted: tuple[Engine, ManualClock, list[str]],
+) -> None:
+    """Once the handler's runs are used up, only the dead letter is tried, and it too is
+    refused: still later each time, and the handler never runs again."""
+    engine, clock, runs = counted
+    _refuse(engine, "bad", ("completed", "failed"), code="23514", spare="nothing")
+    engine.start("pay", {}, instance_id="bad")
+    delays = []
+    for _ in range(8):
+        engine.run_due()
+        engine.run_due()
+        inst = engine.get("bad")
+        assert inst.status == "running" and inst.wake_at is not None
+        delays.append((inst.wake_at - clock.now()).total_seconds())
+        clock.advance(timedelta(seconds=delays[-1]))
+    assert len(runs) == 4
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 
 
 def test_a_handler_error_with_nul_or_a_lone_surrogate_is_recorded_escaped(
