@@ -235,3 +235,45 @@ def test_a_mapped_input_that_cannot_be_stored_fails_the_step_the_same_on_every_d
     step = inst.step_results["a"]
     assert step.status == "failed" and step.error is not None
     assert step.error["type"] == "OutputNotStorable" and "step 'a'" in step.error["message"]
+
+
+def test_the_http_api_answers_a_refused_write_with_422_not_503(db_url: str) -> None:
+    """503 says "try again later"; data the database refused would be refused again."""
+    import warnings
+
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    from statemachine.server import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    engine = Engine(db_url)
+    try:
+        engine.register(workflow("plain").end("done").build())
+        with engine.repo.engine.begin() as conn:  # a real trigger refuses this one id
+            if engine.repo.dialect == "postgresql":
+                conn.exec_driver_sql(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.id = 'bad' THEN RAISE EXCEPTION 'refused by the test' "
+                    "USING ERRCODE = '23514'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON sm_instance "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            else:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON sm_instance WHEN NEW.id = 'bad' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+        with TestClient(create_app(engine), base_url="http://127.0.0.1") as client:
+            res = client.post("/api/workflows/plain/instances", json={"instance_id": "bad"})
+            assert res.status_code == 422, res.text
+            assert res.json()["error"]["code"] == "store_refused"
+            ok = client.post("/api/workflows/plain/instances", json={"instance_id": "good"})
+            assert ok.status_code == 201
+    finally:
+        engine.close()
+        gc.collect()
