@@ -108,6 +108,7 @@ class InstanceRunner:
         self.lost = False
         self.aborted = False  # the instance was taken from this runner (see ``abort``)
         self.birth = birth  # not inserted yet: the first commit inserts it
+        self.refusing: set[str] = set()  # steps whose refused result is being failed instead
 
     @property
     def now(self) -> datetime:
@@ -152,11 +153,15 @@ class InstanceRunner:
         _log.error("instance %s: the database refused a transition", self.rec.id, exc_info=exc)
         # the driver's message may quote the whole row: keep the start, and only printable text
         error = jsondata.printable_error({"type": type(exc).__name__, "message": str(exc)[:2000]})
-        result = isinstance(event, interp.StepSucceeded | interp.StepFailed)
-        if result and not (isinstance(event, interp.StepFailed) and event.error == error):
-            assert isinstance(event, interp.StepSucceeded | interp.StepFailed)
-            failed = interp.StepFailed(event.path, error, retryable=False)
-            return await self.apply(failed, consume)
+        if (
+            isinstance(event, interp.StepSucceeded | interp.StepFailed)
+            and event.path not in self.refusing
+        ):
+            self.refusing.add(event.path)  # its failure refused too: the instance fails
+            try:
+                return await self.apply(interp.StepFailed(event.path, error, False), consume)
+            finally:
+                self.refusing.discard(event.path)
         await self.fail_instance(exc)
         return interp.Decision(self.state)
 
