@@ -19,6 +19,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 REFUSALS = ("DataError", "IntegrityError")  # DB-API classes: the database refused the data
+MESSAGE_LENGTH = 1000  # characters of a driver's message kept in a StoreError's
 LOCKED_HINT = (
     "the database is locked: another connection has held its write lock for longer than the "
     "busy timeout (EngineSettings.busy_timeout); try again once it commits, and look for a "
@@ -38,17 +39,20 @@ def store_error(exc: BaseException) -> errors.StoreError:
     if isinstance(exc, errors.StoreError):
         return exc
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API's error
+    said = str(orig)
+    if len(said) > MESSAGE_LENGTH:  # Postgres' DETAIL may quote a whole row
+        said = said[:MESSAGE_LENGTH] + "..."
+    failed: errors.StoreError
     if _refusal(exc) or _refusal(orig):
-        refused = errors.StoreRefused(
-            f"the database refused the data: {orig}; the same write would fail again, so it "
-            "is not retried: keep NUL characters, lone surrogates and overlong names out of "
-            "the values stored"
+        failed = errors.StoreRefused(
+            f"the database refused the data: {said}; the same write would be refused again, "
+            "so it is not retried: look at the value it names, or at the database's "
+            "constraints and triggers"
         )
-        refused.__cause__ = exc
-        return refused
-    text = str(orig)
-    message = LOCKED_HINT if _locked(orig) else f"database error: {text}"
-    failed = errors.StoreError(message)
+    else:
+        failed = errors.StoreError(
+            f"{LOCKED_HINT} ({said})" if _locked(orig) else f"database error: {said}"
+        )
     failed.__cause__ = exc
     return failed
 

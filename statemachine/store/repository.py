@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ class Repository:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except (sa.exc.SQLAlchemyError, UnicodeError) as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
             raise database.store_error(exc) from exc
 
     @contextmanager
@@ -197,7 +198,7 @@ class Repository:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except (sa.exc.SQLAlchemyError, UnicodeError) as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
             raise database.store_error(exc) from exc
 
     # -- definitions ---------------------------------------------------------------------
