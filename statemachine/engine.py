@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -58,10 +59,17 @@ def _trigger_matches(trigger: models.Trigger, name: str, data: Any) -> bool:
 
 
 def _check_event_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or len(name) > tables.ID_LENGTH:
-        raise errors.InputValidationError(
-            f"an event needs a non-empty name of at most {tables.ID_LENGTH} characters"
-        )
+    jsondata.check_name(name, "an event's name", tables.ID_LENGTH)
+
+
+def _findable(instance_id: Any) -> bool:
+    """Whether some stored instance could have this id: one that none can is not looked up
+    (a lone surrogate cannot even be sent to the database), it is simply not found."""
+    return (
+        isinstance(instance_id, str)
+        and 0 < len(instance_id) <= tables.ID_LENGTH
+        and jsondata.text_problem(instance_id) is None
+    )
 
 
 def _check_metadata_filter(metadata: Any) -> None:
@@ -85,6 +93,7 @@ class EngineSettings:
     inline_wait: float = 1.0  # timers this close are slept through in process (real clock only)
     max_recoveries: int = 5  # an instance that kills its worker this often is dead-lettered
     synchronous: str = "FULL"
+    busy_timeout: float = 30.0  # SQLite: seconds a write waits for another's lock, then StoreError
 
 
 class Engine:
@@ -101,11 +110,8 @@ class Engine:
     ) -> None:
         """``lease`` (default 30 s) wins over ``settings.lease`` when both are given."""
         base = settings or EngineSettings()
-        self.settings = EngineSettings(
-            lease=_seconds(lease, "lease") if lease is not None else base.lease,
-            inline_wait=base.inline_wait,
-            max_recoveries=base.max_recoveries,
-            synchronous=base.synchronous,
+        self.settings = dataclasses.replace(
+            base, lease=_seconds(lease, "lease") if lease is not None else base.lease
         )
         self.clock: clocks.Clock = clock or clocks.SystemClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -113,7 +119,9 @@ class Engine:
             raise errors.InputValidationError(
                 f"worker_id must be a string of at most {tables.ID_LENGTH} characters"
             )
-        self.repo = repo.Repository(url, synchronous=self.settings.synchronous)
+        self.repo = repo.Repository(
+            url, synchronous=self.settings.synchronous, busy_timeout=self.settings.busy_timeout
+        )
         self.executor = executor.Executor()
         self.bus = events.EventBus()
         self.registry = registry.Registry(self.repo, self.clock)
@@ -216,10 +224,7 @@ class Engine:
         iid = instance_id or uuid.uuid4().hex
         if parent_id is not None:
             self._check_child(iid, parent_id)
-        if not isinstance(iid, str) or not iid or len(iid) > tables.ID_LENGTH:
-            raise errors.InputValidationError(
-                f"instance_id must be a non-empty string of at most {tables.ID_LENGTH} characters"
-            )
+        jsondata.check_name(iid, "instance_id", tables.ID_LENGTH)
         now = self.clock.now()
         # the trigger's event data lives in the state column (``State.trigger_event``), which
         # every transition rewrites from the state it restored: it stays bound after restarts
@@ -333,8 +338,10 @@ class Engine:
 
     # -- reading -----------------------------------------------------------------------
     def _record(self, instance_id: str) -> repo.InstanceRecord:
-        if not isinstance(instance_id, str):
-            raise errors.InstanceNotFound(str(instance_id))
+        if not _findable(instance_id):
+            raise errors.InstanceNotFound(
+                instance_id if isinstance(instance_id, str) else repr(instance_id)
+            )
         rec = self.repo.get(instance_id)
         if rec is None:
             raise errors.InstanceNotFound(instance_id)
@@ -397,8 +404,12 @@ class Engine:
         has each of these keys with that value (strings, numbers, booleans or None);
         ``parent_id``: only the children of that instance."""
         _check_metadata_filter(metadata)
+        if workflow is not None and not isinstance(workflow, str):
+            raise errors.InputValidationError(
+                f"workflow must be a workflow's name (a string) or None, not {workflow!r}"
+            )
         if status is not None and status not in records.STATUSES:
-            hint = issues.did_you_mean(status, records.STATUSES)
+            hint = issues.did_you_mean(status, records.STATUSES) if isinstance(status, str) else ""
             raise errors.InputValidationError(f"unknown status {status!r}{hint}")
         if not (
             isinstance(limit, int)
@@ -407,6 +418,8 @@ class Engine:
             and offset >= 0
         ):
             raise errors.InputValidationError("limit must be 1..10000 and offset >= 0")
+        if workflow is not None and jsondata.text_problem(workflow) is not None:
+            return []  # no workflow is named so (and the database could not be asked)
         return [
             self._instance(r)
             for r in self.repo.list_instances(
@@ -470,8 +483,7 @@ class Engine:
         Every matching workflow's input is checked first, so an event that one of them refuses
         starts nothing (InputValidationError) instead of leaving half of them started.
         """
-        if not isinstance(name, str) or not name:
-            raise errors.InputValidationError("an event needs a non-empty name")
+        _check_event_name(name)
         matching = [
             d
             for d in self.definitions()
@@ -767,7 +779,7 @@ class Engine:
 
     def wait(self, instance_id: str, timeout: float | None = None) -> records.WorkflowInstance:
         """Block until the instance reaches a terminal status (something else must run it)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + _seconds(timeout, "timeout")
         while True:
             inst = self.get(instance_id)
             if inst.is_terminal:

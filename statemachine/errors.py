@@ -16,6 +16,7 @@
     │   └── OutputNotStorable         a step's output is not JSON the store can keep
     ├── LeaseLost                     another worker owns the instance now (fencing)
     └── StoreError                    the database failed (the driver error is ``__cause__``)
+        └── StoreRefused              the database refused the data itself: trying again cannot help
 
 Every class has a stable ``code`` used by the CLI and the HTTP API. Classes also derive from the
 builtin a Python caller would catch: ``DefinitionError`` and ``InputValidationError`` are
@@ -166,4 +167,14 @@ class LeaseLost(StatemachineError):
 
 
 class StoreError(StatemachineError):
+    """The database failed: locked, unreachable, or (``StoreRefused``) it refused the data.
+    A plain ``StoreError`` may pass if tried again later."""
+
     code = "store_error"
+
+
+class StoreRefused(StoreError):
+    """The database refused the data itself (SQLSTATE class 22 or 23, a value the driver
+    cannot encode): the same write would be refused again, so it is never retried."""
+
+    code = "store_refused"

@@ -16,6 +16,7 @@ from typing import Any
 from statemachine import errors
 from statemachine.definition import issues, loader, models
 from statemachine.runtime import clock as clocks
+from statemachine.runtime import jsondata
 from statemachine.store import repository as repo
 from statemachine.store import tables
 
@@ -33,6 +34,10 @@ def storable_issues(definition: models.WorkflowDefinition) -> list[errors.Issue]
         found.append(f"the workflow's name is longer than {tables.NAME_LENGTH} characters")
     if len(definition.version) > tables.VERSION_LENGTH:
         found.append(f"the workflow's version is longer than {tables.VERSION_LENGTH} characters")
+    for what, text in (("name", definition.name), ("version", definition.version)):
+        problem = jsondata.text_problem(text)
+        if problem is not None:  # Postgres would refuse it; SQLite would keep it
+            found.append(f"the workflow's {what} {text!r} cannot be stored: {problem}")
     iterators = [
         f"{path}/{step.iterator.name}/"
         for path, step in definition.walk()
@@ -294,6 +299,10 @@ class Registry:
         return fn
 
     def definition(self, name: str) -> models.WorkflowDefinition:
+        if not isinstance(name, str):
+            raise errors.InputValidationError(
+                f"a workflow is named by a string (the name it was registered with), not {name!r}"
+            )
         self._fresh()
         key = self.latest.get(name)
         if key is None and name in self.order:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from statemachine import errors, outage, records
 from statemachine.definition import models
-from statemachine.runtime import flowctx, saga
+from statemachine.runtime import flowctx, jsondata, saga
 from statemachine.runtime import interpreter as interp
 from statemachine.runtime import plan as plans
 from statemachine.runtime.context import LOG_ENTRY, StepContext
@@ -118,6 +118,7 @@ class InstanceRunner:
         self.lost = False
         self.aborted = False  # the instance was taken from this runner (see ``abort``)
         self.birth = birth  # not inserted yet: the first commit inserts it
+        self.refusing: set[str] = set()  # steps whose refused result is being failed instead
 
     @property
     def now(self) -> datetime:
@@ -141,14 +142,39 @@ class InstanceRunner:
             self.state = decision.state
             return decision
         try:
-            await self.commit(decision, consume or [], abort_if_paused=not self.paused)
-        except repo.InstancePaused:
-            # paused while the handler ran: record its result, but let no new step start
-            self.paused = True
-            self.state.status = "paused"
-            decision = self.decide(event, emitted)
-            await self.commit(decision, consume or [])
+            try:
+                await self.commit(decision, consume or [], abort_if_paused=not self.paused)
+            except repo.InstancePaused:
+                # paused while the handler ran: record its result, but let no new step start
+                self.paused = True
+                self.state.status = "paused"
+                decision = self.decide(event, emitted)
+                await self.commit(decision, consume or [])
+        except errors.StoreRefused as exc:
+            return await self.refused(event, exc, consume or [])
         return decision
+
+    async def refused(
+        self, event: interp.Event, exc: errors.StoreRefused, consume: list[int]
+    ) -> interp.Decision:
+        """The database refused this transition's data, and would refuse it again: a step's
+        result fails that step at once, with no retry (its handler never runs again for it);
+        anything else, or a failure the database refuses too, fails the instance. Should even
+        that be refused, ``StoreRefused`` leaves the run, which backs off (``worker.drive``)."""
+        _log.error("instance %s: the database refused a transition", self.rec.id, exc_info=exc)
+        # the driver's message may quote the whole row: keep the start, and only printable text
+        error = jsondata.printable_error({"type": type(exc).__name__, "message": str(exc)[:2000]})
+        if (
+            isinstance(event, interp.StepSucceeded | interp.StepFailed)
+            and event.path not in self.refusing
+        ):
+            self.refusing.add(event.path)  # its failure refused too: the instance fails
+            try:
+                return await self.apply(interp.StepFailed(event.path, error, False), consume)
+            finally:
+                self.refusing.discard(event.path)
+        await self.fail_instance(exc)
+        return interp.Decision(self.state)
 
     def decide(self, event: interp.Event, emitted: list[tuple[str, Any]] | None) -> interp.Decision:
         decision = interp.decide(self.plan, self.state, event, self.now, self.rec.id)
@@ -294,6 +320,10 @@ class InstanceRunner:
                 task.cancel()
         except errors.ExpressionError as exc:
             await self.fail_instance(exc)
+        except errors.StoreError:
+            for task in self.inflight.values():  # nobody would record their results
+                task.cancel()
+            raise
 
     async def fail_instance(self, exc: BaseException) -> None:
         """A flow rule could not be evaluated (e.g. a condition raised): the instance fails cleanly."""

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemachine import errors, outage
@@ -36,6 +36,7 @@ TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
 WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
 GRACE = 30.0  # seconds a stopping worker lets running steps finish (``wind_down``)
+COMMIT_BACKOFF = (1.0, 300.0)  # seconds: the first delay after a run failed to commit, the cap
 
 
 @contextlib.contextmanager
@@ -165,7 +166,7 @@ async def drive(
         if found is None:
             return False
         rec = found
-    released = interrupted = ran = False
+    released = interrupted = ran = failed = False
     try:
         if rec.status not in repo.RUNNABLE:
             return False
@@ -209,22 +210,41 @@ async def drive(
         released = runner.state.status in TERMINAL  # the final commit dropped the lease
         return runner.advanced
     except Exception as exc:
-        if stop is None or not outage.transient(exc):  # not a worker's run: the caller's error
-            raise
-        # the database went away mid-run: what it holds is the truth, and the instance is
-        # claimed again from there once it is back (a step whose result was not stored reruns)
-        engine.outage.failed(f"the run of instance {instance_id}", exc)
-        _log.warning(
-            "instance %s: run cut short by the outage; it runs on once claimed again", instance_id
-        )
-        return False
+        if stop is not None and outage.transient(exc):
+            # a worker's run, and the database went away mid-run: what it holds is the truth,
+            # and the instance is claimed again from there once it is back (a step whose
+            # result was not stored reruns)
+            engine.outage.failed(f"the run of instance {instance_id}", exc)
+            _log.warning(
+                "instance %s: run cut short by the outage; it runs on once claimed again",
+                instance_id,
+            )
+            return False
+        if isinstance(exc, errors.StoreError):
+            failed = True  # its progress (or its dead letter) could not be committed: back off
+        raise
     finally:
         if not released:
-            await _release(engine, instance_id, epoch, interrupted, ran)
+            retry_at = commit_backoff(engine, rec.recoveries) if failed else None
+            await _release(engine, instance_id, epoch, interrupted or failed, ran, retry_at)
+
+
+def commit_backoff(engine: Engine, recoveries: int) -> datetime:
+    """When an instance whose run failed to commit is due again: later each time, never at
+    once (claimed again at once, it would run its handler in a hot loop). Each such failure
+    counts as a recovery, so one that keeps failing is dead-lettered."""
+    first, cap = COMMIT_BACKOFF
+    delay = min(cap, first * 2.0 ** min(recoveries, 30))
+    return engine.clock.now() + timedelta(seconds=delay)
 
 
 async def _release(
-    engine: Engine, instance_id: str, epoch: int, recovery: bool, cleared: bool
+    engine: Engine,
+    instance_id: str,
+    epoch: int,
+    recovery: bool,
+    cleared: bool,
+    wake_at: datetime | None = None,
 ) -> None:
     """Give the lease up so the instance can be claimed again at once; while the database is
     unreachable, again with backoff, for at most a lease (by then it has lapsed anyway)."""
@@ -232,7 +252,9 @@ async def _release(
     deadline = time.monotonic() + engine.settings.lease
     while True:
         try:
-            engine.repo.release(instance_id, epoch, recovery=recovery, cleared=cleared)
+            engine.repo.release(
+                instance_id, epoch, recovery=recovery, cleared=cleared, wake_at=wake_at
+            )
         except Exception as exc:
             if not outage.transient(exc):
                 if isinstance(exc, errors.StatemachineError):
@@ -285,8 +307,8 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
     now = engine.clock.now()
     error = {
         "type": "DeadLettered",
-        "message": f"the instance's worker died (or a handler raised SystemExit or the like) "
-        f"{rec.recoveries} times while running it alone",
+        "message": f"the instance's worker died (or a handler raised SystemExit or the like, "
+        f"or its progress could not be committed) {rec.recoveries} times while running it alone",
     }
     engine.repo.commit_transition(
         repo.Transition(

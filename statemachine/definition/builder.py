@@ -310,7 +310,11 @@ class WorkflowBuilder(_Steps):
         return self
 
     def trigger(self, event: str, condition: str | None = None) -> Self:
-        self._triggers.append(models.Trigger(event=event, condition=condition))
+        try:
+            self._triggers.append(models.Trigger(event=event, condition=condition))
+        except ValidationError as exc:
+            where = ("triggers", len(self._triggers))
+            raise errors.DefinitionError(issues.from_validation_error(exc, where)) from None
         return self
 
     def build(self) -> models.WorkflowDefinition:

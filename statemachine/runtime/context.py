@@ -94,11 +94,14 @@ class StepContext:
             self._record_log({"level": level_name, "message": text, "fields": stored})
 
     def emit(self, event: str, data: Any = None) -> None:
-        if not isinstance(event, str) or not event or len(event) > EVENT_NAME_LENGTH:
-            raise errors.InputValidationError(
-                f"ctx.emit needs an event name of 1 to {EVENT_NAME_LENGTH} characters"
-            )
-        self._emit(event, data)
+        """Checked here, in the handler: a name or data the database would refuse must fail
+        this call, not the commit of the step's result (which would run the handler again)."""
+        jsondata.check_name(event, "ctx.emit's event name", EVENT_NAME_LENGTH)
+        try:
+            payload = jsondata.to_storable(data, what=f"data of event {event!r}")
+        except errors.OutputNotStorable as exc:
+            raise errors.InputValidationError(f"ctx.emit: {exc}") from None
+        self._emit(event, payload)
 
     def __repr__(self) -> str:
         return f"StepContext(instance_id={self.instance_id!r}, step={self.step_name!r}, attempt={self.attempt})"

@@ -55,11 +55,12 @@ class Outcome:
 
 def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8)
-    return {
+    error = {
         "type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
         "traceback": "".join(tb)[-4000:],
     }
+    return jsondata.printable_error(error)  # a message may hold NUL: it is recorded all the same
 
 
 Late = Callable[[Outcome], None]  # told how an abandoned call ended; runs in the pool thread

@@ -73,6 +73,16 @@ def _ancestors(path: str) -> Iterator[tuple[str, str]]:
         yield "/".join(parts[:i]), parts[i]
 
 
+# steps whose input (tasks, polls, subworkflows, maps) or output (pass) ``begin`` computes
+_STORED_VALUES = (
+    models.TaskStep,
+    models.PollStep,
+    models.SubworkflowStep,
+    models.PassStep,
+    models.MapStep,
+)
+
+
 def _expression_error(exc: errors.ExpressionError) -> dict[str, Any]:
     return {"type": "ExpressionError", "message": str(exc)}
 
@@ -256,6 +266,14 @@ class FlowRun:
                 self.end_loop(st.path, node)
             self.fail(st, _expression_error(exc), retry=False)
             return
+        if isinstance(step, _STORED_VALUES):
+            # a mapper's or transform's value is stored: checked as outputs are, so that no
+            # database refuses it (nor one accepts what another refuses)
+            try:
+                value = jsondata.to_storable(value, what=f"the value of step {st.path!r}")
+            except errors.OutputNotStorable as exc:
+                self.fail(st, {"type": type(exc).__name__, "message": str(exc)}, retry=False)
+                return
         if isinstance(step, models.TaskStep | models.PollStep):
             self.run_task(st, step, value)
         elif isinstance(step, models.SubworkflowStep):

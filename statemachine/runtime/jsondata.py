@@ -29,16 +29,56 @@ def copy_json(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _check_text(text: str, where: str) -> None:
-    """Postgres refuses NUL, and a lone surrogate cannot be encoded: refuse both everywhere."""
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored on every database, or None: Postgres refuses NUL in
+    text and JSON, and a lone surrogate cannot be encoded at all; refused everywhere, so
+    what is accepted does not depend on the backend."""
     if "\x00" in text:
-        raise ValueError(f"{where}: strings must not contain NUL characters (\\u0000)")
+        return "strings must not contain NUL characters (\\u0000)"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(
-            f"{where}: strings must be valid Unicode (a lone surrogate was found)"
-        ) from None
+        return "strings must be valid Unicode (a lone surrogate was found)"
+    return None
+
+
+def check_name(value: Any, what: str, limit: int) -> str:
+    """A name stored in a text column (an event's, an id): a non-empty string of at most
+    ``limit`` characters that every database can store; else ``InputValidationError``."""
+    if not isinstance(value, str) or not value:
+        raise errors.InputValidationError(
+            f"{what} must be a non-empty string of at most {limit} characters, "
+            f"not {type(value).__name__} {value!r}"[:300]
+        )
+    if len(value) > limit:
+        raise errors.InputValidationError(
+            f"{what} is {len(value)} characters long; at most {limit} can be stored: "
+            f"shorten {value[:40]!r}..."
+        )
+    problem = text_problem(value)
+    if problem is not None:
+        raise errors.InputValidationError(f"{what} {value!r}: {problem}")
+    return value
+
+
+def _check_text(text: str, where: str) -> None:
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+
+
+def printable_error(error: dict[str, Any]) -> dict[str, Any]:
+    """An error dict whose strings every database stores: a handler's exception message may
+    hold NUL characters or lone surrogates, and a failure must be recorded whatever its text
+    (refusing it would leave the step unrecorded). Both are shown escaped instead."""
+    return {k: _printable(v) if isinstance(v, str) else v for k, v in error.items()}
+
+
+def _printable(text: str) -> str:
+    if text_problem(text) is None:
+        return text
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check(value: Any, where: str) -> None:

@@ -29,6 +29,7 @@ STATUS: dict[type[errors.StatemachineError], int] = {
     errors.DefinitionError: 422,
     errors.ExpressionError: 422,
     errors.StepError: 422,
+    errors.StoreRefused: 422,  # the database refused the data: sending it again cannot help
     errors.StoreError: 503,
 }
 HTTP_CODES = {

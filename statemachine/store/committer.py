@@ -95,7 +95,7 @@ class Committer:
                 with self._transaction() as cur:
                     return self._insert(cur, new)
             except Exception as exc:
-                raise errors.StoreError(f"database error: {exc}") from exc
+                raise database.store_error(exc) from exc
 
     def _insert(self, cur: Any, new: NewInstance) -> bool:
         values = {**new.values, "history_seq": len(new.history)}
@@ -244,9 +244,7 @@ class Committer:
         except Exception as exc:
             if len(batch) > 1:  # one bad transition must not sink the others
                 return [self._write([t])[0] for t in batch]
-            failed = errors.StoreError(f"database error: {exc}")
-            failed.__cause__ = exc  # ``outage.transient`` tells an outage by its cause
-            return [failed]
+            return [database.store_error(exc)]  # refused data: StoreRefused, never retried
         self.batches += 1
         self.committed += sum(1 for r in results if not isinstance(r, BaseException))
         return results

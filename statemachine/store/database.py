@@ -25,6 +25,63 @@ def reader(engine: SAEngine) -> SAEngine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
+REFUSALS = ("DataError", "IntegrityError")  # DB-API classes: the database refused the data
+MESSAGE_LENGTH = 1000  # characters of a driver's message kept in a StoreError's
+LOCKED_HINT = (
+    "the database is locked: another connection has held its write lock for longer than the "
+    "busy timeout (EngineSettings.busy_timeout); try again once it commits, and look for a "
+    "process (a worker, a sqlite3 shell) that keeps a transaction open on this file"
+)
+
+
+def store_error(exc: BaseException) -> errors.StoreError:
+    """The family's error for a driver's, classified so callers know whether to try again.
+
+    Refusals of the data itself are ``StoreRefused``, never worth a retry: SQLSTATE class 22
+    (data exception: NUL in text, a value too long) or 23 (integrity), the DB-API's
+    ``DataError``/``IntegrityError``, and values the driver cannot encode or bind (a lone
+    surrogate, a type it has no adapter for). The rest (a locked SQLite file, a lost
+    connection) is a plain ``StoreError``, which may pass. The driver's error is ``__cause__``.
+    """
+    if isinstance(exc, errors.StoreError):
+        return exc
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API's error
+    said = str(orig)
+    if len(said) > MESSAGE_LENGTH:  # Postgres' DETAIL may quote a whole row
+        said = said[:MESSAGE_LENGTH] + "..."
+    failed: errors.StoreError
+    if _refusal(exc) or _refusal(orig):
+        failed = errors.StoreRefused(
+            f"the database refused the data: {said}; the same write would be refused again, "
+            "so it is not retried: look at the value it names, or at the database's "
+            "constraints and triggers"
+        )
+    else:
+        failed = errors.StoreError(
+            f"{LOCKED_HINT} ({said})" if _locked(orig) else f"database error: {said}"
+        )
+    failed.__cause__ = exc
+    return failed
+
+
+def _refusal(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | UnicodeError):
+        return True
+    if isinstance(exc, TypeError | ValueError) and not isinstance(exc, sa.exc.SQLAlchemyError):
+        return True  # raised while encoding or binding a value: the data, not the database
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23"):
+        return True
+    return any(cls.__name__ in REFUSALS for cls in type(exc).__mro__)
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's busy timeout ran out ("database is locked", "database table is locked")."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
 def normalise_url(url: str | None) -> str:
     """Accept SQLAlchemy URLs plus two shorthands: a bare file path and ``postgresql://``."""
     if not url:

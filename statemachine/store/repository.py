@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -152,9 +153,13 @@ class FeedEntry:
 
 
 class Repository:
-    def __init__(self, url: str | None, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str | None, *, synchronous: str = "FULL", busy_timeout: float = 30.0
+    ) -> None:
         self.url = database.normalise_url(url)
-        self.engine: SAEngine = database.connect(self.url, synchronous=synchronous)
+        self.engine: SAEngine = database.connect(
+            self.url, synchronous=synchronous, busy_timeout_ms=int(busy_timeout * 1000)
+        )
         self.dialect = self.engine.dialect.name
         self.reads = database.reader(self.engine)  # never writes: no write lock (SQLite)
         database.upgrade(self.engine)
@@ -206,11 +211,23 @@ class Repository:
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:
+        """One write transaction; a driver's error leaves as a ``StoreError`` (see ``read``)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except sa.exc.OperationalError as exc:
-            raise errors.StoreError(f"database error: {exc.orig}") from exc
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
+            raise database.store_error(exc) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A connection for reads. Every driver error of the store leaves as a ``StoreError``
+        (a locked SQLite file says so and what to do; a refused value is ``StoreRefused``):
+        no public call lets a raw SQLAlchemy or DB-API error out."""
+        try:
+            with self.reads.connect() as conn:  # never writes: no write lock (SQLite)
+                yield conn
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
+            raise database.store_error(exc) from exc
 
     # -- definitions ---------------------------------------------------------------------
     def save_definition(
@@ -247,19 +264,19 @@ class Repository:
 
     def retired(self) -> set[str]:
         """Hashes of the unregistered versions."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return set(
                 conn.execute(sa.select(D.c.hash).where(D.c.retired_at.is_not(None))).scalars()
             )
 
     def stored_versions(self, name: str) -> builtins.list[str]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return builtins.list(
                 conn.execute(sa.select(D.c.version).where(D.c.name == name)).scalars()
             )
 
     def load_definition(self, hash_: str) -> dict[str, Any] | None:
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             body = conn.execute(sa.select(D.c.body).where(D.c.hash == hash_)).scalar()
         return None if body is None else dict(json.loads(body))
 
@@ -285,12 +302,12 @@ class Repository:
     def get(self, instance_id: str) -> InstanceRecord | None:
         if "\x00" in instance_id:  # no id holds NUL (Postgres would refuse the query itself)
             return None
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             row = conn.execute(sa.select(IT).where(IT.c.id == instance_id)).mappings().first()
         return None if row is None else _instance(row)
 
     def steps(self, instance_id: str) -> builtins.list[records.StepResult]:
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             query = (
                 sa.select(S)
                 .where(S.c.instance_id == instance_id)
@@ -327,7 +344,7 @@ class Repository:
         if parent_id:
             query = query.where(IT.c.parent_id == parent_id)
         query = query.order_by(IT.c.created_at.desc(), IT.c.id.desc()).limit(limit).offset(offset)
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             return [_instance(r) for r in conn.execute(query).mappings().all()]
 
     def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
@@ -341,7 +358,7 @@ class Repository:
             .order_by(IT.c.id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [r[0] for r in conn.execute(query)]
 
     def _metadata_match(self, metadata: Mapping[str, Any]) -> builtins.list[sa.ColumnElement[bool]]:
@@ -388,7 +405,7 @@ class Repository:
         """SQLite: fold the WAL back into the database file so it does not grow without bound."""
         if self.dialect != "sqlite":
             return
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -404,7 +421,7 @@ class Repository:
     def max_concurrent(self) -> dict[str, int]:
         """Every stored limit, by workflow name."""
         query = sa.select(W.c.name, W.c.max_concurrent).where(W.c.max_concurrent.is_not(None))
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             return {name: int(limit) for name, limit in conn.execute(query).all()}
 
     def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
@@ -437,7 +454,7 @@ class Repository:
 
     def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             records.HistoryEntry(
@@ -478,7 +495,7 @@ class Repository:
             if "\x00" in instance_id:
                 return []
             query = query.where(H.c.instance_id == instance_id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             FeedEntry(
@@ -503,7 +520,7 @@ class Repository:
         query = sa.select(sa.func.coalesce(sa.func.max(position), 0)).select_from(H)
         if instance_id is not None:
             query = query.where(H.c.instance_id == instance_id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return int(conn.execute(query).scalar() or 0)
 
     def feed_horizon(self) -> int | None:
@@ -512,7 +529,7 @@ class Repository:
         first write, before its history position). None on SQLite, where gaps are final."""
         if self.dialect != "postgresql":
             return None
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             sql = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
             return int(conn.exec_driver_sql(sql).scalar() or 0)
 
@@ -520,7 +537,7 @@ class Repository:
         """Whether every transaction below ``horizon`` has ended: gaps seen then are final."""
         if horizon is None or self.dialect != "postgresql":
             return True
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
             return int(conn.exec_driver_sql(sql).scalar() or 0) >= horizon
 
@@ -627,7 +644,7 @@ class Repository:
             .order_by(IT.c.wake_at)
             .limit(limit)
         )
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             return [r[0] for r in conn.execute(query).all()]
 
     def heartbeat(self, instance_id: str, epoch: int, now: datetime, until: datetime) -> bool:
@@ -642,16 +659,23 @@ class Repository:
     def taken(self, held: dict[str, int]) -> builtins.list[str]:
         """Of these leases (instance id -> epoch), the ones fenced since: cancelled, or taken over."""
         query = sa.select(IT.c.id, IT.c.lease_epoch).where(IT.c.id.in_(builtins.list(held)))
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             current = {r[0]: r[1] for r in conn.execute(query).all()}
         return [iid for iid, epoch in held.items() if current.get(iid) != epoch]
 
     def release(
-        self, instance_id: str, epoch: int, *, recovery: bool = False, cleared: bool = False
+        self,
+        instance_id: str,
+        epoch: int,
+        *,
+        recovery: bool = False,
+        cleared: bool = False,
+        wake_at: datetime | None = None,
     ) -> None:
         """Give the lease up; with ``recovery`` the run was cut short (a handler raised
-        SystemExit...): that counts towards dead-lettering, as a death while it ran alone does.
-        ``cleared``: the run went well, so the instance is no longer a suspect."""
+        SystemExit, a commit failed...): that counts towards dead-lettering, as a death while it
+        ran alone does. ``cleared``: the run went well, so the instance is no longer a suspect.
+        ``wake_at``: not due again before then (a backoff)."""
         values: dict[str, Any] = {
             "lease_owner": None,
             "lease_expires_at": None,
@@ -662,6 +686,8 @@ class Repository:
             values["crashes"] = IT.c.crashes + 1
         elif cleared:
             values["crashes"] = 0
+        if wake_at is not None:
+            values["wake_at"] = wake_at
         with self.tx() as conn:
             conn.execute(
                 sa.update(IT)
@@ -773,7 +799,7 @@ class Repository:
             .where(E.c.instance_id == instance_id, E.c.consumed_at.is_(None))
             .order_by(E.c.id)
         )
-        with self.reads.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Event(r["id"], r["name"], r["data"], utc(r["received_at"]) or datetime.now(UTC))

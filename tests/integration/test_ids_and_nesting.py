@@ -121,12 +121,13 @@ def test_names_and_paths_longer_than_stored_are_refused_at_register(eng: Engine)
 
 
 def _refuse_completion_of(engine: Engine, instance_id: str) -> None:
-    """A real trigger: the database refuses to mark this one instance completed."""
+    """A real trigger: the database refuses to mark this one instance completed, or failed
+    (SQLite's refusal is a constraint error, which fails the step instead of its result)."""
     with engine.repo.engine.begin() as conn:
         if engine.repo.dialect == "postgresql":
             conn.exec_driver_sql(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.id = '{instance_id}' AND NEW.status = 'completed' THEN "
+                f"IF NEW.id = '{instance_id}' AND NEW.status IN ('completed', 'failed') THEN "
                 "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ "
                 "LANGUAGE plpgsql"
             )
@@ -137,7 +138,7 @@ def _refuse_completion_of(engine: Engine, instance_id: str) -> None:
         else:
             conn.exec_driver_sql(
                 "CREATE TRIGGER refuse BEFORE UPDATE OF status ON sm_instance "
-                f"WHEN NEW.id = '{instance_id}' AND NEW.status = 'completed' "
+                f"WHEN NEW.id = '{instance_id}' AND NEW.status IN ('completed', 'failed') "
                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
             )
 

@@ -30,6 +30,7 @@ SAMPLES: dict[type[errors.StatemachineError], errors.StatemachineError] = {
     errors.OutputNotStorable: errors.OutputNotStorable("not JSON", step="a"),
     errors.LeaseLost: errors.LeaseLost("instance i-1 is now owned by another worker"),
     errors.StoreError: errors.StoreError("database error: disk full"),
+    errors.StoreRefused: errors.StoreRefused("the database refused the data: NUL in a name"),
 }
 
 
