@@ -22,6 +22,7 @@ from statemachine.errors import (
     StepError,
     StepTimeoutError,
     StoreError,
+    StoreRefused,
     WorkflowNotFound,
 )
 
@@ -99,6 +100,7 @@ __all__ = [
     "StepResult",
     "StepTimeoutError",
     "StoreError",
+    "StoreRefused",
     "WorkflowDefinition",
     "WorkflowInstance",
     "WorkflowNotFound",

@@ -13,7 +13,8 @@ EXPECTED = {
     "CriticalError", "StepTimeoutError", "ExpressionError",
     "LoopLimitExceeded",
     # beyond API.md's list: every exception, the Issue of a DefinitionError, the settings object
-    "StepError", "OutputNotStorable", "LeaseLost", "StoreError", "Issue", "EngineSettings",
+    "StepError", "OutputNotStorable", "LeaseLost", "StoreError", "StoreRefused", "Issue",
+    "EngineSettings",
 }  # fmt: skip
 
 
