@@ -226,7 +226,9 @@ async def drive(
     finally:
         if not released:
             retry_at = commit_backoff(engine, rec.recoveries) if failed else None
-            await _release(engine, instance_id, epoch, interrupted or failed, ran, retry_at)
+            await _release(
+                engine, instance_id, epoch, interrupted or failed, ran, retry_at, stop is not None
+            )
 
 
 def commit_backoff(engine: Engine, recoveries: int) -> datetime:
@@ -245,9 +247,11 @@ async def _release(
     recovery: bool,
     cleared: bool,
     wake_at: datetime | None = None,
+    patient: bool = True,
 ) -> None:
     """Give the lease up so the instance can be claimed again at once; while the database is
-    unreachable, again with backoff, for at most a lease (by then it has lapsed anyway)."""
+    unreachable, again with backoff, for at most a lease (by then it has lapsed anyway). Not
+    ``patient`` (``run_due``, ``execute``: a caller waits): one try, then the lease lapses."""
     backoff = outage.Backoff(engine.outage, f"the release of instance {instance_id}")
     deadline = time.monotonic() + engine.settings.lease
     while True:
@@ -261,7 +265,7 @@ async def _release(
                     return
                 raise
             wait = backoff.failed(exc)
-            if time.monotonic() + wait > deadline:
+            if not patient or time.monotonic() + wait > deadline:
                 return
             await asyncio.sleep(wait)
             continue

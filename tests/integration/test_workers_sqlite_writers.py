@@ -1,7 +1,8 @@
 """Several processes writing one SQLite file at once never see "database is locked".
 
 ``WRITERS`` processes (``programs/worker_sqlite_writers.py``), each with its own Engine, execute
-small workflows back to back for ``SM_SQLITE_WRITERS_SECONDS`` (default 30). Every write
+small workflows back to back for ``SM_SQLITE_WRITERS_SECONDS`` (default 10: thousands of
+transactions; set it higher for a soak). Every write
 transaction is ``BEGIN IMMEDIATE`` under a busy timeout, so contention must only ever wait:
 each process exits 0 and reports how many instances it ran, and all of them are completed.
 """
@@ -26,7 +27,7 @@ pytestmark = [
 ]
 
 WRITERS = 4
-SECONDS = float(os.environ.get("SM_SQLITE_WRITERS_SECONDS", "30"))
+SECONDS = float(os.environ.get("SM_SQLITE_WRITERS_SECONDS", "10"))
 
 
 def _all(engine: Engine, status: str | None) -> list[str]:
