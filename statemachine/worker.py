@@ -34,6 +34,10 @@ _log = logging.getLogger("statemachine.worker")
 CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running worker
 TICK = 0.2  # seconds between the loop's liveness ticks (see leases.LeaseKeeper)
 WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
+# seconds between a worker's looks at whether the leases it holds were fenced elsewhere (a
+# cancel from another process): its poll interval, but no more often than this (one read of
+# every held lease each time; a 10 ms poll would spend a drain's time on it)
+WATCH_LEASES = 0.25
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
 GRACE = 30.0  # seconds a stopping worker lets running steps finish (``wind_down``)
 COMMIT_BACKOFF = (1.0, 300.0)  # seconds: the first delay after a run failed to commit, the cap
@@ -396,7 +400,8 @@ async def work(
     suspect = False  # a suspect is due: claim nothing more until idle, then run it alone
     alone: str | None = None  # the suspect this worker runs alone: nothing else starts meanwhile
     checkpoint_at = time.monotonic() + CHECKPOINT_EVERY
-    watch_at = time.monotonic() + poll
+    watch = max(poll, WATCH_LEASES)
+    watch_at = time.monotonic() + watch
     claims = outage.Backoff(engine.outage, "claiming due instances")
     checks = outage.Backoff(engine.outage, "checking the leases this worker holds", writes=False)
     claim_at = 0.0  # monotonic time of the next claim (later while the database is away)
@@ -415,7 +420,7 @@ async def work(
             with contextlib.suppress(Exception):  # a failed checkpoint is retried next time
                 engine.repo.checkpoint()
         if running and time.monotonic() >= watch_at:
-            watch_at = time.monotonic() + poll
+            watch_at = time.monotonic() + watch
             try:
                 abort_taken(engine)
                 checks.ok()
@@ -423,7 +428,7 @@ async def work(
                 if not outage.transient(exc):
                     _log.warning("could not check the leases this worker holds", exc_info=True)
                 else:
-                    watch_at = time.monotonic() + max(poll, checks.failed(exc))
+                    watch_at = time.monotonic() + max(watch, checks.failed(exc))
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
