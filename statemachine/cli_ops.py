@@ -47,8 +47,6 @@ if TYPE_CHECKING:  # the engine (SQLAlchemy, Alembic) loads when a command opens
 _log = logging.getLogger("statemachine.worker")
 DEFAULT_DB = "sqlite:///statemachine.db"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # records.TERMINAL
-LOG_ENTRY = "workflow.step.log"  # runtime.context.LOG_ENTRY, without importing the runtime
 POLL = 0.5  # seconds between looks at the database while following an instance
 CANDIDATES = 10  # ids listed when a prefix is ambiguous
 Db = Annotated[str, typer.Option("--db", envvar="STATEMACHINE_DB", help="Database URL.")]
@@ -294,7 +292,7 @@ def _follow_until_done(
     """Run what falls due here until ``inst`` ends: its timers, and the events another shell
     sends it (``send`` makes it due). Waiting for an event says how to send it, once."""
     hinted: set[str] = set()
-    while inst.status not in TERMINAL:
+    while not inst.is_terminal:
         for name in awaited_events(engine, inst):
             if name not in hinted:
                 hinted.add(name)
@@ -318,7 +316,7 @@ def _interrupted(engine: Engine, iid: str) -> NoReturn:
     """Ctrl-C during ``run``: the instance is stored; say how it goes on, then exit 130 at
     once: a handler still running in a thread would otherwise hold the exit until it returns
     (its step runs again on the worker that takes the instance over)."""
-    from statemachine import errors
+    from statemachine import errors, records
 
     try:
         status: str | None = engine.get(iid).status
@@ -326,7 +324,7 @@ def _interrupted(engine: Engine, iid: str) -> NoReturn:
         status = None
     if status is None:
         stderr.print(f"interrupted before instance {iid} was stored: nothing goes on")
-    elif status in TERMINAL:
+    elif status in records.TERMINAL:
         stderr.print(f"interrupted: instance {iid} is {status}")
     else:
         stderr.print(
@@ -680,7 +678,7 @@ def logs(
         seen = 0
         try:
             while True:
-                done = engine.get(iid).status in TERMINAL  # read first: its history is complete
+                done = engine.get(iid).is_terminal  # read first: its history is complete
                 for entry in engine.history(iid):
                     if entry.seq > seen:
                         seen = entry.seq
@@ -694,6 +692,8 @@ def logs(
 
 def entry_line(entry: records.HistoryEntry) -> Text:
     """One history entry as one line: time, type, step, and what it says."""
+    from statemachine.runtime.context import LOG_ENTRY
+
     data = entry.data or {}
     when = entry.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if entry.at else ""
     if entry.type == LOG_ENTRY:

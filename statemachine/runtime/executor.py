@@ -24,8 +24,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
 from statemachine import errors
 from statemachine.definition import models, schemas
 from statemachine.runtime import flowctx, jsondata
@@ -273,7 +271,3 @@ def _failed(exc: Exception, policy: models.RetryPolicy | None) -> Outcome:
     if isinstance(exc, errors.OutputNotStorable):
         return Outcome(False, error=error_dict(exc), retryable=False)
     return Outcome(False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc))
-
-
-def ensure_model(value: Any, schema: type[BaseModel] | None) -> Any:
-    return value if schema is None else schema.model_validate(value)
