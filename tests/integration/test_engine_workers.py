@@ -15,6 +15,7 @@ import pytest
 
 from statemachine import Engine, StepContext, WorkflowDefinition, workflow
 from statemachine.worker import GC_THRESHOLD
+from tests.integration.gate import Gate
 
 
 @pytest.fixture
@@ -23,19 +24,6 @@ def engine(db_url: str) -> Iterator[Engine]:
     yield eng
     eng.close()
     gc.collect()
-
-
-class Gate:
-    """A handler that blocks until released, so a test can act while a step runs."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, data: Any) -> str:
-        self.entered.set()
-        self.release.wait(timeout=30)
-        return "gate"
 
 
 def _wait_until(check: Any, timeout: float = 20) -> None:

@@ -30,6 +30,7 @@ from statemachine import (
 )
 from statemachine.engine import EngineSettings
 from statemachine.testing import ManualClock
+from tests.integration.gate import Gate
 
 BOUND = 20.0  # seconds any engine call here may take before the engine counts as wedged
 
@@ -212,19 +213,6 @@ def live(db_url: str) -> Iterator[Engine]:
     yield eng
     eng.close()
     gc.collect()
-
-
-class Gate:
-    """Blocks until released, so a test can act while a step runs."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, data: Any) -> str:
-        self.entered.set()
-        self.release.wait(timeout=30)
-        return "gate"
 
 
 def _wait_until(check: Callable[[], bool], timeout: float = BOUND) -> None:
