@@ -456,20 +456,11 @@ class Repository:
         query = sa.select(H).where(H.c.instance_id == instance_id).order_by(H.c.seq)
         with self.read() as conn:
             rows = conn.execute(query).mappings().all()
-        return [
-            records.HistoryEntry(
-                seq=r["seq"],
-                at=utc(r["at"]) or datetime.now(UTC),
-                type=r["type"],
-                step=r["step"],
-                data=r["data"] or {},
-            )
-            for r in rows
-        ]
+        return [_history_entry(r) for r in rows]
 
     # -- the event feed: history by cursor, from any process ------------------------------
     def _feed_column(self) -> Any:
-        """The database-wide position of a history row (migration 0005): Postgres' identity
+        """The database-wide position of a history row (migration 0006): Postgres' identity
         ``feed_id``; SQLite's ``rowid``, which grows in commit order (one writer at a time)."""
         name = "feed_id" if self.dialect == "postgresql" else "rowid"
         return sa.literal_column(f"sm_history.{name}", sa.BigInteger)
@@ -502,13 +493,7 @@ class Repository:
                 cursor=int(r["cursor"]),
                 instance_id=r["instance_id"],
                 workflow_name=r["workflow_name"],
-                entry=records.HistoryEntry(
-                    seq=r["seq"],
-                    at=utc(r["at"]) or datetime.now(UTC),
-                    type=r["type"],
-                    step=r["step"],
-                    data=r["data"] or {},
-                ),
+                entry=_history_entry(r),
             )
             for r in rows
         ]
@@ -865,4 +850,15 @@ def _step(r: sa.RowMapping) -> records.StepResult:
         started_at=utc(r["started_at"]),
         completed_at=utc(r["completed_at"]),
         next_attempt_at=utc(r["next_attempt_at"]),
+    )
+
+
+def _history_entry(row: Any) -> records.HistoryEntry:
+    """A history row (``sm_history``'s columns, by name) as the read model."""
+    return records.HistoryEntry(
+        seq=row["seq"],
+        at=utc(row["at"]) or datetime.now(UTC),
+        type=row["type"],
+        step=row["step"],
+        data=row["data"] or {},
     )
