@@ -483,9 +483,11 @@ class InstanceRunner:
         note = repo.HistoryWrite("workflow.step.late_result", path, data, now)
         t = repo.Transition(self.rec.id, None, {"updated_at": now}, history=[note])
         store = self.engine.repo
-        try:  # on the committer's thread, which refuses work once the store is closed
-            store.committer.call(functools.partial(store.commit_transition, t))
-        except errors.StoreError:  # the engine is closed; the result is discarded anyway
+        try:  # on the committer's thread, which refuses work once the store is closed; waited
+            # for, so the step's next attempt (which waits for this call) comes after the note
+            job = store.committer.call(functools.partial(store.commit_transition, t))
+            job.result(timeout=self.engine.settings.lease)
+        except (errors.StoreError, TimeoutError):  # closed, or stuck: the result is discarded
             _log.debug("could not note the late result of %s in %s", path, self.rec.id)
 
     async def record(self, path: str, outcome: Outcome) -> None:

@@ -61,7 +61,8 @@ def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
     return jsondata.printable_error(error)  # a message may hold NUL: it is recorded all the same
 
 
-Late = Callable[[Outcome], None]  # told how an abandoned call ended; runs in the pool thread
+# told how an abandoned call ended; runs in the pool thread, and returns once that is noted
+Late = Callable[[Outcome], None]
 
 
 def slot(ctx: StepContext) -> str:
@@ -174,12 +175,14 @@ class Executor:
         self.abandoned[key] = fut
 
         def ended(done: Future[Any]) -> None:
-            if self.abandoned.get(key) is done:
-                del self.abandoned[key]
+            # noted before the step may run again: this callback runs before the one that
+            # wakes ``_after_abandoned`` (added later), and ``late`` returns once it is stored
             if late is not None:
                 exc = done.exception()
                 outcome = Outcome(True) if exc is None else Outcome(False, error=error_dict(exc))
                 late(outcome)
+            if self.abandoned.get(key) is done:
+                del self.abandoned[key]
 
         fut.add_done_callback(ended)
 
