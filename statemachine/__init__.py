@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     from statemachine.engine import Engine, EngineSettings
     from statemachine.records import HistoryEntry, StepResult, WorkflowInstance
     from statemachine.runtime.context import StepContext
+    from statemachine.vocabulary import (
+        JSON,
+        Duration,
+        ErrorInfo,
+        InstanceStatus,
+        JSONObject,
+        StepStatus,
+    )
 
     __version__: str
 
@@ -50,6 +58,12 @@ _LAZY = {
     "StepResult": "statemachine.records",
     "WorkflowInstance": "statemachine.records",
     "StepContext": "statemachine.runtime.context",
+    "JSON": "statemachine.vocabulary",
+    "JSONObject": "statemachine.vocabulary",
+    "Duration": "statemachine.vocabulary",
+    "ErrorInfo": "statemachine.vocabulary",
+    "InstanceStatus": "statemachine.vocabulary",
+    "StepStatus": "statemachine.vocabulary",
 }
 
 
@@ -80,16 +94,21 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "JSON",
     "CriticalError",
     "DefinitionError",
+    "Duration",
     "Engine",
     "EngineSettings",
+    "ErrorInfo",
     "ExpressionError",
     "HistoryEntry",
     "InputValidationError",
     "InstanceNotFound",
+    "InstanceStatus",
     "InvalidTransition",
     "Issue",
+    "JSONObject",
     "LeaseLost",
     "LoopLimitExceeded",
     "OutputNotStorable",
@@ -98,6 +117,7 @@ __all__ = [
     "StepContext",
     "StepError",
     "StepResult",
+    "StepStatus",
     "StepTimeoutError",
     "StoreError",
     "StoreRefused",

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-InstanceStatus = Literal[
-    "pending",
-    "running",
-    "waiting",
-    "paused",
-    "compensating",
-    "completed",
-    "failed",
-    "cancelled",
-    "timed_out",
+from statemachine.vocabulary import TERMINAL, InstanceStatus, StepStatus
+
+__all__ = [
+    "STATUSES",
+    "TERMINAL",
+    "HistoryEntry",
+    "InstanceStatus",
+    "StepResult",
+    "StepStatus",
+    "WorkflowInstance",
 ]
-StepStatus = Literal[
-    "pending", "running", "waiting", "completed", "failed", "skipped", "cancelled", "compensated"
-]
-STATUSES: tuple[str, ...] = get_args(InstanceStatus)
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
+
+STATUSES: tuple[str, ...] = tuple(InstanceStatus)
 
 
 class _Record(BaseModel):

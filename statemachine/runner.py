@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from statemachine import errors, outage, records
 from statemachine.definition import models
@@ -26,6 +26,7 @@ from statemachine.runtime.executor import Outcome
 from statemachine.runtime.state import TERMINAL, State, is_item_result
 from statemachine.store import committer
 from statemachine.store import repository as repo
+from statemachine.vocabulary import InstanceStatus
 
 if TYPE_CHECKING:
     from statemachine.engine import Engine
@@ -280,7 +281,7 @@ class InstanceRunner:
         )
         return records.WorkflowInstance.model_construct(  # our own state: no need to validate
             id=rec.id, workflow_name=rec.workflow_name, workflow_version=rec.workflow_version,
-            definition_hash=rec.definition_hash, status=cast(records.InstanceStatus, s.status),
+            definition_hash=rec.definition_hash, status=InstanceStatus(s.status),
             current_step=self.written.get("current_step"), input=rec.input, output=s.output,
             error=s.error, step_results={st.path: st.record() for st in steps},
             metadata=dict(s.metadata), parent_id=rec.parent_id, created_at=rec.created_at,

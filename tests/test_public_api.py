@@ -15,7 +15,22 @@ EXPECTED = {
     # beyond API.md's list: every exception, the Issue of a DefinitionError, the settings object
     "StepError", "OutputNotStorable", "LeaseLost", "StoreError", "StoreRefused", "Issue",
     "EngineSettings",
+    # the typed vocabulary of the signatures and records
+    "InstanceStatus", "StepStatus", "ErrorInfo", "JSON", "JSONObject", "Duration",
 }  # fmt: skip
+
+
+def test_statuses_are_strings_and_their_enums() -> None:
+    """A status read back compares equal to its string and to its enum member, and dumps as text."""
+    import json
+
+    from statemachine import InstanceStatus, StepResult, StepStatus
+
+    step = StepResult(step_name="a", status="completed")
+    assert step.status is StepStatus.COMPLETED
+    assert step.status == "completed"
+    assert json.loads(step.model_dump_json())["status"] == "completed"
+    assert {s.value for s in InstanceStatus} >= {"pending", "paused", "timed_out"}
 
 
 def test_exports_exactly_the_contract() -> None:

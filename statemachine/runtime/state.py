@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from statemachine import records
 from statemachine.runtime import jsondata
+from statemachine.vocabulary import STEP_DONE, TERMINAL, StepStatus
+
+__all__ = ["FINISHED", "MAP", "SETTLED", "TERMINAL", "State", "StepState", "is_item_result"]
 
 
 def _dt(value: Any) -> datetime | None:
@@ -19,10 +22,7 @@ def _dt(value: Any) -> datetime | None:
 
 MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next
 # (states stored before an item's result had a record of its own also hold ``results``)
-FINISHED = frozenset(
-    {"completed", "failed", "skipped", "cancelled"}
-)  # a step that will not run again
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})  # an instance that is over
+FINISHED = STEP_DONE  # a step that will not run again
 # a step no later decision reads ``StepState.extra`` of (a retry resumes failed and cancelled
 # ones): left out of the state column, which would otherwise grow with every step
 SETTLED = frozenset({"completed", "skipped"})
@@ -57,7 +57,7 @@ class StepState:
         own state, of the right type already (``execute`` returns one per step)."""
         return records.StepResult.model_construct(
             step_name=self.path,
-            status=cast(records.StepStatus, self.status),
+            status=StepStatus(self.status),
             input=self.input,
             output=self.output,
             error=self.error,
