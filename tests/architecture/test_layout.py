@@ -25,7 +25,6 @@ KNOWN_LARGE: set[str] = {
     "cli_ops",
     "definition.expressions",
     "definition.loader",
-    "definition.yaml_source",
     "engine",
     "runner",
     "runtime.interpreter",
