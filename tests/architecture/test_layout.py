@@ -24,7 +24,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
 KNOWN_LARGE: set[str] = {
     "cli_ops",
     "definition.expressions",
-    "definition.loader",
     "engine",
     "runner",
     "runtime.interpreter",
