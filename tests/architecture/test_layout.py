@@ -23,7 +23,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
 }
 KNOWN_LARGE: set[str] = {
     "cli_ops",
-    "definition.expressions",
     "engine",
     "runner",
     "runtime.interpreter",
