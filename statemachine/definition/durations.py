@@ -11,8 +11,6 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 MAX_SECONDS = 10 * 365 * 86400.0
 
-DurationInput = int | float | str | timedelta
-
 
 class DurationSyntaxError(ValueError):
     """Raised for text that is not a duration; callers wrap it with the field's name."""

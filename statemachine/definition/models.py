@@ -24,11 +24,9 @@ from statemachine.definition.parts import BrokenStep as BrokenStep
 from statemachine.definition.parts import ChoiceRule as ChoiceRule
 from statemachine.definition.parts import ChoiceStep as ChoiceStep
 from statemachine.definition.parts import ExprOrFn as ExprOrFn
-from statemachine.definition.parts import Fn as Fn
-from statemachine.definition.parts import Frozen as Frozen
+from statemachine.definition.parts import Fn, Frozen, sound_schema, to_seconds, walk_steps
 from statemachine.definition.parts import LoopStep as LoopStep
 from statemachine.definition.parts import MapStep as MapStep
-from statemachine.definition.parts import OnError as OnError
 from statemachine.definition.parts import ParallelStep as ParallelStep
 from statemachine.definition.parts import PassStep as PassStep
 from statemachine.definition.parts import PollStep as PollStep
@@ -39,11 +37,8 @@ from statemachine.definition.parts import StepBase as StepBase
 from statemachine.definition.parts import SubworkflowStep as SubworkflowStep
 from statemachine.definition.parts import TaskStep as TaskStep
 from statemachine.definition.parts import Trigger as Trigger
-from statemachine.definition.parts import TriggerRule as TriggerRule
 from statemachine.definition.parts import WaitStep as WaitStep
 from statemachine.definition.parts import child_branches as child_branches
-from statemachine.definition.parts import sound_schema, to_seconds
-from statemachine.definition.parts import walk_steps as walk_steps
 
 
 class WorkflowDefinition(Frozen):
