@@ -6,14 +6,10 @@ import math
 import re
 from datetime import timedelta
 
-from statemachine.vocabulary import Duration
-
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 MAX_SECONDS = 10 * 365 * 86400.0
-
-DurationInput = Duration  # the name this module's callers know
 
 
 class DurationSyntaxError(ValueError):

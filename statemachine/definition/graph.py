@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from statemachine.definition import models
+from statemachine.definition import parts
 
 Edge = tuple[str, str, str]  # (source, target, label)
 ERROR_LABEL = "on error"  # the label of an errorBranch edge
 
 
-def is_dag_scope(steps: Sequence[models.StepBase]) -> bool:
+def is_dag_scope(steps: Sequence[parts.StepBase]) -> bool:
     return any(step.depends_on for step in steps)
 
 
-def error_targets(steps: Sequence[models.StepBase]) -> set[str]:
+def error_targets(steps: Sequence[parts.StepBase]) -> set[str]:
     return {s.error_next for s in steps if s.on_error == "branch" and s.error_next}
 
 
 def sequential_next(
-    steps: Sequence[models.StepBase], index: int, handlers: Collection[str] | None = None
+    steps: Sequence[parts.StepBase], index: int, handlers: Collection[str] | None = None
 ) -> str | None:
     """The step that follows ``steps[index]`` on success in a sequential scope (None: scope ends).
 
@@ -43,7 +43,7 @@ def sequential_next(
     return None
 
 
-def edges(steps: Sequence[models.StepBase]) -> list[Edge]:
+def edges(steps: Sequence[parts.StepBase]) -> list[Edge]:
     """Every edge of one scope, labelled for rendering."""
     out: list[Edge] = []
     dag = is_dag_scope(steps)
@@ -51,13 +51,13 @@ def edges(steps: Sequence[models.StepBase]) -> list[Edge]:
     for i, step in enumerate(steps):
         if dag:
             out.extend((dep, step.name, "") for dep in step.depends_on)
-        elif isinstance(step, models.ChoiceStep):
+        elif isinstance(step, parts.ChoiceStep):
             for rule in step.choices:
                 out.append((step.name, rule.next, label_of(rule.condition)))
             if step.default:
                 out.append((step.name, step.default, "default"))
         else:
-            if isinstance(step, models.LoopStep):
+            if isinstance(step, parts.LoopStep):
                 out.append((step.name, step.target, f"while {label_of(step.condition)}"))
             nxt = sequential_next(steps, i, handlers)
             if nxt is not None:
@@ -73,7 +73,7 @@ def label_of(value: object) -> str:
     return str(getattr(value, "__qualname__", type(value).__name__))
 
 
-def roots(steps: Sequence[models.StepBase]) -> list[str]:
+def roots(steps: Sequence[parts.StepBase]) -> list[str]:
     """Where a scope starts: the first step, or in a DAG every step with no dependencies."""
     if not steps:
         return []
@@ -83,7 +83,7 @@ def roots(steps: Sequence[models.StepBase]) -> list[str]:
     return [s.name for s in steps if not s.depends_on and s.name not in handlers]
 
 
-def graph_order(steps: Sequence[models.StepBase]) -> list[str]:
+def graph_order(steps: Sequence[parts.StepBase]) -> list[str]:
     """The scope's steps in the order they can run: as written in a sequential scope; in a DAG,
     in waves (steps whose dependencies, and error branches' failing steps, are in earlier
     waves), each wave as written."""

@@ -1,241 +1,44 @@
-"""Frozen models of a workflow graph: the one neutral form both the builder and YAML produce.
+"""The workflow definition: the one neutral form both the builder and YAML produce.
 
-Expressions stay strings here (compiled by ``expressions``); callables are kept as given and
-rendered by qualified name. Durations are seconds. Nothing here does I/O.
+Its parts (steps, branches, retry policies, triggers) are pure data in ``parts`` and are named
+here too, so the package reads every model from one place. The definition sits above ``render``
+(parts <- graph <- render <- models): its dumps and its hash are its own methods, and nothing it
+is built from imports it. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from statemachine.definition import durations, schemas
-
-OnError = Literal["fail", "continue", "branch"]
-# Airflow's trigger rules, with Airflow's meaning (runtime/rules.py decides them)
-TriggerRule = Literal[
-    "all_success",
-    "all_failed",
-    "all_done",
-    "one_success",
-    "one_failed",
-    "none_failed",
-    "none_failed_min_one_success",
-    "none_skipped",
-    "always",
-]
-TRIGGER_RULES: tuple[str, ...] = get_args(TriggerRule)
-DEFAULT_TRIGGER_RULE: TriggerRule = "none_failed_min_one_success"
-STEP_TYPES: tuple[str, ...] = (
-    "task",
-    "choice",
-    "parallel",
-    "pass",
-    "poll",
-    "loop",
-    "wait",
-    "map",
-    "subworkflow",
-)
-
-Fn = Callable[..., Any]
-# module-level: inside step classes the name `type` is a field. A pydantic model, or a JSON
-# Schema (a dict, as YAML gives it); ``schemas`` checks values against either.
-Schema = type[BaseModel] | dict[str, Any]
-ExprOrFn = str | Fn
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-
-def _sound_schema(cls: type[BaseModel], value: Any) -> Any:
-    """Shared ``after`` validator: a JSON Schema given as a dict must itself be valid."""
-    if isinstance(value, dict):
-        problem = schemas.schema_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-    return value
-
-
-def _seconds(cls: type[BaseModel], value: Any) -> Any:
-    """Shared ``before`` validator: any duration input becomes seconds."""
-    return None if value is None else durations.parse_duration(value)
-
-
-class RetryPolicy(Frozen):
-    """How often and how patiently a step is retried; tenacity does the arithmetic at run time."""
-
-    max_attempts: int = Field(default=3, ge=1, le=1000)
-    interval: float = 1.0
-    backoff_rate: float = Field(default=2.0, ge=1.0, le=100.0)
-    max_interval: float = 30.0
-    retry_on: tuple[type[BaseException], ...] | None = None
-
-    _check_durations = field_validator("interval", "max_interval", mode="before")(_seconds)
-
-    def delay(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1`` after ``attempt`` failures: ``interval`` grown by
-        ``backoff_rate``, every one (the first included) capped at ``max_interval``, as Step
-        Functions' ``MaxDelaySeconds`` is."""
-        raw = self.interval * self.backoff_rate ** max(attempt - 1, 0)
-        return min(raw, self.max_interval)
-
-
-class Trigger(Frozen):
-    event: str = Field(min_length=1)
-    condition: str | None = None
-
-
-class ChoiceRule(Frozen):
-    condition: ExprOrFn
-    next: str
-
-
-class StepBase(Frozen):
-    name: str = Field(min_length=1)
-    next: str | None = None
-    end: bool = False
-    on_error: OnError = "fail"
-    error_next: str | None = None
-    title: str | None = None
-    description: str | None = None
-    depends_on: tuple[str, ...] = ()
-    condition: ExprOrFn | None = None
-    trigger: TriggerRule = DEFAULT_TRIGGER_RULE
-    delay: float | None = None
-
-    _check_delay = field_validator("delay", mode="before")(_seconds)
-
-    @property
-    def kind(self) -> str:
-        return str(getattr(self, "type", "task"))
-
-
-class TaskStep(StepBase):
-    type: Literal["task"] = "task"
-    handler: ExprOrFn
-    input: Any = None
-    input_schema: Schema | None = None
-    output_schema: Schema | None = None
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-    compensate: ExprOrFn | None = None
-
-    _check_timeout = field_validator("timeout", mode="before")(_seconds)
-    _check_schemas = field_validator("input_schema", "output_schema")(_sound_schema)
-
-
-class ChoiceStep(StepBase):
-    type: Literal["choice"] = "choice"
-    choices: tuple[ChoiceRule, ...]
-    default: str | None = None
-
-
-class PassStep(StepBase):
-    type: Literal["pass"] = "pass"
-    result: Any = None
-    transform: ExprOrFn | None = None
-
-
-class PollStep(StepBase):
-    type: Literal["poll"] = "poll"
-    check: ExprOrFn
-    input: Any = None
-    interval: float
-    timeout: float | None = None
-    max_attempts: int | None = Field(default=None, ge=1)
-
-    _check_durations = field_validator("interval", "timeout", mode="before")(_seconds)
-
-
-class LoopStep(StepBase):
-    type: Literal["loop"] = "loop"
-    condition: ExprOrFn  # the loop's "while" condition (a loop never sits in a DAG scope)
-    target: str
-    interval: float | None = None
-    max_iterations: int | None = Field(default=None, ge=1)
-    timeout: float | None = None
-
-    _check_durations = field_validator("interval", "timeout", mode="before")(_seconds)
-
-
-class WaitStep(StepBase):
-    type: Literal["wait"] = "wait"
-    duration: float | None = None
-    until: datetime | ExprOrFn | None = None
-    event: str | None = None
-    timeout: float | None = None
-
-    _check_durations = field_validator("duration", "timeout", mode="before")(_seconds)
-
-    @field_validator("until", mode="before")
-    @classmethod
-    def _aware(cls, value: Any) -> Any:
-        """A naive datetime is UTC; an ISO-8601 string is a time, any other string an expression."""
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                return value
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-class SubworkflowStep(StepBase):
-    type: Literal["subworkflow"] = "subworkflow"
-    workflow: str = Field(min_length=1)
-    input: Any = None
-
-
-class Branch(Frozen):
-    """A named sequence (or DAG) of steps: one branch of a parallel, or a map's iterator."""
-
-    name: str = Field(min_length=1)
-    steps: tuple[Step, ...]
-
-
-class ParallelStep(StepBase):
-    type: Literal["parallel"] = "parallel"
-    branches: tuple[Branch, ...]
-    mode: Literal["all", "race"] = "all"
-    failure: Literal["fail-fast", "wait-all"] = "fail-fast"
-    max_concurrency: int | None = Field(default=None, ge=1)
-
-
-class MapStep(StepBase):
-    type: Literal["map"] = "map"
-    items: ExprOrFn
-    iterator: Branch
-    max_concurrency: int | None = Field(default=None, ge=1)
-
-
-class BrokenStep(PassStep):
-    """Stands in for a step whose own fields failed validation, keeping its name and the
-    references that did validate, so the graph checks of the same pass still see it (one pass
-    reports every problem). It never reaches a definition that loads: its issues are raised."""
-
-    input: Any = None  # its templates are still checked
-
-
-Step = Annotated[
-    TaskStep
-    | ChoiceStep
-    | ParallelStep
-    | PassStep
-    | PollStep
-    | LoopStep
-    | WaitStep
-    | MapStep
-    | SubworkflowStep,
-    Field(discriminator="type"),
-]
+from statemachine.definition import render
+from statemachine.definition.parts import DEFAULT_TRIGGER_RULE as DEFAULT_TRIGGER_RULE
+from statemachine.definition.parts import STEP_TYPES as STEP_TYPES
+from statemachine.definition.parts import TRIGGER_RULES as TRIGGER_RULES
+from statemachine.definition.parts import Branch as Branch
+from statemachine.definition.parts import BrokenStep as BrokenStep
+from statemachine.definition.parts import ChoiceRule as ChoiceRule
+from statemachine.definition.parts import ChoiceStep as ChoiceStep
+from statemachine.definition.parts import ExprOrFn as ExprOrFn
+from statemachine.definition.parts import Fn, Frozen, sound_schema, to_seconds, walk_steps
+from statemachine.definition.parts import LoopStep as LoopStep
+from statemachine.definition.parts import MapStep as MapStep
+from statemachine.definition.parts import ParallelStep as ParallelStep
+from statemachine.definition.parts import PassStep as PassStep
+from statemachine.definition.parts import PollStep as PollStep
+from statemachine.definition.parts import RetryPolicy as RetryPolicy
+from statemachine.definition.parts import Schema as Schema
+from statemachine.definition.parts import Step as Step
+from statemachine.definition.parts import StepBase as StepBase
+from statemachine.definition.parts import SubworkflowStep as SubworkflowStep
+from statemachine.definition.parts import TaskStep as TaskStep
+from statemachine.definition.parts import Trigger as Trigger
+from statemachine.definition.parts import WaitStep as WaitStep
+from statemachine.definition.parts import child_branches as child_branches
 
 
 class WorkflowDefinition(Frozen):
@@ -255,8 +58,8 @@ class WorkflowDefinition(Frozen):
 
     _hash: str = PrivateAttr(default="")
 
-    _check_timeout = field_validator("timeout", mode="before")(_seconds)
-    _check_schema = field_validator("input_schema")(_sound_schema)
+    _check_timeout = field_validator("timeout", mode="before")(to_seconds)
+    _check_schema = field_validator("input_schema")(sound_schema)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -267,8 +70,6 @@ class WorkflowDefinition(Frozen):
 
     @model_validator(mode="after")
     def _compute_hash(self) -> WorkflowDefinition:
-        from statemachine.definition import render
-
         canonical = json.dumps(
             render.to_dict(self), sort_keys=True, separators=(",", ":"), default=str
         )
@@ -287,43 +88,16 @@ class WorkflowDefinition(Frozen):
         return dict(self.walk())
 
     def to_dict(self) -> dict[str, Any]:
-        from statemachine.definition import render
-
         return render.to_dict(self)
 
     def to_yaml(self) -> str:
-        from statemachine.definition import render
-
         return render.to_yaml(self)
 
     def to_mermaid(self) -> str:
-        from statemachine.definition import render
-
         return render.to_mermaid(self)
 
     def to_dot(self) -> str:
-        from statemachine.definition import render
-
         return render.to_dot(self)
 
 
-def child_branches(step: StepBase) -> tuple[Branch, ...]:
-    if isinstance(step, ParallelStep):
-        return step.branches
-    if isinstance(step, MapStep):
-        return (step.iterator,)
-    return ()
-
-
-def walk_steps(steps: tuple[StepBase, ...], prefix: str) -> Iterator[tuple[str, StepBase]]:
-    for step in steps:
-        path = f"{prefix}{step.name}"
-        yield path, step
-        for br in child_branches(step):
-            yield from walk_steps(br.steps, f"{path}/{br.name}/")
-
-
-Branch.model_rebuild()
-ParallelStep.model_rebuild()
-MapStep.model_rebuild()
 WorkflowDefinition.model_rebuild()

@@ -3,6 +3,10 @@
 The dict uses the YAML keys (camelCase) and omits defaults, so a builder definition and its YAML
 twin dump, and therefore hash, the same. Inline callables are dumped by qualified name with
 ``loadable: false``: YAML can show them but not load them back.
+
+It reads a definition through ``Workflow``, the fields it dumps, rather than importing
+``models``: the definition offers these dumps (and its hash, the dict's digest) as methods, so it
+imports this module, and this module only knows the parts (parts <- graph <- render <- models).
 """
 
 from __future__ import annotations
@@ -10,13 +14,38 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from statemachine.definition import durations, graph, models
+from statemachine.definition import durations, graph, parts
 
 NOT_LOADABLE = "loadable"
+
+
+class Workflow(Protocol):
+    """What the dumps read of a definition; ``models.WorkflowDefinition`` has it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def default_retry(self) -> parts.RetryPolicy | None: ...
+    @property
+    def triggers(self) -> Sequence[parts.Trigger]: ...
+    @property
+    def on_complete(self) -> parts.Fn | None: ...
+    @property
+    def input_schema(self) -> parts.Schema | None: ...
+    @property
+    def steps(self) -> Sequence[parts.StepBase]: ...
 
 
 def callable_ref(fn: object) -> dict[str, Any]:
@@ -37,7 +66,7 @@ def _dur(seconds: float | None) -> Any:
     return None if seconds is None else durations.format_duration(seconds)
 
 
-def retry_to_dict(policy: models.RetryPolicy) -> dict[str, Any]:
+def retry_to_dict(policy: parts.RetryPolicy) -> dict[str, Any]:
     out: dict[str, Any] = {
         "maxAttempts": policy.max_attempts,
         "interval": _dur(policy.interval),
@@ -54,19 +83,19 @@ def _put(out: dict[str, Any], key: str, value: Any, default: Any = None) -> None
         out[key] = value
 
 
-def step_to_dict(step: models.StepBase) -> dict[str, Any]:
+def step_to_dict(step: parts.StepBase) -> dict[str, Any]:
     out: dict[str, Any] = {"id": step.name}
-    if not isinstance(step, models.TaskStep):
+    if not isinstance(step, parts.TaskStep):
         out["type"] = step.kind
     _put(out, "title", step.title)
     _put(out, "description", step.description)
     _put(out, "dependsOn", list(step.depends_on), [])
-    if not isinstance(step, models.LoopStep):
+    if not isinstance(step, parts.LoopStep):
         _put(out, "condition", _ref(step.condition))
-    _put(out, "trigger", step.trigger, models.DEFAULT_TRIGGER_RULE)
+    _put(out, "trigger", step.trigger, parts.DEFAULT_TRIGGER_RULE)
     _put(out, "wait", _dur(step.delay))
     match step:
-        case models.TaskStep():
+        case parts.TaskStep():
             if isinstance(step.handler, str):
                 out["action"] = step.handler
             else:
@@ -78,20 +107,20 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
                 out["retry"] = retry_to_dict(step.retry)
             _put(out, "timeout", _dur(step.timeout))
             _put(out, "compensate", _ref(step.compensate))
-        case models.ChoiceStep():
+        case parts.ChoiceStep():
             out["choices"] = [
                 {"condition": _ref(r.condition), "next": r.next} for r in step.choices
             ]
             _put(out, "default", step.default)
-        case models.ParallelStep():
+        case parts.ParallelStep():
             out["branches"] = [branch_to_dict(b) for b in step.branches]
             _put(out, "mode", step.mode, "all")
             _put(out, "failure", step.failure, "fail-fast")
             _put(out, "maxConcurrency", step.max_concurrency)
-        case models.PassStep():
+        case parts.PassStep():
             _put(out, "result", step.result)
             _put(out, "transform", _ref(step.transform))
-        case models.PollStep():
+        case parts.PollStep():
             if isinstance(step.check, str):
                 out["action"] = step.check
             else:
@@ -100,13 +129,13 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
             out["interval"] = _dur(step.interval)
             _put(out, "timeout", _dur(step.timeout))
             _put(out, "maxAttempts", step.max_attempts)
-        case models.LoopStep():
+        case parts.LoopStep():
             out["condition"] = _ref(step.condition)
             out["target"] = step.target
             _put(out, "interval", _dur(step.interval))
             _put(out, "maxIterations", step.max_iterations)
             _put(out, "timeout", _dur(step.timeout))
-        case models.WaitStep():
+        case parts.WaitStep():
             _put(out, "duration", _dur(step.duration))
             if isinstance(step.until, datetime):
                 out["until"] = step.until.isoformat()
@@ -114,11 +143,11 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
                 _put(out, "until", _ref(step.until))
             _put(out, "event", step.event)
             _put(out, "timeout", _dur(step.timeout))
-        case models.MapStep():
+        case parts.MapStep():
             out["items"] = _ref(step.items)
             out["iterator"] = branch_to_dict(step.iterator)
             _put(out, "maxConcurrency", step.max_concurrency)
-        case models.SubworkflowStep():
+        case parts.SubworkflowStep():
             out["workflow"] = step.workflow
             _put(out, "input", _ref(step.input))
     _put(out, "next", step.next)
@@ -128,11 +157,11 @@ def step_to_dict(step: models.StepBase) -> dict[str, Any]:
     return out
 
 
-def branch_to_dict(branch: models.Branch) -> dict[str, Any]:
+def branch_to_dict(branch: parts.Branch) -> dict[str, Any]:
     return {"name": branch.name, "steps": [step_to_dict(s) for s in branch.steps]}
 
 
-def to_dict(definition: models.WorkflowDefinition) -> dict[str, Any]:
+def to_dict(definition: Workflow) -> dict[str, Any]:
     out: dict[str, Any] = {"id": definition.name, "version": definition.version}
     _put(out, "title", definition.title)
     _put(out, "description", definition.description)
@@ -150,7 +179,7 @@ def to_dict(definition: models.WorkflowDefinition) -> dict[str, Any]:
     return out
 
 
-def to_yaml(definition: models.WorkflowDefinition) -> str:
+def to_yaml(definition: Workflow) -> str:
     return yaml.safe_dump(to_dict(definition), sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -161,22 +190,22 @@ def _node_id(path: str) -> str:
     return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", path)
 
 
-def _shape(step: models.StepBase, label: str) -> str:
+def _shape(step: parts.StepBase, label: str) -> str:
     text = label.replace('"', "'")
-    if isinstance(step, models.ChoiceStep):
+    if isinstance(step, parts.ChoiceStep):
         return '{"' + text + '"}'
-    if isinstance(step, models.WaitStep | models.PollStep):
+    if isinstance(step, parts.WaitStep | parts.PollStep):
         return '(["' + text + '"])'
-    if isinstance(step, models.PassStep):
+    if isinstance(step, parts.PassStep):
         return '(["' + text + '"])' if step.end else '["' + text + '"]'
     return '["' + text + '"]'
 
 
-def _scope_lines_mermaid(steps: Sequence[models.StepBase], prefix: str, indent: str) -> list[str]:
+def _scope_lines_mermaid(steps: Sequence[parts.StepBase], prefix: str, indent: str) -> list[str]:
     lines: list[str] = []
     for step in steps:
         path = prefix + step.name
-        branches = models.child_branches(step)
+        branches = parts.child_branches(step)
         if branches:
             lines.append(f'{indent}subgraph {_node_id(path)}["{step.name} ({step.kind})"]')
             lines.append(f"{indent}  direction TB")
@@ -196,7 +225,7 @@ def _scope_lines_mermaid(steps: Sequence[models.StepBase], prefix: str, indent: 
     return lines
 
 
-def to_mermaid(definition: models.WorkflowDefinition) -> str:
+def to_mermaid(definition: Workflow) -> str:
     lines = ["flowchart TD"]
     lines.extend(_scope_lines_mermaid(definition.steps, "", "  "))
     start = graph.roots(definition.steps)
@@ -205,11 +234,11 @@ def to_mermaid(definition: models.WorkflowDefinition) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scope_lines_dot(steps: Sequence[models.StepBase], prefix: str, indent: str) -> list[str]:
+def _scope_lines_dot(steps: Sequence[parts.StepBase], prefix: str, indent: str) -> list[str]:
     lines: list[str] = []
     for step in steps:
         path = prefix + step.name
-        branches = models.child_branches(step)
+        branches = parts.child_branches(step)
         if branches:
             lines.append(f"{indent}subgraph cluster_{_node_id(path)} {{")
             lines.append(f'{indent}  label="{step.name} ({step.kind})";')
@@ -222,7 +251,7 @@ def _scope_lines_dot(steps: Sequence[models.StepBase], prefix: str, indent: str)
             lines.append(f"{indent}}}")
             lines.append(f'{indent}{_node_id(path)} [label="{step.name}", shape=point];')
         else:
-            shape = "diamond" if isinstance(step, models.ChoiceStep) else "box"
+            shape = "diamond" if isinstance(step, parts.ChoiceStep) else "box"
             label = (step.title or step.name).replace('"', "'")
             lines.append(f'{indent}{_node_id(path)} [label="{label}", shape={shape}];')
     for src, dst, label in graph.edges(steps):
@@ -233,7 +262,7 @@ def _scope_lines_dot(steps: Sequence[models.StepBase], prefix: str, indent: str)
     return lines
 
 
-def to_dot(definition: models.WorkflowDefinition) -> str:
+def to_dot(definition: Workflow) -> str:
     name = definition.name.replace('"', "'")
     lines = [f'digraph "{name}" {{', "  rankdir=TB;"]
     lines.extend(_scope_lines_dot(definition.steps, "", "  "))

@@ -1,4 +1,4 @@
-"""The JSON Schema of the YAML format, built from the loader's own key tables.
+"""The JSON Schema of the YAML format, built from the key tables the loader reads with (yaml_keys).
 
 ``statemachine schema`` prints it and ``docs/statemachine.schema.json`` ships it, so an editor
 (``# yaml-language-server: $schema=...``) completes keys and flags an unknown key, a bad enum
@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any, get_args
 
-from statemachine.definition import durations, loader, models
+from statemachine.definition import durations, models, yaml_keys
 
 Schema = dict[str, Any]
 
 #: keys the loader knows only to refuse them: they name Python objects, not data
 NOT_IN_YAML = frozenset({"handler", "onComplete", "retryOn"})
-#: the loader's inline key sets (loader.branch, loader.choices, loader.triggers)
+#: the loader's inline key sets (yaml_reader's Reader.branch, .choices, .triggers)
 BRANCH_KEYS = ("id", "steps")
 CHOICE_KEYS = ("condition", "next")
 TRIGGER_KEYS = ("event", "condition")
@@ -44,7 +44,7 @@ def _literal(step: type[models.StepBase], field: str) -> tuple[str, ...]:
 
 def spellings(key: str) -> list[str]:
     """Every way a canonical key may be written: itself, then its aliases (snake_case, older names)."""
-    return [key, *sorted(a for a, c in loader._ALIASES.items() if c == key and a != key)]
+    return [key, *sorted(a for a, c in yaml_keys.ALIASES.items() if c == key and a != key)]
 
 
 def _described(schema: Schema, description: str) -> Schema:
@@ -85,7 +85,7 @@ def _values() -> dict[str, Schema]:
         "next": (text, "step to go to next (sequential scope)"),
         "end": ({"type": "boolean"}, "the workflow (or branch) ends after this step"),
         "onError": (
-            _enum(loader._ON_ERROR, "what a failure does"),
+            _enum(yaml_keys.ON_ERROR, "what a failure does"),
             "fail (default), continue, branch (to errorBranch), retry; "
             "on a parallel step fail-fast or wait-all",
         ),
@@ -174,16 +174,16 @@ def _named() -> Schema:
 
 
 def _allowed(kind: str) -> list[str]:
-    keys = loader._COMMON | loader._OWN[kind]
+    keys = yaml_keys.COMMON | yaml_keys.OWN[kind]
     return sorted(s for k in keys - NOT_IN_YAML for s in spellings(k))
 
 
 def _per_type() -> list[Schema]:
     """``type`` decides the keys a step may have; a step without one is a task (action: required)."""
-    parallel_only = [v for v in loader._ON_ERROR if v in _literal(models.ParallelStep, "failure")]
-    others = [v for v in loader._ON_ERROR if v not in parallel_only]
+    parallel_only = [v for v in yaml_keys.ON_ERROR if v in _literal(models.ParallelStep, "failure")]
+    others = [v for v in yaml_keys.ON_ERROR if v not in parallel_only]
     rules: list[Schema] = []
-    for kind in loader._OWN:
+    for kind in yaml_keys.OWN:
         then: Schema = {"propertyNames": {"enum": _allowed(kind)}}
         if kind != "parallel":
             then["properties"] = {s: {"enum": others} for s in spellings("onError")}
@@ -204,7 +204,7 @@ def _per_type() -> list[Schema]:
 
 
 def _definitions() -> Schema:
-    step_keys = loader._COMMON.union(*loader._OWN.values())
+    step_keys = yaml_keys.COMMON.union(*yaml_keys.OWN.values())
     retry_attempts = {"type": "integer", "minimum": 1, "maximum": 1000}
     return {
         "duration": {
@@ -218,7 +218,7 @@ def _definitions() -> Schema:
             "description": "retry policy: attempts and the delays between them",
             "type": "object",
             "properties": _properties(
-                tuple(loader._RETRY_KEYS),
+                tuple(yaml_keys.RETRY_KEYS),
                 {"maxAttempts": _described(retry_attempts, "attempts, the first included")},
             ),
             "additionalProperties": False,
@@ -268,7 +268,7 @@ def yaml_schema() -> Schema:
             "references, expressions and the graph."
         ),
         "type": "object",
-        "properties": _properties(loader._TOP_KEYS),
+        "properties": _properties(yaml_keys.TOP_KEYS),
         "required": ["steps"],
         "additionalProperties": False,
         **_named(),

@@ -19,6 +19,7 @@ import pytest
 from statemachine import RetryPolicy, workflow
 from statemachine import records as rec
 from statemachine.definition import models
+from statemachine.runtime import flowctx
 from statemachine.runtime.interpreter import (
     Cancel,
     Decision,
@@ -595,7 +596,7 @@ def test_delays_are_capped_at_max_interval() -> None:
 
 def test_max_interval_caps_the_first_delay_too() -> None:
     policy = RetryPolicy(max_attempts=3, interval=10, max_interval=5)
-    assert policy.delay(1) == 5.0
+    assert flowctx.retry_delay(policy, 1) == 5.0
     wf = workflow("cap").task("a", "noop", retry=policy).build()
     d = Driver(wf, {})
     d.start()

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from statemachine import DefinitionError, load_yaml
-from statemachine.definition import durations, issues, loader, models, yaml_schema, yaml_source
+from statemachine.definition import durations, issues, models, yaml_keys, yaml_schema, yaml_source
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docs" / "statemachine.schema.json"
@@ -68,7 +68,7 @@ def yaml_fields() -> list[tuple[str, str, str]]:
         for field in model.model_fields:
             if (model.__name__, field) in NOT_IN_YAML:
                 continue
-            out.append((model.__name__, field, loader.canonical_key(issues.yaml_key(field))))
+            out.append((model.__name__, field, yaml_keys.canonical_key(issues.yaml_key(field))))
     return out
 
 
@@ -104,7 +104,7 @@ def test_a_step_type_allows_exactly_its_fields(step: type[models.StepBase]) -> N
     )
     allowed = set(rule["propertyNames"]["enum"])
     for field in step.model_fields:
-        key = loader.canonical_key(issues.yaml_key(field))
+        key = yaml_keys.canonical_key(issues.yaml_key(field))
         assert key in allowed, f"{kind}: {key} ({field}) is not allowed on a {kind} step"
 
 
@@ -148,7 +148,7 @@ def test_enums_follow_the_models() -> None:
     step = schema()["definitions"]["step"]["properties"]
     assert step["type"]["enum"] == list(models.STEP_TYPES)
     assert step["trigger"]["enum"] == list(models.TRIGGER_RULES)
-    assert step["onError"]["enum"] == list(loader._ON_ERROR)
+    assert step["onError"]["enum"] == list(yaml_keys.ON_ERROR)
     assert step["mode"]["enum"] == ["all", "race"]
     assert step["failure"]["enum"] == ["fail-fast", "wait-all"]
 

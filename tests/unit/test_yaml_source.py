@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemachine import errors
-from statemachine.definition import issues, yaml_source
+from statemachine.definition import issues, yaml_compose, yaml_source
 from statemachine.definition.yaml_source import parse_file, parse_text
 
 WORKFLOW = """\
@@ -213,7 +213,7 @@ def test_billion_laughs_is_refused() -> None:
 
 
 def test_too_many_aliases_is_refused() -> None:
-    text = "a: &a x\nb: [" + ", ".join(["*a"] * (yaml_source.MAX_ALIASES + 1)) + "]\n"
+    text = "a: &a x\nb: [" + ", ".join(["*a"] * (yaml_compose.MAX_ALIASES + 1)) + "]\n"
     assert "aliases" in only_issue(text).message
 
 
@@ -246,7 +246,7 @@ def test_deep_nesting_is_refused_without_recursion_error(text: str) -> None:
 
 
 def test_nesting_up_to_the_cap_is_fine() -> None:
-    depth = yaml_source.MAX_DEPTH - 1
+    depth = yaml_compose.MAX_DEPTH - 1
     data = parse_text("a: " + "[" * depth + "]" * depth + "\n").data
     for _ in range(depth):
         data = data["a"] if isinstance(data, dict) else data[0]

@@ -1,6 +1,6 @@
 """libyaml and the pure-Python parser read every text alike: same data, positions and errors.
 
-``yaml_source`` parses with libyaml when PyYAML has it and falls back to PyYAML's own parser for
+``yaml_compose`` parses with libyaml when PyYAML has it and falls back to PyYAML's own parser for
 what libyaml reads differently and for every document libyaml refuses; these tests hold the two
 paths to the same results.
 """
@@ -16,23 +16,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemachine import errors, load_yaml
-from statemachine.definition import yaml_source
+from statemachine.definition import yaml_compose
 from statemachine.definition.yaml_source import parse_text
 
-needs_libyaml = pytest.mark.skipif(yaml_source._CParser is None, reason="PyYAML without libyaml")
+needs_libyaml = pytest.mark.skipif(yaml_compose._CParser is None, reason="PyYAML without libyaml")
 
 
 def outcome(text: str, *, libyaml: bool) -> tuple[Any, ...]:
     """Everything ``parse_text`` gives for ``text``, comparable, on one of the two paths."""
-    saved = yaml_source._CParser
+    saved = yaml_compose._CParser
     if not libyaml:
-        yaml_source._CParser = None
+        yaml_compose._CParser = None
     try:
         doc = parse_text(text, path="x.yaml")
     except errors.DefinitionError as exc:
         return ("refused", [(i.message, i.location, i.line, i.column, i.code) for i in exc.errors])
     finally:
-        yaml_source._CParser = saved
+        yaml_compose._CParser = saved
     # repr: a NaN is not equal to itself
     return ("read", repr(doc.data), dict(doc.positions), dict(doc.key_positions))
 
@@ -43,10 +43,10 @@ def assert_same(text: str) -> None:
 
 @pytest.fixture(params=["libyaml", "pure"])
 def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "libyaml" and yaml_source._CParser is None:
+    if request.param == "libyaml" and yaml_compose._CParser is None:
         pytest.skip("PyYAML without libyaml")
     if request.param == "pure":
-        monkeypatch.setattr(yaml_source, "_CParser", None)
+        monkeypatch.setattr(yaml_compose, "_CParser", None)
     yield request.param
 
 
@@ -193,7 +193,7 @@ def test_an_ordinary_definition_is_parsed_by_libyaml(monkeypatch: pytest.MonkeyP
     def no_fallback(text: str) -> None:
         raise AssertionError("fell back to the pure-Python parser")
 
-    monkeypatch.setattr(yaml_source, "_PyParser", no_fallback)
+    monkeypatch.setattr(yaml_compose, "_PyParser", no_fallback)
     steps = "".join(
         f"  - id: s{i}\n    action: noop\n    params:\n      n: ${{{{ input.n }}}}\n"
         for i in range(50)
@@ -220,8 +220,8 @@ def test_libyaml_errors_keep_pyyaml_wording(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ("a: " + "[" * 10_000 + "\n", "too_deep"),
         ("a:\n  " + "- " * 10_000 + "x\n", "too_deep"),
-        ("a: &a x\nb: [" + ", ".join(["*a"] * (yaml_source.MAX_ALIASES + 1)) + "]\n", "too_large"),
-        ("a: [" + ", ".join(["1"] * (yaml_source.MAX_NODES + 1)) + "]\n", "too_large"),
+        ("a: &a x\nb: [" + ", ".join(["*a"] * (yaml_compose.MAX_ALIASES + 1)) + "]\n", "too_large"),
+        ("a: [" + ", ".join(["1"] * (yaml_compose.MAX_NODES + 1)) + "]\n", "too_large"),
         ("a: &a [1, *a]\n", "recursive_alias"),
         ("a: 1\na: 2\n", "duplicate_key"),
         ("a: !custom 1\n", "tag"),
