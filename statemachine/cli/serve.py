@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from statemachine import errors
 from statemachine.cli import engines, exits, output
@@ -48,8 +49,10 @@ def _report_worker_end(worker: Future[None]) -> None:
     if worker.cancelled() or worker.exception() is None:
         return
     output.stderr.print(
-        f"[red]the embedded worker crashed:[/red] {worker.exception()!r}; "
-        "no step runs in this process any more (/health answers 503)"
+        Text.assemble(
+            ("the embedded worker crashed:", "red"),
+            f" {worker.exception()!r}; no step runs in this process any more (/health answers 503)",
+        )
     )
 
 
