@@ -19,10 +19,8 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"runtime.interpreter", "runtime.saga", "runtime.scopes", "runtime.timers"}),
     frozenset({"store.committer", "store.repository", "store.suspects"}),
     frozenset({"engine", "leases", "runner", "worker"}),
-    frozenset({"cli", "cli_ops", "cli_serve"}),
 }
 KNOWN_LARGE: set[str] = {
-    "cli_ops",
     "engine",
     "runner",
     "runtime.interpreter",

@@ -240,29 +240,71 @@ def test_every_id_argument_takes_a_unique_prefix(db: str) -> None:
     assert "abc-222 is now cancelled" in cli("cancel", "abc-2", db=db).stdout
 
 
-def test_list_prints_whole_ids_in_a_narrow_terminal_and_filters_on_metadata(db: str) -> None:
-    """In an 80-column terminal a table fitted to the width cut the ids short."""
-    long_ids = [f"{n}-0123456789abcdef0123456789abcdef" for n in ("one", "two", "six")]
-    _seed(db, (long_ids[0], {"customer": "c-1"}), (long_ids[1], {"customer": "c-1", "vip": "y"}),
-          (long_ids[2], {"customer": "c-2"}))  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "check", "says"),
+    [
+        ("history", 0, "workflow.started"),
+        ("logs", 0, "workflow.started"),
+        ("pause", 0, "abc-111 is now paused"),
+        ("resume", 2, "cannot resume instance abc-111"),
+        ("retry", 2, "cannot retry instance abc-111"),
+        ("replay", 0, ""),
+    ],
+)
+def test_the_other_id_commands_take_a_unique_prefix_too(
+    db: str, command: str, check: int, says: str
+) -> None:
+    """status, cancel and send are above; an unknown prefix would be 'no workflow instance'."""
+    _seed(db, ("abc-111", {}), ("xyz-333", {}))
+    proc = cli(command, "abc", db=db, check=check)
+    assert says in proc.stdout + proc.stderr
+    assert "no workflow instance" not in proc.stderr
+
+
+def in_terminal(*args: str, db: str) -> str:
+    """What a command prints to an 80-column terminal (stdout and stderr both on it)."""
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**os.environ, "STATEMACHINE_DB": db, "COLUMNS": "80", "LINES": "24"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "statemachine", "list", "--meta", "customer=c-1"],
-        cwd=ROOT, env=env, stdout=child, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "statemachine", *args],
+        cwd=ROOT, env=env, stdout=child, stderr=child, text=True,
     )  # fmt: skip
     os.close(child)
-    _, err = proc.communicate(timeout=60)
     out = b""
     with contextlib.suppress(OSError):  # EIO once the terminal's last writer closed it
         while chunk := os.read(main, 65536):
             out += chunk
     os.close(main)
     text = out.decode()
-    assert proc.returncode == 0, err
+    assert proc.wait(timeout=60) == 0, text
+    return text
+
+
+def test_list_prints_whole_ids_in_a_narrow_terminal_and_filters_on_metadata(db: str) -> None:
+    """In an 80-column terminal a table fitted to the width cut the ids short."""
+    long_ids = [f"{n}-0123456789abcdef0123456789abcdef" for n in ("one", "two", "six")]
+    _seed(db, (long_ids[0], {"customer": "c-1"}), (long_ids[1], {"customer": "c-1", "vip": "y"}),
+          (long_ids[2], {"customer": "c-2"}))  # fmt: skip
+    text = in_terminal("list", "--meta", "customer=c-1", db=db)
     assert long_ids[0] in text and long_ids[1] in text, text
     assert long_ids[2] not in text and "c-2" not in text
+
+
+LONG_ID = "order-" + "0123456789abcdef" * 5  # with "  waits v1  pending": over 80 columns
+
+
+@pytest.mark.parametrize("command", ["status order-", "pause order-", "send order- go", "start"])
+def test_commands_print_whole_ids_in_an_80_column_terminal(db: str, command: str) -> None:
+    _seed(db, (LONG_ID, {}))
+    if command == "start":
+        printed = f"{LONG_ID}-2"
+        person = '{"email": "a@b.c", "name": "A"}'
+        text = in_terminal("start", "onboarding", "--input", person, "--id", printed, db=db)
+    else:
+        printed = LONG_ID
+        text = in_terminal(*command.split(), db=db)
+    assert printed in text, text
 
 
 def test_run_prints_its_id_step_logs_and_how_to_send_the_awaited_event(

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from statemachine import Engine, StepContext, cli_ops, workflow
+from statemachine import Engine, StepContext, workflow
+from statemachine.cli import engines
 from tests.integration.programs.worker_support import append_line
 
 WORKFLOW = "chaos"
@@ -52,7 +53,7 @@ def setup(engine: Engine, log: Path) -> None:
 def main(argv: list[str]) -> int:
     url, log = argv[1], Path(argv[2])
     # as ``statemachine worker`` does: a replacement started while the database restarts waits
-    engine = cli_ops.connect(url, within=30.0, lease=LEASE)
+    engine = engines.connect(url, within=30.0, lease=LEASE)
     try:
         setup(engine, log)
         print(f"ready {engine.worker_id}", flush=True)

@@ -9,9 +9,11 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
-from statemachine import cli_ops, errors  # only read at call time: cli_ops may still be loading now
-from statemachine.cli import app, fail, stderr
+from statemachine import errors
+from statemachine.cli import engines, exits, output
+from statemachine.cli.app import DEFAULT_DB, Actions, Db, Defs, app
 
 SERVER_HINT = "pip install 'durable-statemachine[server]'"
 
@@ -46,17 +48,19 @@ def _report_worker_end(worker: Future[None]) -> None:
     """Said on stderr when it happens: /health turns 503 and nothing runs here any more."""
     if worker.cancelled() or worker.exception() is None:
         return
-    stderr.print(
-        f"[red]the embedded worker crashed:[/red] {worker.exception()!r}; "
-        "no step runs in this process any more (/health answers 503)"
+    output.stderr.print(
+        Text.assemble(
+            ("the embedded worker crashed:", "red"),
+            f" {worker.exception()!r}; no step runs in this process any more (/health answers 503)",
+        )
     )
 
 
 @app.command()
 def serve(
-    db: cli_ops.Db = "sqlite:///statemachine.db",  # cli_ops.DEFAULT_DB
-    definitions: cli_ops.Defs = None,
-    actions: cli_ops.Actions = None,
+    db: Db = DEFAULT_DB,
+    definitions: Defs = None,
+    actions: Actions = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     token: Annotated[
@@ -88,19 +92,19 @@ def serve(
 
         from statemachine.server import create_app
     except ImportError as exc:
-        fail(f"serve needs the server extra ({exc.name} is missing): {SERVER_HINT}")
+        output.fail(f"serve needs the server extra ({exc.name} is missing): {SERVER_HINT}")
     hosts = allowed_hosts(host, allowed_host or [])
-    with cli_ops.engine_for(db, definitions, actions, run=not no_worker) as engine:
+    with engines.engine_for(db, definitions, actions, run=not no_worker) as engine:
         worker: AbstractContextManager[Future[None] | None] = (
             nullcontext() if no_worker else engine.worker(concurrency=concurrency)
         )
         mode = "API only" if no_worker else f"worker {engine.worker_id}"
-        stderr.print(
+        output.stderr.print(
             f"serving {len(engine.definitions())} workflows on http://{host}:{port}/ "
             f"({mode}, {db}{', token required' if token else ''})"
         )
         if host in WILDCARD_HOSTS and not allowed_host:
-            stderr.print(
+            output.stderr.print(
                 "listening on every interface, but answering only requests for localhost: "
                 "add --allowed-host NAME for each name clients use (or '*' for any)"
             )
@@ -113,4 +117,4 @@ def serve(
                 )
                 uvicorn.run(server_app, host=host, port=port, log_level="info")
         except errors.StatemachineError as exc:  # the worker's crash, re-raised as it is joined
-            fail(f"the embedded worker had crashed: {exc}", code=1)
+            output.fail(f"the embedded worker had crashed: {exc}", code=exits.FAILED)

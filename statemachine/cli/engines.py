@@ -1,0 +1,155 @@
+"""An engine for a command: its database, definitions and actions, and the ids it is given.
+
+A SQLite file that does not exist is created only by the commands that write instances on
+purpose (``run``, ``worker``, ``start``, ``emit``, ``serve``); the others refuse it, so a
+mistyped ``--db`` is an error instead of an empty new database. Commands that take an instance
+id also take a unique prefix of it (``resolve_id``). The engine (SQLAlchemy, Alembic) loads
+only here, when a command opens a database: ``--help`` and ``validate`` stay quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from statemachine.cli import exits, output
+
+if TYPE_CHECKING:
+    from statemachine.engine import Engine
+
+POLL = 0.5  # seconds between looks at the database while following an instance
+CANDIDATES = 10  # ids listed when a prefix is ambiguous
+
+
+def load_actions(spec: str) -> Any:
+    """The object ``module:object`` names (a class is instantiated), imported from the cwd."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        output.fail(f"--actions takes module:object, not {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        output.fail(f"cannot import {module_name!r}: {exc}")
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        output.fail(f"module {module_name!r} has no {attr!r}")
+    return obj() if isinstance(obj, type) else obj
+
+
+def add_actions(engine: Engine, spec: str) -> None:
+    """Register the actions of ``module:object``: a dict's items, or the object's public methods."""
+    obj = load_actions(spec)
+    if isinstance(obj, dict):
+        for name, fn in obj.items():
+            engine.action(name)(fn)
+    else:
+        engine.register_actions(obj)
+
+
+def action_names(spec: str) -> set[str]:
+    """The names ``worker --actions spec`` would know (``noop`` included), resolved the same way."""
+    from statemachine.engine import Engine
+
+    with Engine("sqlite:///:memory:") as engine:
+        add_actions(engine, spec)
+        return set(engine.registry.actions)
+
+
+def missing_sqlite_file(db: str) -> str | None:
+    """The file a SQLite URL names when it does not exist; None for one that does, for an
+    in-memory or URI-style database, and for other databases."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:  # not a URL: the engine says so
+        return None
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if path.startswith("file:") or url.query.get("uri"):
+        return None
+    return None if Path(path).exists() else path
+
+
+def connect(db: str, within: float, lease: str | None = None) -> Engine:
+    """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
+    reached yet (a worker started before its database): exit 3 if it never could."""
+    from statemachine import errors, outage
+    from statemachine.engine import Engine
+
+    if not within:
+        return Engine(db, lease=lease)
+    try:
+        return outage.retry(
+            lambda: Engine(db, lease=lease),
+            outage.Outage(),
+            "connecting to the database",
+            within=within,
+        )
+    except errors.StoreError as exc:
+        if not outage.transient(exc):
+            raise
+        output.fail(
+            f"cannot reach the database {db} (tried for {within:g}s): {outage.one_line(exc)}",
+            code=exits.NO_DATABASE,
+        )
+
+
+@contextmanager
+def engine_for(
+    db: str,
+    definitions: Path | None,
+    actions: str | None,
+    *,
+    run: bool,
+    create: bool = True,
+    connect_within: float = 0.0,
+    lease: str | None = None,
+) -> Iterator[Engine]:
+    """An engine with the definitions (and, to run steps, the actions) registered.
+    ``create=False``: a SQLite file that does not exist is an error, not a new database."""
+    from statemachine.definition import loader
+
+    missing = None if create else missing_sqlite_file(db)
+    if missing is not None:
+        output.fail(
+            f"no database at {missing} (--db {db}); check the path or STATEMACHINE_DB "
+            "(run, worker, start, emit and serve create a new one)"
+        )
+    engine = connect(db, connect_within, lease)
+    try:
+        if actions:
+            add_actions(engine, actions)
+        # the default folder only serves commands that run nothing: runners name theirs explicitly
+        fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
+        folder = definitions or fallback
+        if folder is not None:
+            # a folder loaded on every command must not bring back what `unregister` retired
+            engine.register(loader.load_definitions(folder), check_actions=run, revive=False)
+        yield engine
+    finally:
+        engine.close()
+
+
+def resolve_id(engine: Engine, given: str) -> str:
+    """The instance id ``given`` names: itself when it exists, else the one id that begins
+    with it. An ambiguous prefix is an error listing the candidates; no match is left to the
+    engine, whose InstanceNotFound names ``given``."""
+    if engine.repo.get(given) is not None:
+        return given
+    found = engine.repo.ids_starting_with(given, CANDIDATES + 1)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        many = f"more than {CANDIDATES}" if len(found) > CANDIDATES else str(len(found))
+        listed = ", ".join(found[:CANDIDATES]) + (", ..." if len(found) > CANDIDATES else "")
+        output.fail(f"id prefix {given!r} matches {many} instances: {listed}; give more of the id")
+    return given

@@ -1,0 +1,115 @@
+"""Commands that start and read instances: start, status, list, history.
+
+Ids are printed whole whatever the terminal's width; every id argument takes a unique prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from statemachine.cli import engines, output
+from statemachine.cli.app import DEFAULT_DB, Db, Defs, app, parse_json
+
+
+@app.command()
+def start(
+    workflow: Annotated[str, typer.Argument(help="Workflow name (from --definitions).")],
+    input: Annotated[str | None, typer.Option("--input", "-i")] = None,
+    db: Db = DEFAULT_DB,
+    definitions: Defs = None,
+    instance_id: Annotated[str | None, typer.Option("--id")] = None,
+) -> None:
+    """Start an instance for a worker to run; prints its id."""
+    with engines.engine_for(db, definitions, None, run=False) as engine:
+        output.stdout.print(engine.start(workflow, parse_json(input, "--input"), instance_id))
+
+
+@app.command()
+def status(
+    instance_id: str, db: Db = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """An instance and a table of its steps (--json: the whole instance as JSON)."""
+    with engines.engine_for(db, None, None, run=False, create=False) as engine:
+        inst = engine.get(engines.resolve_id(engine, instance_id))
+        if as_json:
+            output.stdout.print(inst.model_dump_json(indent=2))
+            return
+        output.stdout.print(
+            f"{inst.id}  {inst.workflow_name} v{inst.workflow_version}  {inst.status}"
+        )
+        table = Table("step", "status", "attempts", "started", "completed", "error")
+        for path, st in inst.step_results.items():
+            error = (st.error or {}).get("message", "") if st.error else ""
+            table.add_row(
+                path,
+                st.status,
+                str(st.attempts),
+                output.when(st.started_at),
+                output.when(st.completed_at),
+                str(error),
+            )
+        output.stdout.print(table)
+
+
+@app.command("list")
+def list_(
+    db: Db = DEFAULT_DB,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s")] = None,
+    limit: int = 50,
+    offset: int = 0,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta", "-m", help="Only instances whose metadata has key=value (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Instances, newest first; ids are printed whole whatever the terminal's width."""
+    wanted = dict(_key_value(m) for m in meta or [])
+    with engines.engine_for(db, None, None, run=False, create=False) as engine:
+        rows = [
+            [
+                inst.id,
+                inst.workflow_name,
+                inst.workflow_version,
+                inst.status,
+                inst.current_step or "",
+                output.when(inst.created_at),
+            ]
+            for inst in engine.list(workflow, status, limit, offset, metadata=wanted or None)
+        ]
+        header = ["id", "workflow", "version", "status", "current step", "created"]
+        output.print_columns(header, rows)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        output.fail(f"--meta takes key=value, not {text!r}")
+    return key, value
+
+
+@app.command()
+def history(instance_id: str, db: Db = DEFAULT_DB) -> None:
+    """The append-only history of an instance."""
+    with engines.engine_for(db, None, None, run=False, create=False) as engine:
+        table = Table("seq", "at", "type", "step", "data")
+        for entry in engine.history(engines.resolve_id(engine, instance_id)):
+            data = json.dumps(
+                {k: v for k, v in entry.data.items() if k != "error"}
+                | (
+                    {"error": entry.data["error"].get("message")}
+                    if isinstance(entry.data.get("error"), dict)
+                    else {}
+                ),
+                default=str,
+            )
+            table.add_row(
+                str(entry.seq), output.when(entry.at), entry.type, entry.step or "", data[:120]
+            )
+        output.stdout.print(table)
