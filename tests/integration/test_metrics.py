@@ -158,3 +158,170 @@ def test_each_engine_counts_in_its_own_registry(engine: Engine, tmp_path: Path) 
 def started(metrics: Any) -> Counter[tuple[str, ...]]:
     found = samples(metrics.render().decode())
     return series(found, "statemachine_instances_total", "workflow", "status")
+
+
+# -- the server's /metrics -------------------------------------------------------------------
+
+
+def scrape(client: TestClient, **headers: str) -> Samples:
+    res = client.get("/metrics", headers=headers)
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"].startswith("text/plain")
+    return samples(res.text)
+
+
+def test_the_server_serves_metrics_behind_its_token(engine: Engine) -> None:
+    client = TestClient(create_app(engine, TOKEN), base_url="http://localhost")
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    started = client.post(
+        "/api/workflows/gated/instances", json={}, headers={**auth, "Origin": "http://localhost"}
+    )
+    assert started.status_code == 201, started.text
+    found = scrape(client, **auth)
+    assert series(found, "statemachine_instances_total", "workflow", "status") == {
+        ("gated", "started"): 1
+    }
+    assert series(found, "statemachine_instances", "status") == {("pending",): 1}
+    # a name the server was not told to answer for is refused, as on the API
+    assert client.get("/metrics", headers={**auth, "Host": "evil.example"}).status_code == 400
+    # not in the OpenAPI schema (it is not JSON), but said in its description
+    schema = client.get("/openapi.json").json()
+    assert "/metrics" not in schema["paths"] and "/metrics" in schema["info"]["description"]
+
+
+def test_without_a_token_metrics_are_open_like_the_api(engine: Engine) -> None:
+    assert engine.execute("observed").status == "completed"
+    client = TestClient(create_app(engine), base_url="http://localhost")
+    found = scrape(client)
+    counted = series(found, "statemachine_steps_total", "workflow", "step", "status")
+    # counting began as the app was made: what ran before is not counted
+    assert counted == {}
+    assert engine.execute("observed").status == "completed"
+    counted = series(scrape(client), "statemachine_steps_total", "workflow", "step", "status")
+    assert counted[("observed", "shaky", "retry")] == 1
+
+
+# -- without prometheus_client ---------------------------------------------------------------
+
+
+@pytest.fixture
+def no_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prometheus_client`` as if not installed: importing it fails, as it would."""
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "statemachine.observability.metrics", raising=False)
+
+
+@pytest.mark.usefixtures("no_prometheus")
+def test_asking_for_metrics_without_prometheus_client_names_the_extra(engine: Engine) -> None:
+    with pytest.raises(StatemachineError, match=r"durable-statemachine\[metrics\]"):
+        observability.metrics_for(engine)
+    client = TestClient(create_app(engine), base_url="http://localhost")
+    res = client.get("/metrics")
+    assert (
+        res.status_code == 501 and "durable-statemachine[metrics]" in res.json()["error"]["message"]
+    )
+    assert client.get("/health").status_code == 200  # the rest of the server works
+    assert engine.execute("observed").status == "completed"
+
+
+BLOCKED = (
+    "import sys; sys.modules['prometheus_client'] = None; sys.modules['opentelemetry'] = None; "
+)
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKED + code],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_core_runs_without_the_extras(tmp_path: Path) -> None:
+    code = (
+        "from statemachine import Engine, workflow\n"
+        "engine = Engine('sqlite:///core.db')\n"
+        "engine.action('ok')(lambda data: 1)\n"
+        "engine.register([workflow('w').task('a', 'ok').build()])\n"
+        "print(engine.execute('w').status)\n"
+    )
+    done = run_python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "completed"
+
+
+def test_worker_metrics_port_without_prometheus_client_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    defs = observed.write_definitions(tmp_path / "definitions")
+    argv = ["worker", "--db", "sqlite:///w.db", "-d", str(defs), "-a", ACTIONS]
+    code = f"from statemachine.cli import main; main({[*argv, '--metrics-port', '0']!r})"
+    done = run_python(code, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "durable-statemachine[metrics]" in done.stderr
+
+
+# -- statemachine worker --metrics-port ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def worker(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("STATEMACHINE_DB", "OBS_SPANS")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "statemachine", "worker", *args],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+
+
+def scrape_until(url: str, want: Any, proc: subprocess.Popen[bytes], log: Path) -> Samples:
+    """Scrape until ``want(samples)`` holds: a worker counts just after its commit, which a
+    reader of the database may see first."""
+    deadline = time.monotonic() + 60
+    found: Samples = {}
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.TransportError):
+            res = httpx.get(url, timeout=5)
+            assert res.status_code == 200 and res.headers["content-type"].startswith("text/plain")
+            found = samples(res.text)
+            if want(found):
+                return found
+        time.sleep(0.2)
+    pytest.fail(f"the scrape never matched: {found}\n{log.read_text()}")
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_serves_its_metrics_over_http(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    defs = observed.write_definitions(tmp_path / "worker-definitions")
+    args = ["--db", db_url, "-d", str(defs), "-a", ACTIONS, "--poll-interval", "100ms"]
+    log = tmp_path / "worker.log"
+    with worker([*args, "--metrics-port", str(port)], log) as proc:
+        ids = [engine.start("observed"), engine.start("observed"), engine.start("doomed")]
+        for iid in ids:
+            engine.wait(iid, timeout=90)
+        steps, ends = history_counts(engine)
+        assert steps[("observed", "shaky", "retry")] == 2 and ends[("doomed", "failed")] == 1
+
+        def counted(found: Samples) -> bool:
+            return series(found, "statemachine_instances_total", "workflow", "status") == ends
+
+        found = scrape_until(f"http://127.0.0.1:{port}/metrics", counted, proc, log)
+        assert series(found, "statemachine_steps_total", "workflow", "step", "status") == steps
+        durations = series(found, "statemachine_step_duration_seconds_count", "workflow", "step")
+        assert durations[("observed", "shaky")] == 4
+        gauge = series(found, "statemachine_instances", "status")
+        assert gauge == {("completed",): 2, ("failed",): 1}
+        proc.terminate()
+        assert proc.wait(60) == 0, log.read_text()
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in log.read_text()
