@@ -31,7 +31,10 @@ METRICS_HINT = "pip install 'durable-statemachine[metrics]'"
 
 @functools.cache
 def _has_opentelemetry() -> bool:
-    return importlib.util.find_spec("opentelemetry") is not None
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):  # no parent package, or one blocked in sys.modules
+        return False
 
 
 def instrument(engine: observed.Observed) -> None:
@@ -44,9 +47,15 @@ def instrument(engine: observed.Observed) -> None:
 def _traced(
     ctx: StepContext, policy: models.RetryPolicy | None
 ) -> AbstractContextManager[Callable[[Outcome], None]]:
-    import statemachine.observability.tracing as tracing  # opentelemetry: once a step runs
-
+    try:
+        import statemachine.observability.tracing as tracing  # opentelemetry: once a step runs
+    except ImportError:  # an install too broken to import: steps run untraced, as without it
+        return contextlib.nullcontext(_untraced)
     return tracing.attempt(ctx, policy)
+
+
+def _untraced(outcome: Outcome) -> None:
+    """The outcome of a call nothing traces."""
 
 
 def _metrics() -> types.ModuleType:

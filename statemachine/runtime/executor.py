@@ -108,7 +108,6 @@ class Executor:
         self.quick: dict[Callable[..., Any], bool] = {}  # measured in the pool first
         # by ``slot``: a call whose attempt ended while its thread still runs
         self.abandoned: dict[str, Future[Any]] = {}
-
         # around every call: metrics and spans (statemachine.observability), none by default
         self.watchers: list[Watcher] = []
 

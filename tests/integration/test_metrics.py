@@ -20,7 +20,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemachine import Engine, StatemachineError, load_definitions, observability
+from statemachine import (
+    Engine,
+    StatemachineError,
+    branch,
+    load_definitions,
+    observability,
+    workflow,
+)
 from statemachine.server import create_app
 from tests.integration.programs import observed
 from tests.serving import free_port
@@ -141,6 +148,28 @@ def test_counters_add_up_to_the_history_and_the_gauge_reads_the_database(
     # the gauge is the database's, the other engine's instance included
     gauge = series(found, "statemachine_instances", "status")
     assert gauge == {("completed",): 2, ("failed",): 1, ("cancelled",): 1, ("pending",): 1}
+
+
+def test_a_map_items_steps_are_counted_under_the_step_the_definition_names(
+    engine: Engine,
+) -> None:
+    """One series per step of the definition, however many items run: an item's index in its
+    path (``each/one@7/t``) would make a new series per item."""
+    metrics = observability.metrics_for(engine)
+    engine.register(
+        workflow("mapped")
+        .map("each", items="input.items", iterator=branch("one").task("t", "ok").build())
+        .build()
+    )
+    assert engine.execute("mapped", {"items": list(range(5))}).status == "completed"
+    found = samples(metrics.render().decode())
+    stored = {e.step for e in engine.history(engine.list("mapped")[0].id) if e.step}
+    assert "each/one@4/t" in stored  # the history keeps the item's path
+    counted = series(found, "statemachine_steps_total", "workflow", "step", "status")
+    assert counted[("mapped", "each/one/t", "completed")] == 5
+    assert not any("@" in step for _, step, _ in counted)
+    durations = series(found, "statemachine_step_duration_seconds_count", "workflow", "step")
+    assert durations == {("mapped", "each/one/t"): 5}
 
 
 def test_each_engine_counts_in_its_own_registry(engine: Engine, tmp_path: Path) -> None:
