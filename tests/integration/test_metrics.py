@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -294,6 +295,23 @@ def test_worker_metrics_port_without_prometheus_client_is_a_usage_error(
 
 
 # -- statemachine worker --metrics-port ------------------------------------------------------
+
+
+def test_a_port_in_use_is_a_clear_error(engine: Engine) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(StatemachineError, match=f"cannot serve metrics on 127.0.0.1:{port}"),
+            observability.serving(engine, port, "127.0.0.1"),
+        ):
+            pass
+    with observability.serving(engine, 0, "127.0.0.1") as bound:  # 0: any free port
+        assert bound
+        assert httpx.get(f"http://127.0.0.1:{bound}/metrics", timeout=10).status_code == 200
+    with observability.serving(engine, None, "127.0.0.1") as nothing:
+        assert nothing is None
 
 
 @contextlib.contextmanager
