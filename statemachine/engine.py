@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from statemachine import errors, leases, outage, records, registry, worker
+from statemachine import errors, leases, observability, outage, records, registry, worker
 from statemachine import runner as runner_mod
 from statemachine.definition import durations, expressions, issues, models, schemas
 from statemachine.runtime import clock as clocks
@@ -124,6 +124,7 @@ class Engine:
         )
         self.executor = executor.Executor()
         self.bus = events.EventBus()
+        observability.instrument(self)  # spans of step attempts, once OpenTelemetry is set up
         self.registry = registry.Registry(self.repo, self.clock)
         self._loop: worker.LoopThread | None = None
         self.active_runners = 0  # instances being driven here; more than one: group commit

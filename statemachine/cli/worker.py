@@ -41,6 +41,10 @@ def worker(
         str,
         typer.Option(help="How long a claim lasts without a heartbeat (takeover after a crash)."),
     ] = "30s",
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface of --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run instances as they fall due until SIGTERM/SIGINT (running steps finish first, for
     --grace at most). A database that goes away meanwhile is waited for, not an error.
@@ -51,12 +55,19 @@ def worker(
 
     Exit 2: bad usage or definitions. Exit 3: no database within --connect-timeout at start-up.
     """
+    from statemachine import observability
+
     within = _duration(connect_timeout, "--connect-timeout")
     _duration(grace, "--grace")
     _duration(lease, "--lease")
-    with engines.engine_for(
-        db, definitions, actions, run=True, connect_within=within, lease=lease
-    ) as engine:
+    with (
+        engines.engine_for(
+            db, definitions, actions, run=True, connect_within=within, lease=lease
+        ) as engine,
+        observability.serving(engine, metrics_port, metrics_host) as port,
+    ):
+        if port is not None:
+            output.stderr.print(f"metrics on http://{metrics_host}:{port}/metrics")
         output.stderr.print(
             f"worker {engine.worker_id} on {db}: {len(engine.definitions())} workflows"
         )

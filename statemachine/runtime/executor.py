@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,12 @@ def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
 
 # told how an abandoned call ended; runs in the pool thread, and returns once that is noted
 Late = Callable[[Outcome], None]
+# a watcher of handler calls: entered as a call begins (in its context: the handler sees what
+# it sets there), told the outcome, left as the call ends (with the exception, if cancelled)
+Watcher = Callable[
+    [StepContext, models.RetryPolicy | None],
+    contextlib.AbstractContextManager[Callable[[Outcome], None]],
+]
 
 
 def slot(ctx: StepContext) -> str:
@@ -101,9 +108,25 @@ class Executor:
         self.quick: dict[Callable[..., Any], bool] = {}  # measured in the pool first
         # by ``slot``: a call whose attempt ended while its thread still runs
         self.abandoned: dict[str, Future[Any]] = {}
+        # around every call: metrics and spans (statemachine.observability), none by default
+        self.watchers: list[Watcher] = []
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def watched(
+        self, ctx: StepContext, policy: models.RetryPolicy | None
+    ) -> Iterator[Callable[[Outcome], None]]:
+        """Every watcher around one call; what the block yields tells them its outcome."""
+        with contextlib.ExitStack() as stack:
+            told = [stack.enter_context(watch(ctx, policy)) for watch in list(self.watchers)]
+
+            def tell(outcome: Outcome) -> None:
+                for each in told:
+                    each(outcome)
+
+            yield tell
 
     def can_inline(
         self, fn: Callable[..., Any], step: models.TaskStep | models.PollStep, ctx: StepContext
@@ -129,6 +152,23 @@ class Executor:
         """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas.
 
         A sync call abandoned by a timeout or a cancel tells ``late`` how it ended, later."""
+        if not self.watchers:
+            return await self._run(fn, step, payload, ctx, policy, compensation, late)
+        with self.watched(ctx, policy) as tell:
+            outcome = await self._run(fn, step, payload, ctx, policy, compensation, late)
+            tell(outcome)
+        return outcome
+
+    async def _run(
+        self,
+        fn: Callable[..., Any],
+        step: models.TaskStep | models.PollStep,
+        payload: Any,
+        ctx: StepContext,
+        policy: models.RetryPolicy | None,
+        compensation: bool,
+        late: Late | None,
+    ) -> Outcome:
         sync = not _is_async(fn)
         if sync:  # before the budget starts: this attempt has not begun while the last one runs
             await self._after_abandoned(slot(ctx))
@@ -204,6 +244,22 @@ class Executor:
         compensation: bool = False,
     ) -> Outcome:
         """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
+        if not self.watchers:
+            return self._run_inline(fn, step, payload, ctx, policy, compensation)
+        with self.watched(ctx, policy) as tell:
+            outcome = self._run_inline(fn, step, payload, ctx, policy, compensation)
+            tell(outcome)
+        return outcome
+
+    def _run_inline(
+        self,
+        fn: Callable[..., Any],
+        step: models.TaskStep | models.PollStep,
+        payload: Any,
+        ctx: StepContext,
+        policy: models.RetryPolicy | None,
+        compensation: bool,
+    ) -> Outcome:
         loop = asyncio.events._get_running_loop()
         # the handler must not see our loop: a sync handler may well call asyncio.run() itself
         asyncio.events._set_running_loop(None)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from statemachine import errors
 from statemachine.engine import Engine
-from statemachine.server import auth, guard, routes, schemas
+from statemachine.server import auth, guard, metrics, routes, schemas
 from statemachine.server import errors as http_errors
 
 ASSETS = {"app.js": "text/javascript", "docs.js": "text/javascript", "style.css": "text/css"}
@@ -31,7 +31,8 @@ two stream routes also take `?ticket=` (from
 `POST /api/stream-ticket`: single-use, valid for a minute) because browsers' EventSource cannot
 send headers. Every `POST` must be sent with `Content-Type: application/json` (415), even with an
 empty body; a state-changing call from a foreign `Origin` is a 403; a `Host` the server was not
-told to answer for is a 400; a body over the cap is a 413.
+told to answer for is a 400; a body over the cap is a 413. `GET /metrics` (not listed here)
+serves Prometheus text, and needs the token like the API.
 """
 
 
@@ -97,6 +98,7 @@ def create_app(
     stream_deps = [Security(auth.bearer), Security(auth.ticket_query)] if token else []
     app.include_router(routes.api_router(engine, tickets), dependencies=api_deps)
     app.include_router(routes.stream_router(engine), dependencies=stream_deps)
+    app.include_router(metrics.metrics_router(engine))  # Prometheus text; the token if set
     app.add_middleware(
         guard.Guard, token=token, tickets=tickets, allowed_hosts=hosts, max_body=max_body
     )

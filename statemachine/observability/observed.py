@@ -1,0 +1,23 @@
+"""What observability reads of an engine, as a protocol: it never imports the engine."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from statemachine.runtime import events, executor
+from statemachine.runtime import plan as plans
+from statemachine.store import repository as repo
+
+
+class Observed(Protocol):
+    """An ``Engine``, as far as metrics and tracing see it."""
+
+    bus: events.EventBus
+    repo: repo.Repository
+    executor: executor.Executor
+
+
+def step_label(path: str) -> str:
+    """A step's path as its definition names it: a map item's index left out, so that labels
+    and span names stay few however many items run (``each/it@3/send`` -> ``each/it/send``)."""
+    return plans.template_path(path)
