@@ -8,7 +8,7 @@ from typing import Any
 
 from statemachine import records
 from statemachine.runtime import jsondata
-from statemachine.vocabulary import STEP_DONE, TERMINAL, StepStatus
+from statemachine.vocabulary import STEP_DONE, TERMINAL, InstanceStatus, Phase, StepStatus
 
 __all__ = ["FINISHED", "MAP", "SETTLED", "TERMINAL", "State", "StepState", "is_item_result"]
 
@@ -21,11 +21,12 @@ def _dt(value: Any) -> datetime | None:
 
 
 MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next
-# (states stored before an item's result had a record of its own also hold ``results``)
+# (states stored by the previous release, before an item's result had a record of its own,
+# also hold ``results``)
 FINISHED = STEP_DONE  # a step that will not run again
 # a step no later decision reads ``StepState.extra`` of (a retry resumes failed and cancelled
 # ones): left out of the state column, which would otherwise grow with every step
-SETTLED = frozenset({"completed", "skipped"})
+SETTLED: frozenset[StepStatus] = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
 
 
 def is_item_result(path: str) -> bool:
@@ -36,7 +37,7 @@ def is_item_result(path: str) -> bool:
 @dataclass
 class StepState:
     path: str
-    status: str = "pending"
+    status: StepStatus = StepStatus.PENDING
     input: Any = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -45,7 +46,7 @@ class StepState:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     wake_at: datetime | None = None  # next retry, poll, delay or timer
-    phase: str = ""  # delay | run | retry | poll | timer | event | loop
+    phase: Phase = Phase.NONE
     event: str | None = None
     deadline: datetime | None = None
     prev: str | None = None  # the step whose output led here
@@ -131,7 +132,7 @@ def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         copied: dict[str, Any] = {}
         for key, record in by_branch.items():
             record = dict(record)
-            if isinstance(record.get("results"), dict):
+            if isinstance(record.get("results"), dict):  # a map stored by the previous release
                 record["results"] = dict(record["results"])
             copied[key] = record
         out[path] = copied
@@ -149,7 +150,8 @@ def _without_items(by_branch: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class State:
-    status: str = "pending"
+    # an ``InstanceStatus`` (typed ``str`` while the runner still writes plain strings)
+    status: str = InstanceStatus.PENDING
     input: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, StepState] = field(default_factory=dict)
@@ -251,7 +253,7 @@ class State:
     def restore(
         cls,
         *,
-        status: str,
+        status: InstanceStatus | str,
         input: Any,
         metadata: dict[str, Any],
         frontier: dict[str, Any],
@@ -262,7 +264,7 @@ class State:
         completed_at: datetime | None = None,
     ) -> State:
         state = cls(
-            status=status,
+            status=InstanceStatus(status),
             input=input,
             metadata=dict(metadata),
             output=output,
@@ -302,7 +304,7 @@ class State:
                 started_at=r.started_at,
                 completed_at=r.completed_at,
                 wake_at=_dt(x.get("wake_at")) or r.next_attempt_at,
-                phase=x.get("phase", ""),
+                phase=Phase(phase) if (phase := x.get("phase")) else Phase.NONE,
                 event=x.get("event"),
                 deadline=_dt(x.get("deadline")),
                 prev=x.get("prev"),

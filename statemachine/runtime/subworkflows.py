@@ -1,0 +1,36 @@
+"""Subworkflow steps: the child instance started, then ended."""
+
+from __future__ import annotations
+
+from statemachine.runtime.flowbase import FlowBase
+from statemachine.runtime.transitions import ChildFinished
+from statemachine.vocabulary import Phase, StepStatus, error_info
+
+_CHILD_PHASES = frozenset({Phase.CHILD, Phase.CHILD_WAIT})
+
+
+class Subworkflows(FlowBase):
+    """A subworkflow step waits for its child instance and ends as the child did."""
+
+    def child_started(self, path: str) -> None:
+        st = self.state.steps.get(path)
+        if (
+            st is not None
+            and path in self.state.active
+            and st.status == StepStatus.RUNNING
+            and st.phase == Phase.CHILD
+        ):
+            st.status, st.phase = StepStatus.WAITING, Phase.CHILD_WAIT
+            self.touch(st)
+
+    def child_finished(self, event: ChildFinished) -> None:
+        st = self.state.steps.get(event.path)
+        if st is None or event.path not in self.state.active or st.phase not in _CHILD_PHASES:
+            return
+        st.status = StepStatus.RUNNING
+        if event.status == StepStatus.COMPLETED:
+            self.succeed(st, event.output)
+            return
+        error = event.error or error_info("ChildFailed", f"the child workflow ended {event.status}")
+        message = f"subworkflow {event.path!r} ended {event.status}: {error.get('message')}"
+        self.fail(st, {**error_info("SubworkflowFailed", message), "child": error}, retry=False)
