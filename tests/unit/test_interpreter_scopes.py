@@ -10,7 +10,7 @@ import pytest
 
 from statemachine import branch, load_yaml, workflow
 from statemachine.runtime import flowview
-from tests.unit.test_interpreter_flow import Driver, at
+from tests.unit.driver import Driver, at
 
 # -- DAG scopes ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import gc
 
 from statemachine import branch, workflow
 from statemachine.runtime import plan as plans
-from tests.unit.test_interpreter_flow import Driver
+from tests.unit.driver import Driver
 
 
 def _nested() -> plans.Plan:
