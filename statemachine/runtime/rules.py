@@ -30,7 +30,7 @@ def dependency_state(st: StepState | None) -> str:
     """``completed | skipped | upstream_failed | failed``, or the status of a dependency that
     has not finished (``pending`` when it has no record yet)."""
     if st is None:
-        return "pending"
+        return StepStatus.PENDING
     if st.status == StepStatus.SKIPPED:
         return UPSTREAM_FAILED if (st.reason or {}).get(UPSTREAM_FAILED) else SKIPPED
     if st.status == StepStatus.CANCELLED:
