@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from statemachine.runtime.flowbase import FlowBase
 from statemachine.runtime.transitions import ChildFinished
-from statemachine.vocabulary import Phase, StepStatus, error_info
+from statemachine.vocabulary import InstanceStatus, Phase, StepStatus, error_info
 
 _CHILD_PHASES = frozenset({Phase.CHILD, Phase.CHILD_WAIT})
 
@@ -28,7 +28,7 @@ class Subworkflows(FlowBase):
         if st is None or event.path not in self.state.active or st.phase not in _CHILD_PHASES:
             return
         st.status = StepStatus.RUNNING
-        if event.status == StepStatus.COMPLETED:
+        if event.status == InstanceStatus.COMPLETED:
             self.succeed(st, event.output)
             return
         error = event.error or error_info("ChildFailed", f"the child workflow ended {event.status}")
