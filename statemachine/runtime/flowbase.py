@@ -104,8 +104,7 @@ class FlowBase(abc.ABC):
         iteration = 0 if old is None else old.iteration + (old.status != StepStatus.PENDING)
         if old is not None and old.status == StepStatus.COMPLETED:
             self.state.latest[path] = old.output  # seen by the body of a loop until replaced
-        st = StepState(path=path, prev=prev, iteration=iteration, **fields)
-        self.state.steps[path] = st
+        st = self.state.put(StepState(path=path, prev=prev, iteration=iteration, **fields))
         self.touch(st)
         return st
 

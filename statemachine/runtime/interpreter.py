@@ -137,7 +137,7 @@ def _forget_settled(run: FlowRun) -> None:
         if st is None or st.status not in SETTLED:
             continue
         if st.prev or st.phase or st.event or st.deadline or st.handled:
-            st = state.steps[path]  # a private copy
+            st = state.edit(path)
             st.prev, st.phase, st.event, st.deadline, st.handled = (
                 None,
                 Phase.NONE,

@@ -47,7 +47,7 @@ class Lifecycle(FlowBase):
     def resumable(self, path: str) -> bool:
         """A failed or cancelled step a retry continues from: no enclosing step is done with it."""
         for container, _ in paths.ancestors(path):
-            parent = self.state.steps.get(container)
+            parent = self.state.peek(container)
             if parent is None:
                 return False
             if parent.status == StepStatus.FAILED and parent.handled:
@@ -59,7 +59,7 @@ class Lifecycle(FlowBase):
     def resume_failed(self) -> None:
         """Continue from every failed (not handled) and cancelled step a retry can resume."""
         found = [
-            self.state.steps[st.path]  # a private copy: these records change below
+            self.state.edit(st.path)  # these records change below
             for st in list(self.state.steps.values())
             if (
                 (st.status == StepStatus.FAILED and not st.handled)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from statemachine.runtime.state import StepState
+from statemachine.runtime.state import StepView
 from statemachine.vocabulary import StepStatus
 
 # what a dependency is, for trigger rules
@@ -26,7 +26,7 @@ DONE = frozenset({SUCCESS, SKIPPED, FAILED, UPSTREAM_FAILED})
 Verdict = Literal["run", "wait", "skip", "upstream_failed"]
 
 
-def dependency_state(st: StepState | None) -> str:
+def dependency_state(st: StepView | None) -> str:
     """``completed | skipped | upstream_failed | failed``, or the status of a dependency that
     has not finished (``pending`` when it has no record yet)."""
     if st is None:

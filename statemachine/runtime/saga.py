@@ -83,14 +83,14 @@ class Saga(FlowBase):
             self.finish_workflow(InstanceStatus.FAILED, error=self.state.error)
             return
         path = self.state.compensations.pop(0)
-        done = self.state.steps[path]
+        done = self.state.peek(path)
+        assert done is not None
         st = StepState(
             path=compensation_path(path), status=StepStatus.RUNNING, phase=Phase.RUN, prev=path,
             input=jsondata.copy_json(done.output), attempts=1, iteration=done.iteration,
             started_at=self.now,
         )  # fmt: skip
-        self.state.steps[st.path] = st
-        self.touch(st)
+        self.touch(self.state.put(st))
         self.activate(st.path)
         self.log("workflow.step.started", st.path, compensating=path)
 
@@ -103,7 +103,7 @@ class Saga(FlowBase):
         else:
             st.status, st.output = StepStatus.COMPLETED, output
             self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
-            undone = self.state.steps[base_path(st.path)]
+            undone = self.state.edit(base_path(st.path))
             undone.status = StepStatus.COMPENSATED  # no longer completed: a retry runs it again
             self.touch(undone)
             self.state.redo.insert(0, undone.path)  # undone newest first: redone oldest first
@@ -193,7 +193,7 @@ class Saga(FlowBase):
             or not isinstance(parent.output, dict)
         ):
             return
-        done = self.state.steps[container]
+        done = self.state.edit(container)
         step = self.plan.node(container).step
         if isinstance(step, models.ParallelStep) and step.mode == "race":  # the race it won
             done.output = {**done.output, "value": fixed}

@@ -29,15 +29,14 @@ class Scopes(FlowBase):
         scratch: results of its previous round become ``pending`` one iteration later.
         """
         for step in scope.steps:
-            old = self.state.steps.get(scope.prefix + step.name)
+            old = self.state.peek(scope.prefix + step.name)
             if old is not None and old.status != StepStatus.PENDING:
                 if old.status == StepStatus.COMPLETED:
                     self.state.latest[old.path] = old.output
                 fresh = StepState(
                     path=old.path, status=StepStatus.PENDING, iteration=old.iteration + 1
                 )
-                self.state.steps[old.path] = fresh
-                self.touch(fresh)
+                self.touch(self.state.put(fresh))
         if scope.dag:
             for root in self.plan.roots(scope):
                 self.schedule_consider(root)
@@ -184,14 +183,14 @@ class Scopes(FlowBase):
             # a finished item leaves the state column (rewritten on every commit of the map: n
             # items cost n² there) for a record of its own at its prefix, one step row written once
             self.state.branches[scope.parent].pop(scope.branch)
-            self.state.steps[scope.prefix] = done = StepState(
+            done = StepState(
                 path=scope.prefix,
                 status=StepStatus.COMPLETED,
                 output=output,
                 iteration=parent.iteration,
                 completed_at=self.now,
             )
-            self.touch(done)
+            self.touch(self.state.put(done))
             self.next_item(parent, step)
             return
         assert isinstance(step, models.ParallelStep)

@@ -261,7 +261,7 @@ class StepMachine(FlowBase):
     # -- handler results -----------------------------------------------------------------
     def running(self, path: str) -> StepState | None:
         """The step if its handler result is expected now; None for a late or unknown result."""
-        st = self.state.steps.get(path)
+        st = self.state.peek(path)
         if (
             st is None
             or st.status != StepStatus.RUNNING
@@ -269,7 +269,7 @@ class StepMachine(FlowBase):
             or path not in self.state.active
         ):
             return None
-        return st
+        return self.state.edit(path)
 
     def succeeded(self, path: str, output: Any) -> None:
         st = self.running(path)

@@ -13,20 +13,22 @@ class Subworkflows(FlowBase):
     """A subworkflow step waits for its child instance and ends as the child did."""
 
     def child_started(self, path: str) -> None:
-        st = self.state.steps.get(path)
+        found = self.state.peek(path)
         if (
-            st is not None
+            found is not None
             and path in self.state.active
-            and st.status == StepStatus.RUNNING
-            and st.phase == Phase.CHILD
+            and found.status == StepStatus.RUNNING
+            and found.phase == Phase.CHILD
         ):
+            st = self.state.edit(path)
             st.status, st.phase = StepStatus.WAITING, Phase.CHILD_WAIT
             self.touch(st)
 
     def child_finished(self, event: ChildFinished) -> None:
-        st = self.state.steps.get(event.path)
-        if st is None or event.path not in self.state.active or st.phase not in _CHILD_PHASES:
+        found = self.state.peek(event.path)
+        if found is None or event.path not in self.state.active or found.phase not in _CHILD_PHASES:
             return
+        st = self.state.edit(event.path)
         st.status = StepStatus.RUNNING
         if event.status == InstanceStatus.COMPLETED:
             self.succeed(st, event.output)

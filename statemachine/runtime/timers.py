@@ -45,7 +45,7 @@ class Timers(FlowBase):
             ):
                 self.decision.consumed_event = True
                 self.log("workflow.event.received", path, name=name)
-                self.succeed(st, data)
+                self.succeed(self.state.edit(path), data)
                 return
 
     def loop(self, st: StepState, node: Node, view: flowview.FlowView, holds: bool) -> None:
@@ -117,9 +117,9 @@ class Timers(FlowBase):
         for path in list(self.state.active):
             if self.state.status not in _TICKING:
                 return
-            st = self.state.steps.get(path)
-            if st is None or path not in self.state.active:
+            if path not in self.state.steps or path not in self.state.active:
                 continue
+            st = self.state.edit(path)
             due = st.deadline is not None and self.now >= st.deadline
             if st.phase == Phase.EVENT and due:
                 message = f"no event {st.event!r} within the timeout"
