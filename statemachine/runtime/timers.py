@@ -117,22 +117,26 @@ class Timers(FlowBase):
         for path in list(self.state.active):
             if self.state.status not in _TICKING:
                 return
-            if path not in self.state.steps or path not in self.state.active:
+            st = self.state.peek(path)  # edited only if its timer fires
+            if st is None or path not in self.state.active:
                 continue
-            st = self.state.edit(path)
             due = st.deadline is not None and self.now >= st.deadline
             if st.phase == Phase.EVENT and due:
                 message = f"no event {st.event!r} within the timeout"
-                self.fail(st, error_info("StepTimeoutError", message), retry=False)
+                self.fail(
+                    self.state.edit(path), error_info("StepTimeoutError", message), retry=False
+                )
             elif st.phase == Phase.POLL and due:
                 message = f"poll {path!r} timed out"
-                self.fail(st, error_info("StepTimeoutError", message), retry=False)
+                self.fail(
+                    self.state.edit(path), error_info("StepTimeoutError", message), retry=False
+                )
             elif (
                 st.status == StepStatus.WAITING
                 and st.wake_at is not None
                 and self.now >= st.wake_at
             ):
-                self.wake(st)
+                self.wake(self.state.edit(path))
             self.drain()
 
     def wake(self, st: StepState) -> None:
