@@ -10,7 +10,7 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.runtime import jsondata
-from statemachine.runtime.flowctx import FlowView
+from statemachine.runtime.flowview import FlowView
 
 _log = logging.getLogger("statemachine.steps")
 LOG_ENTRY = "workflow.step.log"  # the history type of a ctx.log line

@@ -216,11 +216,6 @@ class Plan:
     def sibling(self, node: Node, name: str) -> str:
         return node.scope.prefix + name
 
-    def branch_scopes(self, path: str) -> list[Scope]:
-        node = self.node(path)
-        found = [self.scope(f"{path}/{br.name}/") for br in models.child_branches(node.step)]
-        return [s for s in found if s is not None]
-
 
 _PLANS: dict[int, Plan] = {}
 

@@ -13,26 +13,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from statemachine.runtime.state import StepState
+from statemachine.runtime.state import StepView
+from statemachine.vocabulary import StepStatus
 
 # what a dependency is, for trigger rules
-SUCCESS = "completed"
-SKIPPED = "skipped"
-FAILED = "failed"  # also a failure taken by onError, and a cancelled step
+SUCCESS = StepStatus.COMPLETED
+SKIPPED = StepStatus.SKIPPED
+FAILED = StepStatus.FAILED  # also a failure taken by onError, and a cancelled step
 UPSTREAM_FAILED = "upstream_failed"  # skipped because one of its own dependencies failed
 DONE = frozenset({SUCCESS, SKIPPED, FAILED, UPSTREAM_FAILED})
 
 Verdict = Literal["run", "wait", "skip", "upstream_failed"]
 
 
-def dependency_state(st: StepState | None) -> str:
+def dependency_state(st: StepView | None) -> str:
     """``completed | skipped | upstream_failed | failed``, or the status of a dependency that
     has not finished (``pending`` when it has no record yet)."""
     if st is None:
-        return "pending"
-    if st.status == "skipped":
+        return StepStatus.PENDING
+    if st.status == StepStatus.SKIPPED:
         return UPSTREAM_FAILED if (st.reason or {}).get(UPSTREAM_FAILED) else SKIPPED
-    if st.status == "cancelled":
+    if st.status == StepStatus.CANCELLED:
         return FAILED
     return st.status
 

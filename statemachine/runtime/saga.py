@@ -1,35 +1,34 @@
-"""Compensation (saga) and subworkflow steps: what happens around a failure or a child instance."""
+"""Compensation (saga): undoing completed tasks when the instance fails, and doing them again
+when a failed instance is retried."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from statemachine.definition import models
-from statemachine.runtime import flowctx, jsondata
-from statemachine.runtime import plan as plans
+from statemachine.runtime import jsondata, retries
+from statemachine.runtime.flowbase import FlowBase
+from statemachine.runtime.paths import base_path, compensation_path, is_compensation
+from statemachine.runtime.plan import Plan
 from statemachine.runtime.state import State, StepState
-from statemachine.runtime.transitions import ChildFinished
+from statemachine.vocabulary import InstanceStatus, Phase, StepStatus
 
-if TYPE_CHECKING:
-    from statemachine.runtime.interpreter import FlowRun
+# ``base_path`` and ``is_compensation`` (``paths``) are also read here by the runner
+__all__ = ["REDO", "RESUME", "Saga", "base_path", "compensations", "is_compensation", "undoable"]
 
-SUFFIX = "#compensate"
-
-
-def compensation_path(path: str) -> str:
-    return path + SUFFIX
-
-
-def is_compensation(path: str) -> bool:
-    return path.endswith(SUFFIX)
-
-
-def base_path(path: str) -> str:
-    return path[: -len(SUFFIX)] if is_compensation(path) else path
+# -- retry after compensation -------------------------------------------------------------
+# A retry runs the steps compensation undid again, one at a time in the order they had
+# completed, with the input they had, each as a new iteration (a new idempotency key: the old
+# booking was cancelled); then the failed steps resume. ``State.redo`` lists the steps still
+# undone, in that order: compensation puts each in front as it undoes it (newest first), a
+# redone step leaves it, and one whose redo failed stays first for the next retry.
+REDO = "redo"  # work queue kinds (``FlowBase.drain``), deferred by a pause like any other
+RESUME = "resume"
 
 
-def undoable(plan: plans.Plan, path: str) -> bool:
+def undoable(plan: Plan, path: str) -> bool:
     """Whether the step at ``path`` is a task that declared ``compensate``."""
     node = plan.find(path)
     return (
@@ -39,189 +38,173 @@ def undoable(plan: plans.Plan, path: str) -> bool:
     )
 
 
-def completed(run: FlowRun, st: StepState) -> None:
-    """Note an undoable step's completion: ``State.order`` keeps each once, at its latest
-    completion (the state column is rewritten on every commit, and a list of every
-    completion grew with each loop pass, without bound)."""
-    if undoable(run.plan, st.path):
-        if st.path in run.s.order:
-            run.s.order.remove(st.path)
-        run.s.order.append(st.path)
-
-
-def compensations(plan: plans.Plan, state: State) -> list[str]:
+def compensations(plan: Plan, state: State) -> list[str]:
     """Completed tasks that declared ``compensate``, newest completion first, each once
-    (a state stored before ``completed`` kept one entry per completion)."""
+    (a state stored before ``note_completed`` kept one entry per completion)."""
     out: list[str] = []
     for path in reversed(state.order):
         if path in out or not undoable(plan, path):
             continue
         done = state.peek(path)
-        if done is not None and done.status == "completed":
+        if done is not None and done.status == StepStatus.COMPLETED:
             out.append(path)
     return out
 
 
-def fail_workflow(run: FlowRun, error: dict[str, Any]) -> None:
-    """Fail, after undoing completed tasks that declared ``compensate`` (newest first)."""
-    todo = compensations(run.plan, run.s)
-    if not todo:
-        run.finish_workflow("failed", error=error)
-        return
-    run.s.status, run.s.error, run.s.compensations = "compensating", error, todo
-    run.log("workflow.compensating", None, steps=list(todo), error=error)
-    run.next_compensation()
+class Saga(FlowBase):
+    """Compensation of a failed instance, and the redo of what it undid on a retry."""
 
+    def note_completed(self, st: StepState) -> None:
+        """Note an undoable step's completion: ``State.order`` keeps each once, at its latest
+        completion (the state column is rewritten on every commit, and a list of every
+        completion grew with each loop pass, without bound)."""
+        if undoable(self.plan, st.path):
+            if st.path in self.state.order:
+                self.state.order.remove(st.path)
+            self.state.order.append(st.path)
 
-def next_compensation(run: FlowRun) -> None:
-    if not run.s.compensations:
-        run.finish_workflow("failed", error=run.s.error)
-        return
-    path = run.s.compensations.pop(0)
-    done = run.s.steps[path]
-    st = StepState(
-        path=compensation_path(path), status="running", phase="run", prev=path,
-        input=jsondata.copy_json(done.output), attempts=1, iteration=done.iteration, started_at=run.now,
-    )  # fmt: skip
-    run.s.steps[st.path] = st
-    run.touch(st)
-    run.activate(st.path)
-    run.log("workflow.step.started", st.path, compensating=path)
-
-
-def compensation_done(
-    run: FlowRun, st: StepState, output: Any, error: dict[str, Any] | None, retry: bool
-) -> None:
-    if error is not None:
-        policy = flowctx.retry_policy(run.definition, run.plan.node(base_path(st.path)).step)
-        error = {**error, "step": st.path, "attempt": st.attempts}
-        if retry and policy is not None and st.attempts < policy.max_attempts:
-            delay = flowctx.retry_delay(policy, st.attempts)
-            st.status, st.phase, st.error = "waiting", "retry", error
-            st.wake_at = run.now + timedelta(seconds=delay)
-            run.touch(st)
-            run.log("workflow.step.retry", st.path, error=error, attempt=st.attempts, delay=delay)
+    def fail_workflow(self, error: Mapping[str, Any]) -> None:
+        """Fail, after undoing completed tasks that declared ``compensate`` (newest first)."""
+        todo = compensations(self.plan, self.state)
+        if not todo:
+            self.finish_workflow(InstanceStatus.FAILED, error=error)
             return
-        st.status, st.error = "failed", error
-        run.s.error = {**(run.s.error or {}), "compensation_errors": [
-            *(run.s.error or {}).get("compensation_errors", []), error]}  # fmt: skip
-        run.log("workflow.step.failed", st.path, error=error, attempt=st.attempts)
-    else:
-        st.status, st.output = "completed", output
-        run.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
-        undone = run.s.steps[base_path(st.path)]
-        undone.status = "compensated"  # no longer completed: a retry runs it again
-        run.touch(undone)
-        run.s.redo.insert(0, undone.path)  # undone newest first: redone oldest first
-        run.log("workflow.step.compensated", undone.path, compensation=st.path)
-    st.phase, st.wake_at, st.completed_at = "", None, run.now
-    run.touch(st)
-    run.deactivate(st.path)
-    run.next_compensation()
+        state = self.state
+        state.status, state.error, state.compensations = (
+            InstanceStatus.COMPENSATING,
+            dict(error),
+            todo,
+        )
+        self.log("workflow.compensating", None, steps=list(todo), error=state.error)
+        self.next_compensation()
 
+    def next_compensation(self) -> None:
+        if not self.state.compensations:
+            self.finish_workflow(InstanceStatus.FAILED, error=self.state.error)
+            return
+        path = self.state.compensations.pop(0)
+        done = self.state.peek(path)
+        assert done is not None
+        st = StepState(
+            path=compensation_path(path), status=StepStatus.RUNNING, phase=Phase.RUN, prev=path,
+            input=jsondata.copy_json(done.output), attempts=1, iteration=done.iteration,
+            started_at=self.now,
+        )  # fmt: skip
+        self.touch(self.state.put(st))
+        self.activate(st.path)
+        self.log("workflow.step.started", st.path, compensating=path)
 
-# -- retry after compensation -------------------------------------------------------------
-# A retry runs the steps compensation undid again, one at a time in the order they had
-# completed, with the input they had, each as a new iteration (a new idempotency key: the old
-# booking was cancelled); then the failed steps resume. ``State.redo`` lists the steps still
-# undone, in that order: compensation puts each in front as it undoes it (newest first), a
-# redone step leaves it, and one whose redo failed stays first for the next retry.
-REDO = "redo"  # work queue kinds (``FlowRun.drain``), deferred by a pause like any other
-RESUME = "resume"
-REDO_KINDS = frozenset({REDO, RESUME})
+    def compensation_done(
+        self, st: StepState, output: Any, error: Mapping[str, Any] | None, retry: bool
+    ) -> None:
+        if error is not None:
+            if self.compensation_failed(st, error, retry):
+                return  # tried again later
+        else:
+            st.status, st.output = StepStatus.COMPLETED, output
+            self.log("workflow.step.completed", st.path, output=output, attempt=st.attempts)
+            undone = self.state.edit(base_path(st.path))
+            undone.status = StepStatus.COMPENSATED  # no longer completed: a retry runs it again
+            self.touch(undone)
+            self.state.redo.insert(0, undone.path)  # undone newest first: redone oldest first
+            self.log("workflow.step.compensated", undone.path, compensation=st.path)
+        st.phase, st.wake_at, st.completed_at = Phase.NONE, None, self.now
+        self.touch(st)
+        self.deactivate(st.path)
+        self.next_compensation()
 
-
-def redo_compensated(run: FlowRun) -> bool:
-    """Queue the first undone step to run again; False if nothing was undone."""
-    if run.s.redo:
-        run.queue.append((REDO, run.s.redo[0], None))
-    return bool(run.s.redo)
-
-
-def redo_work(run: FlowRun, kind: str, path: str) -> None:
-    if kind == RESUME:
-        run.resume_failed()
-        return
-    done = run.s.peek(path)
-    node = run.plan.node(path)
-    assert done is not None and isinstance(node.step, models.TaskStep)
-    st = run.new_state(path, None)
-    run.run_task(st, node.step, jsondata.copy_json(done.input))
-
-
-def redone(run: FlowRun, st: StepState) -> bool:
-    """True if ``st`` was run again by a retry: the next one runs, or the failed steps resume."""
-    if not run.s.redo or run.s.redo[0] != st.path:
+    def compensation_failed(self, st: StepState, error: Mapping[str, Any], retry: bool) -> bool:
+        """Retry the compensation if its task's policy allows (True); else record its error
+        with the instance's (``compensation_errors``): the next compensation runs."""
+        policy = retries.policy_of(self.definition, self.plan.node(base_path(st.path)).step)
+        failure = {**error, "step": st.path, "attempt": st.attempts}
+        if retry and policy is not None and st.attempts < policy.max_attempts:
+            delay = retries.delay(policy, st.attempts)
+            st.status, st.phase, st.error = StepStatus.WAITING, Phase.RETRY, failure
+            st.wake_at = self.now + timedelta(seconds=delay)
+            self.touch(st)
+            self.log(
+                "workflow.step.retry", st.path, error=failure, attempt=st.attempts, delay=delay
+            )
+            return True
+        st.status, st.error = StepStatus.FAILED, failure
+        earlier = self.state.error or {}
+        self.state.error = {
+            **earlier,
+            "compensation_errors": [*earlier.get("compensation_errors", []), failure],
+        }
+        self.log("workflow.step.failed", st.path, error=failure, attempt=st.attempts)
         return False
-    run.s.redo.pop(0)
-    undo = run.s.peek(compensation_path(st.path))  # its input: the output that was undone
-    if undo is not None:
-        _branch_follows(run, st.path, undo.input, st.output)
-    if run.s.redo:
-        run.queue.append((REDO, run.s.redo[0], None))
-    else:  # (a step's path, so that a DAG scope does not finish meanwhile: ``queued_in``)
-        run.queue.append((RESUME, st.path, None))
-    return True
 
+    # -- retry after compensation ---------------------------------------------------------
+    def redo_compensated(self) -> bool:
+        """Queue the first undone step to run again; False if nothing was undone."""
+        if self.state.redo:
+            self.queue.append((REDO, self.state.redo[0], None))
+        return bool(self.state.redo)
 
-def _branch_follows(run: FlowRun, path: str, old: Any, new: Any) -> None:
-    """A redone step whose old output was its parallel branch's result (the branch's last
-    step, or a leaf of a DAG branch): the branch's recorded result, and the parallel's output
-    if it had completed, take the new one."""
-    parts = path.split("/")
-    if len(parts) < 3 or "@" in parts[-2]:  # not in a parallel branch (a map item's is its own)
-        return
-    container, branch, name = "/".join(parts[:-2]), parts[-2], parts[-1]
-    record = run.s.branches.get(container, {}).get(branch)
-    if record is None or record.get("status") != "completed":
-        return
-    out = record.get("output")
-    if out == old:
-        fixed = new
-    elif isinstance(out, dict) and name in out and out[name] == old:
-        fixed = {**out, name: new}
-    else:
-        return
-    record["output"] = fixed
-    parent = run.s.peek(container)
-    if parent is None or parent.status != "completed" or not isinstance(parent.output, dict):
-        return
-    done = run.s.steps[container]
-    step = run.plan.node(container).step
-    if isinstance(step, models.ParallelStep) and step.mode == "race":  # the race it won
-        done.output = {**done.output, "value": fixed}
-    elif done.output.get(branch) == out:
-        done.output = {**done.output, branch: fixed}
-    run.touch(done)
+    def redo_work(self, kind: str, path: str) -> None:
+        if kind == RESUME:
+            self.resume_failed()
+            return
+        assert kind == REDO, kind
+        done = self.state.peek(path)
+        node = self.plan.node(path)
+        assert done is not None and isinstance(node.step, models.TaskStep)
+        st = self.new_state(path, None)
+        self.run_task(st, node.step, jsondata.copy_json(done.input))
 
+    def redone(self, st: StepState) -> bool:
+        if not self.state.redo or self.state.redo[0] != st.path:
+            return False
+        self.state.redo.pop(0)
+        undo = self.state.peek(compensation_path(st.path))  # its input: the output undone
+        if undo is not None:
+            self.branch_follows(st.path, undo.input, st.output)
+        if self.state.redo:
+            self.queue.append((REDO, self.state.redo[0], None))
+        else:  # (a step's path, so that a DAG scope does not finish meanwhile: ``queued_in``)
+            self.queue.append((RESUME, st.path, None))
+        return True
 
-def redo_failed(run: FlowRun, st: StepState, error: dict[str, Any]) -> bool:
-    """A step run again by a retry failed for good: the instance fails again (compensating
-    what was redone so far), whatever its ``on_error``; the next retry redoes it first."""
-    if not run.s.redo or run.s.redo[0] != st.path:
-        return False
-    run.scope_failed(run.plan.top, error)
-    return True
+    def branch_follows(self, path: str, old: Any, new: Any) -> None:
+        """A redone step whose old output was its parallel branch's result (the branch's last
+        step, or a leaf of a DAG branch): the branch's recorded result, and the parallel's output
+        if it had completed, take the new one."""
+        parts = path.split("/")
+        if len(parts) < 3 or "@" in parts[-2]:  # not in a parallel branch (an item has its own)
+            return
+        container, branch, name = "/".join(parts[:-2]), parts[-2], parts[-1]
+        record = self.state.branches.get(container, {}).get(branch)
+        if record is None or record.get("status") != StepStatus.COMPLETED:
+            return
+        out = record.get("output")
+        if out == old:
+            fixed = new
+        elif isinstance(out, dict) and name in out and out[name] == old:
+            fixed = {**out, name: new}
+        else:
+            return
+        record["output"] = fixed
+        parent = self.state.peek(container)
+        if (
+            parent is None
+            or parent.status != StepStatus.COMPLETED
+            or not isinstance(parent.output, dict)
+        ):
+            return
+        done = self.state.edit(container)
+        step = self.plan.node(container).step
+        if isinstance(step, models.ParallelStep) and step.mode == "race":  # the race it won
+            done.output = {**done.output, "value": fixed}
+        elif done.output.get(branch) == out:
+            done.output = {**done.output, branch: fixed}
+        self.touch(done)
 
-
-def child_started(run: FlowRun, path: str) -> None:
-    st = run.s.steps.get(path)
-    if st is not None and path in run.s.active and st.status == "running" and st.phase == "child":
-        st.status, st.phase = "waiting", "child-wait"
-        run.touch(st)
-
-
-def child_finished(run: FlowRun, event: ChildFinished) -> None:
-    st = run.s.steps.get(event.path)
-    if st is None or event.path not in run.s.active or st.phase not in ("child", "child-wait"):
-        return
-    st.status = "running"
-    if event.status == "completed":
-        run.succeed(st, event.output)
-        return
-    error = event.error or {
-        "type": "ChildFailed",
-        "message": f"the child workflow ended {event.status}",
-    }
-    message = f"subworkflow {event.path!r} ended {event.status}: {error.get('message')}"
-    run.fail(st, {"type": "SubworkflowFailed", "message": message, "child": error}, retry=False)
+    def redo_failed(self, st: StepState, error: Mapping[str, Any]) -> bool:
+        """A step run again by a retry failed for good: the instance fails again (compensating
+        what was redone so far), whatever its ``on_error``; the next retry redoes it first."""
+        if not self.state.redo or self.state.redo[0] != st.path:
+            return False
+        self.scope_failed(self.plan.top, error)
+        return True

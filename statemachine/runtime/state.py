@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from statemachine import records
 from statemachine.runtime import jsondata
-from statemachine.vocabulary import STEP_DONE, TERMINAL, StepStatus
+from statemachine.vocabulary import STEP_DONE, TERMINAL, InstanceStatus, Phase, StepStatus
 
-__all__ = ["FINISHED", "MAP", "SETTLED", "TERMINAL", "State", "StepState", "is_item_result"]
+__all__ = [
+    "FINISHED",
+    "MAP",
+    "SETTLED",
+    "TERMINAL",
+    "State",
+    "StepState",
+    "StepView",
+    "is_item_result",
+]
 
 
 def _dt(value: Any) -> datetime | None:
@@ -21,11 +31,12 @@ def _dt(value: Any) -> datetime | None:
 
 
 MAP = "#map"  # a map's record among its items' records in ``State.branches``: items, next
-# (states stored before an item's result had a record of its own also hold ``results``)
+# (states stored by the previous release, before an item's result had a record of its own,
+# also hold ``results``)
 FINISHED = STEP_DONE  # a step that will not run again
 # a step no later decision reads ``StepState.extra`` of (a retry resumes failed and cancelled
 # ones): left out of the state column, which would otherwise grow with every step
-SETTLED = frozenset({"completed", "skipped"})
+SETTLED: frozenset[StepStatus] = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
 
 
 def is_item_result(path: str) -> bool:
@@ -36,7 +47,7 @@ def is_item_result(path: str) -> bool:
 @dataclass
 class StepState:
     path: str
-    status: str = "pending"
+    status: StepStatus = StepStatus.PENDING
     input: Any = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -45,7 +56,7 @@ class StepState:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     wake_at: datetime | None = None  # next retry, poll, delay or timer
-    phase: str = ""  # delay | run | retry | poll | timer | event | loop
+    phase: Phase = Phase.NONE
     event: str | None = None
     deadline: datetime | None = None
     prev: str | None = None  # the step whose output led here
@@ -93,34 +104,49 @@ class StepState:
         return out
 
 
-class _SharedSteps(dict[str, StepState]):
-    """A clone's step records, shared with the state it was cloned from until looked up: ``[]``
-    and ``get`` hand out a private copy the first time, so a decision copies the few records
-    it may change, not every step of the workflow. ``State.peek`` reads without copying;
-    ``values()``/``items()`` give the shared records (read them, never change them)."""
+class StepView(Protocol):
+    """A step record to read, never to change: what ``State.steps`` and ``State.peek`` give.
 
-    __slots__ = ("_own",)
+    The copy rule: a clone's records are shared with the state it was cloned from (a decision
+    copies only the few it changes, not every step of the workflow). Read them through this
+    type; change one only through ``State.edit`` (a private copy, taken once per decision) or
+    ``State.put`` (a new record), which return a ``StepState``.
+    """
 
-    def __init__(self, shared: dict[str, StepState]) -> None:
-        super().__init__(shared)
-        self._own: set[str] = set()
-
-    def __getitem__(self, path: str) -> StepState:
-        st = dict.__getitem__(self, path)
-        if path not in self._own:
-            st = st.copy()
-            dict.__setitem__(self, path, st)
-            self._own.add(path)
-        return st
-
-    def get(self, path: str, default: Any = None) -> Any:
-        if path in self:  # self[path] takes the private copy
-            return self[path]
-        return default
-
-    def __setitem__(self, path: str, st: StepState) -> None:
-        dict.__setitem__(self, path, st)
-        self._own.add(path)
+    @property
+    def path(self) -> str: ...
+    @property
+    def status(self) -> StepStatus: ...
+    @property
+    def input(self) -> Any: ...
+    @property
+    def output(self) -> Any: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def wake_at(self) -> datetime | None: ...
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def deadline(self) -> datetime | None: ...
+    @property
+    def prev(self) -> str | None: ...
+    @property
+    def handled(self) -> bool: ...
+    @property
+    def reason(self) -> dict[str, Any] | None: ...
+    def record(self) -> records.StepResult: ...
+    def extra(self) -> dict[str, Any]: ...
 
 
 def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -131,7 +157,7 @@ def copy_branches(branches: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         copied: dict[str, Any] = {}
         for key, record in by_branch.items():
             record = dict(record)
-            if isinstance(record.get("results"), dict):
+            if isinstance(record.get("results"), dict):  # a map stored by the previous release
                 record["results"] = dict(record["results"])
             copied[key] = record
         out[path] = copied
@@ -149,10 +175,11 @@ def _without_items(by_branch: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class State:
-    status: str = "pending"
+    # an ``InstanceStatus`` (typed ``str`` while the runner still writes plain strings)
+    status: str = InstanceStatus.PENDING
     input: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, StepState] = field(default_factory=dict)
+    steps: Mapping[str, StepView] = field(default_factory=dict)  # change: ``edit``, ``put``
     active: list[str] = field(default_factory=list)
     loops: dict[str, int] = field(default_factory=dict)  # loop target path -> iterations
     loop_started: dict[str, datetime] = field(default_factory=dict)  # loop path -> first pass
@@ -177,15 +204,19 @@ class State:
     # not be settled (a superset: ``frontier_json`` checks each). None: not known yet (restored).
     finished_top: frozenset[str] | None = field(default=None, compare=False, repr=False)
     unsettled: frozenset[str] | None = field(default=None, compare=False, repr=False)
+    # a clone's records it has copied or put (``edit``); None: every record is its own
+    _own: set[str] | None = field(default=None, init=False, compare=False, repr=False)
 
     def clone(self) -> State:
-        """A copy the interpreter may change freely: a step record is copied (one level deep)
-        when the interpreter first looks it up; JSON values (input, output, error) are
-        shared, never changed in place. ``settle`` ends the copying once the decision is made."""
+        """A copy the interpreter may change freely: step records are shared until changed
+        (``edit`` copies one, one level deep, the first time); JSON values (input, output,
+        error) are shared, never changed in place. ``settle`` ends the sharing once the
+        decision is made."""
         new = State.__new__(State)  # copy.copy goes through __reduce_ex__: several times slower
         new.__dict__.update(self.__dict__)
         new.metadata = dict(self.metadata)
-        new.steps = _SharedSteps(self.steps)
+        new.steps = dict(self.steps)
+        new._own = set()
         new.active = list(self.active)
         new.loops = dict(self.loops)
         new.loop_started = dict(self.loop_started)
@@ -198,19 +229,36 @@ class State:
         return new
 
     def settle(self) -> None:
-        """The decision is made: later readers get a plain dict (no copies on lookup)."""
-        if type(self.steps) is not dict:
-            self.steps = dict(self.steps)
+        """The decision is made: every record is this state's own (no copy on ``edit``)."""
+        self._own = None
 
-    def peek(self, path: str) -> StepState | None:
-        """A step record to read, never to change (no private copy is taken)."""
-        return dict.get(self.steps, path)
+    def peek(self, path: str) -> StepView | None:
+        """The record of ``path`` to read (no copy is taken), or None."""
+        return self.steps.get(path)
+
+    def edit(self, path: str) -> StepState:
+        """The record of ``path`` to change: in a clone, a private copy the first time."""
+        records = self._records()
+        st = records[path]
+        if self._own is not None and path not in self._own:
+            st = records[path] = st.copy()
+            self._own.add(path)
+        return st
+
+    def put(self, st: StepState) -> StepState:
+        """``st`` becomes the record at its path (in place of any earlier one)."""
+        self._records()[st.path] = st
+        if self._own is not None:
+            self._own.add(st.path)
+        return st
 
     def step(self, path: str) -> StepState:
-        found = self.steps.get(path)
-        if found is None:
-            found = self.steps[path] = StepState(path)
-        return found
+        """The record of ``path`` to change (``edit``), a new pending one if it has none."""
+        return self.edit(path) if path in self.steps else self.put(StepState(path))
+
+    def _records(self) -> dict[str, StepState]:
+        """The records themselves: a dict of ``StepState`` (``steps`` is typed to be read)."""
+        return self.steps  # type: ignore[return-value]
 
     def frontier_json(self) -> dict[str, Any]:
         """The instance's ``state`` column: everything but step rows' own columns. It shares
@@ -227,7 +275,7 @@ class State:
             "extra": {
                 p: x
                 for p in self.maybe_unsettled()
-                if (s := dict.get(self.steps, p)) is not None
+                if (s := self.steps.get(p)) is not None
                 and s.status not in SETTLED
                 and (x := s.extra())
             },
@@ -251,7 +299,7 @@ class State:
     def restore(
         cls,
         *,
-        status: str,
+        status: InstanceStatus | str,
         input: Any,
         metadata: dict[str, Any],
         frontier: dict[str, Any],
@@ -262,7 +310,7 @@ class State:
         completed_at: datetime | None = None,
     ) -> State:
         state = cls(
-            status=status,
+            status=InstanceStatus(status),
             input=input,
             metadata=dict(metadata),
             output=output,
@@ -291,23 +339,25 @@ class State:
         extra: dict[str, dict[str, Any]] = frontier.get("extra", {})
         for r in steps:
             x = extra.get(r.step_name, {})
-            state.steps[r.step_name] = StepState(
-                path=r.step_name,
-                status=r.status,
-                input=r.input,
-                output=r.output,
-                error=r.error,
-                attempts=r.attempts,
-                iteration=r.iteration,
-                started_at=r.started_at,
-                completed_at=r.completed_at,
-                wake_at=_dt(x.get("wake_at")) or r.next_attempt_at,
-                phase=x.get("phase", ""),
-                event=x.get("event"),
-                deadline=_dt(x.get("deadline")),
-                prev=x.get("prev"),
-                handled=bool(x.get("handled")),
-                reason=r.reason,
+            state.put(
+                StepState(
+                    path=r.step_name,
+                    status=r.status,
+                    input=r.input,
+                    output=r.output,
+                    error=r.error,
+                    attempts=r.attempts,
+                    iteration=r.iteration,
+                    started_at=r.started_at,
+                    completed_at=r.completed_at,
+                    wake_at=_dt(x.get("wake_at")) or r.next_attempt_at,
+                    phase=Phase(phase) if (phase := x.get("phase")) else Phase.NONE,
+                    event=x.get("event"),
+                    deadline=_dt(x.get("deadline")),
+                    prev=x.get("prev"),
+                    handled=bool(x.get("handled")),
+                    reason=r.reason,
+                )
             )
         return state
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from statemachine.runtime import plan as plans
+from statemachine.runtime.plan import Plan
 from statemachine.runtime.state import State
+from statemachine.vocabulary import Phase, StepStatus
 
 
 @dataclass
@@ -90,19 +91,19 @@ class Decision:
     changed: set[str] = field(default_factory=set)
     consumed_event: bool = False
 
-    def runnable(self, plan: plans.Plan) -> list[str]:
+    def runnable(self, plan: Plan) -> list[str]:
         """Steps whose handler must run now (tasks, poll checks, compensations left ``running``)."""
-        return self.in_phase("run")
+        return self.in_phase(Phase.RUN)
 
     def children(self) -> list[str]:
         """Subworkflow steps whose child instance must be started (idempotently) now."""
-        return self.in_phase("child")
+        return self.in_phase(Phase.CHILD)
 
-    def in_phase(self, phase: str) -> list[str]:
+    def in_phase(self, phase: Phase) -> list[str]:
         out = []
         for path in self.state.active:
             st = self.state.steps.get(path)
-            if st and st.status == "running" and st.phase == phase:
+            if st and st.status == StepStatus.RUNNING and st.phase == phase:
                 out.append(path)
         return out
 

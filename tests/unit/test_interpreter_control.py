@@ -7,9 +7,11 @@ import contextlib
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +28,30 @@ from statemachine.runtime.interpreter import (
     decide,
     next_wake,
 )
-from tests.unit.test_interpreter_flow import IID, T0, Driver, at, round_trip
+from tests.unit.driver import IID, T0, Driver, at, round_trip
+
+# -- events decide does not know --------------------------------------------------------------
+
+
+@dataclass
+class _Unknown:
+    """Not one of the interpreter's events (``transitions.Event``)."""
+
+    path: str
+
+
+def test_an_event_decide_does_not_know_raises_instead_of_being_ignored() -> None:
+    """What an unknown event reported would be lost if it were dropped (Temporal's core raises
+    on a job it does not know too), also past the workflow's deadline, where known events only
+    time the instance out."""
+    wf = workflow("unknown").task("a", "noop").timeout("1h").build()
+    d = Driver(wf)
+    d.start()
+    for now in (T0, at(hours=2)):
+        with pytest.raises(AssertionError, match="_Unknown"):
+            decide(d.plan, d.state, _Unknown("a"), now, IID)  # type: ignore[arg-type]
+    assert d.runnable == ["a"]
+
 
 # -- cancel ----------------------------------------------------------------------------------
 

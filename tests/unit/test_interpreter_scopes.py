@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from statemachine import branch, load_yaml, workflow
-from statemachine.runtime import flowctx
-from tests.unit.test_interpreter_flow import Driver, at
+from statemachine.runtime import flowview
+from tests.unit.driver import Driver, at
 
 # -- DAG scopes ------------------------------------------------------------------------------
 
@@ -463,10 +463,10 @@ def test_visible_steps_prefer_the_branch_s_own_names() -> None:
     d.ok("prepare", "top")
     d.ok("p/b1/prepare", "local")
     state, plan = d.state, d.plan
-    assert flowctx.visible_steps(plan, state, "p/b1/use")["prepare"] == "local"
-    assert flowctx.visible_steps(plan, state, "p/b2/other")["prepare"] == "top"
-    assert "use" not in flowctx.visible_steps(plan, state, "p/b2/other")
-    view = flowctx.view(plan, state, "p/b1/use", "p/b1/prepare", "i")
+    assert flowview.visible_steps(plan, state, "p/b1/use")["prepare"] == "local"
+    assert flowview.visible_steps(plan, state, "p/b2/other")["prepare"] == "top"
+    assert "use" not in flowview.visible_steps(plan, state, "p/b2/other")
+    view = flowview.view(plan, state, "p/b1/use", "p/b1/prepare", "i")
     assert view.prev == "local" and view.steps["prepare"] == "local"
 
 

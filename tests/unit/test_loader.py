@@ -10,7 +10,7 @@ import pytest
 from statemachine import errors, load_yaml
 from statemachine.definition import loader, models
 from statemachine.errors import DefinitionError
-from statemachine.runtime import flowctx
+from statemachine.runtime import retries
 
 
 def load(text: str) -> models.WorkflowDefinition:
@@ -258,7 +258,7 @@ def test_max_retries_counts_retries_after_the_first_try() -> None:
     policy = task(definition, "a").retry
     # retryDelay is the first delay: the cap (default 30s) is raised to it
     assert policy == models.RetryPolicy(max_attempts=4, interval=60, max_interval=60)
-    assert policy is not None and flowctx.retry_delay(policy, 1) == 60
+    assert policy is not None and retries.delay(policy, 1) == 60
     no_retry = load("id: w\nsteps:\n  - id: a\n    action: x\n    maxRetries: 0\n")
     retry = task(no_retry, "a").retry
     assert retry is not None and retry.max_attempts == 1

@@ -21,7 +21,7 @@ import pytest
 from statemachine import branch, workflow
 from statemachine.runtime import rules
 from statemachine.runtime.state import StepState
-from tests.unit.test_interpreter_flow import Driver
+from tests.unit.driver import Driver
 
 
 def states(
