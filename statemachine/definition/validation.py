@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import expressions, graph, issues, models
+from statemachine.definition import expressions, flow_check, graph, issues, models
 
 Loc = issues.Loc
 
@@ -47,6 +47,7 @@ def validate(definition: models.WorkflowDefinition) -> list[errors.Issue]:
     steps = tuple(definition.steps)
     top = _Scope(steps, ("steps",), BASE_NAMES | {s.name for s in steps}, "workflow")
     found.extend(_scope(top))
+    found.extend(flow_check.check(definition))  # typed data flow: schemas along every edge
     return found
 
 
