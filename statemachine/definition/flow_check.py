@@ -40,6 +40,7 @@ class _Scope:
     preds: dict[str, list[str]] = field(default_factory=dict)
     first: set[str] = field(default_factory=set)
     unknown: set[str] = field(default_factory=set)  # steps whose input cannot be known
+    last_dependency: set[str] = field(default_factory=set)  # DAG steps fed by their last one
 
 
 def check(definition: models.WorkflowDefinition) -> list[errors.Issue]:
@@ -86,6 +87,7 @@ class _Flow:
                     sc.first.add(s.name)
                 elif s.trigger in _WAIT_ALL:
                     sc.preds[s.name] = [s.depends_on[-1]]
+                    sc.last_dependency.add(s.name)
                 else:  # it may run early, with whichever dependency finished
                     sc.unknown.add(s.name)
         else:
@@ -112,6 +114,11 @@ class _Flow:
                     other = sc.visible.get(pred)
                     if other is not None and other[0] is sc:
                         found.extend(self.output(sc, other[1]))
+                if step.name in sc.last_dependency:  # say why that one
+                    found = [
+                        Source(f"{s.who} (its last listed dependency)", s.shape, s.has)
+                        for s in found
+                    ]
                 self.ins[key] = _unique(found)
         return self.ins[key]
 
@@ -212,7 +219,7 @@ class _Flow:
             return [Source(who, None, "")]
         array = self._one(self.path_shape(sc, step, whole[0]))
         items = shapes.items_of(shapes.Shape(array, {}))
-        return [Source(who, items, "its items")]
+        return [Source(who, items, "its schema")]
 
     # --- reading names and paths ------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def expressions_of(step: models.StepBase, loc: Loc) -> Iterator[tuple[Loc, str, 
 
 
 def _verb(src: Source) -> str:
-    return "does not have" if src.who == "the workflow input" else "does not output"
+    return "does not output" if src.who.startswith("'") else "does not have"
 
 
 def edge(step: str, src: Source, gap: shapes.Gap, loc: Loc) -> errors.Issue:

@@ -209,8 +209,14 @@ def gaps(have: Shape, need: Shape, path: str = "", depth: int = 0) -> Iterator[G
         return
     have_alts = _alternatives(have)
     if have_alts:  # a value of any alternative may come: each must fit
+        seen: set[tuple[str, str]] = set()
         for alt in have_alts:
-            yield from gaps(alt, need, path, depth + 1)
+            for gap in gaps(alt, need, path, depth + 1):
+                if gap.path == path and gap.kind == "type":
+                    gap = Gap(path, "type", need, have)  # say the whole union, once
+                if (gap.path, gap.kind) not in seen:
+                    seen.add((gap.path, gap.kind))
+                    yield gap
         return
     need_alts = _alternatives(need)
     if need_alts:  # fits one alternative: enough; no alternative fits: say so once

@@ -1,0 +1,282 @@
+"""Typed data flow checked at build, from the builder with pydantic models (the YAML corpus is
+``broken/flow/``, run by test_one_pass): what proves a mismatch, and what is left undecided."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel
+
+from statemachine import DefinitionError, workflow
+from statemachine.definition import flow_shapes, models
+from statemachine.definition.builder import branch, when
+
+
+class Order(BaseModel):
+    order_id: str
+    total: float
+
+
+class Charge(BaseModel):
+    order_id: str
+    amount: int
+
+
+class Totals(BaseModel):
+    order_id: str
+    total: float = 0.0  # a default: the dumped output always has it
+
+
+class Priced(BaseModel):
+    total: float
+
+
+class MaybeCount(BaseModel):
+    count: int | None
+
+
+class Count(BaseModel):
+    count: int
+
+
+class Level(BaseModel):
+    level: Literal["low", "high"]
+
+
+class LowLevel(BaseModel):
+    level: Literal["low", "medium"]
+
+
+class Address(BaseModel):
+    zip: int
+
+
+class Customer(BaseModel):
+    name: str
+    address: Address
+
+
+class PostalCustomer(BaseModel):
+    name: str
+    address: dict[str, Any]
+
+
+class ZipText(BaseModel):
+    zip: str
+
+
+class Shipped(BaseModel):
+    address: ZipText
+
+
+def _issues(build: Any) -> list[str]:
+    with pytest.raises(DefinitionError) as caught:
+        build.build()
+    return [f"{i.location}: {i.message}" for i in caught.value.errors]
+
+
+def test_a_missing_field_names_both_steps_the_field_and_what_the_source_has() -> None:
+    found = _issues(
+        workflow("w")
+        .task("validate", "v", output_schema=Order)
+        .task("charge", "c", input_schema=Charge)
+    )
+    assert found == [
+        "steps[1].inputSchema: step 'charge' needs field 'amount' (integer), which 'validate'"
+        " does not output (its output schema has: order_id, total)"
+    ]
+
+
+def test_a_near_name_gets_a_did_you_mean_and_the_flow_issue_comes_with_the_others() -> None:
+    class Wants(BaseModel):
+        totl: float
+
+    found = _issues(
+        workflow("w")
+        .task("validate", "v", output_schema=Order)
+        .task("charge", "c", input_schema=Wants, next="nowhere")
+    )
+    assert any("unknown step 'nowhere'" in f for f in found), found
+    assert any("'totl' (number)" in f and "(did you mean 'total'?)" in f for f in found), found
+
+
+def test_fitting_flows_build() -> None:
+    workflow("w").task("a", "a", output_schema=Totals).task("b", "b", input_schema=Priced).build()
+
+    class WholeTotal(BaseModel):
+        total: int
+
+    # integer fits number
+    workflow("w").task("a", "a", output_schema=WholeTotal).task(
+        "b", "b", input_schema=Priced
+    ).build()
+
+
+def test_a_nullable_source_does_not_fit_a_required_integer() -> None:
+    found = _issues(
+        workflow("w").task("a", "a", output_schema=MaybeCount).task("b", "b", input_schema=Count)
+    )
+    assert found == [
+        "steps[1].inputSchema: step 'b' needs field 'count' as integer, but 'a' gives integer"
+        " | null"
+    ]
+
+
+def test_an_enum_must_stay_within_the_target_enum() -> None:
+    found = _issues(
+        workflow("w").task("a", "a", output_schema=Level).task("b", "b", input_schema=LowLevel)
+    )
+    assert len(found) == 1 and "'level' as one of 'low', 'medium'" in found[0], found
+    assert "'a' gives one of 'low', 'high'" in found[0]
+
+
+def test_nested_models_are_compared_through_their_refs() -> None:
+    found = _issues(
+        workflow("w").task("a", "a", output_schema=Customer).task("b", "b", input_schema=Shipped)
+    )
+    assert found == [
+        "steps[1].inputSchema: step 'b' needs field 'address.zip' as string, but 'a' gives integer"
+    ]
+
+
+def test_an_object_without_declared_fields_is_not_decided() -> None:
+    workflow("w").task("a", "a", output_schema=PostalCustomer).task(
+        "b", "b", input_schema=Shipped
+    ).build()
+
+
+def test_steps_without_schemas_and_unknown_sources_are_not_checked() -> None:
+    workflow("w").task("a", "a").task("b", "b", input_schema=Charge).build()
+    workflow("w").subworkflow("child", workflow="other").task("b", "b", input_schema=Charge).build()
+    workflow("w").task("a", "a", output_schema=Order).wait("w8", event="go").task(
+        "b", "b", input_schema=Charge
+    ).build()
+    workflow("w").task("a", "a", output_schema=Order).task(
+        "b", "b", input_schema=Charge, input=lambda prev: prev
+    ).build()
+
+
+def test_a_json_schema_keyword_it_cannot_read_leaves_the_edge_undecided() -> None:
+    any_of_both = {"allOf": [{"type": "object"}, {"required": ["amount"]}]}
+    workflow("w").task("a", "a", output_schema=Order).task(
+        "b", "b", input_schema=any_of_both
+    ).build()
+    open_schema = {"type": "object", "properties": {"x": {}}, "additionalProperties": True}
+    workflow("w").task("a", "a", output_schema=open_schema).choice(
+        "c", choices=[when("a.anything > 1", next="b")], default="b"
+    ).task("b", "b").build()
+
+
+def test_a_target_alternative_that_fits_is_enough() -> None:
+    either = {"anyOf": [{"type": "array"}, Order.model_json_schema()]}
+    workflow("w").task("a", "a", output_schema=Totals).task("b", "b", input_schema=either).build()
+
+
+def test_a_choice_condition_reading_an_undeclared_field_is_refused() -> None:
+    found = _issues(
+        workflow("w")
+        .task("score", "s", output_schema=Level)
+        .choice("route", choices=[when("score.risk == 'high'", next="b")], default="b")
+        .task("b", "b")
+    )
+    assert found == [
+        "steps[1].choices[0].condition: unknown field 'risk' of the output of 'score' in"
+        " \"score.risk == 'high'\" (its output schema has: level)"
+    ]
+
+
+def test_a_template_reading_an_undeclared_field_is_refused_in_a_mapping() -> None:
+    found = _issues(
+        workflow("w", input_schema=Order).task("a", "a", input={"id": "${{ input.orderid }}"})
+    )
+    assert found == [
+        "steps[0].input.id: unknown field 'orderid' of the workflow input in"
+        " '${{ input.orderid }}' (its inputSchema has: order_id, total) (did you mean 'order_id'?)"
+    ]
+
+
+def test_a_mapping_must_set_the_required_fields_with_fitting_types() -> None:
+    found = _issues(
+        workflow("w", input_schema=Order).task(
+            "b", "b", input_schema=Charge, input={"amount": "${{ input.total }}"}
+        )
+    )
+    assert found == [
+        "steps[0].input: step 'b' needs field 'order_id' (string), which its input mapping does"
+        " not set (it sets: amount)",
+        "steps[0].input.amount: step 'b' needs field 'amount' as integer, but its input mapping"
+        " gives number ('${{ input.total }}')",
+    ]
+
+
+def test_text_around_a_template_makes_a_string() -> None:
+    found = _issues(
+        workflow("w", input_schema=Order).task(
+            "b", "b", input_schema=Charge, input={"order_id": "x", "amount": "n=${{ input.total }}"}
+        )
+    )
+    assert found == [
+        "steps[0].input.amount: step 'b' needs field 'amount' as integer, but its input mapping"
+        " gives string ('n=${{ input.total }}')"
+    ]
+
+
+def test_a_parallel_outputs_each_branch_s_last_output_under_its_name() -> None:
+    class Joined(BaseModel):
+        left: Order
+        right: Order
+
+    found = _issues(
+        workflow("w")
+        .parallel(
+            "both",
+            branches=[
+                branch("left").task("l", "l", output_schema=Order).build(),
+                branch("right").task("r", "r", output_schema=Count).build(),
+            ],
+        )
+        .task("join", "j", input_schema=Joined)
+    )
+    assert len(found) == 2 and "needs field 'right.order_id' (string)" in found[0], found
+    assert "which 'both' does not output" in found[0]
+
+
+def test_a_dag_step_receives_its_last_listed_dependency() -> None:
+    ok = workflow("w").task("a", "a", output_schema=Charge).task("b", "b", output_schema=Count)
+    ok.task("c", "c", depends_on=["b", "a"], input_schema=Charge).build()
+    bad = workflow("w").task("a", "a", output_schema=Charge).task("b", "b", output_schema=Count)
+    found = _issues(bad.task("c", "c", depends_on=["a", "b"], input_schema=Charge))
+    assert len(found) == 2 and all("'b' (its last listed dependency)" in f for f in found), found
+    # a rule that may run it early: whichever dependency finished, not decided
+    early = workflow("w").task("a", "a", output_schema=Charge).task("b", "b", output_schema=Count)
+    early.task("c", "c", depends_on=["a", "b"], trigger="one_success", input_schema=Charge).build()
+
+
+def test_a_map_iterator_starts_with_an_item_of_a_typed_array() -> None:
+    class Lines(BaseModel):
+        lines: list[Count]
+
+    found = _issues(
+        workflow("w", input_schema=Lines).map(
+            "each",
+            items="input.lines",
+            iterator=branch("it").task("p", "p", input_schema=Charge).build(),
+        )
+    )
+    assert len(found) == 2 and all("an item of 'each' does not have" in f for f in found), found
+
+
+def test_shapes_resolve_refs_and_read_integer_as_a_number() -> None:
+    shape = flow_shapes.of_schema(Customer, output=True)
+    assert shape is not None
+    fields = flow_shapes.fields(shape)
+    assert fields is not None and flow_shapes.types(fields["address"]) == {"object"}
+    need = flow_shapes.Shape({"type": "number"}, {})
+    assert list(flow_shapes.gaps(flow_shapes.Shape({"type": "integer"}, {}), need)) == []
+    assert list(flow_shapes.gaps(need, flow_shapes.Shape({"type": "integer"}, {})))
+
+
+def test_a_definition_without_schemas_skips_the_check() -> None:
+    definition = workflow("w").task("a", "a").build()
+    assert isinstance(definition, models.WorkflowDefinition)
