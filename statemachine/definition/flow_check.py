@@ -28,6 +28,7 @@ Loc = issues.Loc
 # rules under which a step waits for every dependency, so ``prev`` is the last one listed
 _WAIT_ALL = {"all_success", "none_failed", "none_failed_min_one_success", "none_skipped"}
 _PASSES_ON = (models.ChoiceStep, models.LoopStep)
+_MAX_CHAIN = 100  # steps passing data on, followed back in one go (Python's stack is finite)
 
 
 @dataclass(eq=False)
@@ -128,7 +129,8 @@ class _Flow:
         if key in self.outs:
             return self.outs[key]
         guard = ("out", id(sc), step.name)
-        if guard in self.busy:  # a cycle of steps that pass their input on: nothing is known
+        if guard in self.busy or len(self.busy) > _MAX_CHAIN:
+            # a cycle of steps that pass their input on, or a chain too long to follow: unknown
             return [Source(repr(step.name), None, "")]
         self.busy.add(guard)
         try:
@@ -163,9 +165,8 @@ class _Flow:
     def _pass_output(self, sc: _Scope, step: models.PassStep) -> list[Source]:
         mine = repr(step.name)
         if isinstance(step.transform, str):
-            paths = flow_refs.paths(expressions.compile_expression(step.transform).tree)
-            whole = [p for p in paths if p.whole]
-            node = self._one(self.path_shape(sc, step, whole[0])) if whole else {}
+            whole = _whole_path(step.transform)
+            node = self._one(self.path_shape(sc, step, whole)) if whole else {}
             return [Source(mine, shapes.Shape(node, {}) if node else None, "its transform")]
         if step.transform is not None:
             return [Source(mine, None, "")]
@@ -213,11 +214,10 @@ class _Flow:
         who = f"an item of {step.name!r}"
         if not isinstance(step.items, str):
             return [Source(who, None, "")]
-        paths = flow_refs.paths(expressions.compile_expression(step.items).tree)
-        whole = [p for p in paths if p.whole]
-        if not whole:
+        whole = _whole_path(step.items)
+        if whole is None:
             return [Source(who, None, "")]
-        array = self._one(self.path_shape(sc, step, whole[0]))
+        array = self._one(self.path_shape(sc, step, whole))
         items = shapes.items_of(shapes.Shape(array, {}))
         return [Source(who, items, "its schema")]
 
@@ -329,6 +329,16 @@ class _Flow:
                     yield say.unknown_field(src, keys[:depth], key, shape, source, where)
                     break
                 shape = sub
+
+
+def _whole_path(source: str) -> flow_refs.Path | None:
+    """The path an expression is, when it is nothing more (``input.lines``); its compile error,
+    if any, is validation's to report."""
+    try:
+        tree = expressions.compile_expression(source).tree
+    except errors.ExpressionError:
+        return None
+    return next((p for p in flow_refs.paths(tree) if p.whole), None)
 
 
 def _unique(sources: list[Source]) -> list[Source]:

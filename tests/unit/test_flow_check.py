@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from statemachine import DefinitionError, workflow
@@ -280,3 +283,64 @@ def test_shapes_resolve_refs_and_read_integer_as_a_number() -> None:
 def test_a_definition_without_schemas_skips_the_check() -> None:
     definition = workflow("w").task("a", "a").build()
     assert isinstance(definition, models.WorkflowDefinition)
+
+
+def test_a_bad_expression_is_reported_as_such_not_raised_by_the_flow_check() -> None:
+    found = _issues(
+        workflow("w", input_schema=Order)
+        .pass_("p", transform="input.(")
+        .map("m", items="input.[", iterator=branch("it").task("t", "t").build())
+        .task("b", "b", input_schema=Charge)
+    )
+    assert sum("syntax error" in f for f in found) == 2, found
+
+
+_KEYS = ["type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf", "allOf",
+         "$ref", "additionalProperties", "not", "title"]  # fmt: skip
+_TYPES = ["object", "array", "string", "integer", "number", "boolean", "null"]
+_leaf = st.one_of(
+    st.sampled_from(_TYPES),
+    st.lists(st.sampled_from(_TYPES), max_size=3),
+    st.sampled_from(["#", "#/$defs/X", "#/properties/a", "other.json"]),
+    st.lists(st.sampled_from(["a", "b", 1, None, True]), max_size=3),
+    st.booleans(),
+    st.integers(),
+)
+_schema = st.recursive(
+    st.dictionaries(st.sampled_from(_KEYS), _leaf, max_size=4),
+    lambda inner: st.one_of(
+        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4),
+        st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3).map(
+            lambda props: {"type": "object", "properties": props, "required": sorted(props)[:1]}
+        ),
+        st.lists(inner, max_size=3).map(lambda alts: {"anyOf": alts}),
+        inner.map(lambda item: {"type": "array", "items": item}),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(have=_schema, need=_schema)
+def test_any_pair_of_schemas_builds_or_fails_with_definition_issues(
+    have: dict[str, Any], need: dict[str, Any]
+) -> None:
+    """Whatever the schemas (even unsound ones the model refuses), the check only ever adds
+    issues: it never raises, never loops."""
+    for output_shape in (have, {"type": "object", "properties": {"a": have}, "required": ["a"]}):
+        with contextlib.suppress(DefinitionError):
+            workflow("w", input_schema=need).task(
+                "a", "a", output_schema=output_shape, input={"x": "${{ input.a.b }}"}
+            ).choice("c", choices=[when("a.a.b[0].c == 1", next="b")], default="b").task(
+                "b", "b", input_schema=need
+            ).build()
+    list(flow_shapes.gaps(flow_shapes.Shape(have, have), flow_shapes.Shape(need, need)))
+
+
+def test_a_long_chain_of_steps_that_pass_data_on_is_not_followed_into_a_recursion_error() -> None:
+    chain = workflow("w").task("a", "a", output_schema=Count)
+    for i in range(2000):
+        chain = chain.wait(f"w{i}", duration="1s")
+    chain.task("b", "b", input_schema=Charge).build()  # too far back to know: not decided
+    short = workflow("w").task("a", "a", output_schema=Count).wait("w", duration="1s")
+    assert len(_issues(short.task("b", "b", input_schema=Charge))) == 2
