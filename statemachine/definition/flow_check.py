@@ -7,7 +7,8 @@ in an iterator); a choice, a loop's exit and a timer wait pass their ``prev`` on
 outputs ``{branch: its last step's output}``, a map the list of its items' outputs. A mapping's
 object is built from its constants and the shapes its ``${{ }}`` templates read, and every
 field path an expression or template reads (``score.risk``, ``steps.x.total``,
-``input.order_id``) must be declared by the schema it reads from. Only what is proven wrong is
+``input.order_id``) must be declared by the schema it reads from, and so must the event keys
+a trigger's condition reads (the event's data is the instance's input). Only what is proven wrong is
 reported (``flow_shapes``); an unknown side (no schema, a callable, a subworkflow's output, an
 event's data) is never an error.
 """
@@ -69,6 +70,8 @@ class _Flow:
         self.busy: set[tuple[str, int, str]] = set()
         self.children: dict[tuple[int, str], _Scope] = {}
         self.top = self.scope(definition.steps, ("steps",), self.input, {}, [])
+        self.triggers = definition.triggers
+        self.event = [Source("the event data", shape, "the workflow's inputSchema")]
 
     def scope(
         self,
@@ -283,7 +286,24 @@ class _Flow:
     # --- the checks -------------------------------------------------------------------------
 
     def run(self) -> Iterator[errors.Issue]:
+        yield from self.trigger_reads()
         yield from self.walk(self.top)
+
+    def trigger_reads(self) -> Iterator[errors.Issue]:
+        """A trigger's condition reads the event's data, which becomes the instance's input (and
+        must fit its inputSchema): a bare name is a top-level key, ``event.x``/``input.x`` too.
+        A key the schema proves absent makes the condition fail to evaluate: it never matches."""
+        for i, trigger in enumerate(self.triggers):
+            if trigger.condition is None:
+                continue
+            try:
+                tree = expressions.compile_expression(trigger.condition).tree
+            except errors.ExpressionError:
+                continue  # validation reports it
+            for path in flow_refs.paths(tree):
+                keys = path.keys if path.name in {"event", "input"} else (path.name, *path.keys)
+                where = ("triggers", i, "condition")
+                yield from self.missing(self.event, keys, trigger.condition, where)
 
     def walk(self, sc: _Scope) -> Iterator[errors.Issue]:
         for i, step in enumerate(sc.steps):
@@ -319,6 +339,13 @@ class _Flow:
         self, sc: _Scope, step: models.StepBase, path: flow_refs.Path, source: str, where: Loc
     ) -> Iterator[errors.Issue]:
         sources, keys = self.name_sources(sc, step, path)
+        yield from self.missing(sources, keys, source, where)
+
+    @staticmethod
+    def missing(
+        sources: list[Source], keys: tuple[flow_refs.Key, ...], source: str, where: Loc
+    ) -> Iterator[errors.Issue]:
+        """The first key of ``keys`` each source's schema proves absent, if any."""
         for src in sources:
             shape = src.shape
             for depth, key in enumerate(keys):
