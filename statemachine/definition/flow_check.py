@@ -96,12 +96,10 @@ class _Flow:
                     sc.unknown.add(s.name)
         else:
             sc.first = {steps[0].name} if steps else set()
+            # a loop going round passes on what led to it, like its exit (timers.jump)
             for src, dst, label in graph.edges(steps):
-                if label != graph.ERROR_LABEL and not label.startswith("while "):
+                if label != graph.ERROR_LABEL:
                     sc.preds.setdefault(dst, []).append(src)
-            for s in steps:  # a loop's target is entered again with what the loop saw
-                if isinstance(s, models.LoopStep):
-                    sc.unknown.add(s.target)
         return sc
 
     # --- what a step receives and passes on -------------------------------------------------

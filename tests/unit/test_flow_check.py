@@ -344,3 +344,19 @@ def test_a_long_chain_of_steps_that_pass_data_on_is_not_followed_into_a_recursio
     chain.task("b", "b", input_schema=Charge).build()  # too far back to know: not decided
     short = workflow("w").task("a", "a", output_schema=Count).wait("w", duration="1s")
     assert len(_issues(short.task("b", "b", input_schema=Charge))) == 2
+
+
+def test_a_loop_going_round_passes_on_what_led_to_it() -> None:
+    class Page(BaseModel):
+        page: int
+
+    found = _issues(
+        workflow("w")
+        .task("fetch", "f", input_schema=Page, output_schema=Count)
+        .loop("again", condition="fetch.count < 3", target="fetch", max_iterations=5)
+    )
+    # the first entry gets the (unknown) workflow input; going round, fetch's own output
+    assert found == [
+        "steps[0].inputSchema: step 'fetch' needs field 'page' (integer), which 'fetch' does not"
+        " output (its output schema has: count)"
+    ]
