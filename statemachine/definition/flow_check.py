@@ -107,22 +107,30 @@ class _Flow:
     def received(self, sc: _Scope, step: models.StepBase) -> list[Source]:
         """What flows into ``step`` as ``prev``; an unknown part is a Source without a shape."""
         key = (id(sc), step.name)
-        if key not in self.ins:
-            if step.name in sc.unknown:
-                self.ins[key] = [Source(f"{step.name!r}'s input", None, "")]
-            else:
-                found = list(sc.start) if step.name in sc.first else []
-                for pred in sc.preds.get(step.name, ()):
-                    other = sc.visible.get(pred)
-                    if other is not None and other[0] is sc:
-                        found.extend(self.output(sc, other[1]))
-                if step.name in sc.last_dependency:  # say why that one
-                    found = [
-                        Source(f"{s.who} (its last listed dependency)", s.shape, s.has)
-                        for s in found
-                    ]
-                self.ins[key] = _unique(found)
+        if key in self.ins:
+            return self.ins[key]
+        guard = ("in", id(sc), step.name)
+        if step.name in sc.unknown or guard in self.busy or len(self.busy) > _MAX_CHAIN:
+            return [Source(f"{step.name!r}'s input", None, "")]
+        self.busy.add(guard)
+        try:
+            self.ins[key] = _unique(self._received(sc, step))
+        finally:
+            self.busy.discard(guard)
         return self.ins[key]
+
+    def _received(self, sc: _Scope, step: models.StepBase) -> list[Source]:
+        found = list(sc.start) if step.name in sc.first else []
+        for pred in sc.preds.get(step.name, ()):
+            other = sc.visible.get(pred)
+            if other is None or other[0] is not sc:
+                continue
+            found.extend(self.output(sc, other[1]))
+            if other[1].condition is not None and step.name not in sc.last_dependency:
+                found.extend(self.received(sc, other[1]))  # skipped, it passes its input on
+        if step.name in sc.last_dependency:  # say why that one
+            found = [Source(f"{s.who} (its last listed dependency)", s.shape, s.has) for s in found]
+        return found
 
     def output(self, sc: _Scope, step: models.StepBase) -> list[Source]:
         """What ``step`` passes on when it succeeds."""

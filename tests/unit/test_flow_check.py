@@ -360,3 +360,16 @@ def test_a_loop_going_round_passes_on_what_led_to_it() -> None:
         "steps[0].inputSchema: step 'fetch' needs field 'page' (integer), which 'fetch' does not"
         " output (its output schema has: count)"
     ]
+
+
+def test_a_step_skipped_by_its_condition_passes_its_own_input_on() -> None:
+    found = _issues(
+        workflow("w")
+        .task("a", "a", output_schema=Order)
+        .task("maybe", "m", output_schema=Charge, condition="a.total > 10")
+        .task("b", "b", input_schema=Charge)
+    )
+    assert found == [
+        "steps[2].inputSchema: step 'b' needs field 'amount' (integer), which 'a' does not"
+        " output (its output schema has: order_id, total)"
+    ]
