@@ -7,12 +7,13 @@ import contextlib
 from typing import Any, Literal
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from statemachine import DefinitionError, workflow
-from statemachine.definition import flow_shapes, models
+from statemachine.definition import flow_shapes, loader, models
 from statemachine.definition.builder import branch, when
 
 
@@ -373,3 +374,16 @@ def test_a_step_skipped_by_its_condition_passes_its_own_input_on() -> None:
         "steps[2].inputSchema: step 'b' needs field 'amount' (integer), which 'a' does not"
         " output (its output schema has: order_id, total)"
     ]
+
+
+def test_a_stored_copy_loads_without_the_flow_check_so_its_instances_resume() -> None:
+    data = {
+        "id": "w",
+        "steps": [
+            {"id": "a", "action": "a", "outputSchema": Order.model_json_schema()},
+            {"id": "b", "action": "b", "inputSchema": Charge.model_json_schema()},
+        ],
+    }
+    with pytest.raises(DefinitionError):
+        loader.load_yaml_text(yaml.safe_dump(data))
+    assert loader.load_dict(data).step_index()["b"].kind == "task"
