@@ -160,7 +160,7 @@ def mapping(step: str, value: Any, gap: shapes.Gap, loc: Loc) -> errors.Issue:
         have = shapes.describe(gap.have) if gap.have is not None else "any value"
         what = f"field {gap.path!r}" if gap.path else "its input"
         written = sets.get(top) if top in sets else value
-        shown = f" ({written!r})" if isinstance(written, str) else ""
+        shown = f" ({written!r})" if isinstance(written, str) and "${{" in written else ""
         msg = f"step {step!r} needs {what} as {need}, but its input mapping gives {have}{shown}"
     return _issue(at, msg)
 

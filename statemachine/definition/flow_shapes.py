@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 JsonSchema = Mapping[str, Any]
 
-_UNDECIDED = ("allOf", "not", "if", "patternProperties", "$dynamicRef", "dependentSchemas")
+# after `resolve`, a `$ref` left is one it cannot follow (another document, or too deep)
+_UNDECIDED = ("allOf", "not", "if", "patternProperties", "$ref", "$dynamicRef", "dependentSchemas")
 _SIMPLE = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 
 
@@ -130,6 +131,8 @@ def _alternatives(shape: Shape) -> list[Shape]:
 def describe(shape: Shape) -> str:
     """A short type name for messages: ``integer``, ``string | null``, ``one of 'a', 'b'``."""
     values = _values(shape.node)
+    if values is not None and len(values) == 1:
+        return repr(values[0])
     if values is not None and len(values) <= 5:
         return "one of " + ", ".join(repr(v) for v in values)
     found = types(shape)
@@ -193,7 +196,7 @@ class Gap:
     """One proven misfit: ``path`` is the field (``amount``, ``items[].sku``; "" for the value)."""
 
     path: str
-    kind: str  # "missing" (not declared), "optional" (declared, may be absent), "type"
+    kind: str  # "missing" (not declared), "optional" (may be absent), "type", "extra" (refused)
     need: Shape
     have: Shape | None
     have_fields: tuple[str, ...] = ()

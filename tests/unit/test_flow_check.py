@@ -387,3 +387,14 @@ def test_a_stored_copy_loads_without_the_flow_check_so_its_instances_resume() ->
     with pytest.raises(DefinitionError):
         loader.load_yaml_text(yaml.safe_dump(data))
     assert loader.load_dict(data).step_index()["b"].kind == "task"
+
+
+def test_a_constant_in_a_mapping_is_checked_as_its_value() -> None:
+    found = _issues(
+        workflow("w").task("b", "b", input_schema=Charge, input={"order_id": "o", "amount": "ten"})
+    )
+    assert found == [
+        "steps[0].input.amount: step 'b' needs field 'amount' as integer, but its input mapping"
+        " gives 'ten'"
+    ]
+    workflow("w").task("b", "b", input_schema=Charge, input={"order_id": "o", "amount": 10}).build()
