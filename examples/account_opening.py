@@ -5,14 +5,29 @@ from __future__ import annotations
 from statemachine.definition.builder import workflow
 from statemachine.definition.models import WorkflowDefinition
 
+PERSON = {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}}
+CONTACT = {
+    "type": "object",
+    "required": ["contact_id"],
+    "properties": {"contact_id": {"type": "string"}},
+}
+EMAIL = {
+    "type": "object",
+    "required": ["to", "template"],
+    "properties": {"to": {"type": "string"}, "template": {"type": "string"}},
+}
+
 
 def build() -> WorkflowDefinition:
     return (
-        workflow("account-opening", version="1", title="Account opening")
-        .task("create-account", "upsertCrmContact")
+        workflow("account-opening", input_schema=PERSON, version="1", title="Account opening")
+        .task("create-account", "upsertCrmContact", output_schema=CONTACT)
         .subworkflow("verify", workflow="kyc-check", input={"email": "${{ input.email }}"})
         .task(
-            "welcome", "sendEmail", input={"to": "${{ input.email }}", "template": "account-ready"}
+            "welcome",
+            "sendEmail",
+            input_schema=EMAIL,
+            input={"to": "${{ input.email }}", "template": "account-ready"},
         )
         .build()
     )

@@ -5,11 +5,19 @@ from __future__ import annotations
 from statemachine.definition.builder import workflow
 from statemachine.definition.models import WorkflowDefinition
 
+JOB = {"type": "object", "required": ["dataset"], "properties": {"dataset": {"type": "string"}}}
+SUBMITTED = {"type": "object", "required": ["job_id"], "properties": {"job_id": {"type": "string"}}}
+
 
 def build() -> WorkflowDefinition:
     return (
-        workflow("batch-job", version="1", title="Batch job")
-        .task("submit", "submitBatchJob", input={"dataset": "${{ input.dataset }}"})
+        workflow("batch-job", input_schema=JOB, version="1", title="Batch job")
+        .task(
+            "submit",
+            "submitBatchJob",
+            output_schema=SUBMITTED,
+            input={"dataset": "${{ input.dataset }}"},
+        )
         .poll(
             "wait-for-job",
             check="checkBatchStatus",  # returns {"done": bool, "result": ...}

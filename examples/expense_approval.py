@@ -5,11 +5,24 @@ from __future__ import annotations
 from statemachine.definition.builder import when, workflow
 from statemachine.definition.models import WorkflowDefinition
 
+EXPENSE = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
+SUBMITTED = {
+    "type": "object",
+    "required": ["expense_id", "amount"],
+    "properties": {"expense_id": {"type": "string"}, "amount": {"type": "number"}},
+}
+
 
 def build() -> WorkflowDefinition:
     return (
-        workflow("expense-approval", version="1", title="Expense approval")
-        .task("submit", "submitExpense", input={"amount": "${{ input.amount }}"})
+        workflow("expense-approval", input_schema=EXPENSE, version="1", title="Expense approval")
+        .task(
+            "submit",
+            "submitExpense",
+            input_schema=EXPENSE,
+            output_schema=SUBMITTED,
+            input={"amount": "${{ input.amount }}"},
+        )
         .wait(
             "decision",
             event="managerDecision",

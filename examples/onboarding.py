@@ -5,13 +5,30 @@ from __future__ import annotations
 from statemachine.definition.builder import workflow
 from statemachine.definition.models import WorkflowDefinition
 
+USER = {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}}
+EMAIL = {
+    "type": "object",
+    "required": ["to", "template"],
+    "properties": {"to": {"type": "string"}, "template": {"type": "string"}},
+}
+
 
 def build() -> WorkflowDefinition:
     return (
-        workflow("onboarding", version="1", title="User onboarding")
-        .task("welcome", "sendEmail", input={"to": "${{ input.email }}", "template": "welcome"})
+        workflow("onboarding", input_schema=USER, version="1", title="User onboarding")
+        .task(
+            "welcome",
+            "sendEmail",
+            input_schema=EMAIL,
+            input={"to": "${{ input.email }}", "template": "welcome"},
+        )
         .wait("wait-3-days", duration="3d")
-        .task("tips", "sendEmail", input={"to": "${{ input.email }}", "template": "tips"})
+        .task(
+            "tips",
+            "sendEmail",
+            input_schema=EMAIL,
+            input={"to": "${{ input.email }}", "template": "tips"},
+        )
         .build()
     )
 

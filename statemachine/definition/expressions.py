@@ -41,6 +41,11 @@ class Expression:
     names: frozenset[str]
     _tree: ast.expr = field(repr=False, compare=False)
 
+    @property
+    def tree(self) -> ast.expr:
+        """The checked syntax tree, for static readers (the build-time flow check)."""
+        return self._tree
+
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """The value of the expression; only ``names`` are visible. Raises ``ExpressionError``."""
         return self._evaluate(names, expression_cost.Budget())

@@ -18,12 +18,12 @@ from statemachine import errors
 from statemachine.definition import models, validation, yaml_reader, yaml_source
 
 
-def _load(doc: yaml_source.SourceDocument) -> models.WorkflowDefinition:
+def _load(doc: yaml_source.SourceDocument, *, flow: bool = True) -> models.WorkflowDefinition:
     reader = yaml_reader.Reader(doc)
     definition = reader.definition()
     found = list(reader.found)
     if definition is not None:  # with field issues too: every problem in one pass
-        found.extend(validation.validate(definition))
+        found.extend(validation.validate(definition, flow=flow))
     if found or definition is None:
         # a required field whose inline callable was refused is also "missing": report it once
         refused = {_field_of(i.location) for i in found if i.code == "not_loadable"}
@@ -121,5 +121,9 @@ def load_definitions(folder: str | os.PathLike[str]) -> list[models.WorkflowDefi
 
 
 def load_dict(data: dict[str, Any], *, path: str | None = None) -> models.WorkflowDefinition:
-    """A definition from its ``to_dict()`` form (e.g. the canonical copy stored with instances)."""
-    return _load(yaml_source.SourceDocument(data=data, path=path, positions={}, key_positions={}))
+    """A definition from its ``to_dict()`` form (e.g. the canonical copy stored with instances).
+
+    The typed data flow is not checked again: a stored copy was checked when it was registered,
+    and its running instances must resume even where a later check finds more to report."""
+    doc = yaml_source.SourceDocument(data=data, path=path, positions={}, key_positions={})
+    return _load(doc, flow=False)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import expressions, graph, issues, models
+from statemachine.definition import expressions, flow_check, graph, issues, models
 
 Loc = issues.Loc
 
@@ -32,8 +32,9 @@ class _Scope:
     what: str  # "workflow", "branch" or "iterator", for messages
 
 
-def validate(definition: models.WorkflowDefinition) -> list[errors.Issue]:
-    """Every problem of ``definition``, in a stable order; empty when it is sound."""
+def validate(definition: models.WorkflowDefinition, *, flow: bool = True) -> list[errors.Issue]:
+    """Every problem of ``definition``, in a stable order; empty when it is sound. ``flow``:
+    also check the typed data flow (not for a stored copy that was checked when registered)."""
     found: list[errors.Issue] = []
     found.extend(_positive(definition.timeout, ("timeout",)))
     if definition.default_retry is not None:
@@ -47,6 +48,8 @@ def validate(definition: models.WorkflowDefinition) -> list[errors.Issue]:
     steps = tuple(definition.steps)
     top = _Scope(steps, ("steps",), BASE_NAMES | {s.name for s in steps}, "workflow")
     found.extend(_scope(top))
+    if flow:  # typed data flow: schemas along every edge
+        found.extend(flow_check.check(definition))
     return found
 
 

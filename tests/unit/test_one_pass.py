@@ -4,7 +4,8 @@ Each file of ``tests/unit/broken/`` says what it must produce, one ``# expect: L
 LOCATION | words...`` comment per issue (the words must appear in the message, in any order of
 files). A file mixes field mistakes (a bad duration, an unknown enum value) with graph mistakes
 (an unknown reference, an unknown expression name, a duplicate): before, the graph ones were
-reported only once the field ones had been fixed.
+reported only once the field ones had been fixed. ``broken/flow/`` holds one file per kind of
+data-flow edge a schema mismatch can sit on (the build-time flow check).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _expected(path: Path) -> list[tuple[int, int, str, str]]:
     return [(int(a), int(b), loc, words) for a, b, loc, words in _EXPECT.findall(text)]
 
 
-@pytest.mark.parametrize("path", sorted(BROKEN.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(BROKEN.rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_problem_once_at_its_key_as_written(path: Path) -> None:
     expected = _expected(path)
     assert expected, f"{path.name} declares no expected issue"
