@@ -81,9 +81,7 @@ def load_cases(source: str | Path | Sequence[Any]) -> list[Case]:
         raw = raw["cases"]
     if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
         raise SimulationError(f"{where}: expected a list of cases, got {type(raw).__name__}")
-    cases = [
-        item if isinstance(item, Case) else parse_case(item, i) for i, item in enumerate(raw)
-    ]
+    cases = [item if isinstance(item, Case) else parse_case(item, i) for i, item in enumerate(raw)]
     seen: set[str] = set()
     for case in cases:
         if case.name in seen:

@@ -27,7 +27,7 @@ _OUTCOMES = frozenset(
 _ITEM = re.compile(r"@\d+(?=/|$)")  # a map item's index in a step path: send-all/recipient@0/send
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Edge:
     """One way through the graph between step paths; ``target`` None is the scope's end."""
 
@@ -35,6 +35,9 @@ class Edge:
     target: str | None
     kind: str
     label: str = ""
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.source, self.target or "", self.kind, self.label)
 
     def __str__(self) -> str:
         to = "end" if self.target is None else self.target
@@ -96,7 +99,9 @@ def _scope_edges(steps: Sequence[models.StepBase], prefix: str) -> Iterable[Edge
             if isinstance(step, models.LoopStep):
                 yield Edge(path, prefix + step.target, "loop", graph.label_of(step.condition))
             nxt = graph.sequential_next(steps, i, handlers)
-            yield Edge(path, None if nxt is None else prefix + nxt, "end" if nxt is None else "next")
+            yield Edge(
+                path, None if nxt is None else prefix + nxt, "end" if nxt is None else "next"
+            )
         if step.on_error == "branch" and step.error_next:
             yield Edge(path, prefix + step.error_next, "error")
         for br in models.child_branches(step):
@@ -197,9 +202,9 @@ def _dag_in(
             if edge.target != name:
                 continue
             exact = prefix + source.rsplit("/", 1)[-1]
-            if edge.kind == "dependency" and exact in started:
-                taken.add(edge)
-            elif edge.kind == "error" and last_event.get(exact) == "workflow.step.failed":
+            ran = edge.kind == "dependency" and exact in started
+            failed = edge.kind == "error" and last_event.get(exact) == "workflow.step.failed"
+            if ran or failed:
                 taken.add(edge)
     return taken
 

@@ -35,7 +35,7 @@ class CaseResult:
             "output": self.output,
             "error": self.error,
             "steps": list(self.steps),
-            "edges": [_edge_dict(e) for e in sorted(self.edges)],
+            "edges": [_edge_dict(e) for e in sorted(self.edges, key=Edge.sort_key)],
             "calls": dict(self.calls),
         }
 
@@ -94,8 +94,11 @@ class Coverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "steps": {"percent": self.step_coverage, "uncovered": self.uncovered_steps,
-                      "runs": dict(self.steps)},
+            "steps": {
+                "percent": self.step_coverage,
+                "uncovered": self.uncovered_steps,
+                "runs": dict(self.steps),
+            },
             "edges": {
                 "percent": self.edge_coverage,
                 "uncovered": [_edge_dict(e) for e in self.uncovered_edges],

@@ -10,6 +10,7 @@ A case that has not finished when its time is up is reported with the status it 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -102,7 +103,8 @@ class Simulator:
         try:
             root = self.engine.start(self.main.name, case.input)
         except errors.StatemachineError as exc:
-            raise SimulationError(f"case {case.name!r}: the workflow refused the input: {exc}")
+            message = f"case {case.name!r}: the workflow refused the input: {exc}"
+            raise SimulationError(message) from None
         try:
             self.settle(root, 0.0)
             for event in case.events:
@@ -188,10 +190,8 @@ class Simulator:
         return root
 
     def _stop(self, root: str) -> None:
-        try:
+        with contextlib.suppress(errors.InvalidTransition):
             self.engine.cancel(root)
-        except errors.InvalidTransition:
-            pass
 
 
 def _definition(value: DefinitionLike) -> models.WorkflowDefinition:
