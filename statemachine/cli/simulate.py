@@ -59,7 +59,8 @@ def simulate(
     try:
         report = run_simulation(main, cases, definitions=others)
     except errors.StatemachineError as exc:
-        output.fail(f"{cases}: {output.one_line(exc)}")
+        message = output.one_line(exc)
+        output.fail(message if message.startswith(str(cases)) else f"{cases}: {message}")
     if as_json:
         output.stdout.print_json(json.dumps(report.to_dict(), default=str))
     else:
@@ -154,6 +155,8 @@ def _print(report: SimulationReport) -> None:
             detail = f"{case.error.get('type')}: {case.error.get('message')}"
         else:
             detail = json.dumps(case.output, default=str)
+        if case.notes:
+            detail += "\n" + "\n".join(case.notes)
         style = STATUS_STYLES.get(case.status, "")
         table.add_row(case.name, Text(case.status, style=style), " > ".join(case.steps), detail)
     out.print(table)

@@ -17,7 +17,8 @@ from statemachine.simulation.coverage import Edge, RulePoint
 @dataclass(frozen=True)
 class CaseResult:
     """One case's run: its final status, output or error, the steps it started (first start
-    order, map items folded), and how often each mocked action was called."""
+    order, map items folded), how often each mocked action was called, what went unsaid
+    (``notes``: an event that came after the end) and how much simulated time it took."""
 
     name: str
     status: str
@@ -26,6 +27,8 @@ class CaseResult:
     steps: tuple[str, ...]
     edges: frozenset[Edge]
     calls: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    elapsed: float | None = None  # simulated seconds from start to end; None: not finished
     instance_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,6 +40,8 @@ class CaseResult:
             "steps": list(self.steps),
             "edges": [_edge_dict(e) for e in sorted(self.edges, key=Edge.sort_key)],
             "calls": dict(self.calls),
+            "notes": list(self.notes),
+            "elapsed": self.elapsed,
         }
 
 

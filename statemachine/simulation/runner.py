@@ -20,7 +20,7 @@ from statemachine import engine as engines
 from statemachine import errors, records
 from statemachine.definition import issues, loader, models
 from statemachine.simulation import coverage, mocks
-from statemachine.simulation.cases import Case, SimulationError, load_cases
+from statemachine.simulation.cases import Case, Event, SimulationError, load_cases
 from statemachine.simulation.clock import ManualClock
 from statemachine.simulation.report import CaseResult, SimulationReport, build_coverage
 
@@ -105,12 +105,12 @@ class Simulator:
         except errors.StatemachineError as exc:
             message = f"case {case.name!r}: the workflow refused the input: {exc}"
             raise SimulationError(message) from None
+        notes: list[str] = []
         try:
             self.settle(root, 0.0)
             for event in case.events:
                 self.settle(root, event.after)
-                target = self._waiting_for(root, event.name)
-                self.engine.send_event(target, event.name, event.data)
+                self._send(root, event, notes)
                 self.settle(root, 0.0)
             self.settle(root, case.advance)
         except errors.StatemachineError as exc:
@@ -119,9 +119,19 @@ class Simulator:
             raise SimulationError(f"case {case.name!r}: {exc}") from None
         if self.actions.problems:
             raise SimulationError(f"case {case.name!r}: {self.actions.problems[0]}")
-        return self._result(case, root)
+        return self._result(case, root, notes)
 
-    def _result(self, case: Case, root: str) -> CaseResult:
+    def _send(self, root: str, event: Event, notes: list[str]) -> None:
+        """Send ``event`` to the instance of the case that waits for it; one that arrives after
+        the run ended (a decision later than the wait's timeout) is a note, not an error."""
+        target = self._waiting_for(root, event.name)
+        try:
+            self.engine.send_event(target, event.name, event.data)
+        except errors.InvalidTransition:
+            status = self.engine.get(target).status
+            notes.append(f"event {event.name!r} not delivered: the instance had ended ({status})")
+
+    def _result(self, case: Case, root: str, notes: list[str]) -> CaseResult:
         instance = self.engine.get(root)
         trace = coverage.trace(self.main, self.engine.history(root))
         self.rules.append(trace.rules)
@@ -138,6 +148,8 @@ class Simulator:
             steps=tuple(trace.steps),
             edges=frozenset(trace.edges),
             calls=self.actions.calls,
+            notes=tuple(notes),
+            elapsed=_elapsed(instance),
             instance_id=root,
         )
 
@@ -192,6 +204,13 @@ class Simulator:
     def _stop(self, root: str) -> None:
         with contextlib.suppress(errors.InvalidTransition):
             self.engine.cancel(root)
+
+
+def _elapsed(instance: records.WorkflowInstance) -> float | None:
+    """Simulated seconds from the start to the end of a finished run (None: not finished)."""
+    if instance.completed_at is None or instance.started_at is None:
+        return None
+    return (instance.completed_at - instance.started_at).total_seconds()
 
 
 def _definition(value: DefinitionLike) -> models.WorkflowDefinition:
