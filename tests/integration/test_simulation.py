@@ -6,6 +6,7 @@ Each case runs on a real in-memory engine with a ManualClock; nothing here sleep
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -361,3 +362,13 @@ def test_input_the_workflow_refuses_names_the_case() -> None:
         simulate(typed, [{"name": "bad", "input": {"order_id": 3}}])
     report = simulate(typed, [{"name": "good", "input": {"order_id": "o-1"}}])
     assert report.case("good").output == {"order_id": "o-1"}
+
+
+@pytest.mark.parametrize("page", ["api.md", "simulation.md"])
+def test_the_docs_examples_run_as_written(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # they name definitions/ and examples/ from the repository root
+    text = (ROOT / "docs" / page).read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "simulate(" in b]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, f"docs/{page}", "exec"), {})
