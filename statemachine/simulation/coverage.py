@@ -6,7 +6,8 @@ and a sequential scope's exit (``end``). A run's history has no "edge" entries, 
 inferred: in a sequential scope, consecutive starts of the same scope instance are the edge
 between them (the earlier step's last event tells an error branch or a loop's back-edge apart
 when both lead to the same step); in a DAG, a dependency edge is taken when its step starts
-after its dependency ran; a branch entry when a step of that branch starts.
+after its dependency ran; a branch entry when a step of that branch starts. Only the public
+read models (``HistoryEntry``) are read: the engine's internals may change under it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from statemachine import records
+from statemachine import HistoryEntry
 from statemachine.definition import graph, models
 
 # the kinds of edge, in the order a report lists them
@@ -116,7 +117,7 @@ def plain(path: str) -> str:
     return _ITEM.sub("", path)
 
 
-def trace(definition: models.WorkflowDefinition, history: Sequence[records.HistoryEntry]) -> Trace:
+def trace(definition: models.WorkflowDefinition, history: Sequence[HistoryEntry]) -> Trace:
     """What the run whose ``history`` this is went through, against ``definition``'s graph."""
     edges = graph_edges(definition)
     out_of: dict[str, list[Edge]] = {}
@@ -167,7 +168,7 @@ def _scope(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
-def _reason(entry: records.HistoryEntry) -> str:
+def _reason(entry: HistoryEntry) -> str:
     data = entry.data if isinstance(entry.data, dict) else {}
     reason = data.get("reason")
     return str(reason.get("kind") if isinstance(reason, dict) else reason or "unknown")

@@ -16,8 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from statemachine import engine as engines
-from statemachine import errors, records
+from statemachine import Engine, WorkflowInstance, errors
 from statemachine.definition import issues, loader, models
 from statemachine.simulation import coverage, mocks
 from statemachine.simulation.cases import Case, Event, SimulationError, load_cases
@@ -87,7 +86,7 @@ class Simulator:
         self.main = main
         self.clock = ManualClock()
         self.actions = mocks.Actions()
-        self.engine = engines.Engine("sqlite:///:memory:", clock=self.clock)
+        self.engine = Engine("sqlite:///:memory:", clock=self.clock)
         self.rules: list[dict[str, set[str]]] = []
         self.actions.register(self.engine, actions)
         self.engine.register(list(family))
@@ -173,7 +172,7 @@ class Simulator:
                 return
         raise SimulationError(f"time did not settle after {MAX_TICKS} timers")
 
-    def _tree(self, root: str) -> list[records.WorkflowInstance]:
+    def _tree(self, root: str) -> list[WorkflowInstance]:
         """The case's instances: the root and its subworkflows, at any depth."""
         found = [self.engine.get(root)]
         todo = [root]
@@ -206,7 +205,7 @@ class Simulator:
             self.engine.cancel(root)
 
 
-def _elapsed(instance: records.WorkflowInstance) -> float | None:
+def _elapsed(instance: WorkflowInstance) -> float | None:
     """Simulated seconds from the start to the end of a finished run (None: not finished)."""
     if instance.completed_at is None or instance.started_at is None:
         return None

@@ -22,6 +22,10 @@ DEFINITIONS = ROOT / "definitions"
 
 EXPENSE = DEFINITIONS / "expense-approval.yaml"
 SUBMITTED = {"expense_id": "exp-1", "amount": 120}
+# inputs and results shaped as the real ones (examples/actions.py): the definitions may gain
+# input and output schemas
+EXPENSE_IN = {"amount": 120}
+ORDER_IN = {"order_id": "o-1", "items": ["book"], "amount": 12.5, "email": "ada@example.com"}
 
 
 class _Order(BaseModel):
@@ -142,7 +146,7 @@ def test_exceptions_and_sequences_of_results() -> None:
     cases = [
         {  # a Python exception instance, then a value: retried after 1s and 2s of clock
             "name": "third try",
-            "input": {"order_id": "o-1"},
+            "input": ORDER_IN,
             "actions": {
                 **base,
                 "chargePayment": [TimeoutError("gateway"), {"raise": "again"}, {"charge_id": "c"}],
@@ -151,12 +155,12 @@ def test_exceptions_and_sequences_of_results() -> None:
         },
         {  # without time passing, the retry's timer has not fired: the run waits
             "name": "no time",
-            "input": {"order_id": "o-1"},
+            "input": ORDER_IN,
             "actions": {**base, "chargePayment": [TimeoutError("gateway"), {"charge_id": "c"}]},
         },
         {
             "name": "declined",
-            "input": {"order_id": "o-1"},
+            "input": ORDER_IN,
             "actions": {**base, "chargePayment": CriticalError("card declined")},
             "advance": "1m",
         },
@@ -187,8 +191,18 @@ def test_events_are_sent_after_their_time() -> None:
     report = simulate(
         EXPENSE,
         [
-            {"name": "in time", "actions": actions, "events": [{**decision, "after": "2d"}]},
-            {"name": "too late", "actions": actions, "events": [{**decision, "after": "4d"}]},
+            {
+                "name": "in time",
+                "input": EXPENSE_IN,
+                "actions": actions,
+                "events": [{**decision, "after": "2d"}],
+            },
+            {
+                "name": "too late",
+                "input": EXPENSE_IN,
+                "actions": actions,
+                "events": [{**decision, "after": "4d"}],
+            },
         ],
     )
     in_time = report.case("in time")
@@ -236,8 +250,12 @@ def test_polls_and_loops_take_successive_results() -> None:
         [
             {
                 "name": "two pages",
+                "input": {"url": "https://api.example.com/items"},
                 "actions": {
-                    "fetchPage": [{"page": 0, "has_more": True}, {"page": 1, "has_more": False}],
+                    "fetchPage": [
+                        {"page": 0, "items": [0, 1, 2], "has_more": True},
+                        {"page": 1, "items": [10, 11, 12], "has_more": False},
+                    ],
                     "processPage": {"processed": 3},
                 },
             }
@@ -258,7 +276,7 @@ def test_subworkflows_need_their_definition() -> None:
         "sendEmail": {"sent": True, "template": "account-ready"},
     }
     with pytest.raises(SimulationError, match="starts workflow 'kyc-check': pass its definition"):
-        simulate(parent, [{"name": "opened", "actions": actions}])
+        simulate(parent, [{"name": "opened", "input": {"email": "a@b"}, "actions": actions}])
     report = simulate(
         parent,
         [{"name": "opened", "input": {"email": "a@b"}, "actions": actions}],
@@ -275,8 +293,9 @@ def test_a_map_and_a_parallel_enter_their_branches() -> None:
         [
             {
                 "name": "in stock",
+                "input": {"order_id": "o-1", "items": ["book"]},
                 "actions": {
-                    "validateOrder": {"order_id": "o", "valid": True, "in_stock": True},
+                    "validateOrder": {"order_id": "o-1", "valid": True, "in_stock": True},
                     "shipOrder": {"tracking": "T", "carrier": "post"},
                     "notifyCustomer": {"notified": True},
                 },
@@ -338,7 +357,11 @@ def test_a_list_of_results_that_runs_out_is_an_error() -> None:
     loop = DEFINITIONS / "retry-loop.yaml"
     case = {
         "name": "short",
-        "actions": {"fetchPage": [{"has_more": True}], "processPage": {"processed": 0}},
+        "input": {"url": "https://api.example.com/items"},
+        "actions": {
+            "fetchPage": [{"page": 0, "items": [1], "has_more": True}],
+            "processPage": {"processed": 1},
+        },
     }
     with pytest.raises(SimulationError, match=r"case 'short': action 'fetchPage' was called 2 "):
         simulate(loop, [case])
@@ -346,7 +369,7 @@ def test_a_list_of_results_that_runs_out_is_an_error() -> None:
 
 def test_cases_from_yaml_text_with_raise() -> None:
     cases = load_cases(
-        "- name: boom\n  actions:\n    submitExpense: {raise: no budget, critical: true}\n"
+        "- name: boom\n  input: {amount: 120}\n  actions:\n    submitExpense: {raise: no budget, critical: true}\n"
     )
     report = simulate(EXPENSE, cases)
     case = report.case("boom")

@@ -60,6 +60,7 @@ def test_below_min_coverage_exits_1_and_names_what_is_missing(tmp_path: Path) ->
     cases = tmp_path / "cases.yaml"
     cases.write_text(
         "- name: in stock\n"
+        "  input: {order_id: o-1, items: [book]}\n"
         "  actions:\n"
         "    validateOrder: {order_id: o-1, valid: true, in_stock: true}\n"
         "    shipOrder: {tracking: TRK-1, carrier: post}\n"
@@ -89,7 +90,8 @@ def test_below_min_coverage_exits_1_and_names_what_is_missing(tmp_path: Path) ->
         ),
         ("- {name: slow, advance: 3 days}", "case 'slow': advance: '3 days' is not a duration"),
         (
-            "- {name: partial, actions: {submitExpense: {x: 1}},"
+            "- {name: partial, input: {amount: 120},"
+            " actions: {submitExpense: {expense_id: exp-1, amount: 120}},"
             " events: [{name: managerDecision, data: {approved: false}}]}",
             "case 'partial': the run reached action 'notifyCustomer', which the case does not mock",
         ),
