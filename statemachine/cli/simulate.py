@@ -2,8 +2,8 @@
 
 Runs the cases on scripted actions (no database file, no worker, no real time) and prints each
 case's outcome and the coverage of the workflow's graph, naming what no case reached. For CI:
-``--min-coverage N`` exits 1 when edge coverage is below N percent; a cases file that cannot run
-as written exits 2 with one line naming the case.
+exit 1 when a case's ``expect`` is not met or (``--min-coverage N``) edge coverage is below N
+percent; a cases file that cannot run as written exits 2 with one line naming the case.
 
 FILE may be several files or folders: the workflow simulated is ``--workflow``, else the only
 one given, else the one the cases file is named after (``cases/order.yaml`` -> ``order``); the
@@ -65,12 +65,18 @@ def simulate(
         output.stdout.print_json(json.dumps(report.to_dict(), default=str))
     else:
         _print(report)
+    failed = False
+    for case in report.failed_cases:
+        output.error_line(f"case {case.name!r}: {'; '.join(case.unmet)}")
+        failed = True
     edge = report.coverage.edge_coverage
     if min_coverage is not None and edge < min_coverage:
         output.error_line(
             f"edge coverage {_pct(edge)} is below --min-coverage {min_coverage:g}%: "
             f"{len(report.coverage.uncovered_edges)} edge(s) no case took"
         )
+        failed = True
+    if failed:
         raise typer.Exit(exits.FAILED)
 
 
@@ -157,7 +163,9 @@ def _print(report: SimulationReport) -> None:
             detail = json.dumps(case.output, default=str)
         if case.notes:
             detail += "\n" + "\n".join(case.notes)
-        style = STATUS_STYLES.get(case.status, "")
+        if case.unmet:
+            detail += "\n" + "\n".join(f"not as expected: {u}" for u in case.unmet)
+        style = "bold red" if case.unmet else STATUS_STYLES.get(case.status, "")
         table.add_row(case.name, Text(case.status, style=style), " > ".join(case.steps), detail)
     out.print(table)
     cov = report.coverage

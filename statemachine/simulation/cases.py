@@ -18,7 +18,8 @@ import yaml
 from statemachine import errors
 from statemachine.definition import durations, issues
 
-CASE_KEYS = ("name", "description", "input", "actions", "events", "advance")
+CASE_KEYS = ("name", "description", "input", "actions", "events", "advance", "expect")
+EXPECT_KEYS = ("status", "output", "error")
 EVENT_KEYS = ("name", "data", "after")
 
 
@@ -63,6 +64,7 @@ class Case:
     events: tuple[Event, ...] = ()
     advance: float = 0.0
     description: str | None = None
+    expect: Mapping[str, Any] = field(default_factory=dict)  # status, output, error (text)
 
 
 def load_cases(source: str | Path | Sequence[Any]) -> list[Case]:
@@ -118,7 +120,20 @@ def parse_case(raw: Any, index: int) -> Case:
         events=tuple(_parse_event(e, name, i) for i, e in enumerate(events)),
         advance=seconds(raw.get("advance"), f"case {name!r}: advance"),
         description=raw.get("description"),
+        expect=_parse_expect(raw.get("expect"), name),
     )
+
+
+def _parse_expect(raw: Any, case: str) -> dict[str, Any]:
+    """``expect: completed`` or ``expect: {status, output, error}`` (error: text its message has)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = {"status": raw}
+    if not isinstance(raw, Mapping):
+        raise SimulationError(f"case {case!r}: expect is a status or {{status, output, error}}")
+    _check_keys(raw, EXPECT_KEYS, f"case {case!r}: expect", "expect")
+    return dict(raw)
 
 
 def parse_mock(raw: Any, case: str, action: str) -> Mock:

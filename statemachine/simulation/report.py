@@ -29,7 +29,12 @@ class CaseResult:
     calls: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     elapsed: float | None = None  # simulated seconds from start to end; None: not finished
+    unmet: tuple[str, ...] = ()  # the case's ``expect`` that the run did not meet
     instance_id: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.unmet
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +47,8 @@ class CaseResult:
             "calls": dict(self.calls),
             "notes": list(self.notes),
             "elapsed": self.elapsed,
+            "passed": self.passed,
+            "unmet": list(self.unmet),
         }
 
 
@@ -133,6 +140,11 @@ class SimulationReport:
     cases: tuple[CaseResult, ...]
     coverage: Coverage
 
+    @property
+    def failed_cases(self) -> list[CaseResult]:
+        """Cases whose ``expect`` the run did not meet."""
+        return [c for c in self.cases if not c.passed]
+
     def case(self, name: str) -> CaseResult:
         for case in self.cases:
             if case.name == name:
@@ -161,6 +173,24 @@ def build_coverage(
         edges={e: sum(e in r.edges for r in results) for e in edges},
         rules=tuple(RuleUse(p, frozenset(outcomes.get(p.step, ()))) for p in points),
     )
+
+
+def unmet(
+    expect: dict[str, Any], status: str, output: Any, error: dict[str, Any] | None
+) -> list[str]:
+    """What of ``expect`` (status, output, a text of the error message) the run did not meet."""
+    found = []
+    if "status" in expect and expect["status"] != status:
+        why = f" ({error.get('type')}: {error.get('message')})" if error else ""
+        found.append(f"expected status {expect['status']}, got {status}{why}")
+    if "output" in expect and expect["output"] != output:
+        found.append(f"expected output {expect['output']!r}, got {output!r}")
+    if "error" in expect:
+        message = str((error or {}).get("message", ""))
+        if error is None or str(expect["error"]) not in message:
+            got = f"{error.get('type')}: {message}" if error else "no error"
+            found.append(f"expected an error with {str(expect['error'])!r}, got {got}")
+    return found
 
 
 def _percent(counts: Any) -> float:

@@ -21,7 +21,7 @@ from statemachine.definition import issues, loader, models
 from statemachine.simulation import coverage, mocks
 from statemachine.simulation.cases import Case, Event, SimulationError, load_cases
 from statemachine.simulation.clock import ManualClock
-from statemachine.simulation.report import CaseResult, SimulationReport, build_coverage
+from statemachine.simulation.report import CaseResult, SimulationReport, build_coverage, unmet
 
 MAX_TICKS = 100_000  # timers fired within one span of time: a bound, not a budget
 
@@ -149,6 +149,7 @@ class Simulator:
             calls=self.actions.calls,
             notes=tuple(notes),
             elapsed=_elapsed(instance),
+            unmet=tuple(unmet(dict(case.expect), instance.status, instance.output, error)),
             instance_id=root,
         )
 

@@ -395,3 +395,27 @@ def test_the_docs_examples_run_as_written(page: str, monkeypatch: pytest.MonkeyP
     assert blocks
     for block in blocks:
         exec(compile(block, f"docs/{page}", "exec"), {})
+
+
+def test_expectations_are_checked() -> None:
+    actions = {"submitExpense": SUBMITTED, "notifyCustomer": {"notified": True}}
+    report = simulate(
+        EXPENSE,
+        [
+            {"name": "met", "input": EXPENSE_IN, "actions": actions, "advance": "3d",
+             "expect": {"status": "completed", "output": {"notified": True}}},
+            {"name": "wrong status", "input": EXPENSE_IN, "actions": actions,
+             "expect": "completed"},
+            {"name": "wrong error", "input": EXPENSE_IN,
+             "actions": {"submitExpense": {"raise": "no budget"}},
+             "expect": {"status": "failed", "error": "over budget"}},
+        ],
+    )  # fmt: skip
+    assert report.case("met").passed
+    assert [c.name for c in report.failed_cases] == ["wrong status", "wrong error"]
+    assert report.case("wrong status").unmet == ("expected status completed, got waiting",)
+    assert report.case("wrong error").unmet == (
+        "expected an error with 'over budget', got ActionFailed: no budget",
+    )
+    with pytest.raises(SimulationError, match=r"case 'x': expect: unknown key 'stauts'"):
+        simulate(EXPENSE, [{"name": "x", "expect": {"stauts": "failed"}}])

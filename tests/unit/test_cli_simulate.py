@@ -76,6 +76,25 @@ def test_below_min_coverage_exits_1_and_names_what_is_missing(tmp_path: Path) ->
     assert run(definition, "--cases", cases).returncode == 0  # no bar: a report only
 
 
+def test_an_unmet_expectation_exits_1(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- name: approved\n"
+        "  input: {amount: 120}\n"
+        "  expect: {status: completed, output: {paid: true}}\n"
+        "  actions:\n"
+        "    submitExpense: {expense_id: exp-1, amount: 120}\n"
+        "    notifyCustomer: {notified: true}\n"
+        "  advance: 3d\n"
+    )
+    result = run(DEFINITIONS / "expense-approval.yaml", "--cases", cases)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "case 'approved': expected output {'paid': True}, got {'notified': True}" in result.stderr
+    )
+    assert "not as expected" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
