@@ -71,7 +71,7 @@ def load_cases(source: str | Path | Sequence[Any]) -> list[Case]:
     """Cases from a YAML file path, YAML text, or a list of dicts (and ``Case`` objects)."""
     raw: Any = source
     where = "cases"
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
+    if isinstance(source, Path) or (isinstance(source, str) and _names_a_file(source)):
         path = Path(source)
         if not path.is_file():
             raise SimulationError(f"cases file {str(source)!r} not found")
@@ -92,6 +92,11 @@ def load_cases(source: str | Path | Sequence[Any]) -> list[Case]:
     if not cases:
         raise SimulationError(f"{where}: no cases")
     return cases
+
+
+def _names_a_file(text: str) -> bool:
+    """One line that does not open a YAML list or mapping is a path (``[]`` is YAML text)."""
+    return "\n" not in text and not text.lstrip().startswith(("-", "[", "{"))
 
 
 def _parse_yaml(text: str, where: str) -> Any:
