@@ -419,3 +419,37 @@ def test_expectations_are_checked() -> None:
     )
     with pytest.raises(SimulationError, match=r"case 'x': expect: unknown key 'stauts'"):
         simulate(EXPENSE, [{"name": "x", "expect": {"stauts": "failed"}}])
+
+
+def test_error_edges_told_apart_from_next_and_in_a_dag() -> None:
+    shared = load_yaml(
+        "id: shared\nsteps:\n"
+        "  - {id: a, action: risky, onError: branch, errorBranch: b, next: b}\n"
+        "  - {id: b, action: fix}\n"
+    )
+    report = simulate(
+        shared,
+        [
+            {"name": "fails", "actions": {"risky": {"raise": "x"}, "fix": {"ok": 1}}},
+            {"name": "works", "actions": {"risky": {"v": 1}, "fix": {"ok": 1}}},
+        ],
+    )
+    assert {str(e) for e in report.case("fails").edges} == {"a -> b [error]", "b -> end [end]"}
+    assert {str(e) for e in report.case("works").edges} == {"a -> b [next]", "b -> end [end]"}
+    dag = load_yaml(
+        "id: dag\nsteps:\n"
+        "  - {id: a, action: one}\n"
+        "  - {id: b, action: risky, dependsOn: [a], onError: branch, errorBranch: h}\n"
+        "  - {id: h, action: fix}\n"
+        "  - {id: c, action: one, dependsOn: [b]}\n"
+    )
+    actions = {"one": {"v": 1}, "risky": {"raise": "x"}, "fix": {"ok": 1}}
+    report = simulate(dag, [{"name": "fails", "actions": actions}])
+    case = report.case("fails")
+    assert case.steps == ("a", "b", "h")
+    assert {str(e) for e in case.edges} == {"a -> b [dependency]", "b -> h [error]"}
+    assert report.coverage.uncovered_edges == [Edge("b", "c", "dependency")]
+    assert report.coverage.unexercised_rules == []  # c's rule was decided: skipped
+    assert {r.point.step: set(r.outcomes) for r in report.coverage.rules}["c"] == {
+        "skipped: trigger_rule"
+    }
