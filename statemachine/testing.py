@@ -1,49 +1,16 @@
-"""Helpers for testing workflows: a clock you move by hand."""
+"""Helpers for testing workflows: a clock you move by hand, and a simulator with coverage.
+
+``simulate(definition, cases)`` runs a workflow against scripted actions on an in-memory
+database, moving a ``ManualClock`` instead of sleeping, and reports each case's outcome and the
+coverage of the graph (steps, edges, choice branches, trigger rules); see
+``statemachine.simulation``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from statemachine.simulation.cases import SimulationError, load_cases
+from statemachine.simulation.clock import ManualClock
+from statemachine.simulation.report import SimulationReport
+from statemachine.simulation.runner import simulate
 
-from statemachine import errors
-from statemachine.definition import durations
-
-__all__ = ["ManualClock"]
-
-
-class ManualClock:
-    """A clock that only moves when told: ``clock.advance("3d")`` then ``engine.run_due()``."""
-
-    real = False
-
-    def __init__(self, start: datetime | str | None = None) -> None:
-        if start is None:
-            start = datetime(2030, 1, 1, tzinfo=UTC)
-        elif isinstance(start, str):
-            start = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        self._now = start if start.tzinfo else start.replace(tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, duration: Any) -> datetime:
-        try:
-            seconds = durations.parse_duration(duration)
-        except durations.DurationSyntaxError as exc:
-            raise errors.InputValidationError(f"advance: {exc}") from None
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
-            return self._now
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self._now = when if when.tzinfo else when.replace(tzinfo=UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleeping on a manual clock moves it: in-process waits stay instant in tests."""
-        self.advance(max(0.0, seconds))
-        await asyncio.sleep(0)
+__all__ = ["ManualClock", "SimulationError", "SimulationReport", "load_cases", "simulate"]

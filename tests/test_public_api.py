@@ -47,7 +47,13 @@ def test_every_error_is_a_statemachine_error() -> None:
 
 
 def test_manual_clock_is_exported() -> None:
-    assert statemachine.testing.__all__ == ["ManualClock"]
+    assert statemachine.testing.__all__ == [
+        "ManualClock",
+        "SimulationError",
+        "SimulationReport",
+        "load_cases",
+        "simulate",
+    ]
     clock = statemachine.testing.ManualClock()
     before = clock.now()
     clock.advance("3d")
