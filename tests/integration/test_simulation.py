@@ -149,14 +149,21 @@ def test_exceptions_and_sequences_of_results() -> None:
             "input": ORDER_IN,
             "actions": {
                 **base,
-                "chargePayment": [TimeoutError("gateway"), {"raise": "again"}, {"charge_id": "c"}],
+                "chargePayment": [
+                    TimeoutError("gateway"),
+                    {"raise": "again"},
+                    {"charge_id": "c", "amount": 12.5},
+                ],
             },
             "advance": "5s",
         },
         {  # without time passing, the retry's timer has not fired: the run waits
             "name": "no time",
             "input": ORDER_IN,
-            "actions": {**base, "chargePayment": [TimeoutError("gateway"), {"charge_id": "c"}]},
+            "actions": {
+                **base,
+                "chargePayment": [TimeoutError("gateway"), {"charge_id": "c", "amount": 12.5}],
+            },
         },
         {
             "name": "declined",
@@ -293,7 +300,7 @@ def test_a_map_and_a_parallel_enter_their_branches() -> None:
         [
             {
                 "name": "in stock",
-                "input": {"order_id": "o-1", "items": ["book"]},
+                "input": ORDER_IN,
                 "actions": {
                     "validateOrder": {"order_id": "o-1", "valid": True, "in_stock": True},
                     "shipOrder": {"tracking": "T", "carrier": "post"},
@@ -336,6 +343,7 @@ def test_a_map_and_a_parallel_enter_their_branches() -> None:
         (
             {
                 "name": "partial",
+                "input": EXPENSE_IN,
                 "actions": {"submitExpense": SUBMITTED},
                 "events": [{"name": "managerDecision", "data": {"approved": True}}],
             },

@@ -60,7 +60,7 @@ def test_below_min_coverage_exits_1_and_names_what_is_missing(tmp_path: Path) ->
     cases = tmp_path / "cases.yaml"
     cases.write_text(
         "- name: in stock\n"
-        "  input: {order_id: o-1, items: [book]}\n"
+        "  input: {order_id: o-1, items: [book], amount: 12, email: a@b.c}\n"
         "  actions:\n"
         "    validateOrder: {order_id: o-1, valid: true, in_stock: true}\n"
         "    shipOrder: {tracking: TRK-1, carrier: post}\n"
