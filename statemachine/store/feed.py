@@ -5,7 +5,8 @@ the gaps it waits on. Used by the server's SSE streams; anything that follows hi
 
 from __future__ import annotations
 
-from statemachine.store.repository import FeedEntry, Repository
+from statemachine.store.records import FeedEntry
+from statemachine.store.repository import Repository
 
 BATCH = 200  # entries read at a time
 

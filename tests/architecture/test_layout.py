@@ -18,7 +18,6 @@ MAX_LINES = 400
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"definition.graph", "definition.models", "definition.render"}),
     frozenset({"runtime.interpreter", "runtime.saga", "runtime.scopes", "runtime.timers"}),
-    frozenset({"store.committer", "store.repository", "store.suspects"}),
     frozenset({"engine", "leases", "runner", "worker"}),
     frozenset({"cli", "cli_ops", "cli_serve"}),
 }
@@ -30,8 +29,6 @@ KNOWN_LARGE: set[str] = {
     "engine",
     "runner",
     "runtime.interpreter",
-    "store.committer",
-    "store.repository",
     "worker",
 }
 

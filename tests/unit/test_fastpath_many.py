@@ -1,4 +1,4 @@
-"""``FastPath.many``: a batch's rows as a few multi-row statements of recurring shapes."""
+"""``Writer.many``: a batch's rows as a few multi-row statements of recurring shapes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from statemachine.store.fastpath import FastPath
+from statemachine.store import tables
+from statemachine.store.sql_common import Writer
 
 
 @pytest.mark.parametrize(
@@ -29,15 +30,28 @@ def test_every_row_is_written_once_in_chunks_of_recurring_sizes(
 ) -> None:
     """Up to 8 rows in one statement of their own size; more in 64-row chunks, then falling
     powers of two down to a tail of 8 or fewer: few shapes, each cached by the driver."""
-    fast = FastPath("sqlite")
+    writer = Writer()
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-    sql = "INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
-    rows = [(k, f"v{k}") for k in range(count)]
+    conn.execute("CREATE TABLE sm_history (instance_id, seq, at, type, step, data)")
+    rows = [
+        ("i", k, "2026-01-01 00:00:00.000000", "t", None, f'{{"k": {k}}}') for k in range(count)
+    ]
     sizes = []
-    for text, params in fast.many(sql, rows):
-        sizes.append(len(params) // 2)
-        assert text.count("(?, ?)") == sizes[-1] and text.endswith("DO UPDATE SET v = excluded.v")
+    for text, params in writer.many(tables.HISTORY, rows):
+        sizes.append(len(params) // 6)
+        assert text.count("(:instance_id_") == sizes[-1] and text.startswith(
+            "INSERT INTO sm_history"
+        )
         conn.execute(text, params)
     assert sizes == expected
-    assert conn.execute("SELECT k, v FROM t ORDER BY k").fetchall() == rows
+    assert conn.execute("SELECT * FROM sm_history ORDER BY seq").fetchall() == rows
+
+
+def test_a_step_row_replaces_the_one_stored_at_its_path() -> None:
+    writer = Writer()
+    ((text, _),) = writer.many(tables.STEP, [("i", "p", "running") + (None,) * 8])
+    assert text.endswith("ON CONFLICT (instance_id, path) DO UPDATE SET status = excluded.status, "
+        "input = excluded.input, output = excluded.output, error = excluded.error, "
+        "attempts = excluded.attempts, iteration = excluded.iteration, "
+        "started_at = excluded.started_at, completed_at = excluded.completed_at, "
+        "next_attempt_at = excluded.next_attempt_at")  # fmt: skip
