@@ -43,8 +43,6 @@ def _type(column: sa.Column[Any]) -> str:
 
 
 class PostgresWriter(Writer):
-    pg = True
-
     def __init__(self) -> None:
         super().__init__()
         self._statements: dict[tuple[Shape, int, int], str] = {}

@@ -94,8 +94,6 @@ class Unmatched(Exception):
 class Writer:
     """The statements of the SQLite dialect, which needs no cast; ``postgres`` overrides."""
 
-    pg = False
-
     def __init__(self) -> None:
         self._updates: dict[Shape, str] = {}
         self._many: dict[tuple[str, int], tuple[str, list[str]]] = {}
