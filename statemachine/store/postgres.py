@@ -48,6 +48,8 @@ class PostgresWriter(Writer):
         self._statements: dict[tuple[Shape, int, int], str] = {}
         self._keys: dict[tuple[str, int], list[str]] = {}
 
+    PLACEHOLDER = "%s"
+
     @staticmethod
     def mark(name: str) -> str:
         return f"%({name})s"

@@ -44,7 +44,7 @@ class SqliteWriter(Writer):
         self._variables = variables
         self._times: dict[datetime, str] = {}  # recent timestamps, formatted
         self._names: dict[Shape, list[str]] = {}
-        self._batches: dict[tuple[Shape, int], tuple[str, list[str]]] = {}
+        self._batches: dict[tuple[Shape, int], str] = {}
         self._steps: list[tuple[Any, ...]] = []  # the batch's rows, written after its UPDATEs
         self._history: list[tuple[Any, ...]] = []
 
@@ -96,9 +96,8 @@ class SqliteWriter(Writer):
             size = max(1, self._variables() // len(names))
             for done in range(0, len(members), size):
                 chunk = members[done : done + size]
-                sql, keys = self._batch(shape, len(chunk))
                 values = chain.from_iterable([p.params[n] for n in names] for p in chunk)
-                cur.execute(sql, dict(zip(keys, values, strict=True)))
+                cur.execute(self._batch(shape, len(chunk)), tuple(values))
                 if cur.rowcount != len(chunk):
                     raise Unmatched
         ids = [p.transition.instance_id for p in prepared]
@@ -120,20 +119,19 @@ class SqliteWriter(Writer):
             self.update_sql(shape, record)
         return names
 
-    def _batch(self, shape: Shape, count: int) -> tuple[str, list[str]]:
+    def _batch(self, shape: Shape, count: int) -> str:
         """``count`` UPDATEs of ``shape`` as one, from a ``VALUES`` list (its columns are
-        ``v.column1``...), without RETURNING; and its parameters' names."""
+        ``v.column1``..., in the order of ``_parameters``), without RETURNING. The list's
+        parameters are positional: SQLite parses named ones in time quadratic in their number."""
         found = self._batches.get((shape, count))
         if found is None:
             names = self._parameters(shape)
-            keys = [f"{name}_{n}" for n in range(count) for name in names]
-            rows = ", ".join(
-                "(" + ", ".join(self.mark(f"{name}_{n}") for name in names) + ")"
-                for n in range(count)
-            )
+            row = "(" + ", ".join([self.PLACEHOLDER] * len(names)) + ")"
             column = {name: f"v.column{k}" for k, name in enumerate(names, start=1)}
-            sql = self.update_sql(shape, column.__getitem__, f" FROM (VALUES {rows}) AS v")
+            source = f" FROM (VALUES {', '.join([row] * count)}) AS v"
             if len(self._batches) > 64:  # sizes vary with the batch: keep a few
                 self._batches.clear()
-            found = self._batches[(shape, count)] = (sql, keys)
+            found = self._batches[(shape, count)] = self.update_sql(
+                shape, column.__getitem__, source
+            )
         return found
