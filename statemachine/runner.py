@@ -214,9 +214,8 @@ class InstanceRunner:
         if s.status == self.stored_status:
             columns.status = repo.KEEP  # stored already: left out of the UPDATE
         if wake is not None and self.stored_wake is not None and self.stored_wake <= wake <= now:
-            columns.wake_at = (
-                repo.KEEP
-            )  # due already: rewriting "due now" would only churn the index
+            # due already: rewriting "due now" would only churn the index
+            columns.wake_at = repo.KEEP
         # a runner that is paused, or ends the instance, writes whatever a pause did meanwhile
         abort_if_paused = abort_if_paused and s.status != "paused" and not terminal
         t = repo.Transition(
