@@ -559,12 +559,7 @@ class Engine:
     def _fence(self, instance_id: str, allowed: tuple[str, ...], verb: str) -> None:
         """Take the instance from whichever runner holds it: its next commit fails (LeaseLost),
         so the state read next is the one the control call decides on. A runner here stops now."""
-        fence = {
-            "lease_epoch": repo.IT.c.lease_epoch + 1,
-            "lease_owner": None,
-            "lease_expires_at": None,
-        }
-        t = repo.Transition(instance_id, None, fence, expect_status=allowed)
+        t = repo.Transition(instance_id, None, fence=True, expect_status=allowed)
         if not self.repo.commit_transition(t):
             self._allowed(instance_id, allowed, verb)  # raises, unless it changed back meanwhile
 
@@ -580,10 +575,6 @@ class Engine:
         """One compare-and-set: False if the instance changed since ``rec`` was read."""
         now = self.clock.now()
         vals = {**values, "updated_at": now}
-        if fence:
-            vals.update(
-                lease_epoch=repo.IT.c.lease_epoch + 1, lease_owner=None, lease_expires_at=None
-            )
         steps: builtins.list[repo.StepWrite] = []
         history = [repo.HistoryWrite(event, None, {}, now)]
         if decision is not None:
@@ -595,9 +586,9 @@ class Engine:
             notify = runner_mod.child_notice(rec, vals["status"], None, vals.get("error"))
         done = self.repo.commit_transition(
             repo.Transition(
-                rec.id, None, vals, steps, history, [], notify,
+                rec.id, None, repo.Columns(**vals), steps, history, [], notify,
                 expect_status=(rec.status,),
-                expect_seq=rec.history_seq if decision is not None else None,
+                expect_seq=rec.history_seq if decision is not None else None, fence=fence,
             )
         )  # fmt: skip
         if not done:

@@ -210,14 +210,17 @@ class InstanceRunner:
         history = [repo.HistoryWrite(h.type, h.step, h.data, now) for h in decision.history]
         # the parent learns in the same commit, or not at all
         notify = child_notice(self.rec, s.status, s.output, s.error) if terminal else []
-        stored = set()
+        columns = repo.Columns(**values)
         if s.status == self.stored_status:
-            stored.add("status")
+            columns.status = repo.KEEP  # stored already: left out of the UPDATE
         if wake is not None and self.stored_wake is not None and self.stored_wake <= wake <= now:
-            stored.add("wake_at")  # due already: rewriting "due now" would only churn the index
+            # due already: rewriting "due now" would only churn the index
+            columns.wake_at = repo.KEEP
+        # a runner that is paused, or ends the instance, writes whatever a pause did meanwhile
+        abort_if_paused = abort_if_paused and s.status != "paused" and not terminal
         t = repo.Transition(
-            self.rec.id, self.epoch, values, steps, history, consume, notify,
-            abort_if_paused=abort_if_paused, stored=frozenset(stored), create=self.birth,
+            self.rec.id, self.epoch, columns, steps, history, consume, notify,
+            abort_if_paused=abort_if_paused, create=self.birth,
         )  # fmt: skip
         status = await self.write(t)
         if self.birth is not None:
@@ -226,7 +229,7 @@ class InstanceRunner:
         self.stored_status = status
         self.last_beat = now
         self.written = values
-        if "wake_at" not in stored:
+        if columns.wake_at is not repo.KEEP:
             self.stored_wake = wake
         self.state = s
         self.advanced = True
@@ -249,10 +252,10 @@ class InstanceRunner:
         backoff = outage.Backoff(self.engine.outage, f"a commit of instance {self.rec.id}")
         while True:
             try:
-                if self.engine.active_runners > 1 and store.runner_shaped(t):
+                if self.engine.active_runners > 1:
                     # others are in flight: share their commit (one fsync for all), off the loop
-                    status = await store.committer.submit(t)
-                else:
+                    status = await store.submit(t)
+                else:  # a batch of one, written now
                     status = store.commit_transition(t)
             except committer.CommitUnknown:
                 raise
@@ -482,12 +485,11 @@ class InstanceRunner:
         if outcome.error is not None:
             data["error"] = {k: outcome.error[k] for k in ("type", "message")}
         note = repo.HistoryWrite("workflow.step.late_result", path, data, now)
-        t = repo.Transition(self.rec.id, None, {"updated_at": now}, history=[note])
+        t = repo.Transition(self.rec.id, None, repo.Columns(updated_at=now), history=[note])
         store = self.engine.repo
-        try:  # on the committer's thread, which refuses work once the store is closed; waited
+        try:  # by the committer's thread, which refuses work once the store is closed; waited
             # for, so the step's next attempt (which waits for this call) comes after the note
-            job = store.committer.call(functools.partial(store.commit_transition, t))
-            job.result(timeout=self.engine.settings.lease)
+            store.queue(t).result(timeout=self.engine.settings.lease)
         except (errors.StoreError, TimeoutError):  # closed, or stuck: the result is discarded
             _log.debug("could not note the late result of %s in %s", path, self.rec.id)
 

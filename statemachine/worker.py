@@ -283,7 +283,7 @@ async def _claim(engine: Engine, limit: int, idle: bool = False) -> repo.Claims:
     now = engine.clock.now()
     until = now + timedelta(seconds=engine.settings.lease)
     job = functools.partial(engine.repo.claim_due, engine.worker_id, now, until, limit, idle=idle)
-    return await asyncio.wrap_future(engine.repo.committer.call(job))
+    return await asyncio.wrap_future(engine.repo.call(job))
 
 
 def _finished(
@@ -322,13 +322,9 @@ def dead_letter(engine: Engine, rec: repo.InstanceRecord, epoch: int) -> None:
         repo.Transition(
             rec.id,
             epoch,
-            {
-                "status": "failed",
-                "error": error,
-                "wake_at": None,
-                "completed_at": now,
-                "updated_at": now,
-            },
+            repo.Columns(
+                status="failed", error=error, wake_at=None, completed_at=now, updated_at=now
+            ),
             [],
             [repo.HistoryWrite("workflow.failed", rec.current_step, {"error": error}, now)],
             notify=child_notice(rec, "failed", None, error),

@@ -5,7 +5,8 @@ the gaps it waits on. Used by the server's SSE streams; anything that follows hi
 
 from __future__ import annotations
 
-from statemachine.store.repository import FeedEntry, Repository
+from statemachine.store.port import Store
+from statemachine.store.records import FeedEntry
 
 BATCH = 200  # entries read at a time
 
@@ -16,7 +17,7 @@ class Feed:
     a row may become visible after a higher one; a gap below a visible row is skipped only once
     every transaction that was running when it was seen has ended (``feed_settled``)."""
 
-    def __init__(self, repo: Repository, instance_id: str | None, cursor: int) -> None:
+    def __init__(self, repo: Store, instance_id: str | None, cursor: int) -> None:
         self.repo = repo
         self.instance_id = instance_id
         self.cursor = cursor

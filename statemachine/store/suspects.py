@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from statemachine.store.repository import InstanceRecord
+    from statemachine.store.records import InstanceRecord
 
 
 def handler_in_flight(state: dict[str, Any] | None) -> bool:

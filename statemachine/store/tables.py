@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text
+from sqlalchemy import JSON, Column, DateTime, Index, Table, Text
 from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
@@ -109,3 +109,12 @@ class WorkflowRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=200)
     max_concurrent: int | None = Field(default=None)
     updated_at: datetime | None = _ts()
+
+
+# The tables themselves, for queries: one name each, read wherever SQL is written
+DEFINITION: Table = DefinitionRow.__table__  # type: ignore[attr-defined]
+INSTANCE: Table = InstanceRow.__table__  # type: ignore[attr-defined]
+STEP: Table = StepRow.__table__  # type: ignore[attr-defined]
+HISTORY: Table = HistoryRow.__table__  # type: ignore[attr-defined]
+EVENT: Table = EventRow.__table__  # type: ignore[attr-defined]
+WORKFLOW: Table = WorkflowRow.__table__  # type: ignore[attr-defined]

@@ -303,10 +303,10 @@ def test_a_cancel_that_races_a_runner_commit_decides_again(db_url: str) -> None:
         raced: list[str] = []
 
         def racing(t: repo.Transition) -> str:
-            if t.values.get("status") == "cancelled" and not raced:
+            if t.columns.status == "cancelled" and not raced:
                 raced.append(t.instance_id)  # a runner's commit lands first
                 moved = repo.Transition(
-                    t.instance_id, None, {"status": "running"}, expect_status=("waiting",)
+                    t.instance_id, None, repo.Columns(status="running"), expect_status=("waiting",)
                 )
                 assert commit(moved) == "running"
             return commit(t)
@@ -337,7 +337,7 @@ def test_a_cancel_that_races_a_runner_keeping_the_status_decides_again(db_url: s
         raced: list[str] = []
 
         def racing(t: repo.Transition) -> str:
-            if t.values.get("status") == "cancelled" and not raced:
+            if t.columns.status == "cancelled" and not raced:
                 raced.append(t.instance_id)  # the runner takes "go" first: hold completes
                 engine.send_event(t.instance_id, "go", {"ok": 1})
                 engine.run_due()

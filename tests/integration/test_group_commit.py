@@ -110,7 +110,7 @@ def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transit
     return repo.Transition(
         rec.id,
         epoch,
-        values,
+        repo.Columns(**values),
         [repo.StepWrite(step, "running", input={"x": 1}, attempts=1, started_at=now)],
         [repo.HistoryWrite("workflow.step.started", step, {}, now)],
     )

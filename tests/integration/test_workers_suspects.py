@@ -31,7 +31,7 @@ def _running(engine: Engine, iid: str, owner: str) -> None:
         "completed_at": None, "updated_at": now, "lease_expires_at": now + LEASE,
     }  # fmt: skip
     step = repo.StepWrite("s", "running", attempts=1, started_at=now)
-    engine.repo.commit_transition(repo.Transition(iid, epoch, values, [step]))
+    engine.repo.commit_transition(repo.Transition(iid, epoch, repo.Columns(**values), [step]))
 
 
 def _die(engine: Engine, clock: ManualClock) -> None:
