@@ -19,7 +19,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"definition.graph", "definition.models", "definition.render"}),
     frozenset({"runtime.interpreter", "runtime.saga", "runtime.scopes", "runtime.timers"}),
     frozenset({"store.committer", "store.repository", "store.suspects"}),
-    frozenset({"engine", "leases", "runner", "worker"}),
     frozenset({"cli", "cli_ops", "cli_serve"}),
 }
 KNOWN_LARGE: set[str] = {
@@ -27,12 +26,9 @@ KNOWN_LARGE: set[str] = {
     "definition.expressions",
     "definition.loader",
     "definition.yaml_source",
-    "engine",
-    "runner",
     "runtime.interpreter",
     "store.committer",
     "store.repository",
-    "worker",
 }
 
 
