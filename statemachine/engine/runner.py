@@ -148,7 +148,7 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
         """The database refused this transition's data, and would refuse it again: a step's
         result fails that step at once, with no retry (its handler never runs again for it);
         anything else, or a failure the database refuses too, fails the instance. Should even
-        that be refused, ``StoreRefused`` leaves the run, which backs off (``worker.drive``)."""
+        that be refused, ``StoreRefused`` leaves the run, which backs off (``drive.drive``)."""
         _log.error("instance %s: the database refused a transition", self.rec.id, exc_info=exc)
         # the driver's message may quote the whole row: keep the start, and only printable text
         error = jsondata.printable_error({"type": type(exc).__name__, "message": str(exc)[:2000]})
