@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -204,12 +205,10 @@ class Executor:
         compensation: bool = False,
     ) -> Outcome:
         """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
-        loop = asyncio.events._get_running_loop()
-        # the handler must not see our loop: a sync handler may well call asyncio.run() itself
-        asyncio.events._set_running_loop(None)
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
-            result = contextvars.copy_context().run(self._timed, fn, args)
+            with _outside_the_loop():
+                result = contextvars.copy_context().run(self._timed, fn, args)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -224,8 +223,6 @@ class Executor:
             return _failed(exc, policy)
         except BaseException as exc:
             raise HandlerInterrupted(exc, ctx.step_name) from exc
-        finally:
-            asyncio.events._set_running_loop(loop)
 
     def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         began = time.perf_counter()
@@ -236,6 +233,22 @@ class Executor:
                 self.quick[fn] = False  # for good: one slow call may mean it blocks
             else:
                 self.quick.setdefault(fn, True)
+
+
+@contextlib.contextmanager
+def _outside_the_loop() -> Iterator[None]:
+    """A sync handler run inline, on the loop's own thread, must not see that loop: it may well
+    call ``asyncio.run()`` itself, which refuses to start inside a running loop. asyncio has no
+    public call that hides the running loop from code on its thread, so this uses the private
+    ``_get_running_loop``/``_set_running_loop`` pair (the one use of them), and puts the loop
+    back whatever happens. It is kept, not replaced by the pool, because for a quick handler
+    the thread hop and its futures cost more than the handler itself (``can_inline``)."""
+    loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 def _arguments(
