@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from statemachine.definition.builder import branch, when, workflow
     from statemachine.definition.loader import load_definitions, load_yaml
     from statemachine.definition.models import RetryPolicy, WorkflowDefinition
-    from statemachine.engine import Engine, EngineSettings
+    from statemachine.engine.facade import Engine
+    from statemachine.engine.settings import EngineSettings
     from statemachine.records import HistoryEntry, StepResult, WorkflowInstance
     from statemachine.runtime.context import StepContext
     from statemachine.vocabulary import (
@@ -52,8 +53,8 @@ _LAZY = {
     "load_yaml": "statemachine.definition.loader",
     "RetryPolicy": "statemachine.definition.models",
     "WorkflowDefinition": "statemachine.definition.models",
-    "Engine": "statemachine.engine",
-    "EngineSettings": "statemachine.engine",
+    "Engine": "statemachine.engine.facade",
+    "EngineSettings": "statemachine.engine.settings",
     "HistoryEntry": "statemachine.records",
     "StepResult": "statemachine.records",
     "WorkflowInstance": "statemachine.records",

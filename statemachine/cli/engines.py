@@ -82,7 +82,8 @@ def missing_sqlite_file(db: str) -> str | None:
 def connect(db: str, within: float, lease: str | None = None) -> Engine:
     """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
     reached yet (a worker started before its database): exit 3 if it never could."""
-    from statemachine import errors, outage
+    from statemachine import errors
+    from statemachine.engine import outage
     from statemachine.engine import Engine
 
     if not within:

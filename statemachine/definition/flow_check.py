@@ -1,6 +1,6 @@
 """Typed data flow, checked at build: what reaches a step must fit the step's ``input_schema``.
 
-``check`` follows the data the runtime passes (``runtime/flowctx``): a step without an ``input``
+``check`` follows the data the runtime passes (``runtime/flowview``): a step without an ``input``
 mapping receives ``prev``, the output of the step that led to it (in a DAG: its last listed
 dependency; at a scope's start: the scope's input, the workflow input at the top, a map's item
 in an iterator); a choice, a loop's exit and a timer wait pass their ``prev`` on; a parallel

@@ -21,7 +21,7 @@ from statemachine import errors
 from statemachine.definition import models
 from statemachine.observability import observed
 from statemachine.runtime.context import StepContext
-from statemachine.runtime.executor import Outcome
+from statemachine.runtime.outcome import Outcome
 
 if TYPE_CHECKING:
     from statemachine.observability import metrics

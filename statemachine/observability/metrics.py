@@ -26,7 +26,7 @@ from statemachine import errors, records
 from statemachine.definition import models
 from statemachine.observability import observed
 from statemachine.runtime.context import StepContext
-from statemachine.runtime.executor import Outcome
+from statemachine.runtime.outcome import Outcome
 from statemachine.store import repository as repo
 from statemachine.store import stats
 

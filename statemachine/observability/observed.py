@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from statemachine.runtime import events, executor
+from statemachine.runtime import events
 from statemachine.runtime import plan as plans
+from statemachine.runtime.outcome import Watcher
 from statemachine.store import repository as repo
 
 
@@ -14,7 +15,15 @@ class Observed(Protocol):
 
     bus: events.EventBus
     repo: repo.Repository
-    executor: executor.Executor
+
+    @property
+    def executor(self) -> Watched: ...
+
+
+class Watched(Protocol):
+    """The engine's executor: what it calls around each handler call."""
+
+    watchers: list[Watcher]
 
 
 def step_label(path: str) -> str:

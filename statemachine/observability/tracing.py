@@ -23,7 +23,7 @@ from opentelemetry import trace
 from statemachine.definition import models
 from statemachine.observability import observed
 from statemachine.runtime.context import StepContext
-from statemachine.runtime.executor import Outcome
+from statemachine.runtime.outcome import Outcome
 
 _log = logging.getLogger("statemachine.tracing")
 TRACER = "statemachine"

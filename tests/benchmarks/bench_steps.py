@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from statemachine import Engine, workflow
-from statemachine.worker import GC_THRESHOLD, tuned_collector
+from statemachine.engine.loop import GC_THRESHOLD, tuned_collector
 
 FLOOR_COMMITS = 2000
 INSTANCES = 200
@@ -153,7 +153,7 @@ def _worker_once(path: Path, stats: dict[str, list[float]]) -> float:
 
 def _tuned_gc(fn: Callable[[Path], float], path: Path) -> float:
     """``fn`` with the collector tuned as ``run_worker`` and the CLI worker tune it for their
-    process (``worker.tuned_collector``): hundreds of instances in flight keep many objects
+    process (``loop.tuned_collector``): hundreds of instances in flight keep many objects
     alive, and default thresholds re-scan them often."""
     with tuned_collector():
         return fn(path)

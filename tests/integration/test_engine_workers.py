@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from statemachine import Engine, StepContext, WorkflowDefinition, workflow
-from statemachine.worker import GC_THRESHOLD
+from statemachine.engine.loop import GC_THRESHOLD
 from tests.integration.gate import Gate
 
 

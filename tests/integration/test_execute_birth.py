@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from statemachine import Engine, workflow
-from statemachine.runner import InstanceRunner
+from statemachine.engine.runner import InstanceRunner
 
 
 def _register(engine: Engine) -> None:

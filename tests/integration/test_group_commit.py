@@ -80,7 +80,7 @@ def test_a_worker_with_one_instance_in_flight_counts_it_once_and_commits_inline(
     seen: list[int] = []
 
     def look(data: Any) -> Any:
-        seen.append(engine.active_runners)
+        seen.append(engine.services.local.active_runners)
         return data
 
     _register(engine, look, name="alone")
@@ -97,7 +97,7 @@ def test_a_worker_with_one_instance_in_flight_counts_it_once_and_commits_inline(
         assert engine.wait(iid, timeout=30).status == "completed"
     assert seen == [1] * STEPS
     assert submitted == []
-    assert engine.active_runners == 0
+    assert engine.services.local.active_runners == 0
 
 
 def _transition(rec: repo.InstanceRecord, epoch: int, step: str) -> repo.Transition:

@@ -300,7 +300,9 @@ def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str)
     try:
         engine.register(workflow("dying").task("a", gate).build())
         other.register(workflow("dying").task("a", lambda x: "taken over").build())
-        loop = engine._loop_thread()
+        engine.run_due()  # nothing is due: it only starts the engine's loop
+        loop = engine.services.local.loop
+        assert loop is not None
 
         def kill_the_loop() -> None:  # whatever ends it: the thread is gone
             if gate.entered.wait(timeout=BOUND):
@@ -319,7 +321,7 @@ def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str)
                 break
             assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
             time.sleep(0.1)
-        assert engine._keeper is not None and engine._keeper.extended == 0
+        assert engine.services.local.leases_extended == 0
     finally:
         gate.release.set()
         engine.close()

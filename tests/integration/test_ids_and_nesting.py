@@ -18,7 +18,7 @@ from statemachine import (
     StepContext,
     workflow,
 )
-from statemachine.engine import MAX_NESTING
+from statemachine.engine.inputs import MAX_NESTING
 from statemachine.testing import ManualClock
 
 

@@ -152,7 +152,7 @@ def test_a_loop_stalled_by_an_inline_handler_keeps_its_leases(sqlite_url: str) -
         assert other.repo.claim(stuck.id, "thief", now, now + timedelta(seconds=1.5)) is None
         runner.join(timeout=20)
         assert result and result[0].status == "completed", result
-        assert engine._keeper is not None and engine._keeper.extended >= 1
+        assert engine.services.local.leases_extended >= 1
         assert engine.executor.quick[quick_then_stuck] is False  # back to the pool for good
         assert seen[2].startswith("sm-step")
         rec = engine.repo.get(stuck.id)

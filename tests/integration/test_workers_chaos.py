@@ -44,7 +44,8 @@ from typing import TypeVar
 
 import pytest
 
-from statemachine import Engine, outage
+from statemachine import Engine
+from statemachine.engine import outage
 from tests.integration.programs import worker_chaos as wc
 from tests.integration.programs.worker_support import (
     LOCKED,

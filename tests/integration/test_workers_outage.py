@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from statemachine import Engine, load_yaml, outage
+from statemachine import Engine, load_yaml
+from statemachine.engine import outage
 from tests.integration.programs import worker_outage as wo
 from tests.integration.programs.worker_support import Proc, run_counts, wait_until
 from tests.pgcluster import throwaway_cluster

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("statemachine.runner").setLevel(logging.INFO)  # "lease on X lost"
     if mode == "commit":
-        from statemachine import runner
+        from statemachine.engine import runner
 
         runner.InstanceRunner.heartbeat = lambda self, force=False: None  # type: ignore[method-assign]
     elif mode == "worker":

@@ -19,16 +19,15 @@ import contextvars
 import functools
 import inspect
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models, schemas
-from statemachine.runtime import flowctx, jsondata
+from statemachine.runtime import jsondata, retries
 from statemachine.runtime.context import StepContext
+from statemachine.runtime.outcome import Outcome, Watcher, error_dict
 
 
 class HandlerInterrupted(Exception):
@@ -44,32 +43,8 @@ class HandlerInterrupted(Exception):
         self.step = step
 
 
-@dataclass
-class Outcome:
-    ok: bool
-    output: Any = None
-    error: dict[str, Any] | None = None
-    retryable: bool = True
-
-
-def error_dict(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8)
-    error = {
-        "type": type(exc).__name__,
-        "message": str(exc) or type(exc).__name__,
-        "traceback": "".join(tb)[-4000:],
-    }
-    return jsondata.printable_error(error)  # a message may hold NUL: it is recorded all the same
-
-
 # told how an abandoned call ended; runs in the pool thread, and returns once that is noted
 Late = Callable[[Outcome], None]
-# a watcher of handler calls: entered as a call begins (in its context: the handler sees what
-# it sets there), told the outcome, left as the call ends (with the exception, if cancelled)
-Watcher = Callable[
-    [StepContext, models.RetryPolicy | None],
-    contextlib.AbstractContextManager[Callable[[Outcome], None]],
-]
 
 
 def slot(ctx: StepContext) -> str:
@@ -260,12 +235,10 @@ class Executor:
         policy: models.RetryPolicy | None,
         compensation: bool,
     ) -> Outcome:
-        loop = asyncio.events._get_running_loop()
-        # the handler must not see our loop: a sync handler may well call asyncio.run() itself
-        asyncio.events._set_running_loop(None)
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
-            result = contextvars.copy_context().run(self._timed, fn, args)
+            with _outside_the_loop():
+                result = contextvars.copy_context().run(self._timed, fn, args)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -280,8 +253,6 @@ class Executor:
             return _failed(exc, policy)
         except BaseException as exc:
             raise HandlerInterrupted(exc, ctx.step_name) from exc
-        finally:
-            asyncio.events._set_running_loop(loop)
 
     def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         began = time.perf_counter()
@@ -292,6 +263,22 @@ class Executor:
                 self.quick[fn] = False  # for good: one slow call may mean it blocks
             else:
                 self.quick.setdefault(fn, True)
+
+
+@contextlib.contextmanager
+def _outside_the_loop() -> Iterator[None]:
+    """A sync handler run inline, on the loop's own thread, must not see that loop: it may well
+    call ``asyncio.run()`` itself, which refuses to start inside a running loop. asyncio has no
+    public call that hides the running loop from code on its thread, so this uses the private
+    ``_get_running_loop``/``_set_running_loop`` pair (the one use of them), and puts the loop
+    back whatever happens. It is kept, not replaced by the pool, because for a quick handler
+    the thread hop and its futures cost more than the handler itself (``can_inline``)."""
+    loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 def _arguments(
@@ -329,4 +316,4 @@ def _succeeded(
 def _failed(exc: Exception, policy: models.RetryPolicy | None) -> Outcome:
     if isinstance(exc, errors.OutputNotStorable):
         return Outcome(False, error=error_dict(exc), retryable=False)
-    return Outcome(False, error=error_dict(exc), retryable=flowctx.retryable(policy, exc))
+    return Outcome(False, error=error_dict(exc), retryable=retries.retryable(policy, exc))

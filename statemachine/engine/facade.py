@@ -1,0 +1,336 @@
+"""The facade users hold: register definitions and actions, start and control instances, run them.
+
+Each call is a thin door to the module that does the job (``inputs``, ``queries``, ``control``,
+``drive``, ``worker``), all of which work on the engine's ``Services``, never on the ``Engine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from statemachine import errors, observability, records
+from statemachine.definition import models
+from statemachine.engine import control, drive, executor, inputs, leases, outage, queries, worker
+from statemachine.engine.loop import LoopThread, tuned_collector
+from statemachine.engine.registry import Registry
+from statemachine.engine.runner import InstanceRunner
+from statemachine.engine.services import Local, Services
+from statemachine.engine.settings import EngineSettings, seconds
+from statemachine.runtime import clock as clocks
+from statemachine.runtime import events
+from statemachine.store import repository as repo
+from statemachine.store import tables
+from statemachine.vocabulary import JSON, Duration, JSONObject
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class Engine:
+    """Runs workflows durably on SQLite (default ``./statemachine.db``) or Postgres."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: clocks.Clock | None = None,
+        worker_id: str | None = None,
+        lease: Duration | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        """``lease`` (default 30 s) wins over ``settings.lease`` when both are given."""
+        base = settings or EngineSettings()
+        self.settings = dataclasses.replace(
+            base, lease=seconds(lease, "lease") if lease is not None else base.lease
+        )
+        self.clock: clocks.Clock = clock or clocks.SystemClock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not isinstance(self.worker_id, str) or len(self.worker_id) > tables.ID_LENGTH:
+            raise errors.InputValidationError(
+                f"worker_id must be a string of at most {tables.ID_LENGTH} characters"
+            )
+        self.repo = repo.Repository(
+            url, synchronous=self.settings.synchronous, busy_timeout=self.settings.busy_timeout
+        )
+        self.executor = executor.Executor()
+        self.bus = events.EventBus()
+        observability.instrument(self)  # spans of step attempts, once OpenTelemetry is set up
+        self.registry = Registry(self.repo, self.clock)
+        self.outage = outage.Outage()  # whether the database is unreachable now (logged once)
+        self.services = Services(
+            repo=self.repo, clock=self.clock, executor=self.executor, settings=self.settings,
+            registry=self.registry, outage=self.outage, bus=self.bus, worker_id=self.worker_id,
+            local=Local(), retry=self.retry,
+        )  # fmt: skip
+        self._keeper: leases.LeaseKeeper | None = None
+        self._lock = threading.Lock()
+
+    # -- registration (see registry.py) -------------------------------------------------
+    def action(self, name: str) -> Callable[[F], F]:
+        """Decorator: ``@engine.action("chargeCard")`` registers the function under that name."""
+        decorate = self.registry.action(name)
+
+        def register(fn: F) -> F:
+            decorate(fn)
+            return fn
+
+        return register
+
+    def register_actions(self, obj: object) -> None:
+        """Every public method of ``obj`` (or public function of a module) becomes an action."""
+        self.registry.register_actions(obj)
+
+    def register(
+        self,
+        definition: models.WorkflowDefinition | Iterable[models.WorkflowDefinition],
+        max_concurrent: int | None = None,
+        *,
+        check_actions: bool = True,
+        revive: bool = True,
+    ) -> None:
+        """Register definitions; ``check_actions=False`` suits processes that only start or
+        inspect; ``revive=False`` leaves an unregistered version unregistered (the CLI)."""
+        self.registry.register(
+            definition, max_concurrent, check_actions=check_actions, revive=revive
+        )
+
+    def unregister(self, workflow: str, version: str | None = None) -> None:
+        """No new instances of ``workflow`` (every version, or ``version``), for every engine on
+        the database; running instances finish on their version. ``register`` brings it back."""
+        self.registry.unregister(workflow, None if version is None else str(version))
+
+    def resolve_action(self, target: str | Callable[..., object]) -> Callable[..., object]:
+        return self.registry.resolve_action(target)
+
+    def definition(self, name: str) -> models.WorkflowDefinition:
+        return self.registry.definition(name)
+
+    def definitions(self) -> builtins.list[models.WorkflowDefinition]:
+        return self.registry.definitions()
+
+    # -- starting (see inputs.py) -------------------------------------------------------
+    def start(
+        self,
+        workflow: str,
+        input: JSON = None,
+        instance_id: str | None = None,
+        *,
+        parent_id: str | None = None,
+    ) -> str:
+        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``."""
+        return inputs.start(self.services, workflow, input, instance_id, parent_id=parent_id)
+
+    def execute(
+        self, workflow: str, input: JSON = None, instance_id: str | None = None
+    ) -> records.WorkflowInstance:
+        """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
+        self._loop_thread()  # a closed engine refuses before anything is stored
+        services = self.services
+        new = inputs.new_instance(services, workflow, input, instance_id, claim=True)
+        iid, name = new.record.id, new.record.workflow_name
+        kept: builtins.list[InstanceRunner] = []
+        if instance_id is None and self.registry.max_concurrent(name) is None:
+            # a fresh id cannot be taken: the insert rides on the run's first commit (one
+            # fsync, not two); a capped workflow must insert first to count its slots
+            try:
+                self._call(drive.drive(services, iid, (1, new.record), keep=kept, birth=new))
+            finally:
+                if not kept or kept[0].birth is not None:  # the run never committed: store it
+                    new.values.update(lease_owner=None, lease_expires_at=None)
+                    inputs.insert(services, new)
+        elif inputs.insert(services, new):
+            self._call(drive.drive(services, iid, (1, new.record), keep=kept))
+        else:
+            inputs.check_taken(services, iid, name)
+            self._call(drive.drive(services, iid, keep=kept))
+        snapshot = kept[0].snapshot() if kept else None
+        return snapshot or self.get(iid)  # a finished run needs no read-back
+
+    def send_event(self, instance_id: str, name: str, data: JSON = None) -> None:
+        """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
+        inputs.send_event(self.services, instance_id, name, data)
+
+    def emit(self, name: str, data: JSON = None) -> builtins.list[str]:
+        """Start every registered workflow with a trigger matching this event; all or none.
+
+        Every matching workflow's input is checked first, so an event that one of them refuses
+        starts nothing (InputValidationError) instead of leaving half of them started.
+        """
+        return inputs.emit(self.services, name, data)
+
+    def update_metadata(self, instance_id: str, patch: JSONObject) -> None:
+        inputs.update_metadata(self.services, instance_id, patch)
+
+    def set_metadata_key(self, instance_id: str, key: str, value: JSON) -> None:
+        inputs.set_metadata_key(self.services, instance_id, key, value)
+
+    # -- reading (see queries.py) -------------------------------------------------------
+    def get(self, instance_id: str) -> records.WorkflowInstance:
+        return queries.get(self.services, instance_id)
+
+    def list(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        metadata: JSONObject | None = None,
+        *,
+        parent_id: str | None = None,
+    ) -> builtins.list[records.WorkflowInstance]:
+        """Instances, newest first; ``metadata={"customer": "c-1"}`` keeps those whose metadata
+        has each of these keys with that value (strings, numbers, booleans or None);
+        ``parent_id``: only the children of that instance."""
+        return queries.list_instances(
+            self.services, workflow, status, limit, offset, metadata, parent_id
+        )
+
+    def history(self, instance_id: str) -> builtins.list[records.HistoryEntry]:
+        return queries.history(self.services, instance_id)
+
+    def on(self, pattern: str, callback: Callable[[dict[str, JSON]], object]) -> Callable[[], None]:
+        """Call ``callback`` with each event whose type matches ``pattern`` (``*`` globs)."""
+        return self.bus.on(pattern, callback)
+
+    # -- control (see control.py) -------------------------------------------------------
+    def pause(self, instance_id: str) -> None:
+        control.pause(self.services, instance_id)
+
+    def resume(self, instance_id: str) -> None:
+        control.resume(self.services, instance_id)
+
+    def cancel(self, instance_id: str) -> None:
+        control.cancel(self.services, instance_id)
+
+    def retry(self, instance_id: str) -> None:
+        control.retry(self.services, instance_id)
+
+    def replay(self, instance_id: str) -> str:
+        return control.replay(self.services, instance_id)
+
+    # -- running (see drive.py, worker.py) ----------------------------------------------
+    def _loop_thread(self) -> LoopThread:
+        local = self.services.local
+        with self._lock:
+            if local.closed:
+                raise errors.StatemachineError("this engine is closed")
+            if local.loop is None:
+                local.loop = LoopThread()
+                self._keeper = leases.LeaseKeeper(self.services, local.loop)
+            return local.loop
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            loop = self._loop_thread()
+        except errors.StatemachineError:
+            coro.close()  # never scheduled: close it so Python does not warn
+            raise
+        try:
+            return loop.call(coro)
+        except executor.HandlerInterrupted as exc:  # a handler's SystemExit, KeyboardInterrupt...
+            raise exc.original from None  # ... is the caller's: the instance waits for recovery
+
+    def run_due(self) -> int:
+        """Run here every instance that is due now; returns how many advanced."""
+        return self._call(drive.drain(self.services))
+
+    def run_worker(
+        self, concurrency: int = 8, poll_interval: Duration = "1s", grace: Duration = "30s"
+    ) -> None:
+        """Blocking worker loop; SIGTERM/SIGINT, or a handler's SystemExit/KeyboardInterrupt,
+        stop claiming and let running steps finish, for ``grace`` at most (their leases kept
+        meanwhile); what still runs then has its lease released for another worker to take
+        over at once. A second SIGTERM/SIGINT cuts the grace short. Then it returns.
+        A database that goes away meanwhile is waited for (``outage``), not an error.
+        The process is a worker until it returns: the garbage collector is tuned for that
+        meanwhile (``loop.tuned_collector``); the ``worker()`` context leaves it alone."""
+        poll = seconds(poll_interval, "poll_interval")
+        wait = seconds(grace, "grace")
+        stop, hurry = threading.Event(), threading.Event()
+
+        def signalled(*_: object) -> None:
+            if stop.is_set():
+                hurry.set()
+            stop.set()
+
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, signalled)
+        try:
+            with tuned_collector():
+                self._call(worker.work(self.services, concurrency, poll, stop, wait, hurry))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def worker(
+        self, concurrency: int = 8, poll_interval: Duration = "100ms", grace: Duration = "30s"
+    ) -> Iterator[concurrent.futures.Future[None]]:
+        """A worker on the engine's loop while the block runs; the block gets its future (done
+        once the worker ended: crashed or stopped), which ``create_app(worker=)`` reports.
+        Leaving the block stops it as ``run_worker`` stops on SIGTERM (``grace`` included)."""
+        poll = seconds(poll_interval, "poll_interval")
+        wait = seconds(grace, "grace")
+        stop = threading.Event()
+        fut = asyncio.run_coroutine_threadsafe(
+            worker.work(self.services, concurrency, poll, stop, wait), self._loop_thread().loop
+        )
+        try:
+            yield fut
+        finally:
+            stop.set()
+            fut.result(timeout=wait + self.settings.lease + 10)
+
+    def prune(self, older_than: Duration = "30d") -> int:
+        """Delete finished instances (and their history) completed more than ``older_than`` ago."""
+        cutoff = self.clock.now() - timedelta(seconds=seconds(older_than, "older_than"))
+        removed = self.repo.prune(cutoff)
+        self.repo.checkpoint()
+        return removed
+
+    def wait(self, instance_id: str, timeout: Duration | None = None) -> records.WorkflowInstance:
+        """Block until the instance reaches a terminal status (something else must run it)."""
+        deadline = None if timeout is None else time.monotonic() + seconds(timeout, "timeout")
+        while True:
+            inst = self.get(instance_id)
+            if inst.is_terminal:
+                return inst
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"instance {instance_id} is still {inst.status} after {timeout}s"
+                )
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        local = self.services.local
+        with self._lock:
+            local.closed = True
+            loop, local.loop = local.loop, None
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
+        if loop is not None:
+            loop.stop()
+        self.executor.close()
+        self.repo.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,124 @@
+"""Keeps the engine's leases while its event loop is stalled.
+
+Runners extend their own leases from the event loop. A sync handler that has always been quick
+runs inline on that loop (``Executor.can_inline``); should it block one day, no runner on the
+loop can heartbeat until it returns, and their leases would lapse: other workers would take
+over instances that are still being run here. The keeper notices a loop that has not ticked
+for a third of the lease and extends, from its own thread, every lease the engine's runners
+hold. A healthy loop never needs it, so it writes nothing then. A loop whose thread has died
+is not stalled: it will never run those instances again, so the keeper lets their leases
+lapse (other engines then take them over) and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+
+from statemachine import errors
+from statemachine.engine import outage
+from statemachine.engine.loop import LoopThread
+from statemachine.engine.services import Services
+from statemachine.runtime.outcome import Outcome
+from statemachine.store import repository as repo
+
+_log = logging.getLogger("statemachine.leases")
+
+
+class LeaseHolder:
+    """A runner's own lease: its heartbeat, and learning that it lost the lease. A mixin of
+    ``InstanceRunner`` (runner.py), which holds the state these methods read."""
+
+    services: Services
+    rec: repo.InstanceRecord
+    epoch: int
+    last_beat: datetime | None
+    aborted: bool
+    inflight: dict[str, asyncio.Task[Outcome]]
+
+    @property
+    def now(self) -> datetime:
+        raise NotImplementedError  # InstanceRunner.now
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Extend the lease, at most every third of it: a heartbeat per step would double the commits."""
+        now = self.now
+        if (
+            not force
+            and self.last_beat is not None
+            and (now - self.last_beat).total_seconds() < self.services.settings.lease / 3
+        ):
+            return
+        self.last_beat = now
+        until = now + timedelta(seconds=self.services.settings.lease)
+        try:
+            kept = self.services.repo.heartbeat(self.rec.id, self.epoch, now, until)
+        except Exception as exc:  # the next beat tries again; fencing guards a lapsed lease
+            if not outage.transient(exc):
+                raise
+            self.services.outage.failed(f"the heartbeat of instance {self.rec.id}", exc)
+            return
+        self.services.outage.ok()
+        if not kept:
+            raise errors.LeaseLost(f"instance {self.rec.id} was taken over")
+
+    def abort(self) -> None:
+        """The instance was taken from this runner (a cancel made in this process): cancel its
+        async handlers and abandon its sync ones now, not at the next heartbeat. Loop thread."""
+        self.aborted = True
+        for task in self.inflight.values():
+            task.cancel()
+
+    def check_aborted(self) -> None:
+        if self.aborted:
+            raise errors.LeaseLost(f"instance {self.rec.id} was taken from this runner")
+
+
+class LeaseKeeper:
+    def __init__(self, services: Services, loop: LoopThread) -> None:
+        self.services = services
+        self.loop = loop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="statemachine-leases", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        lease = self.services.settings.lease
+        stalled = False
+        while not self._stop.wait(min(1.0, lease / 6)):
+            if not self.loop.alive:  # dead, not stalled: nothing here will run them again
+                _log.error("the event loop thread has died; its leases are left to expire")
+                return
+            if time.monotonic() - self.loop.beat < lease / 3:
+                stalled = False
+                continue
+            if not stalled:
+                stalled = True
+                _log.warning("the event loop is stalled (a handler blocking it?); keeping leases")
+            try:
+                self.keep()
+            except Exception as exc:  # the keeper must outlive a database hiccup
+                if outage.transient(exc):
+                    self.services.outage.failed("extending leases for a stalled loop", exc)
+                else:
+                    _log.exception("could not extend leases for a stalled loop")
+
+    def keep(self) -> None:
+        """Extend every lease the engine's runners hold (fenced: a lease lost stays lost)."""
+        now = self.services.clock.now()
+        until = now + timedelta(seconds=self.services.settings.lease)
+        for runner in list(self.services.local.held.values()):
+            try:
+                if self.services.repo.heartbeat(runner.rec.id, runner.epoch, now, until):
+                    self.services.local.leases_extended += 1
+            except errors.StatemachineError as exc:
+                if outage.transient(exc):
+                    self.services.outage.failed("extending leases for a stalled loop", exc)
+                continue
