@@ -83,8 +83,7 @@ def connect(db: str, within: float, lease: str | None = None) -> Engine:
     """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
     reached yet (a worker started before its database): exit 3 if it never could."""
     from statemachine import errors
-    from statemachine.engine import outage
-    from statemachine.engine import Engine
+    from statemachine.engine import Engine, outage
 
     if not within:
         return Engine(db, lease=lease)

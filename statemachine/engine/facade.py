@@ -33,6 +33,7 @@ from statemachine.runtime import clock as clocks
 from statemachine.runtime import events
 from statemachine.store import repository as repo
 from statemachine.store import tables
+from statemachine.store.port import Store
 from statemachine.vocabulary import JSON, Duration, JSONObject
 
 T = TypeVar("T")
@@ -315,6 +316,12 @@ class Engine:
                     f"instance {instance_id} is still {inst.status} after {timeout}s"
                 )
             time.sleep(0.02)
+
+    @property
+    def store(self) -> Store:
+        """The engine's database through the ``Store`` port: for tests and tools that need what
+        lies below the public API (claims, raw history), never the SQL behind it."""
+        return self.repo
 
     def close(self) -> None:
         local = self.services.local

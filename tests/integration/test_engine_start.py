@@ -406,7 +406,7 @@ def test_ids_starting_with_a_prefix_are_found_exactly(engine: Engine) -> None:
     engine.register(_simple())
     for iid in ("abc-1", "abc-2", "ABC-3", "a_c-4", "a%c-5", "xbc-6"):
         engine.start("simple", {}, instance_id=iid)
-    found = engine.repo.ids_starting_with
+    found = engine.store.ids_starting_with
     assert found("abc", 10) == ["abc-1", "abc-2"]
     assert found("abc", 1) == ["abc-1"]
     assert found("ABC", 10) == ["ABC-3"]

@@ -299,7 +299,7 @@ def test_a_cancel_that_races_a_runner_commit_decides_again(db_url: str) -> None:
         engine.register(workflow("race").wait("hold", event="go").task("b", "noop").build())
         inst = engine.execute("race", {})
         assert inst.status == "waiting"
-        commit = engine.repo.commit_transition
+        commit = engine.store.commit_transition
         raced: list[str] = []
 
         def racing(t: repo.Transition) -> str:
@@ -311,13 +311,13 @@ def test_a_cancel_that_races_a_runner_commit_decides_again(db_url: str) -> None:
                 assert commit(moved) == "running"
             return commit(t)
 
-        engine.repo.commit_transition = racing  # type: ignore[method-assign]
+        engine.store.commit_transition = racing  # type: ignore[method-assign]
         engine.cancel(inst.id)
         assert raced == [inst.id]
         after = engine.get(inst.id)
         assert after.status == "cancelled"
         assert after.step_results["hold"].status == "cancelled"  # was "waiting"
-        record = engine.repo.get(inst.id)
+        record = engine.store.get(inst.id)
         assert record is not None and record.state["active"] == []  # was ["hold"]
     finally:
         engine.close()
@@ -333,7 +333,7 @@ def test_a_cancel_that_races_a_runner_keeping_the_status_decides_again(db_url: s
             workflow("race-seq").wait("hold", event="go").wait("second", event="go2").build()
         )
         inst = engine.execute("race-seq", {})
-        commit = engine.repo.commit_transition
+        commit = engine.store.commit_transition
         raced: list[str] = []
 
         def racing(t: repo.Transition) -> str:
@@ -344,7 +344,7 @@ def test_a_cancel_that_races_a_runner_keeping_the_status_decides_again(db_url: s
                 assert engine.get(t.instance_id).status == "waiting"
             return commit(t)
 
-        engine.repo.commit_transition = racing  # type: ignore[method-assign]
+        engine.store.commit_transition = racing  # type: ignore[method-assign]
         engine.cancel(inst.id)
         assert raced == [inst.id]
         after = engine.get(inst.id)

@@ -65,7 +65,7 @@ def test_a_run_that_stops_before_its_first_commit_still_stores_the_instance(
     monkeypatch.undo()
     (stored,) = engine.list(workflow="born")
     assert stored.status == "pending" and started == [stored.id]
-    rec = engine.repo.get(stored.id)
+    rec = engine.store.get(stored.id)
     assert rec is not None and rec.lease_owner is None  # a worker may take it at once
     assert engine.run_due() == 1
     assert engine.get(stored.id).output == {"b": {"a": 5}}

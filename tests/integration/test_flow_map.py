@@ -153,7 +153,7 @@ def test_map_survives_closing_the_engine_between_items(db_url: str, limit: int) 
         assert counting.calls == Counter({f"work:{i}": 1 for i in range(1, limit + 1)})
         # the items are stored once, as the map step's input, not in every state write
         assert inst.step_results["each"].input == [1, 2, 3]
-        rec = engine.repo.get("map-1")
+        rec = engine.store.get("map-1")
         assert rec is not None and "items" not in rec.state["branches"]["each"]["#map"]
     finally:
         engine.close()
@@ -169,7 +169,7 @@ def test_map_survives_closing_the_engine_between_items(db_url: str, limit: int) 
             clock.advance("1h")
             engine.run_due()
             inst = engine.get("map-1")
-            rec = engine.repo.get("map-1")
+            rec = engine.store.get("map-1")
             assert rec is not None
             if inst.status == "waiting":  # results of finished items are rows, not state
                 assert set(rec.state["branches"]["each"]["#map"]) == {"next"}

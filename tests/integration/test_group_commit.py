@@ -131,17 +131,17 @@ def test_a_stale_transition_fails_alone_in_its_batch(engine: Engine) -> None:
     _register(engine, Counted())
     a, b = engine.start("grouped", {"n": 1}, "gc-a"), engine.start("grouped", {"n": 2}, "gc-b")
     now = engine.clock.now()
-    claims = engine.repo.claim_due("w1", now, now + timedelta(seconds=1), 10)
+    claims = engine.store.claim_due("w1", now, now + timedelta(seconds=1), 10)
     epochs = {rec.id: epoch for epoch, _, rec in claims}
     assert set(epochs) == {a, b}
     # b's lease expires and another worker takes it: w1's epoch for b is now stale
     later = now + timedelta(seconds=5)
     leasetime.lapse(engine, 5)  # Postgres: the database's clock moves on too
-    stolen = engine.repo.claim_due("w2", later, later + timedelta(seconds=30), 10)
+    stolen = engine.store.claim_due("w2", later, later + timedelta(seconds=30), 10)
     assert [(rec.id, recovered) for _, recovered, rec in stolen] == [(a, True), (b, True)]
-    engine.repo.release(a, stolen[0][0])
-    engine.repo.claim_due("w1", later, later + timedelta(seconds=30), 10)  # a again, not b
-    rec_a, rec_b = engine.repo.get(a), engine.repo.get(b)
+    engine.store.release(a, stolen[0][0])
+    engine.store.claim_due("w1", later, later + timedelta(seconds=30), 10)  # a again, not b
+    rec_a, rec_b = engine.store.get(a), engine.store.get(b)
     assert rec_a is not None and rec_a.lease_owner == "w1"
     assert rec_b is not None and rec_b.lease_owner == "w2"
     committer = engine.repo.committer
@@ -163,18 +163,18 @@ def test_claim_due_takes_only_due_unleased_instances_and_blames_no_idle_one(
     _register(engine, Counted())
     ids = [engine.start("grouped", {"n": i}, f"cd-{i}") for i in range(3)]
     now = engine.clock.now()
-    first = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 2)
+    first = engine.store.claim_due("w1", now, now + timedelta(seconds=30), 2)
     assert len(first) == 2 and all(not recovered for _, recovered, _ in first)
     assert all(epoch == rec.lease_epoch == 1 for epoch, _, rec in first)
-    rest = engine.repo.claim_due("w2", now, now + timedelta(seconds=30), 10)
+    rest = engine.store.claim_due("w2", now, now + timedelta(seconds=30), 10)
     assert [rec.id for _, _, rec in rest] == [i for i in ids if i not in {r.id for *_, r in first}]
-    assert engine.repo.claim_due("w3", now, now + timedelta(seconds=30), 10) == []
+    assert engine.store.claim_due("w3", now, now + timedelta(seconds=30), 10) == []
     later = now + timedelta(seconds=31)
     leasetime.lapse(engine, 31)
-    taken = engine.repo.claim_due("w3", later, later + timedelta(seconds=30), 10)
+    taken = engine.store.claim_due("w3", later, later + timedelta(seconds=30), 10)
     assert len(taken) == 3 and all(recovered for _, recovered, _ in taken)
     for epoch, _, rec in taken:
-        stored = engine.repo.get(rec.id)
+        stored = engine.store.get(rec.id)
         assert stored is not None
         # recovered, but no handler of theirs was running when w1 and w2 "died": not blamed
         assert (stored.lease_owner, stored.lease_epoch) == ("w3", epoch)
@@ -188,9 +188,9 @@ def test_a_transition_the_database_refuses_does_not_sink_its_batch(engine: Engin
     now = engine.clock.now()
     epochs = {
         rec.id: epoch
-        for epoch, _, rec in engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+        for epoch, _, rec in engine.store.claim_due("w1", now, now + timedelta(seconds=30), 10)
     }
-    rec_a, rec_b = engine.repo.get(a), engine.repo.get(b)
+    rec_a, rec_b = engine.store.get(a), engine.store.get(b)
     assert rec_a is not None and rec_b is not None
     bad = _transition(rec_b, epochs[b], "s0")
     bad.steps[0].status = None  # type: ignore[assignment]  # NOT NULL: the database refuses it
@@ -199,7 +199,7 @@ def test_a_transition_the_database_refuses_does_not_sink_its_batch(engine: Engin
     assert ok == "running"
     assert isinstance(refused, StoreRefused) and "refused the data" in str(refused)  # not retried
     assert engine.get(a).step_results["s0"].status == "running"
-    after = engine.repo.get(b)
+    after = engine.store.get(b)
     assert after is not None and after.status == "pending" and after.state == rec_b.state
     assert [h.type for h in engine.history(b)] == ["workflow.started"]
 
@@ -210,11 +210,11 @@ def test_one_transition_may_write_a_path_twice_and_the_last_row_wins(engine: Eng
     _register(engine, Counted())
     iid = engine.start("grouped", {"n": 1}, "gc-twice")
     now = engine.clock.now()
-    ((epoch, _, rec),) = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+    ((epoch, _, rec),) = engine.store.claim_due("w1", now, now + timedelta(seconds=30), 10)
     t = _transition(rec, epoch, "s0")
     t.steps.append(repo.StepWrite("s0", "completed", input={"x": 2}, output="last", attempts=1))
     t.history.append(repo.HistoryWrite("workflow.step.completed", "s0", {"output": "last"}, now))
-    assert engine.repo.commit_transition(t) == "running"
+    assert engine.store.commit_transition(t) == "running"
     stored = engine.get(iid)
     assert stored.step_results["s0"].status == "completed"
     assert stored.step_results["s0"].output == "last" and stored.step_results["s0"].input == {
@@ -231,9 +231,9 @@ def test_a_stale_transition_on_its_own_writes_no_rows(engine: Engine) -> None:
     _register(engine, Counted())
     iid = engine.start("grouped", {"n": 1}, "gc-stale")
     now = engine.clock.now()
-    ((epoch, _, rec),) = engine.repo.claim_due("w1", now, now + timedelta(seconds=30), 10)
+    ((epoch, _, rec),) = engine.store.claim_due("w1", now, now + timedelta(seconds=30), 10)
     with pytest.raises(LeaseLost):
-        engine.repo.commit_transition(_transition(rec, epoch + 1, "s0"))
+        engine.store.commit_transition(_transition(rec, epoch + 1, "s0"))
     assert engine.get(iid).step_results == {}
     assert [h.type for h in engine.history(iid)] == ["workflow.started"]
 
@@ -244,9 +244,9 @@ def _claimed(engine: Engine, count: int, prefix: str) -> list[tuple[repo.Instanc
     now = engine.clock.now()
     epochs = {
         rec.id: epoch
-        for epoch, _, rec in engine.repo.claim_due("w1", now, now + timedelta(seconds=30), count)
+        for epoch, _, rec in engine.store.claim_due("w1", now, now + timedelta(seconds=30), count)
     }
-    records = [engine.repo.get(i) for i in ids]
+    records = [engine.store.get(i) for i in ids]
     assert all(r is not None for r in records)
     return [(r, epochs[r.id]) for r in records if r is not None]
 
@@ -268,7 +268,7 @@ def test_a_batch_updates_its_instances_in_one_statement_and_numbers_each_history
         claimed = _claimed(engine, 5, "one")
         for k, (rec, epoch) in enumerate(claimed):  # instances at different history lengths
             for _ in range(k):
-                assert engine.repo.commit_transition(_transition(rec, epoch, "s0")) == "running"
+                assert engine.store.commit_transition(_transition(rec, epoch, "s0")) == "running"
         batch = []
         for rec, epoch in claimed:
             t = _transition(rec, epoch, "s1")
@@ -336,7 +336,7 @@ def test_a_batch_of_differently_shaped_transitions_lands_each_on_its_own_instanc
     claimed = _claimed(engine, 6, "mixed")
     for k, (rec, epoch) in enumerate(claimed[:3]):  # different history lengths to start from
         for _ in range(k + 1):
-            assert engine.repo.commit_transition(_transition(rec, epoch, "s0")) == "running"
+            assert engine.store.commit_transition(_transition(rec, epoch, "s0")) == "running"
     batch = []
     for k, (rec, epoch) in enumerate(claimed):
         t = _transition(rec, epoch, "s1")

@@ -122,7 +122,7 @@ def test_execute_raises_the_handlers_exception_and_another_engine_completes_the_
     elif where == "pool":
         assert _raising_thread(state).startswith("sm-step")
 
-    rec = engine.repo.get("int-1")
+    rec = engine.store.get("int-1")
     assert rec is not None and rec.status == "running"
     assert rec.lease_owner is None  # given up at once: nobody waits for it to expire
     failed = [h for h in engine.history("int-1") if h.type.endswith(("step.failed", "step.retry"))]
@@ -248,7 +248,7 @@ def test_a_handlers_exit_stops_the_worker_gracefully_and_the_others_finish_their
     assert time.monotonic() - exiting < 5  # stopped already: no TimeoutError, no lease wait
 
     for iid in (gated, bad):
-        rec = live.repo.get(iid)
+        rec = live.store.get(iid)
         assert rec is not None and rec.lease_owner is None and rec.status == "running"
     state.armed = False
     with live.worker(concurrency=4, poll_interval="20ms"):
@@ -283,7 +283,7 @@ def test_run_worker_returns_after_a_handlers_keyboard_interrupt(live: Engine) ->
     iid = live.start("interrupted", {"v": 5})
     outcome = bounded(lambda: live.run_worker(concurrency=2, poll_interval="20ms"))
     assert outcome == ("returned", None)
-    rec = live.repo.get(iid)
+    rec = live.store.get(iid)
     assert rec is not None and rec.lease_owner is None and rec.status == "running"
 
 
@@ -317,7 +317,7 @@ def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str)
         deadline = time.monotonic() + 10
         while True:
             now = other.clock.now()
-            if other.repo.claim(dying.id, "thief", now, now + timedelta(seconds=1.5)):
+            if other.store.claim(dying.id, "thief", now, now + timedelta(seconds=1.5)):
                 break
             assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
             time.sleep(0.1)

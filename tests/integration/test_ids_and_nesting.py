@@ -124,7 +124,7 @@ def _refuse_completion_of(engine: Engine, instance_id: str) -> None:
     """A real trigger: the database refuses to mark this one instance completed, or failed
     (SQLite's refusal is a constraint error, which fails the step instead of its result)."""
     with engine.repo.engine.begin() as conn:
-        if engine.repo.dialect == "postgresql":
+        if engine.store.dialect == "postgresql":
             conn.exec_driver_sql(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                 f"IF NEW.id = '{instance_id}' AND NEW.status IN ('completed', 'failed') THEN "

@@ -149,13 +149,13 @@ def test_a_loop_stalled_by_an_inline_handler_keeps_its_leases(sqlite_url: str) -
         time.sleep(2.0)  # past the lease the claim gave, while the handler still blocks
         (stuck,) = other.list(workflow="stuck")
         now = other.clock.now()
-        assert other.repo.claim(stuck.id, "thief", now, now + timedelta(seconds=1.5)) is None
+        assert other.store.claim(stuck.id, "thief", now, now + timedelta(seconds=1.5)) is None
         runner.join(timeout=20)
         assert result and result[0].status == "completed", result
         assert engine.services.local.leases_extended >= 1
         assert engine.executor.quick[quick_then_stuck] is False  # back to the pool for good
         assert seen[2].startswith("sm-step")
-        rec = engine.repo.get(stuck.id)
+        rec = engine.store.get(stuck.id)
         assert rec is not None and rec.recoveries == 0
     finally:
         engine.close()
@@ -169,10 +169,10 @@ def test_each_commit_extends_the_lease_so_a_busy_runner_sends_no_heartbeat(
     the 30 s lease) keep it with no heartbeat transaction of their own. (On Postgres the lease
     runs from the database's clock, which the ManualClock does not move.)"""
     seen: list[tuple[Any, Any]] = []
-    pg = engine.repo.dialect == "postgresql"
+    pg = engine.store.dialect == "postgresql"
 
     def twenty_seconds(data: Any) -> Any:
-        rec = engine.repo.get("busy-1")
+        rec = engine.store.get("busy-1")
         assert rec is not None
         now = datetime.now(UTC) if pg else clock.now()
         seen.append((rec.lease_expires_at, now))  # as the step's start commit left it
@@ -180,7 +180,7 @@ def test_each_commit_extends_the_lease_so_a_busy_runner_sends_no_heartbeat(
         return data
 
     beats: list[str] = []
-    heartbeat = engine.repo.heartbeat
+    heartbeat = engine.store.heartbeat
 
     def counted(instance_id: str, epoch: int, now: Any, until: Any) -> bool:
         beats.append(instance_id)
@@ -197,5 +197,5 @@ def test_each_commit_extends_the_lease_so_a_busy_runner_sends_no_heartbeat(
     else:
         assert [until for until, _ in seen] == [now + lease for _, now in seen]
     assert beats == []
-    final = engine.repo.get("busy-1")
+    final = engine.store.get("busy-1")
     assert final is not None and final.lease_owner is None and final.lease_expires_at is None

@@ -66,7 +66,7 @@ def test_a_worker_whose_clock_runs_ahead_takes_over_no_live_instance(db_url: str
         assert taken == 0
         assert runs == Counter(dict.fromkeys(ids, 1))  # no step ran a second time
         for iid in ids:
-            rec = a.repo.get(iid)
+            rec = a.store.get(iid)
             assert rec is not None and rec.recoveries == 0 and rec.lease_epoch == 1
     finally:
         a.close()

@@ -55,7 +55,7 @@ def test_an_emit_the_database_would_refuse_fails_the_step_once_in_a_worker(
         assert inst.error is not None and inst.error["type"] == "InputValidationError"
         assert "ctx.emit" in inst.error["message"]
         assert runs == [1]
-        assert engine.repo.get(iid).recoveries == 0  # type: ignore[union-attr]
+        assert engine.store.get(iid).recoveries == 0  # type: ignore[union-attr]
     finally:
         engine.close()
         gc.collect()
@@ -73,7 +73,7 @@ def _refuse(
     of the refusal (SQLite's RAISE is always a constraint failure, class 23)."""
     listed = ", ".join(f"'{s}'" for s in statuses)
     with engine.repo.engine.begin() as conn:
-        if engine.repo.dialect == "postgresql":
+        if engine.store.dialect == "postgresql":
             conn.exec_driver_sql(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                 f"IF NEW.id = '{instance_id}' AND NEW.status IN ({listed}) "
@@ -131,7 +131,7 @@ def test_a_result_the_database_refuses_fails_the_step_without_a_rerun(
     assert step.status == "failed" and step.attempts == 1
     assert step.error is not None and step.error["type"] == "StoreRefused"
     assert "refused by the test" in step.error["message"]
-    assert engine.repo.get("bad").recoveries == 0  # type: ignore[union-attr]
+    assert engine.store.get("bad").recoveries == 0  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("code", ["23514", "P0001"], ids=["refused_data", "other_error"])
@@ -143,7 +143,7 @@ def test_a_commit_that_keeps_failing_backs_off_and_is_dead_lettered(
     own) leaves the run at once. Either way the instance is due again later each time, and
     dead-lettered after ``max_recoveries``: the handler runs a bounded number of times."""
     engine, clock, runs = counted
-    if code != "23514" and engine.repo.dialect != "postgresql":
+    if code != "23514" and engine.store.dialect != "postgresql":
         pytest.skip("SQLite's triggers refuse with a constraint error only")
     _refuse(engine, "bad", ("completed", "failed"), code=code)
     engine.start("pay", {}, instance_id="bad")
@@ -253,7 +253,7 @@ def test_the_http_api_answers_a_refused_write_with_422_not_503(db_url: str) -> N
     try:
         engine.register(workflow("plain").end("done").build())
         with engine.repo.engine.begin() as conn:  # a real trigger refuses this one id
-            if engine.repo.dialect == "postgresql":
+            if engine.store.dialect == "postgresql":
                 conn.exec_driver_sql(
                     "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                     "IF NEW.id = 'bad' THEN RAISE EXCEPTION 'refused by the test' "

@@ -31,7 +31,7 @@ def test_a_database_at_the_first_revision_is_upgraded(db_url: str) -> None:
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             columns = {c["name"]: c for c in sa.inspect(conn).get_columns("sm_event")}
         assert version == "0006"
-        if engine.repo.dialect == "postgresql":  # SQLite does not enforce a VARCHAR's length
+        if engine.store.dialect == "postgresql":  # SQLite does not enforce a VARCHAR's length
             assert columns["name"]["type"].length == 256
     gc.collect()
 
@@ -53,16 +53,16 @@ def test_history_written_before_the_feed_cursor_is_numbered_in_order(db_url: str
     with Engine(db_url) as engine:
         engine.register(wf)
         after = engine.execute("w", {"n": 2}).id
-        feed = engine.repo.history_since(None, 0, 1000)
+        feed = engine.store.history_since(None, 0, 1000)
         cursors = [row.cursor for row in feed]
         assert cursors == sorted(set(cursors))
         order = [(row.instance_id, row.entry.seq) for row in feed]
         want = [(i, h.seq) for i in [*before, after] for h in engine.history(i)]
         assert order == want  # instance by instance, as they ran one after the other
-        last = engine.repo.history_end(None)
+        last = engine.store.history_end(None)
         assert last == cursors[-1]
-        assert engine.repo.history_since(None, last, 10) == []
-        assert [r.entry.seq for r in engine.repo.history_since(after, 2, 100)] == [
+        assert engine.store.history_since(None, last, 10) == []
+        assert [r.entry.seq for r in engine.store.history_since(after, 2, 100)] == [
             h.seq for h in engine.history(after) if h.seq > 2
         ]
     gc.collect()

@@ -108,9 +108,9 @@ def test_a_dead_letter_is_reported(db_url: str, caplog: pytest.LogCaptureFixture
         engine.register(workflow("doomed").task("a", lambda x: x).build())
         iid = engine.start("doomed", {}, instance_id="dl-1")
         now = engine.clock.now()
-        claim = engine.repo.claim(iid, "gone", now, now)
+        claim = engine.store.claim(iid, "gone", now, now)
         assert claim is not None
-        engine.repo.release(iid, claim[0], recovery=True)  # its worker died once: over the limit
+        engine.store.release(iid, claim[0], recovery=True)  # its worker died once: over the limit
         caplog.set_level(logging.INFO, logger="statemachine")
         engine.run_due()
         assert engine.get(iid).status == "failed"

@@ -81,11 +81,11 @@ def _riding(fn: Callable[[], T]) -> T:
 
 # one query each (engine.list would also read every instance's steps): polled while workers run
 def _completed(engine: Engine) -> int:
-    return _riding(lambda: len(engine.repo.list_instances(wc.WORKFLOW, "completed", 100_000, 0)))
+    return _riding(lambda: len(engine.store.list_instances(wc.WORKFLOW, "completed", 100_000, 0)))
 
 
 def _failed(engine: Engine) -> list[str]:
-    bad = _riding(lambda: engine.repo.list_instances(wc.WORKFLOW, "failed", 100_000, 0))
+    bad = _riding(lambda: engine.store.list_instances(wc.WORKFLOW, "failed", 100_000, 0))
     return [f"{i.id}: {i.error}" for i in bad]
 
 

@@ -65,7 +65,7 @@ def test_an_instance_that_kills_every_worker_is_dead_lettered(db_url: str, tmp_p
         assert ("workflow.step.completed", "die") not in kinds
         assert kinds[-1][0] == "workflow.failed"
         assert kinds.count(("workflow.failed", kinds[-1][1])) == 1
-        rec = engine.repo.get(wd.INSTANCE)
+        rec = engine.store.get(wd.INSTANCE)
         assert rec is not None and rec.lease_owner is None
         assert engine.run_due() == 0  # a failed instance is not due any more
     finally:
@@ -120,7 +120,7 @@ def test_retry_of_a_dead_lettered_instance_clears_its_recovery_count(
         inst = engine.get(wd.INSTANCE)
         assert inst.status == "running"
         assert inst.step_results["ok"].attempts == 1  # completed steps are not run again
-        rec = engine.repo.get(wd.INSTANCE)
+        rec = engine.store.get(wd.INSTANCE)
         assert rec is not None and rec.recoveries == 1  # w6's, counted from 0 by the retry
     finally:
         for proc in procs:

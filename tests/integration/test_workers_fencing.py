@@ -94,7 +94,7 @@ def test_a_worker_paused_past_its_lease_cannot_commit(
             h for h in history if h.type == "workflow.step.completed" and h.step == "slow"
         ]
         assert slow_done.data.get("output") == {"by": me}, slow_done.data
-        rec = b.repo.get(IID)
+        rec = b.store.get(IID)
         assert rec is not None and rec.lease_owner is None
     finally:
         if a is not None:
@@ -121,7 +121,7 @@ def test_a_live_workers_long_step_is_not_taken_over(db_url: str, tmp_path: Path)
         kinds = [(h.type, h.step) for h in engine.history(IID)]
         assert kinds.count(("workflow.step.started", "slow")) == 1, kinds
         assert kinds.count(("workflow.step.completed", "slow")) == 1, kinds
-        rec = engine.repo.get(IID)
+        rec = engine.store.get(IID)
         assert rec is not None and rec.recoveries == 0
     finally:
         for proc in procs:

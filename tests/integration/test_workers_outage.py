@@ -59,7 +59,7 @@ def _start_riding(engine: Engine, iid: str) -> str:
 
 
 def _completed(engine: Engine) -> int:
-    return len(engine.repo.list_instances(wo.WORKFLOW, "completed", 100_000, 0))
+    return len(engine.store.list_instances(wo.WORKFLOW, "completed", 100_000, 0))
 
 
 def _check_every_step_recorded_once(engine: Engine, ids: list[str], log: Path, most: int) -> None:

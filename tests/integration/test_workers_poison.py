@@ -76,13 +76,13 @@ def test_a_poison_instance_is_dead_lettered_and_its_neighbours_complete(
         runs = Counter(line.split("/")[0] for line in read_lines(log))
         # one death with neighbours (a crash: a suspect), then max_recoveries + 1 alone
         assert runs[wp.POISON] == deaths == wp.SETTINGS.max_recoveries + 2, (runs, deaths)
-        rec = engine.repo.get(wp.POISON)
+        rec = engine.store.get(wp.POISON)
         assert rec is not None and rec.recoveries == wp.SETTINGS.max_recoveries + 1
         neighbours = [i for i in ids if runs[i] > 1]
         assert 0 < len(neighbours) < wp.CONCURRENCY, runs  # killed once each, then run alone
         assert all(runs[i] == 2 for i in neighbours), runs
         for iid in ids:
-            inner = engine.repo.get(iid)
+            inner = engine.store.get(iid)
             assert inner is not None and inner.recoveries == 0
     finally:
         for proc in procs:

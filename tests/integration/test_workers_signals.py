@@ -78,7 +78,7 @@ def _graceful_stop(db_url: str, tmp_path: Path, sig: signal.Signals) -> None:
         assert inst.step_results["slow"].output == {"slow_by": worker.pid}
         kinds = [(h.type, h.step) for h in engine.history(IID)]
         assert kinds.count(("workflow.step.completed", "slow")) == 1
-        rec = engine.repo.get(IID)
+        rec = engine.store.get(IID)
         assert rec is not None
         assert rec.lease_owner is None, (rec.lease_owner, rec.lease_expires_at)
 
@@ -93,7 +93,7 @@ def _graceful_stop(db_url: str, tmp_path: Path, sig: signal.Signals) -> None:
         inst = engine.get(IID)
         assert inst.status == "completed", (inst.status, inst.error)
         assert inst.output == "after-here"
-        assert engine.repo.get(IID).recoveries == 0  # type: ignore[union-attr]
+        assert engine.store.get(IID).recoveries == 0  # type: ignore[union-attr]
     finally:
         if worker is not None:
             worker.cleanup()
@@ -136,7 +136,7 @@ def test_a_handlers_sys_exit_stops_the_worker_as_sigterm_does(db_url: str, tmp_p
         inst = engine.get(IID)
         assert inst.step_results["slow"].status == "completed"
         for iid in (IID, "exit-1"):
-            rec = engine.repo.get(iid)
+            rec = engine.store.get(iid)
             assert rec is not None and rec.lease_owner is None and rec.status == "running"
 
         engine.action("slow")(lambda data: pytest.fail("slow ran again"))
@@ -209,7 +209,7 @@ def test_sigterm_keeps_the_lease_of_a_step_longer_than_it_until_the_step_ends(
         assert inst.step_results["long"].output == {"long_by": first.pid}
         kinds = [(h.type, h.step) for h in engine.history(PATIENT)]
         assert kinds.count(("workflow.step.completed", "long")) == 1
-        assert engine.repo.get(PATIENT).recoveries == 0  # type: ignore[union-attr]
+        assert engine.store.get(PATIENT).recoveries == 0  # type: ignore[union-attr]
         second.signal(signal.SIGTERM)
         assert second.wait(timeout=15) == 0, second.describe()
     finally:

@@ -23,7 +23,7 @@ LEASE = timedelta(seconds=30)
 def _running(engine: Engine, iid: str, owner: str) -> None:
     """``owner`` claims ``iid`` and commits its step's start: its handler is in flight."""
     now = engine.clock.now()
-    (claimed,) = [c for c in engine.repo.claim_due(owner, now, now + LEASE, 10) if c[2].id == iid]
+    (claimed,) = [c for c in engine.store.claim_due(owner, now, now + LEASE, 10) if c[2].id == iid]
     epoch = claimed[0]
     values: dict[str, Any] = {
         "status": "running", "state": {"active": ["s"], "extra": {"s": {"phase": "run"}}},
@@ -31,7 +31,7 @@ def _running(engine: Engine, iid: str, owner: str) -> None:
         "completed_at": None, "updated_at": now, "lease_expires_at": now + LEASE,
     }  # fmt: skip
     step = repo.StepWrite("s", "running", attempts=1, started_at=now)
-    engine.repo.commit_transition(repo.Transition(iid, epoch, repo.Columns(**values), [step]))
+    engine.store.commit_transition(repo.Transition(iid, epoch, repo.Columns(**values), [step]))
 
 
 def _die(engine: Engine, clock: ManualClock) -> None:
@@ -48,34 +48,34 @@ def test_a_suspect_is_claimed_alone_and_only_deaths_alone_are_blamed(
     engine.start("suspects", {}, "suspect")
     engine.start("suspects", {}, "idle")  # claimed, but no handler of its ran
     now = clock.now()
-    engine.repo.claim_due("w0", now, now + LEASE, 10)
-    engine.repo.release("suspect", 1)
+    engine.store.claim_due("w0", now, now + LEASE, 10)
+    engine.store.release("suspect", 1)
     _running(engine, "suspect", "w1")
     _die(engine, clock)
 
     # a busy worker takes the idle one, not the suspect: it counts w1's death and leaves it
     now = clock.now()
-    busy = engine.repo.claim_due("w2", now, now + LEASE, 10)
+    busy = engine.store.claim_due("w2", now, now + LEASE, 10)
     assert [(rec.id, recovered) for _, recovered, rec in busy] == [("idle", True)]
     assert busy.deferred == 1
-    rec = engine.repo.get("suspect")
+    rec = engine.store.get("suspect")
     assert rec is not None and rec.lease_owner is None
     assert (rec.crashes, rec.recoveries, rec.lease_epoch) == (1, 0, 3)
-    idle = engine.repo.get("idle")
+    idle = engine.store.get("idle")
     assert idle is not None and (idle.crashes, idle.recoveries) == (0, 0)
 
     # an idle worker takes it alone; its death then is its own
     now = clock.now()
-    alone = engine.repo.claim_due("w3", now, now + LEASE, 10, idle=True)
+    alone = engine.store.claim_due("w3", now, now + LEASE, 10, idle=True)
     assert [(rec.id, rec.lease_alone) for _, _, rec in alone] == [("suspect", True)]
     _die(engine, clock)  # its step still in phase run: w3 dies running it
     now = clock.now()
-    (again,) = engine.repo.claim_due("w4", now, now + LEASE, 10, idle=True)
+    (again,) = engine.store.claim_due("w4", now, now + LEASE, 10, idle=True)
     assert again[1] and again[2].lease_alone
-    rec = engine.repo.get("suspect")
+    rec = engine.store.get("suspect")
     assert rec is not None and (rec.crashes, rec.recoveries) == (2, 1)
 
     # a run that goes well clears the suspicion (not the deaths it was blamed for)
-    engine.repo.release("suspect", again[0], cleared=True)
-    rec = engine.repo.get("suspect")
+    engine.store.release("suspect", again[0], cleared=True)
+    rec = engine.store.get("suspect")
     assert rec is not None and (rec.crashes, rec.recoveries, rec.lease_alone) == (0, 1, False)

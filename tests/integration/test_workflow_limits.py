@@ -97,7 +97,7 @@ def test_a_limit_must_be_a_whole_number_of_at_least_one(
     engines.append(eng)
     with pytest.raises(InputValidationError, match="max_concurrent"):
         eng.register(workflow("w").task("a", lambda x: x).build(), max_concurrent=bad)
-    assert eng.repo.max_concurrent() == {}
+    assert eng.store.max_concurrent() == {}
 
 
 def test_worker_processes_obey_a_limit_they_were_not_given(

@@ -178,3 +178,12 @@ def test_help_and_validate_do_not_load_the_store(args: list[str]) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+
+
+def test_the_schema_command_prints_the_shipped_schema() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "statemachine", "schema"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (ROOT / "docs" / "statemachine.schema.json").read_text()
