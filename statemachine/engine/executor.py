@@ -83,19 +83,29 @@ class Executor:
         self.quick: dict[Callable[..., Any], bool] = {}  # measured in the pool first
         # by ``slot``: a call whose attempt ended while its thread still runs
         self.abandoned: dict[str, Future[Any]] = {}
-        # around every call: metrics and spans (statemachine.observability), none by default
-        self.watchers: list[Watcher] = []
+        # around every call: metrics and spans (statemachine.observability), none by default;
+        # each with the cheap check that says whether it watches now (None: always)
+        self.watchers: list[tuple[Watcher, Callable[[], bool] | None]] = []
+
+    def watch(self, watcher: Watcher, when: Callable[[], bool] | None = None) -> None:
+        """Run ``watcher`` around every handler call (only while ``when()`` is true): a watcher
+        that has nothing to do yet (tracing before OpenTelemetry is configured) costs one call
+        of ``when``, not a context manager per attempt."""
+        self.watchers.append((watcher, when))
+
+    def _watching(self) -> list[Watcher]:
+        return [w for w, when in self.watchers if when is None or when()]
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
     def watched(
-        self, ctx: StepContext, policy: models.RetryPolicy | None
+        self, watchers: list[Watcher], ctx: StepContext, policy: models.RetryPolicy | None
     ) -> Iterator[Callable[[Outcome], None]]:
         """Every watcher around one call; what the block yields tells them its outcome."""
         with contextlib.ExitStack() as stack:
-            told = [stack.enter_context(watch(ctx, policy)) for watch in list(self.watchers)]
+            told = [stack.enter_context(watch(ctx, policy)) for watch in watchers]
 
             def tell(outcome: Outcome) -> None:
                 for each in told:
@@ -127,9 +137,10 @@ class Executor:
         """Call ``fn(payload, ctx)``; a compensation gets the step's output and skips its schemas.
 
         A sync call abandoned by a timeout or a cancel tells ``late`` how it ended, later."""
-        if not self.watchers:
+        watchers = self._watching() if self.watchers else None
+        if not watchers:
             return await self._run(fn, step, payload, ctx, policy, compensation, late)
-        with self.watched(ctx, policy) as tell:
+        with self.watched(watchers, ctx, policy) as tell:
             outcome = await self._run(fn, step, payload, ctx, policy, compensation, late)
             tell(outcome)
         return outcome
@@ -219,9 +230,10 @@ class Executor:
         compensation: bool = False,
     ) -> Outcome:
         """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
-        if not self.watchers:
+        watchers = self._watching() if self.watchers else None
+        if not watchers:
             return self._run_inline(fn, step, payload, ctx, policy, compensation)
-        with self.watched(ctx, policy) as tell:
+        with self.watched(watchers, ctx, policy) as tell:
             outcome = self._run_inline(fn, step, payload, ctx, policy, compensation)
             tell(outcome)
         return outcome
@@ -237,8 +249,7 @@ class Executor:
     ) -> Outcome:
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
-            with _outside_the_loop():
-                result = contextvars.copy_context().run(self._timed, fn, args)
+            result = _outside_the_loop(self._timed, fn, args)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -265,8 +276,11 @@ class Executor:
                 self.quick.setdefault(fn, True)
 
 
-@contextlib.contextmanager
-def _outside_the_loop() -> Iterator[None]:
+def _outside_the_loop(
+    timed: Callable[[Callable[..., Any], tuple[Any, ...]], Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> Any:
     """A sync handler run inline, on the loop's own thread, must not see that loop: it may well
     call ``asyncio.run()`` itself, which refuses to start inside a running loop. asyncio has no
     public call that hides the running loop from code on its thread, so this uses the private
@@ -276,7 +290,7 @@ def _outside_the_loop() -> Iterator[None]:
     loop = asyncio.events._get_running_loop()
     asyncio.events._set_running_loop(None)
     try:
-        yield
+        return contextvars.copy_context().run(timed, fn, args)
     finally:
         asyncio.events._set_running_loop(loop)
 

@@ -41,7 +41,14 @@ def instrument(engine: observed.Observed) -> None:
     """Trace the engine's step attempts when OpenTelemetry is installed (extra ``otel``); the
     spans are recorded once a tracer provider is configured, and cost a check until then."""
     if _has_opentelemetry():
-        engine.executor.watchers.append(_traced)
+        engine.executor.watch(_traced, when=_tracing_configured)
+
+
+def _tracing_configured() -> bool:
+    """Whether a tracer provider is set (until then, attempts are not watched at all)."""
+    import statemachine.observability.tracing as tracing  # opentelemetry: imported once
+
+    return tracing.configured()
 
 
 def _traced(

@@ -148,7 +148,7 @@ def for_engine(engine: observed.Observed) -> Metrics:
         if found is None:
             found = _engines[engine] = Metrics(engine.repo)
             engine.bus.on("*", found.entry)
-            engine.executor.watchers.append(found.timed)
+            engine.executor.watch(found.timed)
         return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from statemachine.runtime import events
@@ -23,7 +24,7 @@ class Observed(Protocol):
 class Watched(Protocol):
     """The engine's executor: what it calls around each handler call."""
 
-    watchers: list[Watcher]
+    def watch(self, watcher: Watcher, when: Callable[[], bool] | None = None) -> None: ...
 
 
 def step_label(path: str) -> str:
