@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -44,11 +45,34 @@ def instrument(engine: observed.Observed) -> None:
         engine.executor.watch(_traced, when=_tracing_configured)
 
 
-def _tracing_configured() -> bool:
-    """Whether a tracer provider is set (until then, attempts are not watched at all)."""
-    import statemachine.observability.tracing as tracing  # opentelemetry: imported once
+class _TracingConfigured:
+    """Whether a tracer provider is set (until then, attempts are not watched at all).
 
-    return tracing.configured()
+    OpenTelemetry's own lookup reads the environment on every call while no provider is set,
+    which would cost every step attempt a few microseconds: the answer "not yet" is kept for a
+    second unless a provider was set meanwhile (``set_tracer_provider``, seen at once); "yes"
+    for good, as a provider is set once per process."""
+
+    RECHECK = 1.0  # seconds a "not configured" answer stands
+
+    def __init__(self) -> None:
+        self.known = False
+        self.until = 0.0
+
+    def __call__(self) -> bool:
+        if self.known:
+            return True
+        import statemachine.observability.tracing as tracing  # opentelemetry: imported once
+
+        now = time.monotonic()
+        if now < self.until and not tracing.provider_set():
+            return False
+        self.known = tracing.configured()
+        self.until = now + self.RECHECK
+        return self.known
+
+
+_tracing_configured = _TracingConfigured()
 
 
 def _traced(

@@ -51,6 +51,12 @@ def instance_context(instance_id: str) -> otel_context.Context:
     return trace.set_span_in_context(trace.NonRecordingSpan(root))
 
 
+def provider_set() -> bool:
+    """Whether ``trace.set_tracer_provider`` was called: a read of the module's global, which
+    ``configured`` would otherwise reach through a lookup of the environment."""
+    return getattr(trace, "_TRACER_PROVIDER", None) is not None
+
+
 def configured() -> bool:
     """Whether a tracer provider was set: until then spans would go nowhere."""
     provider = trace.get_tracer_provider()

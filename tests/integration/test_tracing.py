@@ -216,3 +216,25 @@ def test_steps_run_by_two_worker_processes_join_one_trace(
     assert {line["trace_id"] for line in lines} == {trace_id}
     assert {line["parent_id"] for line in lines} == {root}
     assert all(line["attributes"][tracing.OUTCOME] == "completed" for line in lines)
+
+
+def test_a_provider_set_after_the_engine_is_seen_at_once() -> None:
+    """The "not configured" answer is kept for a second (OpenTelemetry reads the environment
+    on every lookup), but a provider set meanwhile is seen by the very next step."""
+    import subprocess
+    import sys
+
+    program = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from statemachine.observability import _TracingConfigured\n"
+        "check = _TracingConfigured()\n"
+        "assert not check() and not check()\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "assert check()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr
