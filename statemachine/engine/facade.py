@@ -163,13 +163,17 @@ class Engine:
         """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
         inputs.send_event(self.services, instance_id, name, data)
 
-    def emit(self, name: str, data: JSON = None) -> builtins.list[str]:
+    def emit(
+        self, name: str, data: JSON = None, idempotency_key: str | None = None
+    ) -> builtins.list[str]:
         """Start every registered workflow with a trigger matching this event; all or none.
 
         Every matching workflow's input is checked first, so an event that one of them refuses
-        starts nothing (InputValidationError) instead of leaving half of them started.
+        starts nothing (InputValidationError) instead of leaving half of them started. The
+        same ``idempotency_key`` again (for this event) starts nothing and returns the same
+        ids, across processes, until ``prune`` removes keys older than its cutoff.
         """
-        return inputs.emit(self.services, name, data)
+        return inputs.emit(self.services, name, data, idempotency_key)
 
     def update_metadata(self, instance_id: str, patch: JSONObject) -> None:
         inputs.update_metadata(self.services, instance_id, patch)
