@@ -16,7 +16,7 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models
-from statemachine.engine import inputs
+from statemachine.engine import inputs, limits
 from statemachine.engine.services import Services
 from statemachine.runtime import flowview, paths, retries
 from statemachine.runtime import interpreter as interp
@@ -37,6 +37,8 @@ class StepCalls:
     state: State
     inflight: dict[str, asyncio.Task[Outcome]]
     emitted: dict[str, list[tuple[str, Any]]]
+    calls: dict[str, str]  # steps running a limited action, with its name (``admit``)
+    epoch: int
 
     async def apply(
         self,
@@ -90,6 +92,7 @@ class StepCalls:
         outcome = executor.run_inline(
             call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
         )
+        await self.end_call(path)
         await self.record(path, outcome)
         return True
 
@@ -101,10 +104,13 @@ class StepCalls:
     async def execute(self, path: str) -> Outcome:
         call = self.prepare(path)
         late = functools.partial(self.note_late, path, call.ctx.attempt)
-        return await self.services.executor.run(
-            call.fn, call.step, call.payload, call.ctx, call.policy,
-            compensation=call.compensation, late=late,
-        )  # fmt: skip
+        try:
+            return await self.services.executor.run(
+                call.fn, call.step, call.payload, call.ctx, call.policy,
+                compensation=call.compensation, late=late,
+            )  # fmt: skip
+        finally:
+            await self.end_call(path)
 
     def prepare(self, path: str) -> Call:
         st = self.state.steps[path]
@@ -131,6 +137,41 @@ class StepCalls:
         )
         policy = retries.policy_of(self.definition, step)
         return Call(fn, step, st.input, ctx, policy, compensation)
+
+    def action_of(self, path: str) -> str | None:
+        """The registered name of the action a step calls; None for a compensation or a
+        function given inline (no name to limit it by)."""
+        if paths.is_compensation(path):
+            return None
+        step = self.plan.node(paths.base_path(path)).step
+        target = step.handler if isinstance(step, models.TaskStep) else getattr(step, "check", None)
+        return target if isinstance(target, str) else None
+
+    async def admit(self, runnable: list[str]) -> list[str]:
+        """The runnable steps whose action's limit (``limit_action``) lets them start now;
+        the others wait (``StepDeferred``) until a token or slot may be free, with no attempt
+        used up. Steps already in flight were admitted when they started."""
+        admitted = []
+        for path in runnable:
+            action = None if path in self.inflight else self.action_of(path)
+            if action is None or not limits.limited(self.services, action):
+                admitted.append(path)
+                continue
+            args = (self.services, action, self.rec.id, path, self.epoch)
+            until = await asyncio.to_thread(limits.admit, *args)
+            if until is None:
+                self.calls[path] = action
+                admitted.append(path)
+            else:
+                await self.apply(interp.StepDeferred(path, until))
+        return admitted
+
+    async def end_call(self, path: str) -> None:
+        """The handler returned: a concurrency slot it held is free for the next call."""
+        action = self.calls.pop(path, None)
+        if action is not None:
+            store = self.services.repo
+            await asyncio.to_thread(store.end_call, action, self.rec.id, path, self.epoch)
 
     def cancel_abandoned(self) -> None:
         """Cancel handlers whose step no longer waits for them (a lost race, a fail-fast sibling)."""

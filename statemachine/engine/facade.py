@@ -23,7 +23,17 @@ from typing import Any, TypeVar
 
 from statemachine import errors, observability, records
 from statemachine.definition import models
-from statemachine.engine import control, drive, executor, inputs, leases, outage, queries, worker
+from statemachine.engine import (
+    control,
+    drive,
+    executor,
+    inputs,
+    leases,
+    limits,
+    outage,
+    queries,
+    worker,
+)
 from statemachine.engine.loop import LoopThread, tuned_collector
 from statemachine.engine.registry import Registry
 from statemachine.engine.runner import InstanceRunner
@@ -111,6 +121,15 @@ class Engine:
         """No new instances of ``workflow`` (every version, or ``version``), for every engine on
         the database; running instances finish on their version. ``register`` brings it back."""
         self.registry.unregister(workflow, None if version is None else str(version))
+
+    def limit_action(
+        self, name: str, rate: str | None = None, concurrency: int | None = None
+    ) -> None:
+        """Limit calls of action ``name`` for every engine on the database: at most ``rate``
+        ('N/s', 'N/m', 'N/h') started in any window of that length, ``concurrency`` running
+        at once. A step over it waits (``waiting``, with the next free slot as ``wake_at``)
+        and uses up no attempt. Both None: no limit. The action need not be registered here."""
+        limits.limit_action(self.services, name, rate, concurrency)
 
     def resolve_action(self, target: str | Callable[..., object]) -> Callable[..., object]:
         return self.registry.resolve_action(target)
