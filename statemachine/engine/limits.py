@@ -21,6 +21,11 @@ LOOKUP_TTL = 1.0
 #: seconds a step waiting for a concurrency slot waits before it asks again (its end is unknown)
 SLOT_RECHECK = 0.5
 
+#: seconds (at most a fifth of the window) added to a rate's window when admitting: the time
+#: from admission to the handler's start varies by up to a hundred milliseconds or so on a
+#: loaded machine, and a burst of handler starts must not show through
+RATE_GUARD = 0.2
+
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
@@ -65,5 +70,6 @@ def admit(
     services: Services, action: str, instance_id: str, path: str, epoch: int
 ) -> datetime | None:
     """None if a call of ``action`` may start now (and it is counted), else when to ask again."""
-    now = services.clock.now()
-    return services.repo.admit_call(action, instance_id, path, epoch, now, SLOT_RECHECK)
+    clock = services.clock.now
+    guard = RATE_GUARD if services.clock.real else 0.0  # a manual clock has no jitter
+    return services.repo.admit_call(action, instance_id, path, epoch, clock, SLOT_RECHECK, guard)

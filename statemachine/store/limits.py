@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -71,15 +72,25 @@ class Limits(Base):
         return {r["action"]: ActionLimit(r["rate"], r["per"], r["concurrency"]) for r in rows}
 
     def admit_call(
-        self, action: str, instance_id: str, path: str, epoch: int, now: datetime, recheck: float
+        self,
+        action: str,
+        instance_id: str,
+        path: str,
+        epoch: int,
+        clock: Callable[[], datetime],
+        recheck: float,
+        guard: float = 0.0,
     ) -> datetime | None:
         """Record a call of ``action`` if its limit lets it start now (None), else the time it
         may try again: when the oldest call of the full window leaves it, or ``recheck``
-        seconds on for a concurrency slot (its end is not known).
+        seconds on for a concurrency slot (its end is not known). The rate's window is counted
+        ``guard`` seconds longer than it is, so that a handler that starts a little later after
+        its admission than the next one does cannot show as a burst.
 
         One short transaction that locks only this action's row (Postgres ``FOR UPDATE``;
         SQLite's ``BEGIN IMMEDIATE`` writer), so two processes never both take the last token
-        or slot."""
+        or slot. The time is read from ``clock`` once the row is locked: a time read before
+        waiting for the lock would be older than calls admitted meanwhile, and miss them."""
         with self.tx() as conn:
             query = sa.select(ACTION_LIMIT).where(ACTION_LIMIT.c.action == action)
             if self.dialect == "postgresql":
@@ -87,9 +98,11 @@ class Limits(Base):
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
+            now = clock()
             limit = ActionLimit(row["rate"], row["per"], row["concurrency"])
             calls = ACTION_CALL.c
-            horizon = now - timedelta(seconds=limit.per or 0)
+            window = (limit.per or 0) + min(guard, (limit.per or 0) / 5)
+            horizon = now - timedelta(seconds=window)
             conn.execute(  # calls out of every window and not running count no more
                 sa.delete(ACTION_CALL).where(
                     calls.action == action, calls.started_at <= horizon, calls.running.is_(False)
@@ -109,7 +122,7 @@ class Limits(Base):
                 ).all()
                 if len(recent) >= limit.rate:
                     oldest = utc(recent[-1][0]) or now
-                    return oldest + timedelta(seconds=limit.per)
+                    return oldest + timedelta(seconds=window)
             conn.execute(
                 sa.insert(ACTION_CALL).values(
                     action=action, started_at=now, instance_id=instance_id, path=path,

@@ -55,7 +55,14 @@ class Store(Protocol):
     def set_action_limit(self, action: str, limit: ActionLimit | None, now: datetime) -> None: ...
     def action_limits(self) -> dict[str, ActionLimit]: ...
     def admit_call(
-        self, action: str, instance_id: str, path: str, epoch: int, now: datetime, recheck: float
+        self,
+        action: str,
+        instance_id: str,
+        path: str,
+        epoch: int,
+        clock: Callable[[], datetime],
+        recheck: float,
+        guard: float = 0.0,
     ) -> datetime | None: ...
     def end_call(self, action: str, instance_id: str, path: str, epoch: int) -> None: ...
 
