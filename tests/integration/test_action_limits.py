@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, InputValidationError, StepContext, workflow
+from statemachine import Engine, InputValidationError, StepContext
 from statemachine.testing import ManualClock
 from tests.integration.programs import worker_action_limits as program
 from tests.integration.programs.worker_support import Proc, read_lines
