@@ -4,6 +4,7 @@ worker process obeys; a step over it waits durably and uses up no attempt."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, InputValidationError, StepContext
+from statemachine import Engine, InputValidationError, StepContext, workflow
 from statemachine.testing import ManualClock
 from tests.integration.programs import worker_action_limits as program
 from tests.integration.programs.worker_support import Proc, read_lines
@@ -162,3 +163,38 @@ def test_concurrency_holds_across_two_processes(
     assert len(moves) == 20
     assert most == 2
     assert {parent.get(i).step_results["call"].attempts for i in ids} == {1}
+
+
+def test_a_slot_held_by_a_dead_worker_is_free_once_its_lease_expired(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    eng = _engine(db_url, engines, clock)
+    _throttled(eng, [])
+    eng.limit_action("send", concurrency=1)
+    store = eng.repo
+    for iid in ("dead", "next"):
+        eng.start(program.WORKFLOW, {}, instance_id=iid)
+    claimed = store.claim("dead", "gone-worker", clock.now(), clock.now() + timedelta(seconds=0.5))
+    assert claimed is not None
+    epoch = claimed[0]
+    assert store.admit_call("send", "dead", "call", epoch, clock.now, 0.5) is None
+    # the slot is taken: the next call waits, and asks again after the recheck interval
+    assert store.admit_call("send", "next", "call", 1, clock.now, 0.5) == clock.now() + timedelta(
+        seconds=0.5
+    )
+    clock.advance("1s")  # SQLite's lease time
+    time.sleep(0.7)  # Postgres's: the database's own clock
+    assert store.admit_call("send", "next", "call", 1, clock.now, 0.5) is None
+
+
+def test_a_slot_is_free_again_when_the_call_ends(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    eng = _engine(db_url, engines, clock)
+    calls: list[Any] = []
+    _throttled(eng, calls)
+    eng.register(workflow("twice").task("a", "send").task("b", "send").build())
+    eng.limit_action("send", concurrency=1)
+    iid = eng.start("twice", {})
+    eng.run_due()  # b is admitted while the instance still holds its lease: a gave its slot back
+    assert len(calls) == 2 and eng.get(iid).status == "completed"
