@@ -37,7 +37,8 @@ class StepCalls:
     state: State
     inflight: dict[str, asyncio.Task[Outcome]]
     emitted: dict[str, list[tuple[str, Any]]]
-    calls: dict[str, str]  # steps running a limited action, with its name (``admit``)
+    calls: dict[str, str]  # steps running a limited action, with its name (``gate``)
+    deferrals: dict[str, datetime]  # steps whose call was refused by its limit: until when
     epoch: int
 
     async def apply(
@@ -69,6 +70,10 @@ class StepCalls:
 
     async def record(self, path: str, outcome: Outcome) -> None:
         emitted = self.emitted.pop(path, [])
+        until = self.deferrals.pop(path, None)
+        if until is not None:  # over its action's limit: the handler did not run
+            await self.apply(interp.StepDeferred(path, until))
+            return
         if outcome.ok:
             await self.apply(interp.StepSucceeded(path, outcome.output), emitted=emitted)
         else:
@@ -85,6 +90,8 @@ class StepCalls:
         if len(runnable) != 1 or self.inflight:
             return False
         path = runnable[0]
+        if self.limited(path) is not None:
+            return False  # admitted in the pool, right before the call (``execute``)
         call = self.prepare(path)
         executor = self.services.executor
         if not executor.can_inline(call.fn, call.step, call.ctx):
@@ -92,7 +99,6 @@ class StepCalls:
         outcome = executor.run_inline(
             call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
         )
-        await self.end_call(path)
         await self.record(path, outcome)
         return True
 
@@ -104,9 +110,12 @@ class StepCalls:
     async def execute(self, path: str) -> Outcome:
         call = self.prepare(path)
         late = functools.partial(self.note_late, path, call.ctx.attempt)
+        action, fn = self.limited(path), call.fn
+        if action is not None:
+            fn = limits.gated(fn, self.gate(path, action))
         try:
             return await self.services.executor.run(
-                call.fn, call.step, call.payload, call.ctx, call.policy,
+                fn, call.step, call.payload, call.ctx, call.policy,
                 compensation=call.compensation, late=late,
             )  # fmt: skip
         finally:
@@ -147,23 +156,25 @@ class StepCalls:
         target = step.handler if isinstance(step, models.TaskStep) else getattr(step, "check", None)
         return target if isinstance(target, str) else None
 
-    async def admit(self, runnable: list[str]) -> list[str]:
-        """The runnable steps whose action's limit (``limit_action``) lets them start now;
-        the others wait (``StepDeferred``) until a token or slot may be free, with no attempt
-        used up. Steps already in flight were admitted when they started."""
-        admitted = []
-        for path in runnable:
-            action = None if path in self.inflight else self.action_of(path)
-            if action is None or not limits.limited(self.services, action):
-                admitted.append(path)
-                continue
-            args = (self.services, action, self.rec.id, path, self.epoch)
-            until = await asyncio.to_thread(limits.admit, *args)
+    def limited(self, path: str) -> str | None:
+        """The step's action if it has a limit (``limit_action``), else None."""
+        action = self.action_of(path)
+        return action if action is not None and limits.limited(self.services, action) else None
+
+    def gate(self, path: str, action: str) -> Callable[[], bool]:
+        """Admits the call of ``path`` (counting it against the action's limit), or notes
+        when to try again for ``record``, which then defers the step with no attempt used.
+        Called where the handler runs, right before it (``limits.gated``)."""
+        args = (self.services, action, self.rec.id, path, self.epoch)
+
+        def admitted() -> bool:
+            until = limits.admit(*args)
             if until is None:
                 self.calls[path] = action
-                admitted.append(path)
-            else:
-                await self.apply(interp.StepDeferred(path, until))
+                return True
+            self.deferrals[path] = until
+            return False
+
         return admitted
 
     async def end_call(self, path: str) -> None:

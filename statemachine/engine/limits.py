@@ -7,8 +7,14 @@ query per step; the admission itself (``Repository.admit_call``) always reads th
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import inspect
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from statemachine import errors
 from statemachine.engine.services import Services
@@ -73,3 +79,48 @@ def admit(
     clock = services.clock.now
     guard = RATE_GUARD if services.clock.real else 0.0  # a manual clock has no jitter
     return services.repo.admit_call(action, instance_id, path, epoch, clock, SLOT_RECHECK, guard)
+
+
+# -- admission at the call itself -----------------------------------------------------------
+# The admission runs where the handler runs (its pool thread, or its task), right before it:
+# admitting earlier, on the runner's loop, left tens of milliseconds of scheduling between the
+# counted start and the real one, enough to show a burst in the handlers' own timestamps.
+# The call's gate travels in a context variable (the executor runs each call in a copy of the
+# caller's context), so one wrapper per action function serves every call.
+_GATE: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "statemachine_action_gate", default=None
+)
+_GATED: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def gated(fn: Callable[..., Any], gate: Callable[[], bool]) -> Callable[..., Any]:
+    """``fn`` behind ``gate`` for the calls made from the current context: it runs only if the
+    gate admits it, else returns None (``StepCalls.record`` then defers the step instead)."""
+    _GATE.set(gate)
+    wrapper = _GATED.get(fn)
+    if wrapper is None:
+        wrapper = _GATED[fn] = _wrap(fn)
+    return wrapper
+
+
+def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
+
+        @functools.wraps(fn)
+        async def gate_async(*args: Any) -> Any:
+            gate = _GATE.get()
+            if gate is not None and not await asyncio.to_thread(gate):
+                return None
+            return await fn(*args)
+
+        return gate_async
+
+    @functools.wraps(fn)
+    def gate_sync(*args: Any) -> Any:
+        gate = _GATE.get()
+        if gate is not None and not gate():
+            return None
+        return fn(*args)
+
+    return gate_sync
