@@ -27,10 +27,9 @@ LOOKUP_TTL = 1.0
 #: seconds a step waiting for a concurrency slot waits before it asks again (its end is unknown)
 SLOT_RECHECK = 0.5
 
-#: seconds (at most a fifth of the window) added to a rate's window when admitting: the time
-#: from admission to the handler's start varies by up to a hundred milliseconds or so on a
-#: loaded machine, and a burst of handler starts must not show through
-RATE_GUARD = 0.2
+#: seconds (at most a tenth of the window) added to a rate's window when admitting: a call's
+#: start is counted just before its admission commits, and the commit's own time varies
+RATE_GUARD = 0.05
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")

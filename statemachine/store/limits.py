@@ -101,7 +101,7 @@ class Limits(Base):
             now = clock()
             limit = ActionLimit(row["rate"], row["per"], row["concurrency"])
             calls = ACTION_CALL.c
-            window = (limit.per or 0) + min(guard, (limit.per or 0) / 5)
+            window = (limit.per or 0) + min(guard, (limit.per or 0) / 10)
             horizon = now - timedelta(seconds=window)
             conn.execute(  # calls out of every window and not running count no more
                 sa.delete(ACTION_CALL).where(
