@@ -198,3 +198,26 @@ def test_a_slot_is_free_again_when_the_call_ends(
     iid = eng.start("twice", {})
     eng.run_due()  # b is admitted while the instance still holds its lease: a gave its slot back
     assert len(calls) == 2 and eng.get(iid).status == "completed"
+
+
+def test_an_async_action_is_limited_too(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    eng = _engine(db_url, engines, clock)
+    calls: list[str] = []
+
+    async def send(data: Any, ctx: StepContext) -> dict[str, Any]:
+        calls.append(ctx.instance_id)
+        return {}
+
+    eng.action("send")(send)
+    eng.register(program.definition())
+    eng.limit_action("send", rate="1/m")
+    ids = [eng.start(program.WORKFLOW, {}) for _ in range(2)]
+    eng.run_due()
+    assert len(calls) == 1
+    (held,) = [i for i in ids if eng.get(i).status == "waiting"]
+    assert eng.get(held).step_results["call"].attempts == 0
+    clock.advance("1m")
+    eng.run_due()
+    assert len(calls) == 2 and eng.get(held).step_results["call"].attempts == 1
