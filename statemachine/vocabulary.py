@@ -43,6 +43,7 @@ class Phase(enum.StrEnum):
     DELAY = "delay"  # a task's first attempt is not due yet
     RUN = "run"  # its handler is due or running
     RETRY = "retry"  # backing off before the next attempt
+    LIMIT = "limit"  # its action is over its limit (``limit_action``): runs at ``wake_at``
     POLL = "poll"  # between two calls of a poll step
     TIMER = "timer"  # a wait step's timer
     EVENT = "event"  # a wait step waiting for its event

@@ -91,20 +91,17 @@ def emit(
     data: Annotated[str | None, typer.Option("--data", help="Event data as JSON.")] = None,
     key: Annotated[
         str | None,
-        typer.Option("--key", help="Idempotency key: accepted, not used yet (see the note)."),
+        typer.Option(
+            "--key", help="Idempotency key: the same key again starts nothing, prints the same ids."
+        ),
     ] = None,
     db: Db = DEFAULT_DB,
     definitions: Defs = None,
 ) -> None:
     """Start every workflow (from --definitions) whose trigger matches the event; prints their ids."""
     payload = parse_json(data, "--data")
-    if key is not None:
-        output.stderr.print(
-            "note: --key is not used yet: events have no idempotency keys, so emitting the "
-            "same event twice starts its workflows twice"
-        )
     with engines.engine_for(db, definitions, None, run=False) as engine:
-        ids = engine.emit(name, payload)
+        ids = engine.emit(name, payload, idempotency_key=key)
         for iid in ids:
             output.stdout.print(iid)
         if not ids:

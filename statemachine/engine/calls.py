@@ -16,7 +16,7 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models
-from statemachine.engine import inputs
+from statemachine.engine import inputs, limits
 from statemachine.engine.services import Services
 from statemachine.runtime import flowview, paths, retries
 from statemachine.runtime import interpreter as interp
@@ -37,6 +37,9 @@ class StepCalls:
     state: State
     inflight: dict[str, asyncio.Task[Outcome]]
     emitted: dict[str, list[tuple[str, Any]]]
+    calls: dict[str, str]  # steps running a limited action, with its name (``gate``)
+    deferrals: dict[str, datetime]  # steps whose call was refused by its limit: until when
+    epoch: int
 
     async def apply(
         self,
@@ -67,6 +70,10 @@ class StepCalls:
 
     async def record(self, path: str, outcome: Outcome) -> None:
         emitted = self.emitted.pop(path, [])
+        until = self.deferrals.pop(path, None)
+        if until is not None:  # over its action's limit: the handler did not run
+            await self.apply(interp.StepDeferred(path, until))
+            return
         if outcome.ok:
             await self.apply(interp.StepSucceeded(path, outcome.output), emitted=emitted)
         else:
@@ -83,6 +90,8 @@ class StepCalls:
         if len(runnable) != 1 or self.inflight:
             return False
         path = runnable[0]
+        if self.limited(path) is not None:
+            return False  # admitted in the pool, right before the call (``execute``)
         call = self.prepare(path)
         executor = self.services.executor
         if not executor.can_inline(call.fn, call.step, call.ctx):
@@ -101,10 +110,16 @@ class StepCalls:
     async def execute(self, path: str) -> Outcome:
         call = self.prepare(path)
         late = functools.partial(self.note_late, path, call.ctx.attempt)
-        return await self.services.executor.run(
-            call.fn, call.step, call.payload, call.ctx, call.policy,
-            compensation=call.compensation, late=late,
-        )  # fmt: skip
+        action, fn = self.limited(path), call.fn
+        if action is not None:
+            fn = limits.gated(fn, self.gate(path, action))
+        try:
+            return await self.services.executor.run(
+                fn, call.step, call.payload, call.ctx, call.policy,
+                compensation=call.compensation, late=late,
+            )  # fmt: skip
+        finally:
+            await self.end_call(path)
 
     def prepare(self, path: str) -> Call:
         st = self.state.steps[path]
@@ -131,6 +146,43 @@ class StepCalls:
         )
         policy = retries.policy_of(self.definition, step)
         return Call(fn, step, st.input, ctx, policy, compensation)
+
+    def action_of(self, path: str) -> str | None:
+        """The registered name of the action a step calls; None for a compensation or a
+        function given inline (no name to limit it by)."""
+        if paths.is_compensation(path):
+            return None
+        step = self.plan.node(paths.base_path(path)).step
+        target = step.handler if isinstance(step, models.TaskStep) else getattr(step, "check", None)
+        return target if isinstance(target, str) else None
+
+    def limited(self, path: str) -> str | None:
+        """The step's action if it has a limit (``limit_action``), else None."""
+        action = self.action_of(path)
+        return action if action is not None and limits.limited(self.services, action) else None
+
+    def gate(self, path: str, action: str) -> Callable[[], bool]:
+        """Admits the call of ``path`` (counting it against the action's limit), or notes
+        when to try again for ``record``, which then defers the step with no attempt used.
+        Called where the handler runs, right before it (``limits.gated``)."""
+        args = (self.services, action, self.rec.id, path, self.epoch)
+
+        def admitted() -> bool:
+            until = limits.admit(*args)
+            if until is None:
+                self.calls[path] = action
+                return True
+            self.deferrals[path] = until
+            return False
+
+        return admitted
+
+    async def end_call(self, path: str) -> None:
+        """The handler returned: a concurrency slot it held is free for the next call."""
+        action = self.calls.pop(path, None)
+        if action is not None:
+            store = self.services.repo
+            await asyncio.to_thread(store.end_call, action, self.rec.id, path, self.epoch)
 
     def cancel_abandoned(self) -> None:
         """Cancel handlers whose step no longer waits for them (a lost race, a fail-fast sibling)."""

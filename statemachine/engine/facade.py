@@ -23,7 +23,17 @@ from typing import Any, TypeVar
 
 from statemachine import errors, observability, records
 from statemachine.definition import models
-from statemachine.engine import control, drive, executor, inputs, leases, outage, queries, worker
+from statemachine.engine import (
+    control,
+    drive,
+    executor,
+    inputs,
+    leases,
+    limits,
+    outage,
+    queries,
+    worker,
+)
 from statemachine.engine.loop import LoopThread, tuned_collector
 from statemachine.engine.registry import Registry
 from statemachine.engine.runner import InstanceRunner
@@ -113,6 +123,15 @@ class Engine:
         the database; running instances finish on their version. ``register`` brings it back."""
         self.registry.unregister(workflow, None if version is None else str(version))
 
+    def limit_action(
+        self, name: str, rate: str | None = None, concurrency: int | None = None
+    ) -> None:
+        """Limit calls of action ``name`` for every engine on the database: at most ``rate``
+        ('N/s', 'N/m', 'N/h') started in any window of that length, ``concurrency`` running
+        at once. A step over it waits (``waiting``, with the next free slot as ``wake_at``)
+        and uses up no attempt. Both None: no limit. The action need not be registered here."""
+        limits.limit_action(self.services, name, rate, concurrency)
+
     def resolve_action(self, target: str | Callable[..., object]) -> Callable[..., object]:
         return self.registry.resolve_action(target)
 
@@ -164,13 +183,17 @@ class Engine:
         """Deliver to a waiting instance, or keep in its inbox until it waits for ``name``."""
         inputs.send_event(self.services, instance_id, name, data)
 
-    def emit(self, name: str, data: JSON = None) -> builtins.list[str]:
+    def emit(
+        self, name: str, data: JSON = None, idempotency_key: str | None = None
+    ) -> builtins.list[str]:
         """Start every registered workflow with a trigger matching this event; all or none.
 
         Every matching workflow's input is checked first, so an event that one of them refuses
-        starts nothing (InputValidationError) instead of leaving half of them started.
+        starts nothing (InputValidationError) instead of leaving half of them started. The
+        same ``idempotency_key`` again (for this event) starts nothing and returns the same
+        ids, across processes, until ``prune`` removes keys older than its cutoff.
         """
-        return inputs.emit(self.services, name, data)
+        return inputs.emit(self.services, name, data, idempotency_key)
 
     def update_metadata(self, instance_id: str, patch: JSONObject) -> None:
         inputs.update_metadata(self.services, instance_id, patch)

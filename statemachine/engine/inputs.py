@@ -3,6 +3,7 @@ waiting ones, and metadata; each checked and made storable before anything is wr
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -184,30 +185,57 @@ def send_event(services: Services, instance_id: str, name: str, data: JSON = Non
     services.repo.add_event(instance_id, name, payload, now, wake=True)
 
 
-def emit(services: Services, name: str, data: JSON = None) -> list[str]:
+def emit(
+    services: Services, name: str, data: JSON = None, idempotency_key: str | None = None
+) -> list[str]:
     """Start every registered workflow with a trigger matching this event; all or none.
 
     Every matching workflow's input is checked first, so an event that one of them refuses
-    starts nothing (InputValidationError) instead of leaving half of them started.
+    starts nothing (InputValidationError) instead of leaving half of them started. With an
+    ``idempotency_key``, the same (event, key) again starts nothing and returns the ids of the
+    first emit, in any process, until ``prune`` forgets the key.
     """
     check_event_name(name)
+    if idempotency_key is not None:
+        jsondata.check_name(idempotency_key, "idempotency_key", tables.ID_LENGTH)
+        done = services.repo.emitted(name, idempotency_key)
+        if done is not None:
+            return done
     matching = [
         d
         for d in services.registry.definitions()
         if any(trigger_matches(t, name, data) for t in d.triggers)
     ]
-    if not matching:
-        return []
     for definition in matching:
         validate_input(definition, data)
     try:
         event = jsondata.to_storable(data, what=f"data of event {name!r}")
     except errors.OutputNotStorable as exc:
         raise errors.InputValidationError(str(exc)) from None
-    return [
-        start(services, definition.name, data, definition=definition, event=event)
+    ids = [
+        start(
+            services,
+            definition.name,
+            data,
+            keyed_id(name, idempotency_key, definition.name),
+            definition=definition,
+            event=event,
+        )
         for definition in matching
     ]
+    if idempotency_key is None:
+        return ids
+    return services.repo.record_emit(name, idempotency_key, ids, services.clock.now())
+
+
+def keyed_id(event: str, key: str | None, workflow: str) -> str | None:
+    """The instance id a keyed emit gives ``workflow``: the same for the same key, so that two
+    processes racing on one key start one instance (``start`` is idempotent on its id), and
+    one that crashed before recording the key starts nothing new when it is emitted again."""
+    if key is None:
+        return None
+    digest = hashlib.sha256(f"{event}\0{key}\0{workflow}".encode()).hexdigest()
+    return f"emit-{digest[:32]}"
 
 
 def update_metadata(services: Services, instance_id: str, patch: JSONObject) -> None:

@@ -99,6 +99,8 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
         self.paused = False
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}
         self.emitted: dict[str, list[tuple[str, Any]]] = {}
+        self.calls: dict[str, str] = {}  # limited actions running (``StepCalls.gate``)
+        self.deferrals: dict[str, datetime] = {}
         self.stop = stop  # a worker's graceful stop: finish the step in flight, start no other
         self.last_beat: datetime | None = services.clock.now()  # the claim itself set the lease
         self.stored_status, self.stored_wake = record.status, record.wake_at  # as last committed

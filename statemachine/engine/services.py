@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from statemachine.engine.executor import Executor
@@ -41,6 +42,8 @@ class Local:
     closed: bool = False  # the engine was closed: nothing new starts
     loop: LoopThread | None = None  # the loop the runners run on, once one was needed
     leases_extended: int = 0  # leases the keeper extended while the loop was stalled
+    # when the stored limits per action were read, and the limited actions (``limits.limited``)
+    action_limits: tuple[datetime, frozenset[str]] | None = None
 
     def interrupt(self, instance_id: str) -> None:
         """A runner here that held the instance learns at once that it lost it (any thread)."""

@@ -33,6 +33,7 @@ from statemachine.runtime.transitions import (
     HistoryItem,
     Retry,
     Start,
+    StepDeferred,
     StepFailed,
     StepSucceeded,
     Tick,
@@ -51,6 +52,7 @@ __all__ = [
     "HistoryItem",
     "Retry",
     "Start",
+    "StepDeferred",
     "StepFailed",
     "StepSucceeded",
     "Tick",
@@ -98,6 +100,9 @@ def _apply(run: FlowRun, event: Event) -> None:
         case StepFailed(path=path, error=error, retryable=retryable):
             if not run.expire():
                 run.failed(path, error, retryable)
+        case StepDeferred(path=path, until=until):
+            if not run.expire():
+                run.deferred(path, until)
         case EventArrived(name=name, data=data):
             if not run.expire():
                 run.event(name, data)

@@ -9,7 +9,7 @@ decision returns (``drain``), so a long chain of pure steps cannot exhaust the s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from statemachine import errors
@@ -305,6 +305,17 @@ class StepMachine(FlowBase):
         if st.deadline is not None and st.wake_at > st.deadline:
             st.wake_at = st.deadline
         self.touch(st)
+
+    def deferred(self, path: str, until: datetime) -> None:
+        """Its action is over its limit: wait for ``until`` (``Timers.wake`` runs it then),
+        giving back the attempt ``run_task`` or ``wake`` counted for the call not made."""
+        st = self.running(path)
+        if st is None or paths.is_compensation(path):
+            return
+        st.status, st.phase, st.wake_at = StepStatus.WAITING, Phase.LIMIT, until
+        st.attempts = max(0, st.attempts - 1)
+        self.touch(st)
+        self.log("workflow.step.throttled", path, until=until.isoformat())
 
     def failed(self, path: str, error: Mapping[str, Any], retryable: bool) -> None:
         st = self.running(path)

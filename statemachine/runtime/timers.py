@@ -146,7 +146,7 @@ class Timers(FlowBase):
         self.touch(st)
         if phase == Phase.DELAY:
             self.begin(st, node)
-        elif phase in (Phase.RETRY, Phase.POLL):
+        elif phase in (Phase.RETRY, Phase.POLL, Phase.LIMIT):
             st.status, st.phase = StepStatus.RUNNING, Phase.RUN
             st.attempts += 1
         elif phase == Phase.TIMER:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from statemachine.runtime.plan import Plan
@@ -26,6 +27,15 @@ class StepFailed:
     path: str
     error: dict[str, Any]
     retryable: bool = True
+
+
+@dataclass
+class StepDeferred:
+    """The step's action is over its limit (``limit_action``): it waits until ``until``
+    instead of running, and the attempt it was about to make is not used up."""
+
+    path: str
+    until: datetime
 
 
 @dataclass
@@ -70,6 +80,7 @@ Event = (
     | Start
     | StepSucceeded
     | StepFailed
+    | StepDeferred
     | Tick
     | EventArrived
     | Cancel

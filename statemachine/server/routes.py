@@ -165,9 +165,14 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
         return schemas.EventAccepted(instance_id=instance_id, name=body.name)
 
     @api.post("/events", summary="Emit an event", tags=["events"])
-    def emit(body: schemas.EventRequest) -> schemas.Started:
-        """Start every workflow whose trigger matches the event."""
-        return schemas.Started(started=engine.emit(body.name, body.data))
+    def emit(
+        body: schemas.EmitRequest,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> schemas.Started:
+        """Start every workflow whose trigger matches the event; the same idempotency key
+        (body field or ``Idempotency-Key`` header) again starts nothing: the same ids."""
+        key = body.idempotency_key or idempotency_key
+        return schemas.Started(started=engine.emit(body.name, body.data, idempotency_key=key))
 
     return api
 

@@ -59,6 +59,16 @@ class EventRequest(_Request):
     data: Any = Field(default=None, description="Event data (JSON).")
 
 
+class EmitRequest(EventRequest):
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The same key again starts nothing and answers the same ids "
+        "(also the Idempotency-Key header).",
+    )
+
+
 class EventAccepted(BaseModel):
     instance_id: str
     name: str

@@ -24,6 +24,7 @@ from statemachine.store import committer
 from statemachine.store.base import Base, instance_record, step_result, utc
 from statemachine.store.claims import Claims, Leases
 from statemachine.store.history import History
+from statemachine.store.limits import Limits
 from statemachine.store.records import (
     KEEP,
     Columns,
@@ -36,7 +37,7 @@ from statemachine.store.records import (
     StepWrite,
     Transition,
 )
-from statemachine.store.tables import EVENT, HISTORY, INSTANCE, STEP
+from statemachine.store.tables import ACTION_CALL, EMIT_KEY, EVENT, HISTORY, INSTANCE, STEP
 from statemachine.store.workflows import Workflows
 from statemachine.vocabulary import RUNNABLE, TERMINAL, InstanceStatus
 
@@ -47,7 +48,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Repository(Workflows, Leases, History, Base):
+class Repository(Workflows, Limits, Leases, History, Base):
     def __init__(
         self, url: str | None, *, synchronous: str = "FULL", busy_timeout: float = 30.0
     ) -> None:
@@ -154,8 +155,10 @@ class Repository(Workflows, Leases, History, Base):
         return found
 
     def prune(self, before: datetime, limit: int = 10_000) -> int:
-        """Delete finished instances completed before ``before`` with their steps, history, events."""
+        """Delete finished instances completed before ``before`` with their steps, history,
+        events and calls of limited actions, and the keys of emits older than ``before``."""
         with self.tx() as conn:
+            conn.execute(sa.delete(EMIT_KEY).where(EMIT_KEY.c.created_at < before))
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -167,7 +170,7 @@ class Repository(Workflows, Leases, History, Base):
                 ).all()
             ]
             for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-                for table in (STEP, HISTORY, EVENT):
+                for table in (STEP, HISTORY, EVENT, ACTION_CALL):
                     conn.execute(sa.delete(table).where(table.c.instance_id.in_(chunk)))
                 conn.execute(sa.delete(INSTANCE).where(INSTANCE.c.id.in_(chunk)))
             return len(ids)

@@ -118,3 +118,45 @@ STEP: Table = StepRow.__table__  # type: ignore[attr-defined]
 HISTORY: Table = HistoryRow.__table__  # type: ignore[attr-defined]
 EVENT: Table = EventRow.__table__  # type: ignore[attr-defined]
 WORKFLOW: Table = WorkflowRow.__table__  # type: ignore[attr-defined]
+
+
+class EmitKeyRow(SQLModel, table=True):
+    """An ``emit`` with an idempotency key: the ids it started, returned to the same key again."""
+
+    __tablename__ = "sm_emit_key"
+    event: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=200)
+    ids: object = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime | None = _ts(index=True)  # ``prune`` forgets keys older than its cutoff
+
+
+class ActionLimitRow(SQLModel, table=True):
+    """``limit_action``: one row per action, locked while a call of it is admitted."""
+
+    __tablename__ = "sm_action_limit"
+    action: str = Field(primary_key=True, max_length=200)
+    rate: int | None = Field(default=None)  # at most this many calls started...
+    per: float | None = Field(default=None)  # ...in any window of this many seconds
+    concurrency: int | None = Field(default=None)  # at most this many calls running at once
+    updated_at: datetime | None = _ts()
+
+
+class ActionCallRow(SQLModel, table=True):
+    """A call of a limited action: its start counts against the rate until it leaves the
+    window; while ``running``, it holds a concurrency slot, alive as long as the lease epoch
+    it was taken under is the instance's live lease (a crash gives the slot back)."""
+
+    __tablename__ = "sm_action_call"
+    __table_args__ = (Index("ix_sm_action_call_at", "action", "started_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    action: str = Field(max_length=200)
+    started_at: datetime | None = _ts()
+    instance_id: str = Field(max_length=200)
+    path: str = Field(max_length=500)
+    epoch: int = 0
+    running: bool = False
+
+
+EMIT_KEY: Table = EmitKeyRow.__table__  # type: ignore[attr-defined]
+ACTION_LIMIT: Table = ActionLimitRow.__table__  # type: ignore[attr-defined]
+ACTION_CALL: Table = ActionCallRow.__table__  # type: ignore[attr-defined]

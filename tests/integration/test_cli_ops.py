@@ -374,10 +374,15 @@ def test_emit_starts_the_workflows_its_event_triggers(db: str) -> None:
     data = json.dumps({"email": "a@b.c", "name": "A", "plan": "free"})
     proc = cli("emit", "Customer.created", "--data", data, "--key", "k-1", db=db)
     (iid,) = proc.stdout.split()
-    assert "--key is not used yet" in proc.stderr
     assert json.loads(cli("status", iid, "--json", db=db).stdout)["workflow_name"] == (
         "customer-lifecycle"
     )
+    again = cli("emit", "Customer.created", "--data", data, "--key", "k-1", db=db)
+    assert again.stdout.split() == [iid]  # the same key starts nothing new: the same id
+    other = cli("emit", "Customer.created", "--data", data, "--key", "k-2", db=db)
+    assert other.stdout.split() != [iid]
+    with Engine(db) as engine:
+        assert len(engine.list()) == 2
 
 
 def test_read_commands_refuse_a_database_that_does_not_exist(tmp_path: Path) -> None:
