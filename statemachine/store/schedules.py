@@ -167,15 +167,16 @@ def _claim(cur: Cursor, writer: Writer, tick: Tick, lock: str) -> Claimed | None
         return None
     previous, status = row
     busy = status is not None and status not in TERMINAL
-    started = False
+    start = tick.start is not None and not (tick.skip_busy and busy)
     values = {"new": writer.time(tick.new), "now": writer.time(tick.now)}
     sets = f"next_at = {m('new')}, updated_at = {m('now')}"
-    if tick.start is not None and not (tick.skip_busy and busy):
-        started = writer.insert(cur, tick.start)
+    if start and tick.start is not None:
         values.update(at=writer.time(tick.at), iid=tick.start.record.id)
         sets += f", last_at = {m('at')}, last_instance = {m('iid')}"
     cur.execute(
         f"UPDATE {SCHEDULE.name} SET {sets} WHERE workflow = {m('workflow')} AND idx = {m('idx')}",
         {**values, "workflow": tick.workflow, "idx": tick.idx},
     )
+    # after the claim, in its transaction: an insert that fails takes the claim back with it
+    started = writer.insert(cur, tick.start) if start and tick.start is not None else False
     return Claimed(started=started, previous_running=previous if busy else None)
