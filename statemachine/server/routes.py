@@ -75,6 +75,11 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
         """The latest registered version of every workflow, with its graph."""
         return [workflow_info(d) for d in sorted(engine.definitions(), key=lambda d: d.name)]
 
+    @api.get("/schedules", summary="Schedules", tags=["workflows"])
+    def list_schedules() -> list[records.ScheduleInfo]:
+        """Every schedule on the database, with its next and last fire times (UTC)."""
+        return engine.schedules()
+
     @api.post(
         "/workflows/{name}/instances",
         summary="Start an instance",
