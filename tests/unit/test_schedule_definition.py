@@ -98,3 +98,15 @@ def test_dst_days_fire_once(
 def test_every_ticks_are_the_same_for_every_engine() -> None:
     at = datetime(2030, 1, 1, 0, 7, 12, tzinfo=UTC)
     assert schedule_spec.next_tick(None, 900, "UTC", at) == datetime(2030, 1, 1, 0, 15, tzinfo=UTC)
+
+
+def test_a_schedule_input_that_misses_the_input_schema_is_reported_at_its_line() -> None:
+    text = (
+        "id: nightly\ninputSchema:\n  type: object\n  required: [kind]\nschedules:\n"
+        "  - every: 1h\n    input: {kynd: daily}\nsteps:\n  - id: a\n    type: pass\n    end: true\n"
+    )
+    with pytest.raises(DefinitionError) as info:
+        load_yaml(text)
+    (issue,) = info.value.errors
+    assert (issue.line, issue.location, issue.code) == (7, "schedules[0].input", "schedule_input")
+    assert "kind" in issue.message
