@@ -56,6 +56,7 @@ def workflow_info(definition: models.WorkflowDefinition) -> schemas.WorkflowInfo
         description=definition.description,
         steps=[path for path, _ in definition.walk()],
         triggers=[t.event for t in definition.triggers],
+        schedules=[f"{s.spec} ({s.timezone})" for s in definition.schedules],
         mermaid=definition.to_mermaid(),
         graph=graph.workflow_graph(definition),
     )

@@ -648,3 +648,7 @@ def test_schedules_are_listed_with_their_next_fire_time(engine: Engine) -> None:
     assert found["workflow"] == "nightly" and found["spec"] == "0 2 * * *"
     assert found["timezone"] == "Europe/Paris" and found["paused"] is False
     assert datetime.fromisoformat(found["next_at"]) == expected
+    with _client(engine) as client:
+        infos = client.get("/api/workflows").json()
+    (info,) = [i for i in infos if i["name"] == "nightly"]
+    assert info["schedules"] == ["0 2 * * * (Europe/Paris)"]

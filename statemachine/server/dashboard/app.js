@@ -353,6 +353,8 @@ function renderHeader(box, page, control) {
     h("h1", {}, `${inst.workflow_name} v${inst.workflow_version} `, badge(status)),
     h("div", { class: "muted" }, inst.id, inst.parent_id ? " · child of " : "",
       inst.parent_id ? h("a", { href: "#/instances/" + encodeURIComponent(inst.parent_id) }, inst.parent_id) : null),
+    page.def && page.def.schedules && page.def.schedules.length
+      ? h("div", { class: "muted schedules" }, "scheduled: " + page.def.schedules.join(", ")) : null,
     h("div", { class: "toolbar actions" },
       button("cancel", ACTIVE.has(status), "danger"),
       button("pause", ["pending", "running", "waiting"].includes(status)),
