@@ -103,6 +103,14 @@ class Schedule(Frozen):
 
     _check_every = field_validator("every", mode="before")(to_seconds)
 
+    @field_validator("every")
+    @classmethod
+    def _whole_seconds(cls, value: float | None) -> float | None:
+        """A tick's instance id names its second: ticks closer or between seconds would share one."""
+        if value is not None and (value < 1 or value != int(value)):
+            raise ValueError(f"every must be a whole number of seconds, 1s or more, got {value:g}s")
+        return value
+
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:

@@ -92,13 +92,10 @@ class Schedules(Base):
             for idx, (spec, timezone, first) in enumerate(specs):
                 values = {"definition_hash": hash_, "updated_at": now}
                 old = rows.get(idx)
-                if old is None:
+                if old is None:  # another engine registering at once may insert it first
                     row = {"workflow": workflow, "idx": idx, "paused": False, "last_at": None}
-                    conn.execute(
-                        sa.insert(SCHEDULE).values(
-                            **row, **values, spec=spec, timezone=timezone, next_at=first
-                        )
-                    )
+                    row.update(values, spec=spec, timezone=timezone, next_at=first)
+                    self._insert_ignore(conn, SCHEDULE, row, ["workflow", "idx"])
                     continue
                 if old.spec != spec or old.timezone != timezone:
                     values.update(spec=spec, timezone=timezone, next_at=first)

@@ -30,6 +30,7 @@ def _load(body: str) -> DefinitionError:
         ("  - every: 1h\n  - every: 15m\n    catchup: al\n", 5, 14, "schedules[1].catchup",
          "'al' is not one of none, latest, all (did you mean 'all'?)"),
         ("  - timezone: UTC\n", 3, 5, "schedules[0]", "exactly one of cron and every"),
+        ("  - every: 500ms\n", 3, 12, "schedules[0].every", "a whole number of seconds, 1s or more"),
         ("  - every: 1h\n    cronn: '* * * * *'\n", 4, 5, "schedules[0].cronn",
          "did you mean 'cron'?"),
     ],
