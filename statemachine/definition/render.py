@@ -245,6 +245,9 @@ def to_mermaid(definition: Workflow) -> str:
     start = graph.roots(definition.steps)
     lines.append("  start((start))")
     lines.extend(f"  start --> {_node_id(r)}" for r in start)
+    for i, sched in enumerate(definition.schedules):  # what starts it by itself
+        label = f"{sched.spec} ({sched.timezone})".replace('"', "'")
+        lines.append(f'  schedule_{i}[/"{label}"/] -.-> start')
     return "\n".join(lines) + "\n"
 
 

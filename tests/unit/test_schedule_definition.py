@@ -111,3 +111,13 @@ def test_a_schedule_input_that_misses_the_input_schema_is_reported_at_its_line()
     (issue,) = info.value.errors
     assert (issue.line, issue.location, issue.code) == (7, "schedules[0].input", "schedule_input")
     assert "kind" in issue.message
+
+
+def test_schedules_are_drawn_on_the_graph() -> None:
+    wf = (
+        workflow("nightly")
+        .schedule("0 2 * * *", timezone="Europe/Paris")
+        .pass_("a", end=True)
+        .build()
+    )
+    assert 'schedule_0[/"0 2 * * * (Europe/Paris)"/] -.-> start' in wf.to_mermaid()
