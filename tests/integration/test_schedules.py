@@ -296,3 +296,12 @@ def test_a_tick_whose_instance_cannot_be_written_stays_due(
     assert engine.schedules()[0].next_at == row.next_at
     engine.run_due()
     assert ids(engine) == ["hourly@2030-01-01T01:00:00Z"]
+
+
+def test_a_new_version_without_schedules_stops_them(engine: Engine, clock: ManualClock) -> None:
+    engine.register(hourly())
+    engine.register(workflow("hourly", version=2).pass_("a", end=True).build())
+    assert engine.schedules() == []
+    clock.advance(3 * HOUR)
+    engine.run_due()
+    assert ids(engine) == []
