@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from statemachine.definition.models import RetryPolicy, WorkflowDefinition
     from statemachine.engine.facade import Engine
     from statemachine.engine.settings import EngineSettings
-    from statemachine.records import HistoryEntry, StepResult, WorkflowInstance
+    from statemachine.records import HistoryEntry, ScheduleInfo, StepResult, WorkflowInstance
     from statemachine.runtime.context import StepContext
     from statemachine.vocabulary import (
         JSON,
@@ -58,6 +58,7 @@ _LAZY = {
     "HistoryEntry": "statemachine.records",
     "StepResult": "statemachine.records",
     "WorkflowInstance": "statemachine.records",
+    "ScheduleInfo": "statemachine.records",
     "StepContext": "statemachine.runtime.context",
     "JSON": "statemachine.vocabulary",
     "JSONObject": "statemachine.vocabulary",
@@ -114,6 +115,7 @@ __all__ = [
     "LoopLimitExceeded",
     "OutputNotStorable",
     "RetryPolicy",
+    "ScheduleInfo",
     "StatemachineError",
     "StepContext",
     "StepError",

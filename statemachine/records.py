@@ -14,6 +14,7 @@ __all__ = [
     "TERMINAL",
     "HistoryEntry",
     "InstanceStatus",
+    "ScheduleInfo",
     "StepResult",
     "StepStatus",
     "WorkflowInstance",
@@ -72,3 +73,17 @@ class HistoryEntry(_Record):
     type: str
     step: str | None = None
     data: dict[str, Any] = {}
+
+
+class ScheduleInfo(_Record):
+    """One schedule of a registered workflow, as every engine on the database sees it."""
+
+    workflow: str
+    spec: str  # the cron expression, or "every 900s"
+    timezone: str
+    next_at: datetime | None = None  # UTC; None: no tick left
+    last_at: datetime | None = None  # the last tick that started an instance
+    paused: bool = False
+    index: int = 0  # its place among the workflow's schedules
+    overlap: str = "skip"
+    catchup: str = "none"

@@ -7,7 +7,7 @@ EXPECTED = {
     "workflow", "branch", "when", "RetryPolicy",
     "load_yaml", "load_definitions", "WorkflowDefinition",
     "Engine", "StepContext",
-    "WorkflowInstance", "StepResult", "HistoryEntry",
+    "WorkflowInstance", "StepResult", "HistoryEntry", "ScheduleInfo",
     "StatemachineError", "DefinitionError", "InputValidationError",
     "WorkflowNotFound", "InstanceNotFound", "InvalidTransition",
     "CriticalError", "StepTimeoutError", "ExpressionError",

@@ -5,7 +5,7 @@ Modules, each importing only those before it (no cycle): ``exits`` (exit codes),
 (opening a database for a command, id prefixes), then the commands, which register on the app
 as they are imported, in the order ``--help`` lists them: ``definitions`` (validate, graph,
 schema), ``run``, ``worker``, ``instances`` (start, status, list, history), ``control``
-(cancel ... replay, send, prune, unregister, emit), ``logs``, ``serve``, ``simulate``. New commands add
+(cancel ... replay, send, prune, unregister, emit), ``schedules``, ``logs``, ``serve``, ``simulate``. New commands add
 themselves with ``@app.command()`` and report problems through ``output.fail``.
 
 Nothing here loads the engine (SQLAlchemy, Alembic): commands import it when they open a
@@ -22,7 +22,8 @@ from statemachine.cli import app, exits, output
 
 # the command modules register their commands as they are imported, in this order (--help's)
 # isort: off
-from statemachine.cli import definitions, run, worker, instances, control, logs, serve, simulate  # noqa: F401
+from statemachine.cli import definitions, run, worker, instances, control  # noqa: F401
+from statemachine.cli import schedules, logs, serve, simulate  # noqa: F401
 # isort: on
 
 __all__ = ["main"]

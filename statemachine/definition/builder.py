@@ -296,6 +296,7 @@ class WorkflowBuilder(_Steps):
             }
         )
         self._triggers: list[models.Trigger] = []
+        self._schedules: list[models.Schedule] = []
 
     def timeout(self, duration: Any) -> Self:
         self._fields["timeout"] = duration
@@ -317,9 +318,32 @@ class WorkflowBuilder(_Steps):
             raise errors.DefinitionError(issues.from_validation_error(exc, where)) from None
         return self
 
+    def schedule(
+        self,
+        cron: str | None = None,
+        *,
+        every: Any = None,
+        timezone: str = "UTC",
+        input: Any = None,
+        overlap: models.Overlap = "skip",
+        catchup: models.Catchup = "none",
+    ) -> Self:
+        """Start an instance on every tick of ``cron`` (or ``every`` interval); repeatable."""
+        fields = _compact({"cron": cron, "every": every, "input": input})
+        try:
+            self._schedules.append(
+                models.Schedule(**fields, timezone=timezone, overlap=overlap, catchup=catchup)
+            )
+        except ValidationError as exc:
+            where = ("schedules", len(self._schedules))
+            raise errors.DefinitionError(issues.from_validation_error(exc, where)) from None
+        return self
+
     def build(self) -> models.WorkflowDefinition:
         steps, found = build_steps(self._raw, ("steps",))
         fields = {**self._fields, "triggers": tuple(self._triggers), "steps": tuple(steps)}
+        if self._schedules:
+            fields["schedules"] = tuple(self._schedules)
         definition = definition_or_none(fields, found)
         if definition is not None:
             found.extend(validation.validate(definition))

@@ -21,16 +21,19 @@ from statemachine.definition.parts import STEP_TYPES as STEP_TYPES
 from statemachine.definition.parts import TRIGGER_RULES as TRIGGER_RULES
 from statemachine.definition.parts import Branch as Branch
 from statemachine.definition.parts import BrokenStep as BrokenStep
+from statemachine.definition.parts import Catchup as Catchup
 from statemachine.definition.parts import ChoiceRule as ChoiceRule
 from statemachine.definition.parts import ChoiceStep as ChoiceStep
 from statemachine.definition.parts import ExprOrFn as ExprOrFn
 from statemachine.definition.parts import Fn, Frozen, sound_schema, to_seconds, walk_steps
 from statemachine.definition.parts import LoopStep as LoopStep
 from statemachine.definition.parts import MapStep as MapStep
+from statemachine.definition.parts import Overlap as Overlap
 from statemachine.definition.parts import ParallelStep as ParallelStep
 from statemachine.definition.parts import PassStep as PassStep
 from statemachine.definition.parts import PollStep as PollStep
 from statemachine.definition.parts import RetryPolicy as RetryPolicy
+from statemachine.definition.parts import Schedule as Schedule
 from statemachine.definition.parts import Schema as Schema
 from statemachine.definition.parts import Step as Step
 from statemachine.definition.parts import StepBase as StepBase
@@ -51,6 +54,7 @@ class WorkflowDefinition(Frozen):
     timeout: float | None = None
     default_retry: RetryPolicy | None = None
     triggers: tuple[Trigger, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
     steps: tuple[Step, ...]
     on_complete: Fn | None = None
     input_schema: Schema | None = None

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from statemachine.definition import durations, schemas
+from statemachine.definition import durations, schedule_spec, schemas
 
 OnError = Literal["fail", "continue", "branch"]
 # Airflow's trigger rules, with Airflow's meaning (runtime/rules.py decides them)
@@ -83,6 +83,58 @@ class RetryPolicy(Frozen):
 class Trigger(Frozen):
     event: str = Field(min_length=1)
     condition: str | None = None
+
+
+Overlap = Literal["skip", "allow", "cancel_previous"]
+Catchup = Literal["none", "latest", "all"]
+
+
+class Schedule(Frozen):
+    """When a workflow starts by itself: a cron expression or a fixed interval (seconds), read
+    in ``timezone``; ``overlap`` says what a tick does while the schedule's previous instance
+    still runs, ``catchup`` what happens to ticks missed while no engine ran (``schedules``)."""
+
+    cron: str | None = None
+    every: float | None = Field(default=None, gt=0)
+    timezone: str = "UTC"
+    input: Any = None
+    overlap: Overlap = "skip"
+    catchup: Catchup = "none"
+
+    _check_every = field_validator("every", mode="before")(to_seconds)
+
+    @field_validator("every")
+    @classmethod
+    def _whole_seconds(cls, value: float | None) -> float | None:
+        """A tick's instance id names its second: ticks closer or between seconds would share one."""
+        if value is not None and (value < 1 or value != int(value)):
+            raise ValueError(f"every must be a whole number of seconds, 1s or more, got {value:g}s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else schedule_spec.check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return schedule_spec.check_timezone(value)
+
+    @model_validator(mode="after")
+    def _one_spec(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule takes exactly one of cron and every")
+        return self
+
+    @property
+    def spec(self) -> str:
+        """How people read it: the cron expression, or ``every 900s``."""
+        return self.cron if self.cron is not None else f"every {self.every:g}s"
+
+    def next_after(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after``, in UTC."""
+        return schedule_spec.next_tick(self.cron, self.every, self.timezone, after)
 
 
 class ChoiceRule(Frozen):

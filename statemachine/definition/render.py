@@ -41,6 +41,8 @@ class Workflow(Protocol):
     @property
     def triggers(self) -> Sequence[parts.Trigger]: ...
     @property
+    def schedules(self) -> Sequence[parts.Schedule]: ...
+    @property
     def on_complete(self) -> parts.Fn | None: ...
     @property
     def input_schema(self) -> parts.Schema | None: ...
@@ -161,6 +163,16 @@ def branch_to_dict(branch: parts.Branch) -> dict[str, Any]:
     return {"name": branch.name, "steps": [step_to_dict(s) for s in branch.steps]}
 
 
+def schedule_to_dict(schedule: parts.Schedule) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put(out, "cron", schedule.cron)
+    _put(out, "every", _dur(schedule.every))
+    out["timezone"] = schedule.timezone
+    _put(out, "input", schedule.input)
+    out.update(overlap=schedule.overlap, catchup=schedule.catchup)
+    return out
+
+
 def to_dict(definition: Workflow) -> dict[str, Any]:
     out: dict[str, Any] = {"id": definition.name, "version": definition.version}
     _put(out, "title", definition.title)
@@ -173,6 +185,8 @@ def to_dict(definition: Workflow) -> dict[str, Any]:
             {"event": t.event, **({"condition": t.condition} if t.condition else {})}
             for t in definition.triggers
         ]
+    if definition.schedules:
+        out["schedules"] = [schedule_to_dict(s) for s in definition.schedules]
     _put(out, "onComplete", _ref(definition.on_complete))
     _put(out, "inputSchema", _ref(definition.input_schema))
     out["steps"] = [step_to_dict(s) for s in definition.steps]
@@ -231,6 +245,9 @@ def to_mermaid(definition: Workflow) -> str:
     start = graph.roots(definition.steps)
     lines.append("  start((start))")
     lines.extend(f"  start --> {_node_id(r)}" for r in start)
+    for i, sched in enumerate(definition.schedules):  # what starts it by itself
+        label = f"{sched.spec} ({sched.timezone})".replace('"', "'")
+        lines.append(f'  schedule_{i}[/"{label}"/] -.-> start')
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,7 @@ TOP_KEYS = {
     "timeout",
     "defaultRetry",
     "triggers",
+    "schedules",
     "steps",
     "onComplete",
     "inputSchema",
@@ -80,6 +81,7 @@ OWN: dict[str, set[str]] = {
     "map": {"items", "iterator", "maxConcurrency"},
     "subworkflow": {"workflow", "input"},
 }
+SCHEDULE_KEYS = {"cron", "every", "timezone", "input", "overlap", "catchup"}
 ON_ERROR = ("fail", "continue", "branch", "retry", "fail-fast", "wait-all")
 RETRY_KEYS = {"maxAttempts", "interval", "backoffRate", "maxInterval", "retryOn"}
 FIELD = {  # canonical YAML key -> model field

@@ -129,6 +129,8 @@ class Reader:
             if policy is not None:
                 fields["default_retry"] = policy
         fields["triggers"] = self.triggers(top.get("triggers", []))
+        if "schedules" in top:
+            fields["schedules"] = self.schedules(top["schedules"])
         steps_raw = top.get("steps")
         if not isinstance(steps_raw, list):
             self.issue("steps must be a list of steps", ("steps",), code="type")
@@ -155,6 +157,24 @@ class Reader:
             fields["condition"] = self.expression(fields.get("condition"))
             try:
                 out.append(models.Trigger(**fields))
+            except ValidationError as exc:
+                self.found.extend(issues.from_validation_error(exc, canon))
+        return tuple(out)
+
+    def schedules(self, value: Any) -> tuple[models.Schedule, ...]:
+        if not isinstance(value, list):
+            self.issue("schedules must be a list", ("schedules",), code="type")
+            return ()
+        out: list[models.Schedule] = []
+        for i, item in enumerate(value):
+            canon = ("schedules", i)
+            self.positions.note(canon, canon)
+            raw = self.mapping(item, canon, "a schedule")
+            if raw is None:
+                continue
+            fields = self.normalise(raw, canon, canon, yaml_keys.SCHEDULE_KEYS, "a schedule")
+            try:
+                out.append(models.Schedule(**fields))
             except ValidationError as exc:
                 self.found.extend(issues.from_validation_error(exc, canon))
         return tuple(out)

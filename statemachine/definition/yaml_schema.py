@@ -75,6 +75,10 @@ def _values() -> dict[str, Schema]:
             {"type": "array", "items": _ref("trigger")},
             "events that start this workflow (engine.emit)",
         ),
+        "schedules": (
+            {"type": "array", "items": _ref("schedule")},
+            "when the workflow starts by itself (cron or every)",
+        ),
         "steps": ({"type": "array", "minItems": 1, "items": _ref("step")}, "the steps, in order"),
         "inputSchema": (json_schema, "JSON Schema the input must fit"),
         "outputSchema": (json_schema, "JSON Schema the task's output must fit"),
@@ -233,6 +237,20 @@ def _definitions() -> Schema:
                     "additionalProperties": False,
                 },
             ]
+        },
+        "schedule": {
+            "type": "object",
+            "properties": _properties(
+                tuple(yaml_keys.SCHEDULE_KEYS),
+                {
+                    "cron": {"type": "string", "description": "cron expression, e.g. '0 2 * * *'"},
+                    "every": _described(_ref("duration"), "fixed interval, e.g. 15m"),
+                    "timezone": {"type": "string", "description": "IANA time zone, default UTC"},
+                    "overlap": _enum(["skip", "allow", "cancel_previous"], "while one runs"),
+                    "catchup": _enum(["none", "latest", "all"], "ticks missed meanwhile"),
+                },
+            ),
+            "additionalProperties": False,
         },
         "choice": {
             "type": "object",

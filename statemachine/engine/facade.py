@@ -34,6 +34,7 @@ from statemachine.engine import (
     queries,
     worker,
 )
+from statemachine.engine import schedules as scheduling
 from statemachine.engine.loop import LoopThread, tuned_collector
 from statemachine.engine.registry import Registry
 from statemachine.engine.runner import InstanceRunner
@@ -268,8 +269,23 @@ class Engine:
             raise exc.original from None  # ... is the caller's: the instance waits for recovery
 
     def run_due(self) -> int:
-        """Run here every instance that is due now; returns how many advanced."""
+        """Fire the due ticks of every schedule, then run here every instance that is due
+        now; returns how many advanced."""
+        scheduling.fire_due(self.services)
         return self._call(drive.drain(self.services))
+
+    # -- schedules (see schedules.py) ----------------------------------------------------
+    def schedules(self, workflow: str | None = None) -> builtins.list[records.ScheduleInfo]:
+        """Every schedule on the database (or ``workflow``'s), with its next fire time."""
+        return scheduling.infos(self.services, workflow)
+
+    def pause_schedule(self, workflow: str) -> None:
+        """No tick of ``workflow``'s schedules fires, on any engine, until resumed."""
+        scheduling.set_paused(self.services, workflow, True)
+
+    def resume_schedule(self, workflow: str) -> None:
+        """Fire again; ticks passed meanwhile follow the schedule's ``catchup``."""
+        scheduling.set_paused(self.services, workflow, False)
 
     def run_worker(
         self, concurrency: int = 8, poll_interval: Duration = "1s", grace: Duration = "30s"

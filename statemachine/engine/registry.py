@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import issues, loader, models
+from statemachine.definition import issues, loader, models, render
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import jsondata
 from statemachine.store import repository as repo
@@ -183,6 +183,12 @@ class Registry:
             order.append(item.hash)
             if max_concurrent is not None:
                 self.repo.set_max_concurrent(item.name, max_concurrent, now)
+            if revive or item.hash not in self.repo.retired():  # the CLI never restarts one
+                specs = [
+                    (render.schedule_to_dict(s), s.timezone, s.next_after(now))
+                    for s in item.schedules
+                ]
+                self.repo.sync_schedules(item.name, item.hash, specs, now)
         self.refresh_limits()
 
     def unregister(self, name: str, version: str | None = None) -> None:
@@ -201,6 +207,7 @@ class Registry:
                 name, f"workflow {name!r} has no version {version!r} (it has {versions})"
             )
         self.repo.retire(name, version, self.clock.now())
+        self.repo.drop_schedules(name, version)
         self.refresh_limits()
 
     def max_concurrent(self, workflow: str) -> int | None:

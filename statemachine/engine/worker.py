@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from statemachine.engine import executor, outage
+from statemachine.engine import executor, outage, schedules
 from statemachine.engine.drive import drive
 from statemachine.engine.services import Services
 from statemachine.store import repository as repo
@@ -24,6 +24,7 @@ CHECKPOINT_EVERY = 300.0  # seconds between WAL checkpoints of a long-running wo
 # cancel from another process): its poll interval, but no more often than this (one read of
 # every held lease each time; a 10 ms poll would spend a drain's time on it)
 WATCH_LEASES = 0.25
+FIRE_EVERY = 1.0  # seconds between two looks at the due schedules
 GRACE = 30.0  # seconds a stopping worker lets running steps finish (``wind_down``)
 
 
@@ -80,6 +81,16 @@ def abort_taken(services: Services) -> None:
             runner.abort()
 
 
+async def _fire_schedules(services: Services) -> None:
+    """Start the instances of due schedule ticks (``schedules``); off the loop, since a claim
+    is a write transaction. A failure is logged: the next look fires what is still due."""
+    try:
+        await asyncio.to_thread(schedules.fire_due, services)
+    except Exception as exc:
+        if not outage.transient(exc):
+            _log.warning("could not fire the due schedules", exc_info=True)
+
+
 async def work(
     services: Services,
     concurrency: int,
@@ -104,6 +115,7 @@ async def work(
     claims = outage.Backoff(services.outage, "claiming due instances")
     checks = outage.Backoff(services.outage, "checking the leases this worker holds", writes=False)
     claim_at = 0.0  # monotonic time of the next claim (later while the database is away)
+    fire_at = 0.0  # monotonic time schedules are next looked at (every poll, at most 1/s)
 
     def start(epoch: int, rec: repo.InstanceRecord) -> asyncio.Task[bool]:
         task = asyncio.ensure_future(drive(services, rec.id, (epoch, rec), stop=stop, counted=True))
@@ -131,6 +143,9 @@ async def work(
         for iid, task in list(running.items()):
             if task.done():
                 del running[iid]
+        if time.monotonic() >= fire_at:
+            fire_at = time.monotonic() + max(poll, FIRE_EVERY)
+            await _fire_schedules(services)
         isolated = alone in running or _isolating(services)
         free = 0 if isolated or (suspect and running) else concurrency - len(running)
         if free > 0 and time.monotonic() >= claim_at:

@@ -56,6 +56,7 @@ def workflow_info(definition: models.WorkflowDefinition) -> schemas.WorkflowInfo
         description=definition.description,
         steps=[path for path, _ in definition.walk()],
         triggers=[t.event for t in definition.triggers],
+        schedules=[f"{s.spec} ({s.timezone})" for s in definition.schedules],
         mermaid=definition.to_mermaid(),
         graph=graph.workflow_graph(definition),
     )
@@ -74,6 +75,11 @@ def api_router(engine: Engine, tickets: auth.Tickets) -> APIRouter:
     def list_workflows() -> list[schemas.WorkflowInfo]:
         """The latest registered version of every workflow, with its graph."""
         return [workflow_info(d) for d in sorted(engine.definitions(), key=lambda d: d.name)]
+
+    @api.get("/schedules", summary="Schedules", tags=["workflows"])
+    def list_schedules() -> list[records.ScheduleInfo]:
+        """Every schedule on the database, with its next and last fire times (UTC)."""
+        return engine.schedules()
 
     @api.post(
         "/workflows/{name}/instances",

@@ -142,6 +142,9 @@ class WorkflowInfo(BaseModel):
     description: str | None = None
     steps: list[str] = Field(description="Every step path, parents before children.")
     triggers: list[str] = Field(description="Event names that start this workflow.")
+    schedules: list[str] = Field(
+        default=[], description="When it starts by itself: '0 2 * * * (Europe/Paris)'."
+    )
     mermaid: str = Field(description="The graph as Mermaid flowchart source.")
     graph: GraphScope = Field(description="The graph with a layout hint, for drawing.")
 

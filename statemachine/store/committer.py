@@ -82,6 +82,16 @@ class Committer:
             except Exception as exc:
                 raise database.store_error(exc) from exc
 
+    def run(self, job: Callable[[Any, Writer], T]) -> T:
+        """``job(cursor, writer)`` in one write transaction of its own, on the calling thread
+        (a schedule's tick claimed with the insert of its instance: ``store.schedules``)."""
+        with self._lock:
+            try:
+                with self._transaction() as cur:
+                    return job(cur, self.writer)
+            except Exception as exc:
+                raise database.store_error(exc) from exc
+
     def submit(self, t: Transition) -> asyncio.Future[str]:
         """Queue ``t`` for the next group commit; the future (of the running loop) resolves once
         it is durable. A commit's futures are settled in one callback on their loop: one

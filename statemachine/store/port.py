@@ -25,6 +25,7 @@ from statemachine.store.records import (
     Transition,
 )
 from statemachine.store.repository import Repository
+from statemachine.store.schedules import Claimed, ScheduleRecord, Tick
 from statemachine.vocabulary import JSON
 
 T = TypeVar("T")
@@ -65,6 +66,21 @@ class Store(Protocol):
         guard: float = 0.0,
     ) -> datetime | None: ...
     def end_call(self, action: str, instance_id: str, path: str, epoch: int) -> None: ...
+    # -- schedules (registry, engine.schedules, run_due and the worker) --------------------
+    def sync_schedules(
+        self,
+        workflow: str,
+        hash_: str,
+        specs: Sequence[tuple[dict[str, Any], str, datetime]],
+        now: datetime,
+    ) -> None: ...
+    def drop_schedules(self, workflow: str, version: str | None = None) -> int: ...
+    def schedules(self, workflow: str | None = None) -> list[ScheduleRecord]: ...
+    def due_schedules(self, now: datetime) -> list[ScheduleRecord]: ...
+    def set_schedule(
+        self, workflow: str, idx: int, *, paused: bool, next_at: datetime | None, now: datetime
+    ) -> None: ...
+    def claim_tick(self, tick: Tick) -> Claimed | None: ...
 
     # -- instances: reads --------------------------------------------------------------
     def get(self, instance_id: str) -> InstanceRecord | None: ...

@@ -37,6 +37,7 @@ from statemachine.store.records import (
     StepWrite,
     Transition,
 )
+from statemachine.store.schedules import Schedules
 from statemachine.store.tables import ACTION_CALL, EMIT_KEY, EVENT, HISTORY, INSTANCE, STEP
 from statemachine.store.workflows import Workflows
 from statemachine.vocabulary import RUNNABLE, TERMINAL, InstanceStatus
@@ -48,7 +49,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Repository(Workflows, Limits, Leases, History, Base):
+class Repository(Workflows, Limits, Leases, History, Schedules, Base):
     def __init__(
         self, url: str | None, *, synchronous: str = "FULL", busy_timeout: float = 30.0
     ) -> None:

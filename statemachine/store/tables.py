@@ -111,6 +111,24 @@ class WorkflowRow(SQLModel, table=True):
     updated_at: datetime | None = _ts()
 
 
+class ScheduleRow(SQLModel, table=True):
+    """One schedule of a workflow (by its place in the definition): when it fires next, and
+    the version it starts. Every engine fires from this row, claiming a tick by moving
+    ``next_at`` on (compare-and-set) in the transaction that inserts the tick's instance."""
+
+    __tablename__ = "sm_schedule"
+    workflow: str = Field(primary_key=True, max_length=200)
+    idx: int = Field(primary_key=True)
+    spec: object = Field(default=None, sa_column=Column(JSON))  # the Schedule, as YAML has it
+    timezone: str = Field(max_length=100)
+    definition_hash: str = Field(max_length=64)
+    next_at: datetime | None = _ts(index=True)
+    last_at: datetime | None = _ts()
+    last_instance: str | None = Field(default=None, max_length=200)
+    paused: bool = False
+    updated_at: datetime | None = _ts()
+
+
 # The tables themselves, for queries: one name each, read wherever SQL is written
 DEFINITION: Table = DefinitionRow.__table__  # type: ignore[attr-defined]
 INSTANCE: Table = InstanceRow.__table__  # type: ignore[attr-defined]
@@ -160,3 +178,4 @@ class ActionCallRow(SQLModel, table=True):
 EMIT_KEY: Table = EmitKeyRow.__table__  # type: ignore[attr-defined]
 ACTION_LIMIT: Table = ActionLimitRow.__table__  # type: ignore[attr-defined]
 ACTION_CALL: Table = ActionCallRow.__table__  # type: ignore[attr-defined]
+SCHEDULE: Table = ScheduleRow.__table__  # type: ignore[attr-defined]

@@ -141,6 +141,7 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     for path, method in [
         ("/health", "get"),
         ("/api/workflows", "get"),
+        ("/api/schedules", "get"),
         ("/api/workflows/{name}/instances", "post"),
         ("/api/instances", "get"),
         ("/api/instances/{instance_id}", "get"),
@@ -634,3 +635,20 @@ def test_instances_filter_by_parent(client: TestClient, engine: Engine) -> None:
     assert kids[0]["parent_id"] == mom and kids[0]["status"] == "completed"
     assert client.get("/api/instances", params={"parent": other}).json()[0]["parent_id"] == other
     assert client.get("/api/instances", params={"parent": "nobody"}).json() == []
+
+
+def test_schedules_are_listed_with_their_next_fire_time(engine: Engine) -> None:
+    engine.register(
+        workflow("nightly").schedule("0 2 * * *", timezone="Europe/Paris").pass_("a").build()
+    )
+    with _client(engine) as client:
+        (found,) = client.get("/api/schedules").json()
+    expected = engine.schedules()[0].next_at
+    assert expected is not None
+    assert found["workflow"] == "nightly" and found["spec"] == "0 2 * * *"
+    assert found["timezone"] == "Europe/Paris" and found["paused"] is False
+    assert datetime.fromisoformat(found["next_at"]) == expected
+    with _client(engine) as client:
+        infos = client.get("/api/workflows").json()
+    (info,) = [i for i in infos if i["name"] == "nightly"]
+    assert info["schedules"] == ["0 2 * * * (Europe/Paris)"]

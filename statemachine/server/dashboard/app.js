@@ -228,6 +228,8 @@ async function showList(view) {
     } catch (err) { flash(err.message); }
   };
 
+  const scheduleBox = h("div", { class: "panel", id: "schedules" });
+
   async function load() {
     if (!body.isConnected) return; // a late, debounced call after leaving the page
     const query = new URLSearchParams({ limit: PAGE, offset: filters.offset });
@@ -255,9 +257,24 @@ async function showList(view) {
       h("div", { class: "toolbar" }, startWorkflow, startInput, h("button", { type: "button", onclick: start, disabled: !defs.length }, "start"))),
     h("div", { class: "toolbar" }, statusSelect, workflowSelect, h("span", { class: "spacer" }), pager, prev, next),
     legend(STATUSES.map((s) => [s, s])),
-    h("table", {}, h("thead", {}, h("tr", {}, ["id", "workflow", "status", "current step", "created", "completed"].map((t) => h("th", {}, t)))), body));
+    h("table", {}, h("thead", {}, h("tr", {}, ["id", "workflow", "status", "current step", "created", "completed"].map((t) => h("th", {}, t)))), body),
+    scheduleBox);
   await load();
+  await loadSchedules(scheduleBox);
   listen("stream", debounce(load, 300));
+}
+
+// the schedules of every workflow, under the instance list: hidden when there is none
+async function loadSchedules(box) {
+  let rows = [];
+  try { rows = await api("GET", "schedules"); } catch (err) { flash(err.message); }
+  box.hidden = !rows.length;
+  fill(box, h("h2", {}, "Schedules"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["workflow", "schedule", "timezone", "next", "last", "state"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows.map((s) => h("tr", {},
+        h("td", {}, s.workflow), h("td", {}, s.spec), h("td", {}, s.timezone),
+        h("td", {}, when(s.next_at)), h("td", {}, when(s.last_at)),
+        h("td", {}, s.paused ? "paused" : "active"))))));
 }
 
 // -- instance page ---------------------------------------------------------------------------
@@ -336,6 +353,8 @@ function renderHeader(box, page, control) {
     h("h1", {}, `${inst.workflow_name} v${inst.workflow_version} `, badge(status)),
     h("div", { class: "muted" }, inst.id, inst.parent_id ? " · child of " : "",
       inst.parent_id ? h("a", { href: "#/instances/" + encodeURIComponent(inst.parent_id) }, inst.parent_id) : null),
+    page.def && page.def.schedules && page.def.schedules.length
+      ? h("div", { class: "muted schedules" }, "scheduled: " + page.def.schedules.join(", ")) : null,
     h("div", { class: "toolbar actions" },
       button("cancel", ACTIVE.has(status), "danger"),
       button("pause", ["pending", "running", "waiting"].includes(status)),

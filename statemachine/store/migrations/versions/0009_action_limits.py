@@ -2,7 +2,7 @@
 calls that count against them, ``sm_action_call``).
 
 Revision ID: 0009_action_limits
-Revises: 0006
+Revises: 0007_schedules
 """
 
 from datetime import datetime
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_action_limits"
-down_revision = "0006"
+down_revision = "0007_schedules"
 branch_labels = None
 depends_on = None
 
