@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import expressions, flow_check, graph, issues, models
+from statemachine.definition import expressions, flow_check, flow_control, graph, issues, models
 
 Loc = issues.Loc
 
@@ -45,6 +45,7 @@ def validate(definition: models.WorkflowDefinition, *, flow: bool = True) -> lis
             result = _compiled(trigger.condition)
             if isinstance(result, str):
                 found.append(_issue("bad_expression", ("triggers", i, "condition"), result))
+    found.extend(flow_control.issues_of(definition))
     steps = tuple(definition.steps)
     top = _Scope(steps, ("steps",), BASE_NAMES | {s.name for s in steps}, "workflow")
     found.extend(_scope(top))
