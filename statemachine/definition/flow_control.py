@@ -50,6 +50,11 @@ def concurrency_key(definition: models.WorkflowDefinition, data: object) -> str 
             f"the concurrency key {limit.key!r} of workflow {definition.name!r} cannot be "
             f"computed from this input: {exc}"
         ) from None
+    if value is None:
+        raise errors.InputValidationError(
+            f"the concurrency key {limit.key!r} of workflow {definition.name!r} is null for "
+            "this input: give the value it reads"
+        )
     key = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     if len(key) > KEY_LENGTH:
         raise errors.InputValidationError(

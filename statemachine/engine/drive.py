@@ -70,7 +70,10 @@ async def drive(
         ):  # taken over, or interrupted, too often
             dead_letter(services, rec, epoch)
             return True
-        limited = services.registry.max_concurrent(rec.workflow_name) is not None
+        limited = (
+            services.registry.max_concurrent(rec.workflow_name) is not None
+            or rec.concurrency_key is not None
+        )
         slot = not limited or rec.status != "pending"
         if not slot and not services.repo.reserve_slot(instance_id, epoch, rec.workflow_name):
             return False  # stays pending (and due) until a slot frees

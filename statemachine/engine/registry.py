@@ -183,6 +183,8 @@ class Registry:
             order.append(item.hash)
             if max_concurrent is not None:
                 self.repo.set_max_concurrent(item.name, max_concurrent, now)
+            limit = item.concurrency.limit if item.concurrency is not None else None
+            self.repo.set_key_limit(item.name, limit, now)
         self.refresh_limits()
 
     def unregister(self, name: str, version: str | None = None) -> None:
