@@ -5,6 +5,7 @@ as running ones end; the limit is stored and holds for another engine."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -131,3 +132,28 @@ def test_an_input_without_the_key_is_refused(engine: Engine) -> None:
     with pytest.raises(InputValidationError, match="concurrency key"):
         engine.start("orders", {"name": "x"})
     assert engine.list("orders") == []
+
+
+def test_a_slot_reserved_by_a_dead_worker_is_inherited(engine: Engine, clock: ManualClock) -> None:
+    """A worker reserved the slot (the instance is ``running``) and died before its first
+    commit: whoever takes the lease over starts the instance in that slot, and the next of
+    its key waits until it ends."""
+    order = _starts(engine)
+    engine.register(_held("orders", 1, key="input.customer"))
+    first = engine.start("orders", {"name": "first", "customer": "c"})
+    clock.advance(timedelta(seconds=1))
+    engine.start("orders", {"name": "second", "customer": "c"})
+    now = clock.now()
+    # a lease of a second (Postgres times leases by its own clock, so real time must pass)
+    claim = engine.repo.claim(first, "dead-worker", now, now + timedelta(seconds=1))
+    assert claim is not None
+    assert engine.repo.reserve_slot(first, claim[0], "orders")
+    engine.run_due()  # its lease is live: nothing runs, the key's slot is taken
+    assert order == []
+    time.sleep(1.5)
+    clock.advance(timedelta(minutes=1))  # the lease lapsed: taken over, in the slot
+    engine.run_due()
+    assert order == ["first"] and engine.get(first).status == "waiting"
+    clock.advance(timedelta(hours=2))
+    engine.run_due()
+    assert order == ["first", "second"]
