@@ -6,6 +6,7 @@ completes (the dead worker's slot is held until its lease is taken over, then ru
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import time
 from collections import Counter
@@ -71,7 +72,7 @@ def test_one_instance_per_key_across_workers_and_a_sigkill(db_url: str, tmp_path
         assert sorted(runs) == sorted(f"k{n}" for n in range(KEYS))
         for key, spans in runs.items():
             spans.sort()
-            for (_, end, before), (start, _, after) in zip(spans, spans[1:], strict=False):
+            for (_, end, before), (start, _, after) in itertools.pairwise(spans):
                 assert start >= end, (
                     f"{key}: {after} started at {start} before {before} ended {end}"
                 )
