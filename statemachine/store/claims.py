@@ -201,13 +201,14 @@ def _room() -> Any:
         )
 
     cap, per_key = setting(WORKFLOW.c.max_concurrent), setting(WORKFLOW.c.key_limit)
+    # the workflows with a cap: one hashed subquery per claim, not a lookup per candidate
     capped = sa.select(WORKFLOW.c.name).where(WORKFLOW.c.max_concurrent.is_not(None))
-    key = INSTANCE.c.concurrency_key
+    name, key = INSTANCE.c.workflow_name, INSTANCE.c.concurrency_key
     return sa.or_(
         INSTANCE.c.status != "pending",
-        sa.and_(key.is_(None), INSTANCE.c.workflow_name.not_in(capped)),  # no limit: no counting
+        sa.and_(key.is_(None), name.not_in(capped)),  # no limit: nothing to count
         sa.and_(
-            sa.or_(cap.is_(None), active() < cap),
+            sa.or_(name.not_in(capped), active() < cap),
             sa.or_(
                 key.is_(None), per_key.is_(None), active(held.c.concurrency_key == key) < per_key
             ),

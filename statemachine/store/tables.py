@@ -40,7 +40,7 @@ class InstanceRow(SQLModel, table=True):
         Index("ix_sm_instance_due", "status", "wake_at"),
         Index("ix_sm_instance_wf_status", "workflow_name", "status"),
         # counting a key's running instances when claiming a pending one (flow control)
-        Index("ix_sm_instance_key", "workflow_name", "concurrency_key", "status"),
+        Index("ix_sm_instance_key", "concurrency_key", "workflow_name", "status"),
     )
     id: str = Field(primary_key=True, max_length=200)
     workflow_name: str = Field(max_length=200)

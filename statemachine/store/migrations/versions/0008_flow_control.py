@@ -21,7 +21,7 @@ def upgrade() -> None:
     )
     op.add_column("sm_instance", sa.Column("concurrency_key", sa.String(200), nullable=True))
     op.create_index(
-        "ix_sm_instance_key", "sm_instance", ["workflow_name", "concurrency_key", "status"]
+        "ix_sm_instance_key", "sm_instance", ["concurrency_key", "workflow_name", "status"]
     )
     op.add_column("sm_workflow", sa.Column("key_limit", sa.Integer, nullable=True))
 
