@@ -276,6 +276,7 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
             error=s.error, step_results={st.path: st.record() for st in steps},
             metadata=dict(s.metadata), parent_id=rec.parent_id, created_at=rec.created_at,
             started_at=s.started_at, completed_at=s.completed_at, wake_at=None,
+            priority=rec.priority, concurrency_key=rec.concurrency_key,
         )  # fmt: skip
 
     @staticmethod

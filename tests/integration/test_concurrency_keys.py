@@ -5,6 +5,9 @@ as running ones end; the limit is stored and holds for another engine."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -157,3 +160,19 @@ def test_a_slot_reserved_by_a_dead_worker_is_inherited(engine: Engine, clock: Ma
     clock.advance(timedelta(hours=2))
     engine.run_due()
     assert order == ["first", "second"]
+
+
+def test_get_and_status_show_the_key_and_the_priority(db_url: str, clock: ManualClock) -> None:
+    with Engine(db_url, clock=clock) as engine:
+        engine.register(_held("orders", 1, key="input.customer", priority=3), check_actions=False)
+        iid = engine.start("orders", {"name": "x", "customer": "acme"}, priority=7)
+        inst = engine.get(iid)
+        assert (inst.priority, inst.concurrency_key) == (7, "acme")
+    if not db_url.startswith("sqlite"):
+        return  # the CLI's reading is the same on both
+    env = {**os.environ, "STATEMACHINE_DB": db_url}
+    shown = subprocess.run(
+        [sys.executable, "-m", "statemachine", "status", iid],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "pending  priority 7  key 'acme'" in shown
