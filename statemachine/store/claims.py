@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from statemachine.store import suspects
+from statemachine.store import slots, suspects
 from statemachine.store.base import Base, instance_record
 from statemachine.store.records import InstanceRecord
 from statemachine.store.tables import INSTANCE, WORKFLOW
@@ -99,6 +99,7 @@ class Leases(Base):
         with self.tx() as conn:
             rows = [instance_record(row) for row in conn.execute(query).mappings().all()]
             taken, left = suspects.isolate([suspects.Takeover.of(rec, owner) for rec in rows], idle)
+            taken = slots.take(conn, self.dialect, taken)
             for t in taken:
                 claimed.append((t.rec.lease_epoch, t.recovered, t.rec))
                 t.rec.lease_owner, t.rec.lease_expires_at = owner, until

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from statemachine.store import slots
 from statemachine.store.base import Base
 from statemachine.store.tables import DEFINITION, INSTANCE, WORKFLOW
 from statemachine.vocabulary import STARTED
@@ -146,9 +147,9 @@ class Workflows(Base):
                 per_key = None
             if self.dialect == "postgresql":
                 if cap is not None:
-                    conn.execute(_LOCK_WORKFLOW, {"name": workflow})
+                    conn.execute(slots.LOCK_WORKFLOW, {"name": workflow})
                 if per_key is not None:
-                    conn.execute(_LOCK_KEY, {"name": workflow, "key": key})
+                    conn.execute(slots.LOCK_KEY, {"name": workflow, "key": key})
             if cap is not None and _active(conn, workflow) >= cap:
                 return False
             if per_key is not None and _active(conn, workflow, key) >= per_key:
@@ -163,11 +164,6 @@ class Workflows(Base):
                 .values(status="running")
             )
             return bool(res.rowcount)
-
-
-_LOCK_WORKFLOW = sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))")
-# the two-key form: a lock space of its own, apart from the workflow's
-_LOCK_KEY = sa.text("SELECT pg_advisory_xact_lock(hashtext(:name), hashtext(:key))")
 
 
 def _active(conn: sa.Connection, workflow: str, key: str | None = None) -> int:
