@@ -21,6 +21,11 @@ from statemachine.vocabulary import STARTED
 LOCK_WORKFLOW = sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))")
 # the two-key form: a lock space of its own, apart from the workflow's
 LOCK_KEY = sa.text("SELECT pg_advisory_xact_lock(hashtext(:name), hashtext(:key))")
+# many keys in one round trip, in the arrays' order (unnest keeps it): sorted by the caller
+LOCK_KEYS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(n), hashtext(k))) "
+    "FROM unnest(CAST(:names AS text[]), CAST(:keys AS text[])) AS t(n, k)"
+)
 
 
 def take(conn: sa.Connection, dialect: str, found: list[Takeover]) -> list[Takeover]:
@@ -46,8 +51,9 @@ def take(conn: sa.Connection, dialect: str, found: list[Takeover]) -> list[Takeo
     if dialect == "postgresql":
         for name in sorted(caps):
             conn.execute(LOCK_WORKFLOW, {"name": name})
-        for group in keyed:
-            conn.execute(LOCK_KEY, {"name": group[0], "key": group[1]})
+        if keyed:
+            names, keys = [n for n, _ in keyed], [k for _, k in keyed]
+            conn.execute(LOCK_KEYS, {"names": names, "keys": keys})
     held = _held(conn, sorted(caps), keyed)
     dropped: set[str] = set()
     marked: list[str] = []
