@@ -61,6 +61,8 @@ class WorkflowInstance(_Record):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     wake_at: datetime | None = None
+    priority: int = 0  # claimed before instances of lower priority
+    concurrency_key: str | None = None  # its slot group under the definition's concurrency
 
     @property
     def is_terminal(self) -> bool:

@@ -40,6 +40,8 @@ def status(
             return
         output.stdout.print(
             f"{inst.id}  {inst.workflow_name} v{inst.workflow_version}  {inst.status}"
+            + (f"  priority {inst.priority}" if inst.priority else "")
+            + (f"  key {inst.concurrency_key!r}" if inst.concurrency_key else "")
         )
         table = Table("step", "status", "attempts", "started", "completed", "error")
         for path, st in inst.step_results.items():

@@ -306,6 +306,17 @@ class WorkflowBuilder(_Steps):
         self._fields["default_retry"] = policy
         return self
 
+    def concurrency(self, limit: int, key: str | None = None) -> Self:
+        """At most ``limit`` running instances per value of ``key`` (``${{ input.x }}``), or of
+        the workflow without a key; the rest wait as ``pending``. Checked in ``build``."""
+        self._fields["concurrency"] = {"limit": limit, "key": key}
+        return self
+
+    def priority(self, n: int) -> Self:
+        """The default priority of its instances: higher ones are claimed first."""
+        self._fields["priority"] = n
+        return self
+
     def on_complete(self, callback: Callable[..., Any]) -> Self:
         self._fields["on_complete"] = callback
         return self

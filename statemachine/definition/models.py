@@ -17,6 +17,14 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from statemachine.definition import render
 from statemachine.definition.parts import DEFAULT_TRIGGER_RULE as DEFAULT_TRIGGER_RULE
+from statemachine.definition.parts import (
+    MAX_PRIORITY,
+    Fn,
+    Frozen,
+    sound_schema,
+    to_seconds,
+    walk_steps,
+)
 from statemachine.definition.parts import STEP_TYPES as STEP_TYPES
 from statemachine.definition.parts import TRIGGER_RULES as TRIGGER_RULES
 from statemachine.definition.parts import Branch as Branch
@@ -24,8 +32,8 @@ from statemachine.definition.parts import BrokenStep as BrokenStep
 from statemachine.definition.parts import Catchup as Catchup
 from statemachine.definition.parts import ChoiceRule as ChoiceRule
 from statemachine.definition.parts import ChoiceStep as ChoiceStep
+from statemachine.definition.parts import Concurrency as Concurrency
 from statemachine.definition.parts import ExprOrFn as ExprOrFn
-from statemachine.definition.parts import Fn, Frozen, sound_schema, to_seconds, walk_steps
 from statemachine.definition.parts import LoopStep as LoopStep
 from statemachine.definition.parts import MapStep as MapStep
 from statemachine.definition.parts import Overlap as Overlap
@@ -58,6 +66,8 @@ class WorkflowDefinition(Frozen):
     steps: tuple[Step, ...]
     on_complete: Fn | None = None
     input_schema: Schema | None = None
+    concurrency: Concurrency | None = None
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, strict=True)
     source_path: str | None = Field(default=None, exclude=True)
 
     _hash: str = PrivateAttr(default="")

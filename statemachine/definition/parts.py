@@ -137,6 +137,23 @@ class Schedule(Frozen):
         return schedule_spec.next_tick(self.cron, self.every, self.timezone, after)
 
 
+MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY
+
+
+class Concurrency(Frozen):
+    """At most ``limit`` instances running per value of ``key`` (a ``${{ }}`` template over
+    ``input``, rendered at start); without a key, at most ``limit`` of the workflow."""
+
+    limit: int = Field(ge=1, le=1_000_000, strict=True)
+    key: str | None = Field(default=None, min_length=1)
+
+    @field_validator("key")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        """A bare expression (``input.customer``) is the template ``${{ input.customer }}``."""
+        return value if value is None or "${{" in value else f"${{{{ {value.strip()} }}}}"
+
+
 class ChoiceRule(Frozen):
     condition: ExprOrFn
     next: str

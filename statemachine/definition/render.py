@@ -48,6 +48,10 @@ class Workflow(Protocol):
     def input_schema(self) -> parts.Schema | None: ...
     @property
     def steps(self) -> Sequence[parts.StepBase]: ...
+    @property
+    def concurrency(self) -> parts.Concurrency | None: ...
+    @property
+    def priority(self) -> int: ...
 
 
 def callable_ref(fn: object) -> dict[str, Any]:
@@ -189,6 +193,10 @@ def to_dict(definition: Workflow) -> dict[str, Any]:
         out["schedules"] = [schedule_to_dict(s) for s in definition.schedules]
     _put(out, "onComplete", _ref(definition.on_complete))
     _put(out, "inputSchema", _ref(definition.input_schema))
+    if definition.concurrency is not None:
+        out["concurrency"] = definition.concurrency.model_dump(exclude_none=True)
+    if definition.priority:
+        out["priority"] = definition.priority
     out["steps"] = [step_to_dict(s) for s in definition.steps]
     return out
 

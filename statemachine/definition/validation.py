@@ -15,7 +15,16 @@ from datetime import datetime
 from typing import Any
 
 from statemachine import errors
-from statemachine.definition import expressions, flow_check, graph, issues, models, schedule_check
+from statemachine.definition import (
+    expressions,
+    field_rules,
+    flow_check,
+    flow_control,
+    graph,
+    issues,
+    models,
+    schedule_check,
+)
 
 Loc = issues.Loc
 
@@ -36,16 +45,19 @@ def validate(definition: models.WorkflowDefinition, *, flow: bool = True) -> lis
     """Every problem of ``definition``, in a stable order; empty when it is sound. ``flow``:
     also check the typed data flow (not for a stored copy that was checked when registered)."""
     found: list[errors.Issue] = []
-    found.extend(_positive(definition.timeout, ("timeout",)))
+    found.extend(field_rules.positive(definition.timeout, ("timeout",)))
     if definition.default_retry is not None:
-        found.extend(_retry(definition.default_retry, ("defaultRetry",)))
+        found.extend(field_rules.retry(definition.default_retry, ("defaultRetry",)))
     for i, trigger in enumerate(definition.triggers):
         if trigger.condition is not None:
             # syntax only: the event data's top-level keys are names too, unknown until it arrives
             result = _compiled(trigger.condition)
             if isinstance(result, str):
-                found.append(_issue("bad_expression", ("triggers", i, "condition"), result))
+                found.append(
+                    field_rules.issue("bad_expression", ("triggers", i, "condition"), result)
+                )
     found.extend(schedule_check.check(definition))
+    found.extend(flow_control.issues_of(definition))
     steps = tuple(definition.steps)
     top = _Scope(steps, ("steps",), BASE_NAMES | {s.name for s in steps}, "workflow")
     found.extend(_scope(top))
@@ -54,17 +66,13 @@ def validate(definition: models.WorkflowDefinition, *, flow: bool = True) -> lis
     return found
 
 
-def _issue(code: str, loc: Loc, message: str) -> errors.Issue:
-    return errors.Issue(message=message, location=issues.format_loc(loc), code=code)
-
-
 # --- one scope ------------------------------------------------------------------------------
 
 
 def _scope(scope: _Scope) -> Iterator[errors.Issue]:
     steps = scope.steps
     if not steps:
-        yield _issue("empty_scope", scope.loc, f"this {scope.what} has no steps")
+        yield field_rules.issue("empty_scope", scope.loc, f"this {scope.what} has no steps")
         return
     first: dict[str, int] = {}  # name -> index of its first step
     for i, step in enumerate(steps):
@@ -72,7 +80,7 @@ def _scope(scope: _Scope) -> Iterator[errors.Issue]:
         if step.name in first:
             where = issues.format_loc((*scope.loc, first[step.name]))
             msg = f"duplicate step name {step.name!r} (first at {where})"
-            yield _issue("duplicate_name", (*scope.loc, i, "id"), msg)
+            yield field_rules.issue("duplicate_name", (*scope.loc, i, "id"), msg)
         else:
             first[step.name] = i
     dag = graph.is_dag_scope(steps)
@@ -83,7 +91,7 @@ def _scope(scope: _Scope) -> Iterator[errors.Issue]:
             yield from _mixing(step, loc)
         elif step.trigger != models.DEFAULT_TRIGGER_RULE:
             msg = f"trigger {step.trigger!r} has no effect: trigger rules need dependsOn"
-            yield _issue("trigger_rule", (*loc, "trigger"), msg)
+            yield field_rules.issue("trigger_rule", (*loc, "trigger"), msg)
         yield from _step_rules(step, loc)
         yield from _step_expressions(step, loc, scope.known)
         yield from _children(step, loc, scope.known)
@@ -110,21 +118,21 @@ def _name(what: str, name: str, loc: Loc) -> Iterator[errors.Issue]:
             f"{what} name {name!r} must be non-empty, without whitespace, control characters "
             "or any of '/', '#', '@' (the engine uses them in step paths)"
         )
-        yield _issue("bad_name", loc, msg)
+        yield field_rules.issue("bad_name", loc, msg)
 
 
 def _children(step: models.StepBase, loc: Loc, known: frozenset[str]) -> Iterator[errors.Issue]:
     if isinstance(step, models.ParallelStep):
         if not step.branches:
             msg = "a parallel step needs at least one branch"
-            yield _issue("empty_parallel", (*loc, "branches"), msg)
+            yield field_rules.issue("empty_parallel", (*loc, "branches"), msg)
         seen: set[str] = set()
         for j, br in enumerate(step.branches):
             bloc = (*loc, "branches", j)
             yield from _name("branch", br.name, (*bloc, "name"))
             if br.name in seen:
                 msg = f"duplicate branch name {br.name!r} in {step.name!r}"
-                yield _issue("duplicate_name", (*bloc, "name"), msg)
+                yield field_rules.issue("duplicate_name", (*bloc, "name"), msg)
             seen.add(br.name)
             inner = known | {s.name for s in br.steps}
             yield from _scope(_Scope(br.steps, (*bloc, "steps"), inner, "branch"))
@@ -138,7 +146,7 @@ def _children(step: models.StepBase, loc: Loc, known: frozenset[str]) -> Iterato
 def _unknown(target: str, key: str, loc: Loc, first: Mapping[str, int]) -> Iterator[errors.Issue]:
     if target not in first:
         hint = issues.did_you_mean(target, first)
-        yield _issue("unknown_reference", loc, f"unknown step {target!r} in {key}{hint}")
+        yield field_rules.issue("unknown_reference", loc, f"unknown step {target!r} in {key}{hint}")
 
 
 def _references(
@@ -151,13 +159,13 @@ def _references(
     for j, dep in enumerate(step.depends_on):
         if dep == step.name:
             msg = f"step {dep!r} depends on itself"
-            yield _issue("self_reference", (*loc, "dependsOn", j), msg)
+            yield field_rules.issue("self_reference", (*loc, "dependsOn", j), msg)
         else:
             yield from _unknown(dep, "dependsOn", (*loc, "dependsOn", j), first)
     if isinstance(step, models.ChoiceStep):
         if not step.choices:
             msg = "a choice step needs at least one choice"
-            yield _issue("empty_choice", (*loc, "choices"), msg)
+            yield field_rules.issue("empty_choice", (*loc, "choices"), msg)
         for k, rule in enumerate(step.choices):
             yield from _unknown(rule.next, "next", (*loc, "choices", k, "next"), first)
         if step.default is not None:
@@ -167,20 +175,20 @@ def _references(
         if first.get(step.target, -1) > i:
             msg = f"loop target {step.target!r} comes after the loop; "
             msg += "it must be the loop itself or an earlier step"
-            yield _issue("loop_target_forward", (*loc, "target"), msg)
+            yield field_rules.issue("loop_target_forward", (*loc, "target"), msg)
 
 
 def _mixing(step: models.StepBase, loc: Loc) -> Iterator[errors.Issue]:
     lead = "this scope uses dependsOn (a DAG), so next/choice/loop cannot be used here; "
     if isinstance(step, models.ChoiceStep | models.LoopStep):
         msg = f"{lead}{step.kind} step {step.name!r}: use a step condition instead"
-        yield _issue("scope_mixing", (*loc, "type"), msg)
+        yield field_rules.issue("scope_mixing", (*loc, "type"), msg)
     if step.next is not None:
         hint = f"remove next and list {step.name!r} in the dependsOn of {step.next!r}"
-        yield _issue("scope_mixing", (*loc, "next"), lead + hint)
+        yield field_rules.issue("scope_mixing", (*loc, "next"), lead + hint)
     if step.end:
         msg = lead + "remove end: a DAG ends when no step is left to run"
-        yield _issue("scope_mixing", (*loc, "end"), msg)
+        yield field_rules.issue("scope_mixing", (*loc, "end"), msg)
 
 
 # --- rules about one step -------------------------------------------------------------------
@@ -189,66 +197,34 @@ def _mixing(step: models.StepBase, loc: Loc) -> Iterator[errors.Issue]:
 def _step_rules(step: models.StepBase, loc: Loc) -> Iterator[errors.Issue]:
     if step.on_error == "branch" and not step.error_next:
         msg = "onError: branch needs errorBranch naming the step to run"
-        yield _issue("error_branch", (*loc, "onError"), msg)
+        yield field_rules.issue("error_branch", (*loc, "onError"), msg)
     if step.error_next and step.on_error != "branch":
         msg = f"errorBranch is only used with onError: branch (not onError: {step.on_error})"
-        yield _issue("error_branch", (*loc, "errorBranch"), msg)
+        yield field_rules.issue("error_branch", (*loc, "errorBranch"), msg)
     match step:
         case models.TaskStep():
-            yield from _positive(step.timeout, (*loc, "timeout"))
+            yield from field_rules.positive(step.timeout, (*loc, "timeout"))
             if step.retry is not None:
-                yield from _retry(step.retry, (*loc, "retry"))
+                yield from field_rules.retry(step.retry, (*loc, "retry"))
         case models.PollStep():
             if step.timeout is None and step.max_attempts is None:
                 msg = "a poll step needs timeout or maxAttempts, or it may poll forever"
-                yield _issue("poll_unbounded", loc, msg)
+                yield field_rules.issue("poll_unbounded", loc, msg)
             if not step.interval > 0:
                 msg = "the poll interval must be greater than 0"
-                yield _issue("poll_interval", (*loc, "interval"), msg)
-            yield from _positive(step.timeout, (*loc, "timeout"))
+                yield field_rules.issue("poll_interval", (*loc, "interval"), msg)
+            yield from field_rules.positive(step.timeout, (*loc, "timeout"))
         case models.LoopStep():
             if step.max_iterations is None and step.timeout is None:
                 msg = "a loop step needs maxIterations or timeout, or it may loop forever"
-                yield _issue("loop_unbounded", loc, msg)
-            yield from _positive(step.timeout, (*loc, "timeout"))
+                yield field_rules.issue("loop_unbounded", loc, msg)
+            yield from field_rules.positive(step.timeout, (*loc, "timeout"))
         case models.WaitStep():
-            yield from _wait(step, loc)
+            yield from field_rules.wait(step, loc)
         case models.SubworkflowStep():
             if not step.workflow.strip():
                 msg = "a subworkflow step needs the workflow name"
-                yield _issue("subworkflow", (*loc, "workflow"), msg)
-
-
-def _positive(seconds: float | None, loc: Loc) -> Iterator[errors.Issue]:
-    if seconds is not None and not seconds > 0:
-        yield _issue("bad_timeout", loc, "a timeout must be greater than 0")
-
-
-def _wait(step: models.WaitStep, loc: Loc) -> Iterator[errors.Issue]:
-    given = [k for k in ("duration", "until", "event") if getattr(step, k) is not None]
-    if len(given) != 1:
-        got = " and ".join(given) or "none"
-        msg = f"a wait step needs exactly one of duration, until or event (got {got})"
-        yield _issue("wait_kind", loc, msg)
-    if step.event is not None and not step.event.strip():
-        yield _issue("wait_kind", (*loc, "event"), "the event name must not be empty")
-    if step.timeout is not None:
-        if step.event is None:
-            yield _issue("wait_timeout", (*loc, "timeout"), "timeout only bounds an event wait")
-        yield from _positive(step.timeout, (*loc, "timeout"))
-    if step.duration is not None and not step.duration >= 0:
-        yield _issue("bad_duration", (*loc, "duration"), "the wait duration must not be negative")
-
-
-def _retry(policy: models.RetryPolicy, loc: Loc) -> Iterator[errors.Issue]:
-    for key in ("interval", "max_interval"):
-        if not getattr(policy, key) >= 0:
-            key = issues.yaml_key(key)
-            yield _issue("retry", (*loc, key), f"{key} must not be negative")
-    for k, exc_type in enumerate(policy.retry_on or ()):
-        if isinstance(exc_type, type) and issubclass(exc_type, errors.CriticalError):
-            msg = f"{exc_type.__name__} is never retried: a CriticalError fails the step at once"
-            yield _issue("retry", (*loc, "retryOn", k), msg)
+                yield field_rules.issue("subworkflow", (*loc, "workflow"), msg)
 
 
 # --- expressions ----------------------------------------------------------------------------
@@ -278,7 +254,9 @@ def _names(
 ) -> Iterator[errors.Issue]:
     for name in sorted(names - known):
         hint = issues.did_you_mean(name, known)
-        yield _issue("unknown_name", loc, f"unknown name {name!r} in expression {source!r}{hint}")
+        yield field_rules.issue(
+            "unknown_name", loc, f"unknown name {name!r} in expression {source!r}{hint}"
+        )
 
 
 def _expression(source: Any, loc: Loc, known: frozenset[str]) -> Iterator[errors.Issue]:
@@ -286,7 +264,7 @@ def _expression(source: Any, loc: Loc, known: frozenset[str]) -> Iterator[errors
         return  # a callable: nothing to compile
     result = _compiled(source)
     if isinstance(result, str):
-        yield _issue("bad_expression", loc, result)
+        yield field_rules.issue("bad_expression", loc, result)
     else:
         yield from _names(result, source, loc, known)
 
@@ -300,7 +278,7 @@ def _templates(value: Any, loc: Loc, known: frozenset[str]) -> Iterator[errors.I
             if expressions.is_template(item):
                 result = _template_names(item)
                 if isinstance(result, str):
-                    yield _issue("bad_expression", where, result)
+                    yield field_rules.issue("bad_expression", where, result)
                 else:
                     yield from _names(result, item, where, known)
         elif isinstance(item, Mapping):
@@ -357,7 +335,9 @@ def _dag(
         owner = steps[first[ring[0]]]
         at = owner.depends_on.index(ring[1 % len(ring)])
         text = " -> ".join([*ring, ring[0]])
-        yield _issue("cycle", (*loc, first[ring[0]], "dependsOn", at), f"dependsOn cycle: {text}")
+        yield field_rules.issue(
+            "cycle", (*loc, first[ring[0]], "dependsOn", at), f"dependsOn cycle: {text}"
+        )
 
 
 def _flow(
@@ -384,7 +364,7 @@ def _flow(
     for i, step in enumerate(steps):
         if step.name not in reach and first[step.name] == i:
             msg = f"step {step.name!r} can never run: no next, choice, loop or error leads to it"
-            yield _issue("unreachable", (*loc, i), msg)
+            yield field_rules.issue("unreachable", (*loc, i), msg)
     can_end = graph.reachable(ends, graph.reverse(normal))
     stuck = {n for n in reach if n in first and n not in can_end}
     if stuck:
@@ -395,4 +375,4 @@ def _flow(
         names = ", ".join(repr(n) for n in caught)
         hint = "add end: true, a choice default, or a next that leaves the loop"
         msg = f"these steps loop with no way to finish: {names}; {hint}"
-        yield _issue("no_end", (*loc, first[caught[0]]), msg)
+        yield field_rules.issue("no_end", (*loc, first[caught[0]]), msg)

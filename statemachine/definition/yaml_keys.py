@@ -44,7 +44,10 @@ TOP_KEYS = {
     "steps",
     "onComplete",
     "inputSchema",
+    "concurrency",
+    "priority",
 }
+CONCURRENCY_KEYS = {"limit", "key"}
 COMMON = {
     "id",
     "title",

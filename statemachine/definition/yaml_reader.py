@@ -116,7 +116,7 @@ class Reader:
         fields: dict[str, Any] = {}
         if "id" not in top:
             self.issue("the workflow needs an id (or name)", (), code="missing")
-        for key in ("id", "version", "title", "description", "timeout"):
+        for key in ("id", "version", "title", "description", "timeout", "priority"):
             if key in top:
                 fields[yaml_keys.FIELD.get(key, key)] = top[key]
         if "onComplete" in top and not self.not_loadable(top["onComplete"], ("onComplete",)):
@@ -131,6 +131,13 @@ class Reader:
         fields["triggers"] = self.triggers(top.get("triggers", []))
         if "schedules" in top:
             fields["schedules"] = self.schedules(top["schedules"])
+        if "concurrency" in top:
+            raw_limit = self.mapping(top["concurrency"], ("concurrency",), "concurrency")
+            if raw_limit is not None:
+                limits = yaml_keys.CONCURRENCY_KEYS
+                fields["concurrency"] = self.normalise(
+                    raw_limit, ("concurrency",), ("concurrency",), limits, "concurrency"
+                )
         steps_raw = top.get("steps")
         if not isinstance(steps_raw, list):
             self.issue("steps must be a list of steps", ("steps",), code="type")

@@ -14,6 +14,7 @@ import json
 from typing import Any, get_args
 
 from statemachine.definition import durations, models, yaml_keys
+from statemachine.definition.parts import MAX_PRIORITY
 
 Schema = dict[str, Any]
 
@@ -156,6 +157,22 @@ def _values() -> dict[str, Schema]:
             "each delay is the previous one times this",
         ),
         "maxInterval": (_ref("duration"), "cap of every retry delay"),
+        "concurrency": (
+            {
+                "type": "object",
+                "properties": {
+                    "limit": _described(count, "most running instances per key value"),
+                    "key": _described(expression, "${{ }} template over input; none: one group"),
+                },
+                "required": ["limit"],
+                "additionalProperties": False,
+            },
+            "at most limit running instances per key; the others wait as pending",
+        ),
+        "priority": (
+            {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY},
+            "default priority of its instances: higher ones are claimed first",
+        ),
     }
     return {key: _described(schema, line) for key, (schema, line) in table.items()}
 

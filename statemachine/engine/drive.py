@@ -70,10 +70,17 @@ async def drive(
         ):  # taken over, or interrupted, too often
             dead_letter(services, rec, epoch)
             return True
-        limited = services.registry.max_concurrent(rec.workflow_name) is not None
+        limited = (
+            services.registry.max_concurrent(rec.workflow_name) is not None
+            or rec.concurrency_key is not None
+        )
         slot = not limited or rec.status != "pending"
         if not slot and not services.repo.reserve_slot(instance_id, epoch, rec.workflow_name):
             return False  # stays pending (and due) until a slot frees
+        if rec.status == "running" and rec.started_at is None:
+            # its slot was reserved, then its worker died before the first commit: it starts
+            # now, in the slot it holds (taking over the lease inherits the slot)
+            rec.status = "pending"
         try:
             definition = services.registry.definition_for(rec, check_actions=True)
         except (errors.WorkflowNotFound, errors.DefinitionError) as exc:

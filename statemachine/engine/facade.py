@@ -150,9 +150,13 @@ class Engine:
         instance_id: str | None = None,
         *,
         parent_id: str | None = None,
+        priority: int | None = None,
     ) -> str:
-        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``."""
-        return inputs.start(self.services, workflow, input, instance_id, parent_id=parent_id)
+        """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``.
+        ``priority`` (higher is claimed first) overrides the definition's."""
+        return inputs.start(
+            self.services, workflow, input, instance_id, parent_id=parent_id, priority=priority
+        )
 
     def execute(
         self, workflow: str, input: JSON = None, instance_id: str | None = None
@@ -163,7 +167,8 @@ class Engine:
         new = inputs.new_instance(services, workflow, input, instance_id, claim=True)
         iid, name = new.record.id, new.record.workflow_name
         kept: builtins.list[InstanceRunner] = []
-        if instance_id is None and self.registry.max_concurrent(name) is None:
+        capped = self.registry.max_concurrent(name) is not None
+        if instance_id is None and not capped and new.record.concurrency_key is None:
             # a fresh id cannot be taken: the insert rides on the run's first commit (one
             # fsync, not two); a capped workflow must insert first to count its slots
             try:

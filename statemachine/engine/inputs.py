@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from statemachine import errors, records
-from statemachine.definition import expressions, models, schemas
+from statemachine.definition import expressions, flow_control, models, schemas
+from statemachine.definition.parts import MAX_PRIORITY
 from statemachine.engine import queries
 from statemachine.engine.services import Services
 from statemachine.runtime import jsondata
@@ -47,11 +48,21 @@ def start(
     parent_id: str | None = None,
     definition: models.WorkflowDefinition | None = None,
     event: JSON = None,
+    priority: int | None = None,
 ) -> str:
     """Record a new instance for a worker (or ``run_due``) to run; idempotent on ``instance_id``.
     ``event``: the data of the event whose trigger started it (``emit``), bound to ``event``
     in its expressions."""
-    new = new_instance(services, workflow, input, instance_id, parent_id, definition, event=event)
+    new = new_instance(
+        services,
+        workflow,
+        input,
+        instance_id,
+        parent_id,
+        definition,
+        event=event,
+        priority=priority,
+    )
     if not insert(services, new):
         check_taken(services, new.record.id, new.record.workflow_name)
     return new.record.id
@@ -77,12 +88,15 @@ def new_instance(
     *,
     claim: bool = False,
     event: JSON = None,
+    priority: int | None = None,
 ) -> repo.NewInstance:
     """A validated instance, not yet stored; with ``claim`` it is born leased to this engine."""
     if services.local.closed:
         raise errors.StatemachineError("this engine is closed")
     definition = definition or services.registry.definition(workflow)
     data = validate_input(definition, input)
+    rank = definition.priority if priority is None else check_priority(priority)
+    key = flow_control.concurrency_key(definition, data)
     iid = instance_id or uuid.uuid4().hex
     if parent_id is not None:
         check_child(services, iid, parent_id)
@@ -108,6 +122,8 @@ def new_instance(
         "lease_owner": owner,
         "lease_expires_at": until,
         "recoveries": 0,
+        "priority": rank,
+        "concurrency_key": key,
         "created_at": now,
         "updated_at": now,
     }
@@ -119,9 +135,23 @@ def new_instance(
         definition_hash=definition.hash, status="pending", current_step=None, input=data, output=None,
         error=None, metadata={}, state=state, parent_id=parent_id, wake_at=now, lease_owner=owner,
         lease_expires_at=until, lease_epoch=values["lease_epoch"], recoveries=0, created_at=now,
-        started_at=None, completed_at=None,
+        started_at=None, completed_at=None, priority=rank, concurrency_key=key,
     )  # fmt: skip
     return repo.NewInstance(values, [started], record)
+
+
+def check_priority(priority: object) -> int:
+    """``start(..., priority=)``: a whole number in the range a definition's may take."""
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise errors.InputValidationError(
+            f"priority must be a whole number from {-MAX_PRIORITY} to "
+            f"{MAX_PRIORITY}, got {priority!r}"
+        )
+    return priority
 
 
 def check_child(services: Services, child_id: str, parent_id: str) -> None:

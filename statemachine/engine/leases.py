@@ -23,6 +23,7 @@ from statemachine.engine import outage
 from statemachine.engine.loop import LoopThread
 from statemachine.engine.services import Services
 from statemachine.runtime.outcome import Outcome
+from statemachine.runtime.state import State
 from statemachine.store import repository as repo
 
 _log = logging.getLogger("statemachine.leases")
@@ -38,10 +39,19 @@ class LeaseHolder:
     last_beat: datetime | None
     aborted: bool
     inflight: dict[str, asyncio.Task[Outcome]]
+    state: State
 
     @property
     def now(self) -> datetime:
         raise NotImplementedError  # InstanceRunner.now
+
+    def wait_limit(self, beat: float) -> float:
+        """How long to wait for handlers: until the next heartbeat, or the workflow's deadline
+        if that comes first (``settled`` then times the instance out, whatever still runs)."""
+        deadline = self.state.deadline
+        if deadline is None or self.state.status == "compensating":
+            return beat  # undoing may outlive the deadline
+        return max(0.0, min(beat, (deadline - self.now).total_seconds()))
 
     def heartbeat(self, force: bool = False) -> None:
         """Extend the lease, at most every third of it: a heartbeat per step would double the commits."""

@@ -64,6 +64,8 @@ def instance(services: Services, rec: repo.InstanceRecord) -> records.WorkflowIn
         started_at=rec.started_at,
         completed_at=rec.completed_at,
         wake_at=rec.wake_at,
+        priority=rec.priority,
+        concurrency_key=rec.concurrency_key,
     )
 
 

@@ -189,6 +189,8 @@ class Registry:
                     for s in item.schedules
                 ]
                 self.repo.sync_schedules(item.name, item.hash, specs, now)
+            limit = item.concurrency.limit if item.concurrency is not None else None
+            self.repo.set_key_limit(item.name, limit, now)
         self.refresh_limits()
 
     def unregister(self, name: str, version: str | None = None) -> None:

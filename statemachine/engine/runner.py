@@ -278,6 +278,7 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
             error=s.error, step_results={st.path: st.record() for st in steps},
             metadata=dict(s.metadata), parent_id=rec.parent_id, created_at=rec.created_at,
             started_at=s.started_at, completed_at=s.completed_at, wake_at=None,
+            priority=rec.priority, concurrency_key=rec.concurrency_key,
         )  # fmt: skip
 
     @staticmethod
@@ -380,14 +381,6 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
             await self.settled()
         for task in self.inflight.values():
             task.cancel()
-
-    def wait_limit(self, beat: float) -> float:
-        """How long to wait for handlers: until the next heartbeat, or the workflow's deadline
-        if that comes first (``settled`` then times the instance out, whatever still runs)."""
-        deadline = self.state.deadline
-        if deadline is None or self.state.status == "compensating":
-            return beat  # undoing may outlive the deadline
-        return max(0.0, min(beat, (deadline - self.now).total_seconds()))
 
     async def settled(self) -> None:
         """After results were recorded: events that arrived, a deadline passed, losers cancelled."""

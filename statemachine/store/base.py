@@ -128,6 +128,8 @@ def instance_record(r: sa.RowMapping) -> InstanceRecord:
         history_seq=r["history_seq"],
         crashes=r["crashes"],
         lease_alone=bool(r["lease_alone"]),
+        priority=r["priority"],
+        concurrency_key=r["concurrency_key"],
     )
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from statemachine.store import suspects
+from statemachine.store import slots, suspects
 from statemachine.store.base import Base, instance_record
 from statemachine.store.records import InstanceRecord
-from statemachine.store.tables import INSTANCE
-from statemachine.vocabulary import RUNNABLE
+from statemachine.store.tables import INSTANCE, WORKFLOW
+from statemachine.vocabulary import RUNNABLE, STARTED
 
 
 class Leases(Base):
@@ -74,11 +74,10 @@ class Leases(Base):
         it is idle). A dead worker's lease on a suspect it leaves is still taken back, so the
         death is counted once.
         """
-        lease_free = sa.or_(INSTANCE.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(INSTANCE)
-            .where(INSTANCE.c.status.in_(sorted(RUNNABLE)), INSTANCE.c.wake_at <= now, lease_free)
-            .order_by(INSTANCE.c.wake_at)
+            .where(*self._claimable(now))
+            .order_by(*CLAIM_ORDER)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -100,6 +99,7 @@ class Leases(Base):
         with self.tx() as conn:
             rows = [instance_record(row) for row in conn.execute(query).mappings().all()]
             taken, left = suspects.isolate([suspects.Takeover.of(rec, owner) for rec in rows], idle)
+            taken = slots.take(conn, self.dialect, taken)
             for t in taken:
                 claimed.append((t.rec.lease_epoch, t.recovered, t.rec))
                 t.rec.lease_owner, t.rec.lease_expires_at = owner, until
@@ -114,15 +114,21 @@ class Leases(Base):
 
     def due(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids that have work now: runnable, woken, and not leased by a live worker."""
-        lease_free = sa.or_(INSTANCE.c.lease_owner.is_(None), self._expired(now))
         query = (
             sa.select(INSTANCE.c.id)
-            .where(INSTANCE.c.status.in_(sorted(RUNNABLE)), INSTANCE.c.wake_at <= now, lease_free)
-            .order_by(INSTANCE.c.wake_at)
+            .where(*self._claimable(now))
+            .order_by(*CLAIM_ORDER)
             .limit(limit)
         )
         with self.read() as conn:
             return [r[0] for r in conn.execute(query).all()]
+
+    def _claimable(self, now: datetime) -> builtins.list[Any]:
+        """Runnable, woken, not leased by a live worker, and not a pending instance whose
+        slots are all taken (it waits pending; ``Workflows.reserve_slot`` is the real check)."""
+        lease_free = sa.or_(INSTANCE.c.lease_owner.is_(None), self._expired(now))
+        due = [INSTANCE.c.status.in_(sorted(RUNNABLE)), INSTANCE.c.wake_at <= now, lease_free]
+        return [*due, _room()]
 
     def heartbeat(self, instance_id: str, epoch: int, now: datetime, until: datetime) -> bool:
         with self.tx() as conn:
@@ -173,6 +179,42 @@ class Leases(Base):
                 .where(INSTANCE.c.id == instance_id, INSTANCE.c.lease_epoch == epoch)
                 .values(**values)
             )
+
+
+# higher priority first, then the earlier due time: equal priorities are first come, first served
+CLAIM_ORDER = (INSTANCE.c.priority.desc(), INSTANCE.c.wake_at)
+
+
+def _room() -> Any:
+    """A pending instance may start: its workflow is under ``max_concurrent`` and its
+    concurrency key under the key limit; started instances hold the slots."""
+    held = INSTANCE.alias("held")
+
+    def active(*same: Any) -> Any:
+        started = held.c.status.in_(sorted(STARTED))
+        same_workflow = held.c.workflow_name == INSTANCE.c.workflow_name
+        query = sa.select(sa.func.count()).select_from(held).where(same_workflow, started, *same)
+        return query.scalar_subquery()
+
+    def setting(column: Any) -> Any:
+        return (
+            sa.select(column).where(WORKFLOW.c.name == INSTANCE.c.workflow_name).scalar_subquery()
+        )
+
+    cap, per_key = setting(WORKFLOW.c.max_concurrent), setting(WORKFLOW.c.key_limit)
+    # the workflows with a cap: one hashed subquery per claim, not a lookup per candidate
+    capped = sa.select(WORKFLOW.c.name).where(WORKFLOW.c.max_concurrent.is_not(None))
+    name, key = INSTANCE.c.workflow_name, INSTANCE.c.concurrency_key
+    return sa.or_(
+        INSTANCE.c.status != "pending",
+        sa.and_(key.is_(None), name.not_in(capped)),  # no limit: nothing to count
+        sa.and_(
+            sa.or_(name.not_in(capped), active() < cap),
+            sa.or_(
+                key.is_(None), per_key.is_(None), active(held.c.concurrency_key == key) < per_key
+            ),
+        ),
+    )
 
 
 class Claims(builtins.list[tuple[int, bool, InstanceRecord]]):

@@ -51,6 +51,8 @@ class InstanceRecord:
     history_seq: int = 0  # grows with every transition: a control call's compare-and-set
     crashes: int = 0  # deaths of a worker while its handler ran: a suspect from one on
     lease_alone: bool = False  # its lease's holder runs nothing else meanwhile
+    priority: int = 0  # claimed before lower ones
+    concurrency_key: str | None = None  # its slot group under the workflow's key limit
 
 
 @dataclass

@@ -39,6 +39,8 @@ class InstanceRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sm_instance_due", "status", "wake_at"),
         Index("ix_sm_instance_wf_status", "workflow_name", "status"),
+        # counting a key's running instances when claiming a pending one (flow control)
+        Index("ix_sm_instance_key", "concurrency_key", "workflow_name", "status"),
     )
     id: str = Field(primary_key=True, max_length=200)
     workflow_name: str = Field(max_length=200)
@@ -59,6 +61,9 @@ class InstanceRow(SQLModel, table=True):
     recoveries: int = 0  # deaths this instance caused: dead-lettered past max_recoveries
     crashes: int = 0  # deaths while its handler ran, alone or not: a suspect runs alone
     lease_alone: bool = False  # the lease's holder runs nothing else (see worker.work)
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # higher first
+    # its slot group under the workflow's ``key_limit``, computed at start; None: no key limit
+    concurrency_key: str | None = Field(default=None, max_length=200)
     history_seq: int = 0
     created_at: datetime | None = _ts(index=True)
     started_at: datetime | None = _ts()
@@ -108,6 +113,7 @@ class WorkflowRow(SQLModel, table=True):
     __tablename__ = "sm_workflow"
     name: str = Field(primary_key=True, max_length=200)
     max_concurrent: int | None = Field(default=None)
+    key_limit: int | None = Field(default=None)  # running instances per concurrency_key
     updated_at: datetime | None = _ts()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from statemachine.store import slots
 from statemachine.store.base import Base
 from statemachine.store.tables import DEFINITION, INSTANCE, WORKFLOW
 from statemachine.vocabulary import STARTED
@@ -18,7 +19,18 @@ class Workflows(Base):
     def __init__(self, url: str | None, *, synchronous: str, busy_timeout: float) -> None:
         super().__init__(url, synchronous=synchronous, busy_timeout=busy_timeout)
         # built once: building a statement per call costs more than running it
-        self._workflow_upsert = self._upsert_statement(WORKFLOW, ["name"])
+        self._workflow_upsert = self._setting_upsert("max_concurrent")
+        self._key_limit_upsert = self._setting_upsert("key_limit")
+
+    def _setting_upsert(self, column: str) -> Any:
+        """Insert a workflow's row or set one setting of it, leaving its other settings."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        ins = insert(WORKFLOW)
+        kept = {column: ins.excluded[column], "updated_at": ins.excluded.updated_at}
+        return ins.on_conflict_do_update(index_elements=["name"], set_=kept)
 
     def save_definition(
         self, hash_: str, name: str, version: str, body: dict[str, Any], now: datetime
@@ -88,6 +100,20 @@ class Workflows(Base):
                 {"name": workflow, "max_concurrent": limit, "updated_at": now},
             )
 
+    def set_key_limit(self, workflow: str, limit: int | None, now: datetime) -> None:
+        """Store the definition's ``concurrency`` limit (per key value) for every engine; the
+        last registered definition wins, one without a limit clears it."""
+        with self.tx() as conn:
+            if limit is not None:
+                params = {"name": workflow, "key_limit": limit, "updated_at": now}
+                conn.execute(self._key_limit_upsert, params)
+            else:
+                conn.execute(
+                    sa.update(WORKFLOW)
+                    .where(WORKFLOW.c.name == workflow, WORKFLOW.c.key_limit.is_not(None))
+                    .values(key_limit=None, updated_at=now)
+                )
+
     def max_concurrent(self) -> dict[str, int]:
         """Every stored limit, by workflow name."""
         query = sa.select(WORKFLOW.c.name, WORKFLOW.c.max_concurrent).where(
@@ -97,30 +123,37 @@ class Workflows(Base):
             return {name: int(limit) for name, limit in conn.execute(query).all()}
 
     def reserve_slot(self, instance_id: str, epoch: int, workflow: str) -> bool:
-        """Mark a pending instance running if fewer of its workflow are active than its stored
-        limit (read here, so a limit another engine changed counts at once).
+        """Mark a pending instance running if its workflow has fewer active instances than its
+        stored ``max_concurrent``, and its concurrency key fewer than the stored key limit
+        (both read here, so a limit another engine changed counts at once).
 
-        Count and mark happen in one transaction, serialised per workflow (SQLite: BEGIN
-        IMMEDIATE; Postgres: an advisory lock), so two workers never both take the last slot.
+        Count and mark happen in one transaction, serialised per workflow (``max_concurrent``)
+        and per (workflow, key) (SQLite: BEGIN IMMEDIATE; Postgres: advisory transaction locks,
+        always taken in that order), so two workers never both take the last slot. A slot is
+        held while its instance is started: a dead worker's instance keeps it, and whoever
+        takes its lease over runs on in it.
         """
         with self.tx() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": workflow}
-                )
-            limit = conn.execute(
-                sa.select(WORKFLOW.c.max_concurrent).where(WORKFLOW.c.name == workflow)
+            key = conn.execute(
+                sa.select(INSTANCE.c.concurrency_key).where(INSTANCE.c.id == instance_id)
             ).scalar()
-            if limit is not None:
-                active = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(INSTANCE)
-                    .where(
-                        INSTANCE.c.workflow_name == workflow, INSTANCE.c.status.in_(sorted(STARTED))
-                    )
-                ).scalar()
-                if int(active or 0) >= limit:
-                    return False
+            limits = conn.execute(
+                sa.select(WORKFLOW.c.max_concurrent, WORKFLOW.c.key_limit).where(
+                    WORKFLOW.c.name == workflow
+                )
+            ).first()
+            cap, per_key = (None, None) if limits is None else tuple(limits)
+            if key is None:
+                per_key = None
+            if self.dialect == "postgresql":
+                if cap is not None:
+                    conn.execute(slots.LOCK_WORKFLOW, {"name": workflow})
+                if per_key is not None:
+                    conn.execute(slots.LOCK_KEY, {"name": workflow, "key": key})
+            if cap is not None and _active(conn, workflow) >= cap:
+                return False
+            if per_key is not None and _active(conn, workflow, key) >= per_key:
+                return False
             res = conn.execute(
                 sa.update(INSTANCE)
                 .where(
@@ -131,3 +164,15 @@ class Workflows(Base):
                 .values(status="running")
             )
             return bool(res.rowcount)
+
+
+def _active(conn: sa.Connection, workflow: str, key: str | None = None) -> int:
+    """Instances of ``workflow`` (with this concurrency ``key``) holding a slot: started ones."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(INSTANCE)
+        .where(INSTANCE.c.workflow_name == workflow, INSTANCE.c.status.in_(sorted(STARTED)))
+    )
+    if key is not None:
+        query = query.where(INSTANCE.c.concurrency_key == key)
+    return int(conn.execute(query).scalar() or 0)

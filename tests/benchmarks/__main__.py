@@ -4,7 +4,9 @@ Names: ``steps`` (cost of one durable step, ``bench_steps``), ``workers`` (throu
 and 4 worker processes on SQLite and Postgres, ``bench_workers``), ``scale`` (wide parallel
 steps, big maps and definitions, many sleeping instances, wake-up latency, ``bench_scale``),
 ``dbos`` (the cost of one step side by side with DBOS Transact on the same SQLite settings,
-``bench_dbos``; needs ``pip install -e '.[bench]'``, and says so when ``dbos`` is missing).
+``bench_dbos``; needs ``pip install -e '.[bench]'``, and says so when ``dbos`` is missing),
+``flow`` (claiming and running 1,000 due instances with concurrency keys and without,
+``bench_flow``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.benchmarks import bench_dbos, bench_scale, bench_steps, bench_workers
+from tests.benchmarks import bench_dbos, bench_flow, bench_scale, bench_steps, bench_workers
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "steps": bench_steps.main,
     "workers": bench_workers.main,
     "scale": bench_scale.main,
     "dbos": bench_dbos.main,
+    "flow": bench_flow.main,
 }
 
 

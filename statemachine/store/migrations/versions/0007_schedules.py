@@ -1,13 +1,13 @@
 """Schedules: one row per schedule of a workflow (``sm_schedule``), shared by every engine.
 
-Revision ID: 0007_schedules
+Revision ID: 0007
 Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_schedules"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None

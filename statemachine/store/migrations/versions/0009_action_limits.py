@@ -1,8 +1,8 @@
 """Idempotent emits (``sm_emit_key``) and limits per action (``sm_action_limit`` and the
 calls that count against them, ``sm_action_call``).
 
-Revision ID: 0009_action_limits
-Revises: 0007_schedules
+Revision ID: 0009
+Revises: 0008
 """
 
 from datetime import datetime
@@ -10,8 +10,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_action_limits"
-down_revision = "0007_schedules"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
