@@ -58,12 +58,16 @@ class _TracingConfigured:
     def __init__(self) -> None:
         self.known = False
         self.until = 0.0
+        self.tracing: types.ModuleType | None = None
 
     def __call__(self) -> bool:
         if self.known:
             return True
-        import statemachine.observability.tracing as tracing  # opentelemetry: imported once
+        if self.tracing is None:  # opentelemetry: imported once, at the first step attempt
+            import statemachine.observability.tracing as found
 
+            self.tracing = found
+        tracing = self.tracing
         now = time.monotonic()
         if now < self.until and not tracing.provider_set():
             return False
