@@ -43,15 +43,15 @@ class Workflow(Protocol):
     @property
     def schedules(self) -> Sequence[parts.Schedule]: ...
     @property
+    def concurrency(self) -> parts.Concurrency | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
     def on_complete(self) -> parts.Fn | None: ...
     @property
     def input_schema(self) -> parts.Schema | None: ...
     @property
     def steps(self) -> Sequence[parts.StepBase]: ...
-    @property
-    def concurrency(self) -> parts.Concurrency | None: ...
-    @property
-    def priority(self) -> int: ...
 
 
 def callable_ref(fn: object) -> dict[str, Any]:
@@ -247,11 +247,25 @@ def _scope_lines_mermaid(steps: Sequence[parts.StepBase], prefix: str, indent: s
     return lines
 
 
+def _start_label(definition: Workflow) -> str:
+    """The start node, with what decides when an instance may start (its flow control)."""
+    notes = []
+    if definition.concurrency is not None:
+        limit = definition.concurrency
+        per = f" per {limit.key}" if limit.key is not None else ""
+        notes.append(f"at most {limit.limit} running{per}")
+    if definition.priority:
+        notes.append(f"priority {definition.priority}")
+    label = "start" if not notes else "start: " + "; ".join(notes)
+    return label.replace('"', "'")
+
+
 def to_mermaid(definition: Workflow) -> str:
     lines = ["flowchart TD"]
     lines.extend(_scope_lines_mermaid(definition.steps, "", "  "))
     start = graph.roots(definition.steps)
-    lines.append("  start((start))")
+    label = _start_label(definition)
+    lines.append("  start((start))" if label == "start" else f'  start(("{label}"))')
     lines.extend(f"  start --> {_node_id(r)}" for r in start)
     for i, sched in enumerate(definition.schedules):  # what starts it by itself
         label = f"{sched.spec} ({sched.timezone})".replace('"', "'")

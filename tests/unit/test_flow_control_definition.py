@@ -73,3 +73,13 @@ def test_the_builder_refuses_bad_values() -> None:
         workflow("w").concurrency(0).task("t", "t").build()
     with pytest.raises(DefinitionError, match="priority"):
         workflow("w").priority(2_000_000).task("t", "t").build()
+
+
+def test_the_graph_shows_the_flow_control_on_its_start_node() -> None:
+    from statemachine import workflow
+
+    keyed = workflow("w").concurrency(1, key="input.customer").priority(5).pass_("a").build()
+    assert 'start(("start: at most 1 running per ${{ input.customer }}; priority 5"))' in (
+        keyed.to_mermaid()
+    )
+    assert "  start((start))\n" in workflow("v").pass_("a").build().to_mermaid()
