@@ -17,6 +17,7 @@ from typing import Any
 
 from statemachine import Engine, StepContext, workflow
 from statemachine.cli import engines
+from statemachine.engine import outage
 from tests.integration.programs.worker_support import append_line
 
 WORKFLOW = "chaos"
@@ -46,8 +47,15 @@ def setup(engine: Engine, log: Path) -> None:
     builder = workflow(WORKFLOW)
     for step in STEPS:
         builder = builder.task(step, "chaos_step")
-    engine.register(builder.build())
-    engine.register(workflow(POISON).task("drink", "poison_step").build())
+    definitions = [builder.build(), workflow(POISON).task("drink", "poison_step").build()]
+    # a replacement may connect just before the injected restart shuts the database down:
+    # registering waits for it as connecting did (registering again is harmless)
+    outage.retry(
+        lambda: engine.register(definitions),
+        outage.Outage(),
+        "registering the workflows",
+        within=30.0,
+    )
 
 
 def main(argv: list[str]) -> int:
