@@ -31,6 +31,7 @@ from statemachine import (
 )
 from statemachine.server import create_app
 from tests.integration.programs import observed
+from tests.integration.programs.worker_support import cli_worker
 from tests.serving import free_port
 
 with warnings.catch_warnings():
@@ -314,22 +315,6 @@ def test_a_port_in_use_is_a_clear_error(engine: Engine) -> None:
         assert nothing is None
 
 
-@contextlib.contextmanager
-def worker(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("STATEMACHINE_DB", "OBS_SPANS")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "statemachine", "worker", *args],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(60)
-
-
 def scrape_until(url: str, want: Any, proc: subprocess.Popen[bytes], log: Path) -> Samples:
     """Scrape until ``want(samples)`` holds: a worker counts just after its commit, which a
     reader of the database may see first."""
@@ -353,7 +338,7 @@ def test_a_worker_serves_its_metrics_over_http(engine: Engine, db_url: str, tmp_
     defs = observed.write_definitions(tmp_path / "worker-definitions")
     args = ["--db", db_url, "-d", str(defs), "-a", ACTIONS, "--poll-interval", "100ms"]
     log = tmp_path / "worker.log"
-    with worker([*args, "--metrics-port", str(port)], log) as proc:
+    with cli_worker([*args, "--metrics-port", str(port)], log) as proc:
         ids = [engine.start("observed"), engine.start("observed"), engine.start("doomed")]
         for iid in ids:
             engine.wait(iid, timeout=90)

@@ -4,10 +4,8 @@ run by different worker processes join the same trace."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from statemachine import Engine, StepContext, load_definitions, workflow
 from statemachine.observability import tracing
 from tests.integration.programs import observed
+from tests.integration.programs.worker_support import cli_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = "tests.integration.programs.observed:ACTIONS"
@@ -160,23 +159,6 @@ def test_the_trace_id_is_derived_from_the_instance_id() -> None:
 # -- across worker processes -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def worker(args: list[str], log: Path, spans: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if k != "STATEMACHINE_DB"}
-    env["OBS_SPANS"] = str(spans)  # the actions module configures OpenTelemetry
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "statemachine", "worker", *args],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(60)
-
-
 def wait_for(
     engine: Engine, iid: str, status: str, proc: subprocess.Popen[bytes], log: Path
 ) -> None:
@@ -196,12 +178,12 @@ def test_steps_run_by_two_worker_processes_join_one_trace(
     defs = observed.write_definitions(tmp_path / "worker-definitions")
     args = ["--db", db_url, "-d", str(defs), "-a", ACTIONS, "--poll-interval", "100ms"]
     iid = engine.start("gated")
-    with worker(args, tmp_path / "a.log", folder) as a:
+    with cli_worker(args, tmp_path / "a.log", {"OBS_SPANS": str(folder)}) as a:
         wait_for(engine, iid, "waiting", a, tmp_path / "a.log")
         a.terminate()
         assert a.wait(60) == 0, (tmp_path / "a.log").read_text()
     engine.send_event(iid, "go")
-    with worker(args, tmp_path / "b.log", folder) as b:
+    with cli_worker(args, tmp_path / "b.log", {"OBS_SPANS": str(folder)}) as b:
         wait_for(engine, iid, "completed", b, tmp_path / "b.log")
         b.terminate()
         assert b.wait(60) == 0, (tmp_path / "b.log").read_text()
@@ -222,7 +204,6 @@ def test_a_provider_set_after_the_engine_is_seen_at_once() -> None:
     """The "not configured" answer is kept for a second (OpenTelemetry reads the environment
     on every lookup), but a provider set meanwhile is seen by the very next step."""
     import subprocess
-    import sys
 
     program = (
         "from opentelemetry import trace\n"

@@ -7,13 +7,14 @@ to know how often each step really ran, across every process that ever ran it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -133,3 +134,25 @@ def wait_until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def cli_worker(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``statemachine worker ARGS`` as a user runs it, its output in ``log``, stopped with SIGTERM
+    at the end; none of the test process's STATEMACHINE_DB or OBS_SPANS leaks in unless ``env``
+    sets it."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("STATEMACHINE_DB", "OBS_SPANS")}
+    environ.update(env or {})
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "statemachine", "worker", *args],
+            cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
