@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from statemachine.engine.settings import EngineSettings
     from statemachine.records import HistoryEntry, ScheduleInfo, StepResult, WorkflowInstance
     from statemachine.runtime.context import StepContext
+    from statemachine.runtime.migration import MigrationCheck, MigrationPlan
     from statemachine.vocabulary import (
         JSON,
         Duration,
@@ -60,6 +61,8 @@ _LAZY = {
     "WorkflowInstance": "statemachine.records",
     "ScheduleInfo": "statemachine.records",
     "StepContext": "statemachine.runtime.context",
+    "MigrationCheck": "statemachine.runtime.migration",
+    "MigrationPlan": "statemachine.runtime.migration",
     "JSON": "statemachine.vocabulary",
     "JSONObject": "statemachine.vocabulary",
     "Duration": "statemachine.vocabulary",
@@ -113,6 +116,8 @@ __all__ = [
     "JSONObject",
     "LeaseLost",
     "LoopLimitExceeded",
+    "MigrationCheck",
+    "MigrationPlan",
     "OutputNotStorable",
     "RetryPolicy",
     "ScheduleInfo",

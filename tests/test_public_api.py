@@ -15,6 +15,8 @@ EXPECTED = {
     # beyond API.md's list: every exception, the Issue of a DefinitionError, the settings object
     "StepError", "OutputNotStorable", "LeaseLost", "StoreError", "StoreRefused", "Issue",
     "EngineSettings",
+    # migration of running instances (API.md section 11)
+    "MigrationPlan", "MigrationCheck",
     # the typed vocabulary of the signatures and records
     "InstanceStatus", "StepStatus", "ErrorInfo", "JSON", "JSONObject", "Duration",
 }  # fmt: skip

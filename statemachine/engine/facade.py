@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from statemachine.engine import (
     inputs,
     leases,
     limits,
+    migration,
     outage,
     queries,
     worker,
@@ -42,6 +43,7 @@ from statemachine.engine.services import Local, Services
 from statemachine.engine.settings import EngineSettings, seconds
 from statemachine.runtime import clock as clocks
 from statemachine.runtime import events
+from statemachine.runtime.migration import MigrationPlan
 from statemachine.store import repository as repo
 from statemachine.store import tables
 from statemachine.store.port import Store
@@ -250,6 +252,17 @@ class Engine:
 
     def replay(self, instance_id: str) -> str:
         return control.replay(self.services, instance_id)
+
+    def plan_migration(
+        self, workflow: str, to: models.WorkflowDefinition | str,
+        mapping: Mapping[str, str] | None = None, instances: Iterable[str] | None = None,
+    ) -> MigrationPlan:  # fmt: skip
+        """Whether ``instances`` (None: all not over) can move to ``to``; changes nothing."""
+        return migration.plan(self.services, workflow, to, mapping, instances)
+
+    def migrate(self, plan: MigrationPlan) -> builtins.list[str]:
+        """Move the instances ``plan`` found ok, each checked again; returns their ids."""
+        return migration.apply(self.services, plan)
 
     # -- running (see drive.py, worker.py) ----------------------------------------------
     def _loop_thread(self) -> LoopThread:

@@ -105,6 +105,9 @@ class Columns:
     crashes: int | Keep = KEEP
     #: the lease extended to then (a commit is a heartbeat too); None gives it up (the end)
     lease_expires_at: datetime | Keep | None = KEEP
+    #: the version it runs: changed only by a migration (``engine.migration``)
+    workflow_version: str | Keep = KEEP
+    definition_hash: str | Keep = KEEP
 
     def changed(self) -> list[tuple[str, Any]]:
         """(column, value) of each column set, in a fixed order: one statement per shape."""
@@ -130,6 +133,9 @@ class Transition:
     abort_if_paused: bool = False  # change nothing if a pause landed meanwhile (re-decide)
     fence: bool = False  # take the lease from whoever holds it: their next commit fails
     create: NewInstance | None = None  # insert this instance first, in the same commit
+    drop_steps: list[str] = field(
+        default_factory=list
+    )  # step rows to delete (a migration's renames)
 
 
 class InstancePaused(Exception):

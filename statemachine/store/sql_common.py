@@ -120,6 +120,9 @@ class Writer:
             f"UPDATE {EVENT.name} SET consumed_at = {mark('at')} WHERE id = {mark('id')}"
         )
         self.lease_of = f"SELECT lease_epoch, status FROM {INSTANCE.name} WHERE id = {mark('id')}"
+        self.drop_step = (
+            f"DELETE FROM {STEP.name} WHERE instance_id = {mark('id')} AND path = {mark('path')}"
+        )
 
     # -- the dialect's quirks ------------------------------------------------------------
     PLACEHOLDER = "?"  # a positional parameter: the rows of a multi-row statement (``many``)
@@ -353,6 +356,9 @@ class Writer:
         t = p.transition
         if t.notify or t.consume_events:
             self.signals(cur, t)
+        if t.drop_steps:  # paths a migration renamed: never ones it writes (see ``move_rows``)
+            rows = [{"id": t.instance_id, "path": path} for path in t.drop_steps]
+            cur.executemany(self.drop_step, rows)
         return str(status)
 
     def signals(self, cur: Cursor, t: Transition) -> None:
