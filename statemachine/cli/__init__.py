@@ -5,8 +5,9 @@ Modules, each importing only those before it (no cycle): ``exits`` (exit codes),
 (opening a database for a command, id prefixes), then the commands, which register on the app
 as they are imported, in the order ``--help`` lists them: ``definitions`` (validate, graph,
 schema), ``run``, ``worker``, ``instances`` (start, status, list, history), ``control``
-(cancel ... replay, send, prune, unregister, emit), ``schedules``, ``logs``, ``serve``, ``simulate``. New commands add
-themselves with ``@app.command()`` and report problems through ``output.fail``.
+(cancel ... replay, send, prune, unregister, emit), ``schedules``, ``logs``, ``serve``,
+``simulate``, ``migrate``. New commands add themselves with ``@app.command()`` and report
+problems through ``output.fail``.
 
 Nothing here loads the engine (SQLAlchemy, Alembic): commands import it when they open a
 database, so ``--help`` and ``validate`` start quickly.
@@ -23,7 +24,7 @@ from statemachine.cli import app, exits, output
 # the command modules register their commands as they are imported, in this order (--help's)
 # isort: off
 from statemachine.cli import definitions, run, worker, instances, control  # noqa: F401
-from statemachine.cli import schedules, logs, serve, simulate  # noqa: F401
+from statemachine.cli import schedules, logs, serve, simulate, migrate  # noqa: F401
 # isort: on
 
 __all__ = ["main"]

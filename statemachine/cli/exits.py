@@ -1,8 +1,8 @@
 """The command line's exit codes (API.md section 7), one place for every command.
 
-0 success; 1 a workflow failed (``run``), or ``worker``/``serve`` stopped on an unexpected
-error; 2 bad usage or a bad definition; 3 ``worker`` could not reach its database at start-up;
-130 interrupted by Ctrl-C, as shells report a command stopped by SIGINT.
+0 success; 1 a workflow failed (``run``), ``migrate`` left some instances where they were, or
+``worker``/``serve`` stopped on an unexpected error; 2 bad usage or a bad definition; 3
+``worker`` could not reach its database at start-up; 130 interrupted by Ctrl-C, as shells report a command stopped by SIGINT.
 """
 
 OK = 0
