@@ -94,11 +94,13 @@ def check_mapping(
                 f"mapping {key}={value}: {value!r} is not a step of version {new.version} of "
                 f"{new.name!r} (its steps: {', '.join(new_paths)})"
             )
-        if _depth(key) != _depth(value):
+        out[key] = value
+    for key, value in out.items():
+        scope, _, _ = key.rpartition("/")
+        if _depth(key) != _depth(value) or rename(scope, out) != value.rpartition("/")[0]:
             raise errors.InputValidationError(
                 f"mapping {key}={value}: a step can be renamed, not moved into another scope"
             )
-        out[key] = value
     return out
 
 
