@@ -73,8 +73,7 @@ def migrate(
     ] = False,
     db: Db = DEFAULT_DB,
 ) -> None:
-    """Move running instances of WORKFLOW onto the version in --to, checked first (a table says
-    which can move and why the others cannot)."""
+    """Move running instances onto the version in --to; a table says which can and why not."""
     moves = parse_map(mapping or [])
     if not to.is_file():
         output.fail(f"--to {to}: no such file")

@@ -219,3 +219,34 @@ def test_the_input_of_a_step_to_resume_must_fit_its_new_schema() -> None:
         "the input of step 'a' does not match the input schema of 'a' in version 2"
     )
     assert "'m' is a required property" in reason
+
+
+def test_a_subworkflow_waiting_for_its_child_keeps_its_path_and_workflow() -> None:
+    old = workflow("w", 1).subworkflow("sub", workflow="child")
+    frontier = {"active": ["sub"], "extra": {"sub": {"phase": "child-wait"}}}
+    steps = {"sub": {"status": "waiting"}}
+    renamed = workflow("w", 2).subworkflow("call", workflow="child")
+    assert _reasons(old, renamed, steps, frontier, {"sub": "call"}) == [
+        "step 'sub' is waiting for its child, whose id holds the step's path: it cannot be "
+        "renamed while the child runs"
+    ]
+    assert (
+        _reasons(old, workflow("w", 2).subworkflow("sub", workflow="child"), steps, frontier) == []
+    )
+
+
+def test_a_parallel_keeps_its_running_branches() -> None:
+    def fan(*names: str) -> WorkflowBuilder:
+        branches = [branch(n).wait("hold", duration=60).build() for n in names]
+        return workflow("w", 2).parallel("fan", branches=branches)
+
+    frontier = {
+        "active": ["fan", "fan/a/hold"],
+        "branches": {"fan": {"a": {"status": "running"}, "b": {"status": "completed"}}},
+        "extra": {"fan": {"phase": "branches"}, "fan/a/hold": {"phase": "timer"}},
+    }
+    steps = {"fan": {"status": "running"}, "fan/a/hold": {"status": "waiting"}}
+    assert _reasons(fan("a", "b"), fan("a", "c"), steps, frontier) == []  # b is done
+    assert "parallel 'fan' has branch 'a' running; in version 2 'fan' has no branch 'a'" in (
+        _reasons(fan("a", "b"), fan("b", "c"), steps, frontier)
+    )
