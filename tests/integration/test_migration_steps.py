@@ -34,6 +34,7 @@ class Actions:
             engine.action(name)(self._task(name))
         engine.action("flaky")(self._flaky)
         engine.action("check")(self._check)
+        engine.action("counter")(self._counter)
         engine.action("undo")(self._undo)
         engine.action("boom")(self._boom)
 
@@ -48,6 +49,9 @@ class Actions:
         if self._count("flaky") == 1:
             raise RuntimeError("first try fails")
         return {"by": "flaky"}
+
+    def _counter(self, data: Any) -> Any:
+        return {"n": self._count("counter")}
 
     def _check(self, data: Any) -> Any:
         return {"done": self._count("check") > 1, "result": "ready"}
@@ -170,23 +174,23 @@ CASES = [
         "loop",
         lambda v: (
             workflow("w", v)
-            .task("count", "work")
-            .loop("again", condition="true", target="count", interval="1h", max_iterations=2)
+            .task("count", "counter")
+            .loop("again", condition="prev.n < 3", target="count", interval="1h", max_iterations=5)
         ),
         lambda v: (
             workflow("w", v)
-            .task("count", "work")
-            .loop("again", condition="true", target="count", interval="1h", max_iterations=3)
+            .task("count", "counter")
+            .loop("again", condition="prev.n < 3", target="count", interval="1h", max_iterations=9)
+            .task("after", "after")
         ),
         lambda v: (
             workflow("w", v)
             .task("first", "work")
-            .task("count", "work")
-            .loop("again", condition="true", target="first", interval="1h", max_iterations=3)
+            .task("count", "counter")
+            .loop("again", condition="prev.n < 3", target="first", interval="1h", max_iterations=5)
         ),
         "loop 'again' is in flight going back to 'count'; in version 2 'again' goes back to 'first'",
-        lambda e, c, i: _due(e, c, times=4),
-        status="failed",  # the loop runs out of iterations: it ends there, on version 2's limit
+        lambda e, c, i: _due(e, c, times=2),
     ),
     Case(
         "parallel",
@@ -288,9 +292,15 @@ def test_an_instance_in_flight_moves_and_completes_on_the_new_version(
     target = case.ok("2").build()
     plan = engine.plan_migration("w", to=target, mapping=case.mapping)
     assert [(c.instance_id, c.ok, c.reasons) for c in plan.report] == [(iid, True, ())]
+    kept = {p: r for p, r in engine.get(iid).step_results.items() if r.status == "completed"}
     assert engine.migrate(plan) == [iid]
     inst = engine.get(iid)
     assert (inst.workflow_version, inst.definition_hash) == ("2", target.hash)
+    for path, result in kept.items():  # completed results are kept (under their new names)
+        moved = inst.step_results[case.mapping.get(path, path)]
+        assert (moved.status, moved.output, moved.completed_at) == (
+            result.status, result.output, result.completed_at,
+        )  # fmt: skip
     entry = migrated_entry(engine, iid)
     assert entry["from_hash"] == v1_hash and entry["to_hash"] == target.hash
     assert (entry["from_version"], entry["to_version"]) == ("1", "2")
