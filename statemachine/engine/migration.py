@@ -12,6 +12,10 @@ the lease from any runner that holds it. A worker in the middle of a step loses 
 (its late commit is refused, ``LeaseLost``, nothing half applied); the instance is then due
 at once, and the step runs again on the new version, at least once as after a worker's crash.
 An instance that moved meanwhile so it is now blocked is skipped and reported, untouched.
+
+What was already decided stays: a timer, backoff or poll interval under way keeps its wake
+time, a loop its iteration count, the instance its deadline; the new version's durations and
+limits apply from the next time they are read. A paused instance moves and stays paused.
 """
 
 from __future__ import annotations

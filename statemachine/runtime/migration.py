@@ -9,6 +9,8 @@ the database: ``engine.migration`` loads the instances and commits the moves.
 
 A mapping renames a step; it does not move one into another scope: the old and new paths have
 as many parts (a branch's or a map item's records are kept per scope).
+
+It sits in ``runtime``, not ``definition``, because its checks read a stored ``State``.
 """
 
 from __future__ import annotations
