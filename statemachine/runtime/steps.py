@@ -310,9 +310,10 @@ class StepMachine(FlowBase):
     def deferred(self, path: str, until: datetime) -> None:
         """Its action is over its limit: wait for ``until`` (``Timers.wake`` runs it then),
         giving back the attempt ``run_task`` or ``wake`` counted for the call not made.
-        History says so once per call held back, not at every recheck of a full limit."""
+        History says so once per call held back, not at every recheck of a full limit. A
+        compensation waits the same way (``Timers.wake`` treats it as a retry's wait)."""
         st = self.running(path)
-        if st is None or paths.is_compensation(path):
+        if st is None:
             return
         st.status, st.phase, st.wake_at = StepStatus.WAITING, Phase.LIMIT, until
         st.attempts = max(0, st.attempts - 1)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, InputValidationError, StepContext, workflow
+from statemachine import CriticalError, Engine, InputValidationError, StepContext, workflow
 from statemachine.engine import limits
+from statemachine.runtime.paths import compensation_path
 from statemachine.testing import ManualClock
 from tests.integration.programs import worker_action_limits as program
 from tests.integration.programs.worker_support import Proc, read_lines
@@ -285,3 +286,41 @@ def _until(check: Any, timeout: float = 60.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_compensation_calling_a_limited_action_waits_like_a_step(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    """Limits hold for every call of the action, an undo included: a compensation over the
+    limit waits durably with no attempt used, then runs when the window moves on."""
+    eng = _engine(db_url, engines, clock)
+    undone: list[str] = []
+
+    def unbook(data: Any, ctx: StepContext) -> None:
+        undone.append(ctx.instance_id)
+
+    def charge() -> None:
+        raise CriticalError("card refused")
+
+    eng.action("book")(lambda: {"room": 1})
+    eng.action("unbook")(unbook)
+    eng.action("charge")(charge)
+    eng.register(
+        workflow("trip").task("book", "book", compensate="unbook").task("pay", "charge").build()
+    )
+    eng.limit_action("unbook", rate="1/m")
+    ids = [eng.start("trip", {}, instance_id=f"t{n}") for n in range(2)]
+    eng.run_due()
+    assert len(undone) == 1
+    (held,) = [i for i in ids if i not in undone]
+    inst = eng.get(held)
+    undo = inst.step_results[compensation_path("book")]
+    assert inst.status == "compensating" and inst.wake_at == START + timedelta(minutes=1)
+    assert undo.status == "waiting" and undo.attempts == 0
+    assert _throttles(eng, held) == 1
+    clock.advance("1m")
+    eng.run_due()
+    assert undone == [i for i in ids if i != held] + [held]
+    assert eng.get(held).status == "failed"
+    assert eng.get(held).step_results["book"].status == "compensated"
+    assert eng.get(held).step_results[compensation_path("book")].attempts == 1
