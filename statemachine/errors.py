@@ -53,7 +53,8 @@ class StatemachineError(Exception):
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem found in a definition; line and column are 1-based, 0 when unknown."""
+    """One problem found in a definition or an input; line and column are 1-based, 0 when
+    unknown (an input has no lines), ``path`` is the definition's file when known."""
 
     message: str
     location: str = ""
@@ -90,12 +91,18 @@ class ExpressionError(StatemachineError):
 
 
 class InputValidationError(StatemachineError, ValueError):
-    """Input (workflow input, event data, a control argument) did not validate."""
+    """Input (workflow input, event data, a control argument) did not validate.
+
+    ``errors`` holds one ``Issue`` per problem found in a value checked field by field (a
+    schema, storable JSON), the same shape as ``DefinitionError.errors``: ``location`` names
+    the field from the argument down (``input.customer.email``, ``data.amount``) and ``code``
+    the validator's error type (``missing``, ``required``, ``not_json``). It is empty when an
+    argument is refused as a whole (a priority out of range, an empty name)."""
 
     code = "invalid_input"
 
-    def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None) -> None:
-        self.errors = errors or []
+    def __init__(self, message: str, *, errors: Iterable[Issue] = ()) -> None:
+        self.errors: list[Issue] = list(errors)
         super().__init__(message)
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from statemachine import errors
+from statemachine.definition.issues import format_loc
+
 JsonSchema = dict[str, Any]
 SchemaLike = type[BaseModel] | JsonSchema
 
@@ -23,6 +26,19 @@ class Mismatch(ValueError):
     def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.problems = problems
+
+    def issues(self, root: str) -> list[errors.Issue]:
+        """One ``Issue`` per problem, located under ``root`` (the argument the value came in,
+        e.g. ``input.customer.email``) and coded by the validator's error type, so callers
+        read input problems the way they read definition problems."""
+        return [
+            errors.Issue(
+                message=str(p["msg"]),
+                location=format_loc((root, *p["loc"])),
+                code=str(p["type"]),
+            )
+            for p in self.problems
+        ]
 
 
 def schema_problem(schema: JsonSchema) -> str | None:

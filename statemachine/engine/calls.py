@@ -148,12 +148,16 @@ class StepCalls:
         return Call(fn, step, st.input, ctx, policy, compensation)
 
     def action_of(self, path: str) -> str | None:
-        """The registered name of the action a step calls; None for a compensation or a
-        function given inline (no name to limit it by)."""
-        if paths.is_compensation(path):
-            return None
+        """The registered name of the action a step (or its compensation) calls; None for a
+        function given inline (no name to limit it by). A compensation calls an action like
+        any step, so that action's limit holds for it too."""
         step = self.plan.node(paths.base_path(path)).step
-        target = step.handler if isinstance(step, models.TaskStep) else getattr(step, "check", None)
+        if paths.is_compensation(path):
+            target = step.compensate if isinstance(step, models.TaskStep) else None
+        elif isinstance(step, models.TaskStep):
+            target = step.handler
+        else:
+            target = getattr(step, "check", None)
         return target if isinstance(target, str) else None
 
     def limited(self, path: str) -> str | None:

@@ -182,19 +182,27 @@ def insert(services: Services, new: repo.NewInstance) -> bool:
     return True
 
 
-def validate_input(definition: models.WorkflowDefinition, input: JSON) -> Any:
+def validate_input(definition: models.WorkflowDefinition, input: JSON, root: str = "input") -> Any:
+    """``input`` fitted to the workflow's schema and made storable; ``root`` names the
+    argument it came in (``data`` for an emitted event) in each ``Issue``'s location."""
     if definition.input_schema is not None:
         try:
             input = schemas.conform(input, definition.input_schema)
         except schemas.Mismatch as exc:
             raise errors.InputValidationError(
                 f"input of workflow {definition.name!r} is invalid: {exc}",
-                errors=exc.problems,
+                errors=exc.issues(root),
             ) from None
+    return storable(input, f"input of workflow {definition.name!r}", root)
+
+
+def storable(value: JSON, what: str, root: str) -> Any:
+    """``value`` as stored JSON, or an ``InputValidationError`` whose one ``Issue`` is at ``root``."""
     try:
-        return jsondata.to_storable(input, what=f"input of workflow {definition.name!r}")
+        return jsondata.to_storable(value, what=what)
     except errors.OutputNotStorable as exc:
-        raise errors.InputValidationError(str(exc)) from None
+        issue = errors.Issue(str(exc), location=root, code="not_json")
+        raise errors.InputValidationError(str(exc), errors=[issue]) from None
 
 
 def send_event(services: Services, instance_id: str, name: str, data: JSON = None) -> None:
@@ -207,10 +215,7 @@ def send_event(services: Services, instance_id: str, name: str, data: JSON = Non
             instance_id=instance_id,
             status=rec.status,
         )
-    try:
-        payload = jsondata.to_storable(data, what=f"data of event {name!r}")
-    except errors.OutputNotStorable as exc:
-        raise errors.InputValidationError(str(exc)) from None
+    payload = storable(data, f"data of event {name!r}", "data")
     now = services.clock.now()
     services.repo.add_event(instance_id, name, payload, now, wake=True)
 
@@ -237,11 +242,8 @@ def emit(
         if any(trigger_matches(t, name, data) for t in d.triggers)
     ]
     for definition in matching:
-        validate_input(definition, data)
-    try:
-        event = jsondata.to_storable(data, what=f"data of event {name!r}")
-    except errors.OutputNotStorable as exc:
-        raise errors.InputValidationError(str(exc)) from None
+        validate_input(definition, data, root="data")
+    event = storable(data, f"data of event {name!r}", "data")
     ids = [
         start(
             services,
@@ -272,10 +274,7 @@ def update_metadata(services: Services, instance_id: str, patch: JSONObject) -> 
     if not isinstance(patch, dict):
         raise errors.InputValidationError("metadata must be a dict")
     rec = queries.record(services, instance_id)
-    try:
-        merged = jsondata.to_storable({**rec.metadata, **patch}, what="metadata")
-    except errors.OutputNotStorable as exc:
-        raise errors.InputValidationError(str(exc)) from None
+    merged = storable({**rec.metadata, **patch}, "metadata", "metadata")
     services.repo.set_metadata(instance_id, merged, services.clock.now())
 
 

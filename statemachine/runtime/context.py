@@ -100,7 +100,8 @@ class StepContext:
         try:
             payload = jsondata.to_storable(data, what=f"data of event {event!r}")
         except errors.OutputNotStorable as exc:
-            raise errors.InputValidationError(f"ctx.emit: {exc}") from None
+            issue = errors.Issue(str(exc), location="data", code="not_json")
+            raise errors.InputValidationError(f"ctx.emit: {exc}", errors=[issue]) from None
         self._emit(event, payload)
 
     def __repr__(self) -> str:

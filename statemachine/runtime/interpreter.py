@@ -141,13 +141,14 @@ def _forget_settled(run: FlowRun) -> None:
         st = state.peek(path)
         if st is None or st.status not in SETTLED:
             continue
-        if st.prev or st.phase or st.event or st.deadline or st.handled:
+        if st.prev or st.phase or st.event or st.deadline or st.handled or st.throttled:
             st = state.edit(path)
-            st.prev, st.phase, st.event, st.deadline, st.handled = (
+            st.prev, st.phase, st.event, st.deadline, st.handled, st.throttled = (
                 None,
                 Phase.NONE,
                 None,
                 None,
+                False,
                 False,
             )
 

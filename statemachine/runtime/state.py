@@ -61,6 +61,7 @@ class StepState:
     deadline: datetime | None = None
     prev: str | None = None  # the step whose output led here
     handled: bool = False  # a failure taken by onError continue/branch
+    throttled: bool = False  # waiting on its action's limit since its last call (one entry)
     reason: dict[str, Any] | None = None  # why a skipped step was skipped (kept in its row)
 
     def record(self) -> records.StepResult:
@@ -101,6 +102,8 @@ class StepState:
             out["wake_at"] = self.wake_at.isoformat()
         if self.handled:
             out["handled"] = True
+        if self.throttled:
+            out["throttled"] = True
         return out
 
 
@@ -143,6 +146,8 @@ class StepView(Protocol):
     def prev(self) -> str | None: ...
     @property
     def handled(self) -> bool: ...
+    @property
+    def throttled(self) -> bool: ...
     @property
     def reason(self) -> dict[str, Any] | None: ...
     def record(self) -> records.StepResult: ...
@@ -356,6 +361,7 @@ class State:
                     deadline=_dt(x.get("deadline")),
                     prev=x.get("prev"),
                     handled=bool(x.get("handled")),
+                    throttled=bool(x.get("throttled")),
                     reason=r.reason,
                 )
             )

@@ -275,6 +275,7 @@ class StepMachine(FlowBase):
         st = self.running(path)
         if st is None:
             return  # a late result of a cancelled step
+        st.throttled = False
         if paths.is_compensation(path):
             self.compensation_done(st, output, None, False)
             return
@@ -308,19 +309,24 @@ class StepMachine(FlowBase):
 
     def deferred(self, path: str, until: datetime) -> None:
         """Its action is over its limit: wait for ``until`` (``Timers.wake`` runs it then),
-        giving back the attempt ``run_task`` or ``wake`` counted for the call not made."""
+        giving back the attempt ``run_task`` or ``wake`` counted for the call not made.
+        History says so once per call held back, not at every recheck of a full limit. A
+        compensation waits the same way (``Timers.wake`` treats it as a retry's wait)."""
         st = self.running(path)
-        if st is None or paths.is_compensation(path):
+        if st is None:
             return
         st.status, st.phase, st.wake_at = StepStatus.WAITING, Phase.LIMIT, until
         st.attempts = max(0, st.attempts - 1)
         self.touch(st)
-        self.log("workflow.step.throttled", path, until=until.isoformat())
+        if not st.throttled:
+            st.throttled = True
+            self.log("workflow.step.throttled", path, until=until.isoformat())
 
     def failed(self, path: str, error: Mapping[str, Any], retryable: bool) -> None:
         st = self.running(path)
         if st is None:
             return
+        st.throttled = False
         if paths.is_compensation(path):
             self.compensation_done(st, None, error, retryable)
             return

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from statemachine import errors
+from statemachine.definition.issues import parse_loc
 
 _log = logging.getLogger("statemachine.server")
 
@@ -84,8 +85,18 @@ def _details(exc: errors.StatemachineError) -> list[dict[str, Any]] | None:
             for i in exc.errors
         ]
     if isinstance(exc, errors.InputValidationError) and exc.errors:
-        return [_pydantic_error(e) for e in exc.errors]
+        return [_input_issue(i) for i in exc.errors]
     return None
+
+
+def _input_issue(issue: errors.Issue) -> dict[str, Any]:
+    """An input's ``Issue`` in the pydantic-like form request errors have; ``loc`` starts
+    inside the value sent (``input.order_id`` -> ``["order_id"]``), as it always has."""
+    return {
+        "loc": [str(part) for part in parse_loc(issue.location)[1:]],
+        "msg": issue.message,
+        "type": issue.code,
+    }
 
 
 def _pydantic_error(error: Any) -> dict[str, Any]:

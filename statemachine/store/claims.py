@@ -15,7 +15,7 @@ from statemachine.store import slots, suspects
 from statemachine.store.base import Base, instance_record
 from statemachine.store.records import InstanceRecord
 from statemachine.store.tables import INSTANCE, WORKFLOW
-from statemachine.vocabulary import RUNNABLE, STARTED
+from statemachine.vocabulary import RUNNABLE
 
 
 class Leases(Base):
@@ -191,7 +191,7 @@ def _room() -> Any:
     held = INSTANCE.alias("held")
 
     def active(*same: Any) -> Any:
-        started = held.c.status.in_(sorted(STARTED))
+        started = slots.holding_slot(held.c.status)
         same_workflow = held.c.workflow_name == INSTANCE.c.workflow_name
         query = sa.select(sa.func.count()).select_from(held).where(same_workflow, started, *same)
         return query.scalar_subquery()

@@ -78,9 +78,20 @@ def take(conn: sa.Connection, dialect: str, found: list[Takeover]) -> list[Takeo
     return [t for t in found if t.rec.id not in dropped]
 
 
+def holding_slot(status: Any) -> Any:
+    """``status`` is one that holds a slot, with the statuses written into the SQL (not bound
+    parameters), so that the partial index ``ix_sm_instance_slots`` serves the count in every
+    plan, a prepared statement's generic plan included; a count by ``(workflow, key)`` on
+    another index reads every started instance of the workflow."""
+    statuses: sa.BindParameter[list[str]] = sa.bindparam(
+        "slot_statuses", sorted(STARTED), expanding=True, literal_execute=True, unique=True
+    )
+    return status.in_(statuses)
+
+
 def _held(conn: sa.Connection, capped: list[str], keyed: list[tuple[str, str]]) -> Any:
     """Started instances by workflow (of ``capped``) and by (workflow, key) (of ``keyed``)."""
-    started = INSTANCE.c.status.in_(sorted(STARTED))
+    started = holding_slot(INSTANCE.c.status)
     out: dict[Any, int] = {}
     if capped:
         query = (

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from statemachine.store import slots
 from statemachine.store.base import Base
 from statemachine.store.tables import DEFINITION, INSTANCE, WORKFLOW
-from statemachine.vocabulary import STARTED
 
 
 class Workflows(Base):
@@ -171,7 +170,7 @@ def _active(conn: sa.Connection, workflow: str, key: str | None = None) -> int:
     query = (
         sa.select(sa.func.count())
         .select_from(INSTANCE)
-        .where(INSTANCE.c.workflow_name == workflow, INSTANCE.c.status.in_(sorted(STARTED)))
+        .where(INSTANCE.c.workflow_name == workflow, slots.holding_slot(INSTANCE.c.status))
     )
     if key is not None:
         query = query.where(INSTANCE.c.concurrency_key == key)

@@ -4,6 +4,7 @@ worker process obeys; a step over it waits durably and uses up no attempt."""
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from statemachine import Engine, InputValidationError, StepContext, workflow
+from statemachine import CriticalError, Engine, InputValidationError, StepContext, workflow
+from statemachine.engine import limits
+from statemachine.runtime.paths import compensation_path
 from statemachine.testing import ManualClock
 from tests.integration.programs import worker_action_limits as program
 from tests.integration.programs.worker_support import Proc, read_lines
@@ -221,3 +224,103 @@ def test_an_async_action_is_limited_too(
     clock.advance("1m")
     eng.run_due()
     assert len(calls) == 2 and eng.get(held).step_results["call"].attempts == 1
+
+
+def _throttles(eng: Engine, iid: str) -> int:
+    return [h.type for h in eng.history(iid)].count("workflow.step.throttled")
+
+
+def test_a_step_held_by_a_slot_writes_one_history_entry_while_it_waits(
+    db_url: str, engines: list[Engine]
+) -> None:
+    """The slot is rechecked every ``SLOT_RECHECK`` seconds; history says once that the step
+    waits, and the wait stays durable (waiting, ``wake_at`` set, no attempt used)."""
+    eng = _engine(db_url, engines)
+    entered, release = threading.Event(), threading.Event()
+
+    def send(data: Any, ctx: StepContext) -> dict[str, Any]:
+        if ctx.instance_id == "first":
+            entered.set()
+            release.wait(60)
+        return {}
+
+    eng.action("send")(send)
+    eng.register(program.definition())
+    eng.limit_action("send", concurrency=1)
+    with eng.worker(concurrency=2, poll_interval="50ms"):
+        eng.start(program.WORKFLOW, {}, instance_id="first")
+        assert entered.wait(60)  # its call holds the one slot
+        eng.start(program.WORKFLOW, {}, instance_id="next")
+        time.sleep(4 * limits.SLOT_RECHECK)  # a few rechecks at the least
+        _until(lambda: _throttles(eng, "next") >= 1)
+        time.sleep(6 * limits.SLOT_RECHECK)  # as many as 6 more rechecks of the full slot
+        held = eng.get("next")
+        step = held.step_results["call"]
+        assert held.status == "waiting" and held.wake_at is not None
+        assert step.status == "waiting" and step.attempts == 0
+        assert step.next_attempt_at is not None
+        release.set()
+        _until(lambda: eng.get("next").status == "completed")
+    assert _throttles(eng, "next") == 1
+    assert eng.get("next").step_results["call"].attempts == 1
+
+
+def test_a_step_held_over_several_windows_writes_one_entry_per_call_held_back(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    eng = _engine(db_url, engines, clock)
+    calls: list[Any] = []
+    _throttled(eng, calls)
+    eng.limit_action("send", rate="1/m")
+    ids = [eng.start(program.WORKFLOW, {}, instance_id=f"i{n}") for n in range(3)]
+    for _ in range(3):
+        eng.run_due()
+        clock.advance("1m")
+    eng.run_due()
+    assert [eng.get(i).status for i in ids] == ["completed"] * 3
+    assert [_throttles(eng, i) for i in ids] == [0, 1, 1]  # i2 was held back twice: one entry
+
+
+def _until(check: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_compensation_calling_a_limited_action_waits_like_a_step(
+    db_url: str, engines: list[Engine], clock: ManualClock
+) -> None:
+    """Limits hold for every call of the action, an undo included: a compensation over the
+    limit waits durably with no attempt used, then runs when the window moves on."""
+    eng = _engine(db_url, engines, clock)
+    undone: list[str] = []
+
+    def unbook(data: Any, ctx: StepContext) -> None:
+        undone.append(ctx.instance_id)
+
+    def charge() -> None:
+        raise CriticalError("card refused")
+
+    eng.action("book")(lambda: {"room": 1})
+    eng.action("unbook")(unbook)
+    eng.action("charge")(charge)
+    eng.register(
+        workflow("trip").task("book", "book", compensate="unbook").task("pay", "charge").build()
+    )
+    eng.limit_action("unbook", rate="1/m")
+    ids = [eng.start("trip", {}, instance_id=f"t{n}") for n in range(2)]
+    eng.run_due()
+    assert len(undone) == 1
+    (held,) = [i for i in ids if i not in undone]
+    inst = eng.get(held)
+    undo = inst.step_results[compensation_path("book")]
+    assert inst.status == "compensating" and inst.wake_at == START + timedelta(minutes=1)
+    assert undo.status == "waiting" and undo.attempts == 0
+    assert _throttles(eng, held) == 1
+    clock.advance("1m")
+    eng.run_due()
+    assert undone == [i for i in ids if i != held] + [held]
+    assert eng.get(held).status == "failed"
+    assert eng.get(held).step_results["book"].status == "compensated"
+    assert eng.get(held).step_results[compensation_path("book")].attempts == 1

@@ -30,7 +30,7 @@ def test_a_database_at_the_first_revision_is_upgraded(db_url: str) -> None:
         with engine.repo.engine.connect() as conn:
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             columns = {c["name"]: c for c in sa.inspect(conn).get_columns("sm_event")}
-        assert version == "0009"
+        assert version == "0010"
         if engine.store.dialect == "postgresql":  # SQLite does not enforce a VARCHAR's length
             assert columns["name"]["type"].length == 256
     gc.collect()

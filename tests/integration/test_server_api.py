@@ -219,6 +219,7 @@ def test_start_errors(client: TestClient) -> None:
     bad = error_of(client.post("/api/workflows/order/instances", json={"input": {}}), 422)
     assert bad["code"] == "invalid_input"
     assert {tuple(d["loc"]) for d in bad["details"]} == {("order_id",), ("amount",)}
+    assert {(d["msg"], d["type"]) for d in bad["details"]} == {("Field required", "missing")}
     assert client.get("/api/instances").json() == []  # nothing stored
 
     url = "/api/workflows/order/instances"

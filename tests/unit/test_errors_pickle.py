@@ -16,7 +16,7 @@ SAMPLES: dict[type[errors.StatemachineError], errors.StatemachineError] = {
     errors.DefinitionError: errors.DefinitionError([ISSUE, errors.Issue("another")]),
     errors.ExpressionError: errors.ExpressionError("bad name", expression="a +"),
     errors.InputValidationError: errors.InputValidationError(
-        "input is invalid", errors=[{"loc": ["n"], "msg": "required"}]
+        "input is invalid", errors=[errors.Issue("required", location="input.n", code="missing")]
     ),
     errors.WorkflowNotFound: errors.WorkflowNotFound("order"),
     errors.InstanceNotFound: errors.InstanceNotFound("abc"),

@@ -39,3 +39,20 @@ def test_a_deferral_of_a_step_not_running_changes_nothing() -> None:
     d.ok("a")
     decision = d.send(StepDeferred("a", at(seconds=5)))  # late: a completed already
     assert decision.history == [] and d.step("a").status == "completed"
+
+
+def test_history_says_once_per_call_held_back_not_at_every_recheck() -> None:
+    wf = workflow("limited").task("a", "send", retry=RetryPolicy(max_attempts=3)).build()
+    d = Driver(wf)
+    d.start()
+    for second in range(1, 6):  # a full slot, asked again every so often
+        d.send(StepDeferred("a", at(seconds=second)))
+        d.tick(at=at(seconds=second))
+    assert d.types("a").count("workflow.step.throttled") == 1
+    assert d.step("a").attempts == 1
+    d.fail("a")  # the call ran and failed: its retry, held back, is a new wait to record
+    d.tick(at=d.wake)
+    d.send(StepDeferred("a", at(seconds=60)))
+    d.tick(at=at(seconds=60))
+    d.send(StepDeferred("a", at(seconds=61)))
+    assert d.types("a").count("workflow.step.throttled") == 2
