@@ -1,8 +1,9 @@
 """An engine for a command: its database, definitions and actions, and the ids it is given.
 
-A SQLite file that does not exist is created only by the commands that write instances on
-purpose (``run``, ``worker``, ``start``, ``emit``, ``serve``); the others refuse it, so a
-mistyped ``--db`` is an error instead of an empty new database. Commands that take an instance
+A SQLite file that does not exist is an error for every command, the default
+``statemachine.db`` included, unless ``--create`` (on ``run``, ``worker``, ``start``, ``emit``,
+``serve``) asks for a new one: a mistyped ``--db``, or the right one from the wrong directory,
+would otherwise start instances in an empty new database that no worker reads. Commands that take an instance
 id also take a unique prefix of it (``resolve_id``). The engine (SQLAlchemy, Alembic) loads
 only here, when a command opens a database: ``--help`` and ``validate`` stay quick.
 """
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 POLL = 0.5  # seconds between looks at the database while following an instance
 CANDIDATES = 10  # ids listed when a prefix is ambiguous
+CREATORS = ("run", "worker", "start", "emit", "serve")  # the commands that take --create
 
 
 def load_actions(spec: str) -> Any:
@@ -79,6 +81,19 @@ def missing_sqlite_file(db: str) -> str | None:
     return None if Path(path).exists() else path
 
 
+def refuse_missing(db: str, create: bool) -> None:
+    """Stop, before anything is created, on a SQLite file that does not exist (unless
+    ``create``), naming the absolute path: the usual cause is a typo or the wrong directory."""
+    missing = None if create else missing_sqlite_file(db)
+    if missing is None:
+        return
+    where = Path(missing).absolute()
+    output.fail(
+        f"no database at {where} ({db}): check --db or STATEMACHINE_DB and the directory, "
+        f"or pass --create to make a new one ({', '.join(CREATORS)} take it)"
+    )
+
+
 def connect(db: str, within: float, lease: str | None = None) -> Engine:
     """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
     reached yet (a worker started before its database): exit 3 if it never could."""
@@ -110,20 +125,15 @@ def engine_for(
     actions: str | None,
     *,
     run: bool,
-    create: bool = True,
+    create: bool = False,
     connect_within: float = 0.0,
     lease: str | None = None,
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered.
-    ``create=False``: a SQLite file that does not exist is an error, not a new database."""
+    A SQLite file that does not exist is an error unless ``create`` (the command's ``--create``)."""
     from statemachine.definition import loader
 
-    missing = None if create else missing_sqlite_file(db)
-    if missing is not None:
-        output.fail(
-            f"no database at {missing} (--db {db}); check the path or STATEMACHINE_DB "
-            "(run, worker, start, emit and serve create a new one)"
-        )
+    refuse_missing(db, create)
     engine = connect(db, connect_within, lease)
     try:
         if actions:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from statemachine.cli import engines, output
-from statemachine.cli.app import DEFAULT_DB, Db, Defs, app, parse_json
+from statemachine.cli.app import DEFAULT_DB, Create, Db, Defs, app, parse_json
 
 
 @app.command()
@@ -20,11 +20,12 @@ def start(
     workflow: Annotated[str, typer.Argument(help="Workflow name (from --definitions).")],
     input: Annotated[str | None, typer.Option("--input", "-i")] = None,
     db: Db = DEFAULT_DB,
+    create: Create = False,
     definitions: Defs = None,
     instance_id: Annotated[str | None, typer.Option("--id")] = None,
 ) -> None:
     """Start an instance for a worker to run; prints its id."""
-    with engines.engine_for(db, definitions, None, run=False) as engine:
+    with engines.engine_for(db, definitions, None, run=False, create=create) as engine:
         output.stdout.print(engine.start(workflow, parse_json(input, "--input"), instance_id))
 
 

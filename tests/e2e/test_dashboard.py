@@ -72,7 +72,7 @@ def serving(tmp_path: Path, port: int, log: Path) -> Iterator[str]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "statemachine", "serve",
-             "--db", f"sqlite:///{tmp_path}/e2e.db",
+             "--db", f"sqlite:///{tmp_path}/e2e.db", "--create",
              "--definitions", "definitions", "--actions", "examples.actions:ShopActions",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -278,7 +278,7 @@ def api_and_worker(tmp_path: Path, log: Path) -> Iterator[str]:
     sees the worker's progress only through the database."""
     env = {**os.environ, "STATEMACHINE_TOKEN": TOKEN}
     env.pop("STATEMACHINE_DB", None)
-    app = ["--db", f"sqlite:///{tmp_path}/split.db", "--definitions", "definitions"]
+    app = ["--db", f"sqlite:///{tmp_path}/split.db", "--create", "--definitions", "definitions"]
     app += ["--actions", "examples.actions:ShopActions"]
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
