@@ -40,7 +40,8 @@ def start(
 def status(
     instance_id: str, db: Db = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
-    """An instance and a table of its steps (--json: the whole instance as JSON)."""
+    """An instance, its workflow's flow control and a table of its steps (--json: the whole
+    instance as JSON, with "flow_control")."""
     with engines.engine_for(db, None, None, run=False, create=False) as engine:
         inst = engine.get(engines.resolve_id(engine, instance_id))
         flow = flow_control(engine, inst)
