@@ -2,7 +2,8 @@
 
 Commands add themselves with ``@app.command()`` in their own modules, which import this one;
 the package ``__init__`` imports those modules in the order ``--help`` lists them. The shared
-options: ``--db`` (or ``STATEMACHINE_DB``), ``--definitions`` and ``--actions module:object``.
+options: ``--db`` (or ``STATEMACHINE_DB``), ``--create`` (on the commands that start
+instances), ``--definitions`` and ``--actions module:object``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ Defs = Annotated[
     Path | None,
     typer.Option(
         "--definitions", "-d", help="Folder of YAML definitions (default: ./definitions)."
+    ),
+]
+Create = Annotated[
+    bool,
+    typer.Option(
+        "--create", help="Create the SQLite database file if it does not exist (else an error)."
     ),
 ]
 Actions = Annotated[

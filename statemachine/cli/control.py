@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from statemachine.cli import engines, output
-from statemachine.cli.app import DEFAULT_DB, Db, Defs, app, parse_json
+from statemachine.cli.app import DEFAULT_DB, Create, Db, Defs, app, parse_json
 
 VERBS = {
     "cancel": "Cancel an instance (terminal).",
@@ -96,11 +96,12 @@ def emit(
         ),
     ] = None,
     db: Db = DEFAULT_DB,
+    create: Create = False,
     definitions: Defs = None,
 ) -> None:
     """Start every workflow (from --definitions) whose trigger matches the event; prints their ids."""
     payload = parse_json(data, "--data")
-    with engines.engine_for(db, definitions, None, run=False) as engine:
+    with engines.engine_for(db, definitions, None, run=False, create=create) as engine:
         ids = engine.emit(name, payload, idempotency_key=key)
         for iid in ids:
             output.stdout.print(iid)

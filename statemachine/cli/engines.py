@@ -1,8 +1,9 @@
 """An engine for a command: its database, definitions and actions, and the ids it is given.
 
-A SQLite file that does not exist is created only by the commands that write instances on
-purpose (``run``, ``worker``, ``start``, ``emit``, ``serve``); the others refuse it, so a
-mistyped ``--db`` is an error instead of an empty new database. Commands that take an instance
+A SQLite file that does not exist is an error for every command, the default
+``statemachine.db`` included, unless ``--create`` (on ``run``, ``worker``, ``start``, ``emit``,
+``serve``) asks for a new one: a mistyped ``--db``, or the right one from the wrong directory,
+would otherwise start instances in an empty new database that no worker reads. Commands that take an instance
 id also take a unique prefix of it (``resolve_id``). The engine (SQLAlchemy, Alembic) loads
 only here, when a command opens a database: ``--help`` and ``validate`` stay quick.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 POLL = 0.5  # seconds between looks at the database while following an instance
 CANDIDATES = 10  # ids listed when a prefix is ambiguous
+CREATORS = ("run", "worker", "start", "emit", "serve")  # the commands that take --create
 
 
 def load_actions(spec: str) -> Any:
@@ -45,7 +47,11 @@ def load_actions(spec: str) -> Any:
 
 def add_actions(engine: Engine, spec: str) -> None:
     """Register the actions of ``module:object``: a dict's items, or the object's public methods."""
-    obj = load_actions(spec)
+    register_actions(engine, load_actions(spec))
+
+
+def register_actions(engine: Engine, obj: Any) -> None:
+    """Register ``obj``'s actions (what ``load_actions`` gave): a dict's items, or its methods."""
     if isinstance(obj, dict):
         for name, fn in obj.items():
             engine.action(name)(fn)
@@ -79,21 +85,46 @@ def missing_sqlite_file(db: str) -> str | None:
     return None if Path(path).exists() else path
 
 
-def connect(db: str, within: float, lease: str | None = None) -> Engine:
-    """An engine on ``db``, waiting up to ``within`` seconds for a database that cannot be
-    reached yet (a worker started before its database): exit 3 if it never could."""
+def refuse_missing(db: str, create: bool) -> None:
+    """Stop, before anything is created, on a SQLite file that does not exist (unless
+    ``create``), naming the absolute path: the usual cause is a typo or the wrong directory."""
+    missing = None if create else missing_sqlite_file(db)
+    if missing is None:
+        return
+    where = Path(missing).absolute()
+    output.fail(
+        f"no database at {where} ({db}): check --db or STATEMACHINE_DB and the directory, "
+        f"or pass --create to make a new one ({', '.join(CREATORS)} take it)"
+    )
+
+
+def connect(
+    db: str,
+    within: float,
+    lease: str | None = None,
+    prepare: Callable[[Engine], None] | None = None,
+) -> Engine:
+    """An engine on ``db``, made ready by ``prepare`` (registering actions and definitions),
+    waiting up to ``within`` seconds for a database that cannot be reached: exit 3 if it never
+    could. Connecting and preparing are retried as one: a database that restarts just after
+    the connection was made fails the registration, and the next try connects again."""
     from statemachine import errors
     from statemachine.engine import Engine, outage
 
+    def attempt() -> Engine:
+        engine = Engine(db, lease=lease)
+        try:
+            if prepare is not None:
+                prepare(engine)
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
     if not within:
-        return Engine(db, lease=lease)
+        return attempt()
     try:
-        return outage.retry(
-            lambda: Engine(db, lease=lease),
-            outage.Outage(),
-            "connecting to the database",
-            within=within,
-        )
+        return outage.retry(attempt, outage.Outage(), "connecting to the database", within=within)
     except errors.StoreError as exc:
         if not outage.transient(exc):
             raise
@@ -110,33 +141,42 @@ def engine_for(
     actions: str | None,
     *,
     run: bool,
-    create: bool = True,
+    create: bool = False,
     connect_within: float = 0.0,
     lease: str | None = None,
 ) -> Iterator[Engine]:
     """An engine with the definitions (and, to run steps, the actions) registered.
-    ``create=False``: a SQLite file that does not exist is an error, not a new database."""
-    from statemachine.definition import loader
-
-    missing = None if create else missing_sqlite_file(db)
-    if missing is not None:
-        output.fail(
-            f"no database at {missing} (--db {db}); check the path or STATEMACHINE_DB "
-            "(run, worker, start, emit and serve create a new one)"
-        )
-    engine = connect(db, connect_within, lease)
+    A SQLite file that does not exist is an error unless ``create`` (the command's ``--create``)."""
+    refuse_missing(db, create)
+    engine = connect(db, connect_within, lease, preparation(definitions, actions, run=run))
     try:
-        if actions:
-            add_actions(engine, actions)
-        # the default folder only serves commands that run nothing: runners name theirs explicitly
-        fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
-        folder = definitions or fallback
-        if folder is not None:
-            # a folder loaded on every command must not bring back what `unregister` retired
-            engine.register(loader.load_definitions(folder), check_actions=run, revive=False)
         yield engine
     finally:
         engine.close()
+
+
+def preparation(
+    definitions: Path | None, actions: str | None, *, run: bool
+) -> Callable[[Engine], None]:
+    """What registers the actions and definitions on a new engine. They are loaded here, once
+    and before connecting: a bad file or module is an error at once, and a connection retried
+    (``connect``) registers them again without importing or reading anything twice."""
+    from statemachine.definition import loader
+
+    obj = load_actions(actions) if actions else None
+    # the default folder only serves commands that run nothing: runners name theirs explicitly
+    fallback = Path("definitions") if not run and Path("definitions").is_dir() else None
+    folder = definitions or fallback
+    loaded = loader.load_definitions(folder) if folder is not None else None
+
+    def prepare(engine: Engine) -> None:
+        if obj is not None:
+            register_actions(engine, obj)
+        if loaded is not None:
+            # a folder loaded on every command must not bring back what `unregister` retired
+            engine.register(loaded, check_actions=run, revive=False)
+
+    return prepare
 
 
 def resolve_id(engine: Engine, given: str) -> str:

@@ -17,7 +17,7 @@ import typer
 from rich.text import Text
 
 from statemachine.cli import engines, exits, output
-from statemachine.cli.app import DEFAULT_DB, Actions, Db, Defs, app, parse_json
+from statemachine.cli.app import DEFAULT_DB, Actions, Create, Db, Defs, app, parse_json
 
 if TYPE_CHECKING:  # the engine (SQLAlchemy, Alembic) loads when a command opens a database
     from statemachine import records
@@ -133,6 +133,7 @@ def run(
         str | None, typer.Option("--input", "-i", help="Workflow input as JSON.")
     ] = None,
     db: Db = DEFAULT_DB,
+    create: Create = False,
     definitions: Defs = None,
     actions: Actions = None,
     instance_id: Annotated[
@@ -146,7 +147,7 @@ def run(
     data = parse_json(input, "--input")
     is_file = workflow.endswith((".yaml", ".yml")) or Path(workflow).is_file()
     # by name: load the folder (./definitions by default) and check only that workflow's actions
-    with engines.engine_for(db, definitions, actions, run=is_file) as engine:
+    with engines.engine_for(db, definitions, actions, run=is_file, create=create) as engine:
         name = workflow
         if is_file:
             from statemachine.definition import loader

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from statemachine import errors
 from statemachine.cli import engines, exits, output
-from statemachine.cli.app import DEFAULT_DB, Actions, Db, Defs, app
+from statemachine.cli.app import DEFAULT_DB, Actions, Create, Db, Defs, app
 
 SERVER_HINT = "pip install 'durable-statemachine[server]'"
 
@@ -59,6 +59,7 @@ def _report_worker_end(worker: Future[None]) -> None:
 @app.command()
 def serve(
     db: Db = DEFAULT_DB,
+    create: Create = False,
     definitions: Defs = None,
     actions: Actions = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -94,7 +95,7 @@ def serve(
     except ImportError as exc:
         output.fail(f"serve needs the server extra ({exc.name} is missing): {SERVER_HINT}")
     hosts = allowed_hosts(host, allowed_host or [])
-    with engines.engine_for(db, definitions, actions, run=not no_worker) as engine:
+    with engines.engine_for(db, definitions, actions, run=not no_worker, create=create) as engine:
         worker: AbstractContextManager[Future[None] | None] = (
             nullcontext() if no_worker else engine.worker(concurrency=concurrency)
         )

@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from statemachine.cli import engines, exits, output
-from statemachine.cli.app import DEFAULT_DB, Actions, Db, Defs, app
+from statemachine.cli.app import DEFAULT_DB, Actions, Create, Db, Defs, app
 
 _log = logging.getLogger("statemachine.worker")
 
@@ -23,6 +23,7 @@ _log = logging.getLogger("statemachine.worker")
 @app.command()
 def worker(
     db: Db = DEFAULT_DB,
+    create: Create = False,
     definitions: Defs = None,
     actions: Actions = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 8,
@@ -62,7 +63,13 @@ def worker(
     _duration(lease, "--lease")
     with (
         engines.engine_for(
-            db, definitions, actions, run=True, connect_within=within, lease=lease
+            db,
+            definitions,
+            actions,
+            run=True,
+            create=create,
+            connect_within=within,
+            lease=lease,
         ) as engine,
         observability.serving(engine, metrics_port, metrics_host) as port,
     ):

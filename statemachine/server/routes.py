@@ -57,6 +57,12 @@ def workflow_info(definition: models.WorkflowDefinition) -> schemas.WorkflowInfo
         steps=[path for path, _ in definition.walk()],
         triggers=[t.event for t in definition.triggers],
         schedules=[f"{s.spec} ({s.timezone})" for s in definition.schedules],
+        concurrency=None
+        if definition.concurrency is None
+        else schemas.ConcurrencyInfo(
+            limit=definition.concurrency.limit, key=definition.concurrency.key
+        ),
+        priority=definition.priority,
         mermaid=definition.to_mermaid(),
         graph=graph.workflow_graph(definition),
     )

@@ -134,6 +134,14 @@ class GraphScope(BaseModel):
     edges: list[GraphEdge]
 
 
+class ConcurrencyInfo(BaseModel):
+    limit: int = Field(description="At most this many instances run at once (per key value).")
+    key: str | None = Field(
+        default=None,
+        description="A ${{ }} template over the input: instances with one value share the limit.",
+    )
+
+
 class WorkflowInfo(BaseModel):
     name: str
     version: str
@@ -145,6 +153,10 @@ class WorkflowInfo(BaseModel):
     schedules: list[str] = Field(
         default=[], description="When it starts by itself: '0 2 * * * (Europe/Paris)'."
     )
+    concurrency: ConcurrencyInfo | None = Field(
+        default=None, description="Its concurrency limit, if it has one."
+    )
+    priority: int = Field(default=0, description="Higher is claimed first (start may override).")
     mermaid: str = Field(description="The graph as Mermaid flowchart source.")
     graph: GraphScope = Field(description="The graph with a layout hint, for drawing.")
 

@@ -1,4 +1,5 @@
-"""The README's command-line block, run as written in a fresh directory, one command after another.
+"""The README's command-line block, run as written in a fresh directory, one command after another
+(after the README's first step, ``examples/quickstart.py``, as a reader would).
 
 `statemachine` is this interpreter's `python -m statemachine` (the activated venv's command), `ID`
 the id `start` printed. Long-running commands (`worker`, `serve`) are stopped with SIGINT once they
@@ -74,6 +75,11 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
         shutil.copytree(ROOT / folder, tmp_path / folder)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
     env.pop("STATEMACHINE_DB", None)
+    # the README's first step (examples/quickstart.py) leaves ./statemachine.db behind, which the
+    # command line then uses: without it, the first command would need --create
+    quickstart = [sys.executable, "examples/quickstart.py"]
+    done = subprocess.run(quickstart, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0 and (tmp_path / "statemachine.db").exists(), done.stderr
     commands = readme_commands()
     assert commands[0].startswith("source .venv/bin/activate")
     instance_id: str | None = None

@@ -65,15 +65,17 @@ def _unavailable(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, port: int, log: Path) -> Iterator[str]:
+def serving(
+    tmp_path: Path, port: int, log: Path, definitions: str = "definitions"
+) -> Iterator[str]:
     """``statemachine serve`` (with a token) on ``port``; stopped with SIGTERM, killed if need be."""
     env = {**os.environ, "STATEMACHINE_TOKEN": TOKEN}
     env.pop("STATEMACHINE_DB", None)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "statemachine", "serve",
-             "--db", f"sqlite:///{tmp_path}/e2e.db",
-             "--definitions", "definitions", "--actions", "examples.actions:ShopActions",
+             "--db", f"sqlite:///{tmp_path}/e2e.db", "--create",
+             "--definitions", definitions, "--actions", "examples.actions:ShopActions",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -278,7 +280,7 @@ def api_and_worker(tmp_path: Path, log: Path) -> Iterator[str]:
     sees the worker's progress only through the database."""
     env = {**os.environ, "STATEMACHINE_TOKEN": TOKEN}
     env.pop("STATEMACHINE_DB", None)
-    app = ["--db", f"sqlite:///{tmp_path}/split.db", "--definitions", "definitions"]
+    app = ["--db", f"sqlite:///{tmp_path}/split.db", "--create", "--definitions", "definitions"]
     app += ["--actions", "examples.actions:ShopActions"]
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -417,6 +419,63 @@ def test_dashboard_failures_compensations_children_event_form_and_offline_docs(
         resources = script("return performance.getEntriesByType('resource').map(r => r.name)")
         assert resources and all(r.startswith(url) for r in resources), resources
         assert driver.save_screenshot(str(tmp_path / "dashboard-docs.png"))
+
+        errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+        assert not errors, errors
+    print(f"screenshots in {tmp_path}")
+
+
+REPORTS = """id: reports
+concurrency: {limit: 2, key: "${{ input.customer }}"}
+priority: 5
+schedules:
+  - cron: "0 2 * * *"
+    timezone: Europe/Paris
+steps:
+  - id: a
+    type: pass
+"""
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_header_shows_the_workflows_flow_control(browser: Any, tmp_path: Path) -> None:
+    """The instance page's header says what decides when the workflow's instances run: its
+    concurrency limit and key, its priority, and its schedules with their next fire times
+    (from /api/schedules); a workflow with none of it shows no such line."""
+
+    driver = browser
+    script = driver.execute_script
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "reports.yaml").write_text(REPORTS)
+    (folder / "plain.yaml").write_text("id: plain\nsteps:\n  - id: a\n    type: pass\n")
+    log = tmp_path / "serve.log"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serving(tmp_path, free_port(), log, str(folder)) as url:
+
+        def start(name: str) -> str:
+            res = httpx.post(f"{url}/api/workflows/{name}/instances",
+                             json={"input": {"customer": "c-1"}}, headers=auth, timeout=10)  # fmt: skip
+            assert res.status_code == 201, res.text
+            iid: str = res.json()["id"]
+            return iid
+
+        (sched,) = httpx.get(f"{url}/api/schedules", headers=auth, timeout=10).json()
+        shown = "return document.querySelector('.flow-control')?.innerText"
+        driver.get(url + f"/?token={TOKEN}#/instances/{start('reports')}")
+        text = wait_for("the flow control line", lambda: script(shown), 15, log)
+        next_at = script("return new Date(arguments[0]).toLocaleString()", sched["next_at"])
+        assert text.splitlines() == [
+            "flow control: at most 2 running per ${{ input.customer }} · priority 5",
+            f"scheduled: 0 2 * * * (Europe/Paris) · next {next_at}",
+        ], text
+        assert "key 'c-1'" not in text  # the workflow's, not the instance's: that is in the list
+        assert driver.save_screenshot(str(tmp_path / "dashboard-flow-control.png"))
+
+        driver.get(url + f"/?token={TOKEN}#/instances/{start('plain')}")
+        badge = "return document.querySelector('h1')?.textContent || ''"
+        wait_for("the plain instance's header", lambda: "plain" in script(badge), 15, log)
+        assert script("return document.querySelector('.flow-control')") is None
 
         errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
         assert not errors, errors

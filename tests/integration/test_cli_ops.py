@@ -50,7 +50,7 @@ def db(tmp_path: Path) -> str:
 
 
 def test_run_prints_progress_and_result(db: str) -> None:
-    proc = cli("run", "definitions/order-processing.yaml", "--input", json.dumps(ORDER),
+    proc = cli("run", "definitions/order-processing.yaml", "--input", json.dumps(ORDER), "--create",
                "--actions", "examples.actions:ShopActions", db=db)  # fmt: skip
     result = json.loads(proc.stdout)
     assert result["status"] == "completed"
@@ -60,7 +60,7 @@ def test_run_prints_progress_and_result(db: str) -> None:
 
 def test_run_exits_1_when_the_workflow_fails(db: str) -> None:
     proc = cli("run", "definitions/order-processing.yaml", "--input", json.dumps({**ORDER, "order_id": ""}),
-               "--actions", "examples.actions:ShopActions", db=db, check=1)  # fmt: skip
+               "--create", "--actions", "examples.actions:ShopActions", db=db, check=1)  # fmt: skip
     result = json.loads(proc.stdout)
     assert result["status"] == "failed"
     assert "order_id" in result["error"]["message"]
@@ -68,7 +68,14 @@ def test_run_exits_1_when_the_workflow_fails(db: str) -> None:
 
 def test_start_status_list_history_and_control(db: str) -> None:
     iid = cli(
-        "start", "onboarding", "--input", '{"email": "x@y.z", "name": "X"}', "--id", "on-1", db=db
+        "start",
+        "onboarding",
+        "--input",
+        '{"email": "x@y.z", "name": "X"}',
+        "--id",
+        "on-1",
+        "--create",
+        db=db,
     ).stdout.strip()
     assert iid == "on-1"
     assert "on-1" in cli("list", db=db).stdout
@@ -84,16 +91,16 @@ def test_start_status_list_history_and_control(db: str) -> None:
 
 
 def test_unknown_ids_and_bad_json_are_one_line_errors(db: str) -> None:
-    bad = cli("start", "onboarding", "--input", "{nope", db=db, check=2)
+    bad = cli("start", "onboarding", "--input", "{nope", "--create", db=db, check=2)
     assert "not valid JSON" in bad.stderr
-    unknown = cli("start", "onbording", db=db, check=2)  # creates the database
+    unknown = cli("start", "onbording", "--create", db=db, check=2)  # creates the database
     assert "did you mean 'onboarding'" in unknown.stderr
     missing = cli("status", "nope", db=db, check=2)
     assert "no workflow instance with id 'nope'" in missing.stderr
 
 
 def test_run_by_name_uses_the_definitions_folder(db: str) -> None:
-    proc = cli("run", "fraud-check", "--input", '{"payment_id": "p-1", "amount": 5000}',
+    proc = cli("run", "fraud-check", "--input", '{"payment_id": "p-1", "amount": 5000}', "--create",
                "--actions", "examples.actions:ShopActions", db=db)  # fmt: skip
     result = json.loads(proc.stdout)
     assert result["status"] == "completed"
@@ -108,7 +115,7 @@ def test_status_lists_steps_in_the_order_they_started(db: str, tmp_path: Path) -
     flow = tmp_path / "instant.yaml"
     steps = "".join(f"  - id: {name}\n    type: pass\n" for name in ("zeta", "alpha", "mid"))
     flow.write_text(f"id: instant\nsteps:\n{steps}")
-    cli("run", str(flow), "--id", "i-1", db=db)
+    cli("run", str(flow), "--id", "i-1", "--create", db=db)
     table = cli("status", "i-1", db=db).stdout
     rows = [
         line.split()[1]
@@ -312,7 +319,7 @@ def test_run_prints_its_id_step_logs_and_how_to_send_the_awaited_event(
 ) -> None:
     flow = tmp_path / "logged.yaml"
     flow.write_text(LOGGED)
-    run = Live("run", str(flow), "--actions", ACTIONS, db=db)
+    run = Live("run", str(flow), "--actions", ACTIONS, "--create", db=db)
     try:
         first = run.wait_for("instance ")
         iid = first.split()[1]
@@ -334,7 +341,7 @@ def test_ctrl_c_during_run_leaves_the_instance_and_says_how_to_follow_it(
 ) -> None:
     flow = tmp_path / "slow.yaml"
     flow.write_text("id: slow\nsteps:\n  - id: nap\n    action: slow\n")
-    run = Live("run", str(flow), "--actions", ACTIONS, "--id", "slow-1", db=db)
+    run = Live("run", str(flow), "--actions", ACTIONS, "--id", "slow-1", "--create", db=db)
     try:
         run.wait_for("▶ nap")
         run.proc.send_signal(signal.SIGINT)
@@ -372,7 +379,7 @@ def test_logs_follow_prints_history_as_another_process_writes_it(db: str) -> Non
 
 def test_emit_starts_the_workflows_its_event_triggers(db: str) -> None:
     data = json.dumps({"email": "a@b.c", "name": "A", "plan": "free"})
-    proc = cli("emit", "Customer.created", "--data", data, "--key", "k-1", db=db)
+    proc = cli("emit", "Customer.created", "--data", data, "--key", "k-1", "--create", db=db)
     (iid,) = proc.stdout.split()
     assert json.loads(cli("status", iid, "--json", db=db).stdout)["workflow_name"] == (
         "customer-lifecycle"

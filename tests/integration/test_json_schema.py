@@ -101,7 +101,7 @@ def test_the_cli_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "STATEMACHINE_DB": f"sqlite:///{tmp_path}/cli.db"}
     proc = subprocess.run(
         [sys.executable, "-m", "statemachine", "run", str(tmp_path / "defs" / "orders.yaml"),
-         "--input", json.dumps({"order_id": 1}), "--actions", "tests.integration.test_json_schema:Actions"],
+         "--input", json.dumps({"order_id": 1}), "--create", "--actions", "tests.integration.test_json_schema:Actions"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr

@@ -288,7 +288,7 @@ def test_worker_metrics_port_without_prometheus_client_is_a_usage_error(
     tmp_path: Path,
 ) -> None:
     defs = observed.write_definitions(tmp_path / "definitions")
-    argv = ["worker", "--db", "sqlite:///w.db", "-d", str(defs), "-a", ACTIONS]
+    argv = ["worker", "--db", "sqlite:///w.db", "--create", "-d", str(defs), "-a", ACTIONS]
     code = f"from statemachine.cli import main; main({[*argv, '--metrics-port', '0']!r})"
     done = run_python(code, tmp_path)
     assert done.returncode == 2, done.stderr

@@ -96,7 +96,7 @@ def test_streams_carry_a_separate_workers_history_and_resume_after_last_event_id
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    serve = ["serve", *app_options(db_url), "--no-worker", "--port", str(port)]
+    serve = ["serve", *app_options(db_url), "--create", "--no-worker", "--port", str(port)]
     with (
         process(serve, tmp_path / "serve.log") as server,
         httpx.Client(base_url=url, timeout=30) as client,

@@ -39,7 +39,7 @@ def serving(tmp_path: Path, *options: str, token: str | None = TOKEN) -> Iterato
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "statemachine", "serve",
-             "--db", f"sqlite:///{tmp_path}/serve.db",
+             "--db", f"sqlite:///{tmp_path}/serve.db", "--create",
              "--definitions", "definitions", "--actions", "examples.actions:ShopActions",
              "--host", "127.0.0.1", "--port", str(port), *options],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -81,7 +81,7 @@ def test_the_cli_unregisters_and_its_folder_does_not_bring_it_back(tmp_path: Pat
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
-    assert cli("start", "hello", "--definitions", str(defs)).returncode == 0
+    assert cli("start", "hello", "--create", "--definitions", str(defs)).returncode == 0
     done = cli("unregister", "hello")
     assert done.returncode == 0 and "unregistered hello" in done.stdout
     again = cli("start", "hello", "--definitions", str(defs))

@@ -174,6 +174,41 @@ def test_a_worker_exits_3_when_the_database_cannot_be_reached_at_start(tmp_path:
         proc.cleanup()
 
 
+@pytest.mark.postgres
+def test_a_worker_whose_database_goes_away_as_it_registers_waits_for_it(tmp_path: Path) -> None:
+    """The database stops after ``statemachine worker`` connected and before it registered its
+    definitions (``GatedActions`` holds it there), and starts again a few seconds later: the
+    worker waits for it as it waits to connect, registers, and runs the instance that is due;
+    it neither exits nor needs a restart."""
+    log = tmp_path / "runs.log"
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with throwaway_cluster() as cluster:
+        engine, defs, ids = _setup(cluster.url, tmp_path, 1)
+        engine.close()
+        argv = ["--db", cluster.url, "--definitions", str(defs), "--actions", wo.GATED,
+                "--poll-interval", "100ms", "--connect-timeout", "60s"]  # fmt: skip
+        env = {"SM_OUTAGE_LOG": str(log), "SM_GATE": str(gate)}
+        proc = Proc.program("worker_outage", argv, tmp_path, "worker", env=env)
+        try:
+            arrived = lambda: (gate / "arrived").exists() or not proc.alive()  # noqa: E731
+            wait_until("the worker connected and registering", arrived, 60)
+            assert proc.alive(), proc.describe()
+            cluster.stop()
+            (gate / "go").touch()
+            time.sleep(3.0)
+            assert proc.alive(), proc.describe()  # waiting, not failed
+            assert "workflows" not in proc.stderr(), proc.describe()  # nor running unregistered
+            cluster.start()
+            with Engine(cluster.url) as after:
+                wait_until("the instance", lambda: _completed(after) == len(ids), 60)
+            assert DOWN in proc.stderr() and "Traceback" not in proc.stderr(), proc.describe()
+            _stop(proc)
+        finally:
+            proc.cleanup()
+        gc.collect()
+
+
 def test_a_worker_exits_1_when_its_store_breaks_for_good(tmp_path: Path) -> None:
     """Not an outage: the schema is gone ("no such table"). The worker does not wait for that
     to pass; it stops with exit 1 (a runtime error, never 2, which means bad usage)."""

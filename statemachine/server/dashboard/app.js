@@ -280,7 +280,7 @@ async function loadSchedules(box) {
 // -- instance page ---------------------------------------------------------------------------
 
 async function showInstance(view, id) {
-  const page = { inst: null, history: [], children: [], selected: null, def: null };
+  const page = { inst: null, history: [], children: [], selected: null, def: null, schedules: [] };
   const header = h("div", { class: "panel" });
   const graphBox = h("div", { class: "graph panel" });
   const details = h("div", { class: "panel" });
@@ -295,6 +295,7 @@ async function showInstance(view, id) {
   const defs = await workflows();
   page.def = defs.find((d) => d.hash === page.inst.definition_hash) ||
     defs.find((d) => d.name === page.inst.workflow_name) || null;
+  page.schedules = await workflowSchedules(page.inst.workflow_name);
   drawGraph(graphBox, page);
   window.onresize = () => drawEdges(graphBox, page.def);
 
@@ -353,14 +354,40 @@ function renderHeader(box, page, control) {
     h("h1", {}, `${inst.workflow_name} v${inst.workflow_version} `, badge(status)),
     h("div", { class: "muted" }, inst.id, inst.parent_id ? " · child of " : "",
       inst.parent_id ? h("a", { href: "#/instances/" + encodeURIComponent(inst.parent_id) }, inst.parent_id) : null),
-    page.def && page.def.schedules && page.def.schedules.length
-      ? h("div", { class: "muted schedules" }, "scheduled: " + page.def.schedules.join(", ")) : null,
+    flowControl(page),
     h("div", { class: "toolbar actions" },
       button("cancel", ACTIVE.has(status), "danger"),
       button("pause", ["pending", "running", "waiting"].includes(status)),
       button("resume", status === "paused"),
       button("retry", status === "failed"),
       button("replay", true)));
+}
+
+// what decides when this workflow's instances start and are claimed: its concurrency limit
+// and priority, and its schedules with their next fire times (an instance held back by a
+// limit shows why here)
+function flowControl(page) {
+  const def = page.def;
+  const notes = [];
+  if (def && def.concurrency) {
+    const per = def.concurrency.key ? ` per ${def.concurrency.key}` : "";
+    notes.push(`at most ${def.concurrency.limit} running${per}`);
+  }
+  if (def && def.priority) notes.push(`priority ${def.priority}`);
+  const schedules = page.schedules.length
+    ? page.schedules.map((s) => `${s.spec} (${s.timezone}) · ` +
+        (s.paused ? "paused" : s.next_at ? "next " + when(s.next_at) : "no tick left"))
+    : (def && def.schedules) || [];
+  if (!notes.length && !schedules.length) return null;
+  return h("div", { class: "muted flow-control" },
+    notes.length ? h("div", { class: "limits" }, "flow control: " + notes.join(" · ")) : null,
+    schedules.map((text) => h("div", { class: "schedules" }, "scheduled: " + text)));
+}
+
+// one workflow's schedules from /api/schedules (nothing if it cannot be read: the header
+// then falls back to the definition's list, without next fire times)
+async function workflowSchedules(name) {
+  try { return (await api("GET", "schedules")).filter((s) => s.workflow === name); } catch (err) { return []; }
 }
 
 // the event form: built once per page (not with the header, which is redrawn on every

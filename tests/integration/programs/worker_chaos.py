@@ -17,7 +17,6 @@ from typing import Any
 
 from statemachine import Engine, StepContext, workflow
 from statemachine.cli import engines
-from statemachine.engine import outage
 from tests.integration.programs.worker_support import append_line
 
 WORKFLOW = "chaos"
@@ -47,23 +46,15 @@ def setup(engine: Engine, log: Path) -> None:
     builder = workflow(WORKFLOW)
     for step in STEPS:
         builder = builder.task(step, "chaos_step")
-    definitions = [builder.build(), workflow(POISON).task("drink", "poison_step").build()]
-    # a replacement may connect just before the injected restart shuts the database down:
-    # registering waits for it as connecting did (registering again is harmless)
-    outage.retry(
-        lambda: engine.register(definitions),
-        outage.Outage(),
-        "registering the workflows",
-        within=30.0,
-    )
+    engine.register([builder.build(), workflow(POISON).task("drink", "poison_step").build()])
 
 
 def main(argv: list[str]) -> int:
     url, log = argv[1], Path(argv[2])
-    # as ``statemachine worker`` does: a replacement started while the database restarts waits
-    engine = engines.connect(url, within=30.0, lease=LEASE)
+    # as ``statemachine worker`` does: a replacement started while the database restarts, or
+    # that connected just before it went down and so fails to register, waits for it
+    engine = engines.connect(url, within=30.0, lease=LEASE, prepare=lambda e: setup(e, log))
     try:
-        setup(engine, log)
         print(f"ready {engine.worker_id}", flush=True)
         engine.run_worker(concurrency=CONCURRENCY, poll_interval="100ms")
     finally:

@@ -14,6 +14,7 @@ import resource
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from statemachine import StepContext
@@ -25,6 +26,7 @@ DEFINITION = f"id: {WORKFLOW}\nversion: 1\nsteps:\n" + "".join(
     f"  - id: {step}\n    action: step\n" for step in STEPS
 )
 ACTIONS = "tests.integration.programs.worker_outage:OutageActions"
+GATED = "tests.integration.programs.worker_outage:GatedActions"
 
 
 class OutageActions:
@@ -32,6 +34,20 @@ class OutageActions:
         append_line(os.environ["SM_OUTAGE_LOG"], f"{ctx.instance_id}/{ctx.step_name}/{os.getpid()}")
         time.sleep(0.1)
         return {"pid": os.getpid()}
+
+
+class GatedActions(OutageActions):
+    """``OutageActions`` whose registration stops at a gate, after ``statemachine worker`` has
+    connected and before it registers its definitions: registering the actions reads every
+    public attribute, ``gate`` too, which touches ``$SM_GATE/arrived`` and waits for
+    ``$SM_GATE/go``. The test stops the database in that window."""
+
+    @property
+    def gate(self) -> None:
+        folder = Path(os.environ["SM_GATE"])
+        (folder / "arrived").touch()
+        while not (folder / "go").exists():
+            time.sleep(0.05)
 
 
 def main(argv: list[str]) -> None:
