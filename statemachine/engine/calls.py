@@ -81,7 +81,7 @@ class StepCalls:
             await self.apply(failed, emitted=emitted)
 
     async def run_inline(self, runnable: list[str]) -> bool:
-        """Run the one runnable step here on the loop, skipping the thread hop, when no other
+        """Run the one runnable step on the loop's thread, skipping the thread hop, when no other
         step of this instance is in flight and its action is sync, has no timeout and has
         been quick every time so far (see ``Executor.can_inline``). Other instances on the
         loop wait for it, a few milliseconds at most unless it blocks for the first time; it
@@ -96,7 +96,7 @@ class StepCalls:
         executor = self.services.executor
         if not executor.can_inline(call.fn, call.step, call.ctx):
             return False
-        outcome = executor.run_inline(
+        outcome = await executor.run_inline(
             call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
         )
         await self.record(path, outcome)
