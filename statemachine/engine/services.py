@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,13 @@ class Local:
     leases_extended: int = 0  # leases the keeper extended while the loop was stalled
     # when the stored limits per action were read, and the limited actions (``limits.limited``)
     action_limits: tuple[datetime, frozenset[str]] | None = None
+
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_runner(self, delta: int) -> None:
+        """``active_runners += delta``, atomically: runs on several threads' loops count at once."""
+        with self._count_lock:
+            self.active_runners += delta
 
     def interrupt(self, instance_id: str) -> None:
         """A runner here that held the instance learns at once that it lost it (any thread)."""

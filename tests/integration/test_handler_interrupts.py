@@ -312,16 +312,18 @@ def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str)
         engine.register(workflow("dying").task("a", kills_its_loop).build())
         other.register(workflow("dying").task("a", lambda x: "taken over").build())
         iid = engine.start("dying", {})
-        with pytest.raises(StatemachineError, match="event loop"):
-            with engine.worker(poll_interval="10ms", grace="1s"):
-                assert entered.wait(timeout=BOUND)
-                deadline = time.monotonic() + 10
-                while True:
-                    now = other.clock.now()
-                    if other.store.claim(iid, "thief", now, now + timedelta(seconds=1.5)):
-                        break
-                    assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
-                    time.sleep(0.1)
+        with (
+            pytest.raises(StatemachineError, match="event loop"),
+            engine.worker(poll_interval="10ms", grace="1s"),
+        ):
+            assert entered.wait(timeout=BOUND)
+            deadline = time.monotonic() + 10
+            while True:
+                now = other.clock.now()
+                if other.store.claim(iid, "thief", now, now + timedelta(seconds=1.5)):
+                    break
+                assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
+                time.sleep(0.1)
         assert engine.services.local.leases_extended == 0
     finally:
         engine.close()
