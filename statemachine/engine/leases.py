@@ -16,33 +16,19 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from statemachine import errors
 from statemachine.engine import outage
+from statemachine.engine.runner_core import RunnerCore
 from statemachine.engine.services import Services
-from statemachine.runtime.outcome import Outcome
-from statemachine.runtime.state import State
-from statemachine.store import repository as repo
 
 _log = logging.getLogger("statemachine.leases")
 
 
-class LeaseHolder:
-    """A runner's own lease: its heartbeat, and learning that it lost the lease. A mixin of
-    ``InstanceRunner`` (runner.py), which holds the state these methods read."""
-
-    services: Services
-    rec: repo.InstanceRecord
-    epoch: int
-    last_beat: datetime | None
-    aborted: bool
-    inflight: dict[str, asyncio.Task[Outcome]]
-    state: State
-
-    @property
-    def now(self) -> datetime:
-        raise NotImplementedError  # InstanceRunner.now
+class LeaseHolder(RunnerCore):
+    """A runner's own lease: its heartbeat, and learning that it lost the lease. A part of
+    ``InstanceRunner`` (runner.py); the fields it reads are declared in runner_core.py."""
 
     def wait_limit(self, beat: float) -> float:
         """How long to wait for handlers: until the next heartbeat, or the workflow's deadline

@@ -111,10 +111,6 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
         self.event_loop = asyncio.get_running_loop()  # made by ``drive``, on the loop it runs on
         self.refusing: set[str] = set()  # steps whose refused result is being failed instead
 
-    @property
-    def now(self) -> datetime:
-        return self.services.clock.now()
-
     # -- committing --------------------------------------------------------------------
     async def apply(
         self,
