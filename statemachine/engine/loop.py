@@ -167,14 +167,12 @@ class Loops:
         """Run ``coro`` on the calling thread, on its loop. A thread whose own loop is running
         already (an async caller, or a handler that calls back into the engine from inside
         an ``asyncio.run``) cannot run another: the call gets a thread of its own."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not _loop_running_here():
             return self._run_here(coro)
         with concurrent.futures.ThreadPoolExecutor(1, "statemachine-call") as side:
-            return side.submit(self._run_here, coro).result()
+            return side.submit(self._run_here, coro, False).result()
 
-    def _run_here(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _run_here(self, coro: Coroutine[Any, Any, T], keep: bool = True) -> T:
         me = threading.current_thread()
         with self._lock:
             if self.closed:
@@ -190,7 +188,7 @@ class Loops:
         finally:
             self.remove(driver)
             with self._lock:
-                keep = not self.closed and me not in self._idle
+                keep = keep and not self.closed and me not in self._idle
                 if keep:
                     self._idle[me] = driver
             if not keep:
@@ -205,8 +203,31 @@ class Loops:
         with self._lock:
             self.closed = True
             idle, self._idle = list(self._idle.values()), {}
-        for driver in idle:
+        close_all(idle)
+
+
+def close_all(drivers: list[LoopDriver]) -> None:
+    """Close ``drivers``' loops; from a coroutine (a FastAPI lifespan, an async main) on a
+    thread of their own, since no other loop can run on a thread whose own loop runs."""
+
+    def close() -> None:
+        for driver in drivers:
             driver.close()
+
+    if not drivers or not _loop_running_here():
+        close()
+        return
+    side = threading.Thread(target=close, name="statemachine-loop-close")
+    side.start()
+    side.join()
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class LoopThread:
@@ -252,16 +273,7 @@ class LoopThread:
             self.thread.join(timeout=5)
             if self.alive:
                 return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self.driver.close()
-            return
-        # closed from a coroutine (a FastAPI lifespan, an async main): this thread cannot run
-        # another loop while its own runs, so our loop is wound down on a thread of its own
-        side = threading.Thread(target=self.driver.close, name="statemachine-loop-close")
-        side.start()
-        side.join()
+        close_all([self.driver])
 
 
 def _dead_loop() -> errors.StatemachineError:
