@@ -99,9 +99,10 @@ def _follow_until_done(
 
 
 def _interrupted(engine: Engine, iid: str) -> NoReturn:
-    """Ctrl-C during ``run``: the instance is stored; say how it goes on, then exit 130 at
-    once: a handler still running in a thread would otherwise hold the exit until it returns
-    (its step runs again on the worker that takes the instance over)."""
+    """Ctrl-C during ``run``: the run was wound down (its lease given up) and the instance is
+    stored; say how it goes on, then exit 130 at once: a handler still running in a thread
+    would otherwise hold the exit until it returns (its step runs again on the worker that
+    takes the instance over)."""
     from statemachine import errors, records
 
     try:
@@ -115,7 +116,7 @@ def _interrupted(engine: Engine, iid: str) -> NoReturn:
     else:
         output.stderr.print(
             f"interrupted: instance {iid} ({status}) is stored and goes on: a worker on this "
-            "database (statemachine worker) continues it once this run's lease expires; "
+            "database (statemachine worker) continues it; "
             f"follow it with: statemachine logs {iid} --follow"
         )
     engine.close()

@@ -1,7 +1,7 @@
 """A runner's handler calls: ready one (``prepare``), run it in the pool, natively or inline,
 and feed its outcome back (``record``); a call abandoned in the pool notes its late result.
 
-A mixin of ``InstanceRunner`` (runner.py), which holds the state these methods read.
+A part of ``InstanceRunner`` (runner.py); the fields it reads are declared in runner_core.py.
 """
 
 from __future__ import annotations
@@ -11,48 +11,22 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models
 from statemachine.engine import inputs, limits
-from statemachine.engine.services import Services
+from statemachine.engine.runner_core import RunnerCore
 from statemachine.runtime import flowview, paths, retries
 from statemachine.runtime import interpreter as interp
-from statemachine.runtime import plan as plans
 from statemachine.runtime.context import LOG_ENTRY, StepContext
 from statemachine.runtime.outcome import Outcome
-from statemachine.runtime.state import State
 from statemachine.store import repository as repo
 
 _log = logging.getLogger("statemachine.runner")
 
 
-class StepCalls:
-    services: Services
-    rec: repo.InstanceRecord
-    definition: models.WorkflowDefinition
-    plan: plans.Plan
-    state: State
-    inflight: dict[str, asyncio.Task[Outcome]]
-    emitted: dict[str, list[tuple[str, Any]]]
-    calls: dict[str, str]  # steps running a limited action, with its name (``gate``)
-    deferrals: dict[str, datetime]  # steps whose call was refused by its limit: until when
-    epoch: int
-
-    async def apply(
-        self,
-        event: interp.Event,
-        consume: list[int] | None = None,
-        emitted: list[tuple[str, Any]] | None = None,
-    ) -> interp.Decision:
-        raise NotImplementedError  # InstanceRunner.apply
-
-    @property
-    def now(self) -> datetime:
-        raise NotImplementedError  # InstanceRunner.now
-
+class StepCalls(RunnerCore):
     def note_late(self, path: str, attempt: int, outcome: Outcome) -> None:
         """An abandoned sync call ended (pool thread): its result is discarded, and history says so."""
         now = self.now
@@ -81,7 +55,7 @@ class StepCalls:
             await self.apply(failed, emitted=emitted)
 
     async def run_inline(self, runnable: list[str]) -> bool:
-        """Run the one runnable step here on the loop, skipping the thread hop, when no other
+        """Run the one runnable step on the loop's thread, skipping the thread hop, when no other
         step of this instance is in flight and its action is sync, has no timeout and has
         been quick every time so far (see ``Executor.can_inline``). Other instances on the
         loop wait for it, a few milliseconds at most unless it blocks for the first time; it
@@ -96,7 +70,7 @@ class StepCalls:
         executor = self.services.executor
         if not executor.can_inline(call.fn, call.step, call.ctx):
             return False
-        outcome = executor.run_inline(
+        outcome = await executor.run_inline(
             call.fn, call.step, call.payload, call.ctx, call.policy, compensation=call.compensation
         )
         await self.record(path, outcome)

@@ -1,44 +1,20 @@
 """A runner's inbox: events that arrived for its waits, and the children of its subworkflow
 steps (started here, run here at once, their ends delivered as events).
 
-A mixin of ``InstanceRunner`` (runner.py), which holds the state these methods read.
+A part of ``InstanceRunner`` (runner.py); the fields it reads are declared in runner_core.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any
-
 from statemachine import errors
 from statemachine.definition import models
 from statemachine.engine import inputs
-from statemachine.engine.services import Services
+from statemachine.engine.runner_core import RunnerCore
 from statemachine.runtime import interpreter as interp
-from statemachine.runtime import plan as plans
-from statemachine.runtime.state import TERMINAL, State
-from statemachine.store import repository as repo
+from statemachine.runtime.state import TERMINAL
 
 
-class Inbox:
-    services: Services
-    rec: repo.InstanceRecord
-    plan: plans.Plan
-    state: State
-    run_child: Callable[[str], Awaitable[bool]] | None
-
-    async def apply(
-        self,
-        event: interp.Event,
-        consume: list[int] | None = None,
-        emitted: list[tuple[str, Any]] | None = None,
-    ) -> interp.Decision:
-        raise NotImplementedError  # InstanceRunner.apply
-
-    @property
-    def now(self) -> datetime:
-        raise NotImplementedError  # InstanceRunner.now
-
+class Inbox(RunnerCore):
     async def start_children(self) -> bool:
         """Start (idempotently) the child of every subworkflow step that has none yet."""
         paths = interp.Decision(self.state).children()

@@ -93,7 +93,7 @@ async def drive(
         if keep is not None:
             keep.append(runner)
         if not counted:
-            services.local.active_runners += 1
+            services.local.count_runner(1)
         services.local.held[instance_id] = runner
         try:
             await runner.run()
@@ -109,7 +109,7 @@ async def drive(
             raise
         finally:
             if not counted:
-                services.local.active_runners -= 1
+                services.local.count_runner(-1)
             if services.local.held.get(instance_id) is runner:
                 del services.local.held[instance_id]
         released = runner.state.status in TERMINAL  # the final commit dropped the lease

@@ -25,6 +25,7 @@ from typing import Any
 
 from statemachine import errors
 from statemachine.definition import models, schemas
+from statemachine.engine.loop import Loops
 from statemachine.runtime import jsondata, retries
 from statemachine.runtime.context import StepContext
 from statemachine.runtime.outcome import Outcome, Watcher, error_dict
@@ -71,8 +72,9 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 class Executor:
-    """Sync handlers run in a thread pool, or inline on the loop once the action has proved
-    quick (a thread hop and its futures cost more than a trivial handler)."""
+    """Sync handlers run in a thread pool, or inline on the loop's thread once the action has
+    proved quick (a thread hop and its futures cost more than a trivial handler): between two
+    iterations of a loop that a ``LoopDriver`` runs, with the loop stopped."""
 
     QUICK = 0.005  # seconds: an action this fast may run inline; one slower call and it never does
 
@@ -86,6 +88,7 @@ class Executor:
         # around every call: metrics and spans (statemachine.observability), none by default;
         # each with the cheap check that says whether it watches now (None: always)
         self.watchers: list[tuple[Watcher, Callable[[], bool] | None]] = []
+        self.loops = Loops()  # the engine's loops; inline calls need a driven one
 
     def watch(self, watcher: Watcher, when: Callable[[], bool] | None = None) -> None:
         """Run ``watcher`` around every handler call (only while ``when()`` is true): a watcher
@@ -97,6 +100,7 @@ class Executor:
         return [w for w, when in self.watchers if when is None or when()]
 
     def close(self) -> None:
+        self.loops.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
@@ -121,6 +125,7 @@ class Executor:
             and self.quick.get(fn, False)
             and not _is_async(fn)
             and slot(ctx) not in self.abandoned  # run() waits for that thread; inline cannot
+            and self.loops.driver_of(asyncio.get_running_loop()) is not None
         )
 
     async def run(
@@ -219,7 +224,7 @@ class Executor:
             if self.abandoned.get(key) is running:  # ended: whatever its callback did
                 del self.abandoned[key]
 
-    def run_inline(
+    async def run_inline(
         self,
         fn: Callable[..., Any],
         step: models.TaskStep | models.PollStep,
@@ -229,14 +234,22 @@ class Executor:
         *,
         compensation: bool = False,
     ) -> Outcome:
-        """``run`` for a quick sync action, on the calling thread (see ``can_inline``)."""
+        """``run`` for a quick sync action (see ``can_inline``): on the loop's thread, with
+        the loop stopped, so the handler may run a loop of its own (``asyncio.run``). It runs
+        in a copy of the calling task's context, as a call in the pool would."""
+        driver = self.loops.driver_of(asyncio.get_running_loop())
+        assert driver is not None  # can_inline said so
         watchers = self._watching() if self.watchers else None
+        args = (fn, step, payload, ctx, policy, compensation)
         if not watchers:
-            return self._run_inline(fn, step, payload, ctx, policy, compensation)
-        with self.watched(watchers, ctx, policy) as tell:
-            outcome = self._run_inline(fn, step, payload, ctx, policy, compensation)
+            return await driver.between(self._in_copied_context(*args))
+        with self.watched(watchers, ctx, policy) as tell:  # entered first: the call sees spans
+            outcome = await driver.between(self._in_copied_context(*args))
             tell(outcome)
         return outcome
+
+    def _in_copied_context(self, *args: Any) -> Callable[[], Outcome]:
+        return functools.partial(contextvars.copy_context().run, self._run_inline, *args)
 
     def _run_inline(
         self,
@@ -249,7 +262,7 @@ class Executor:
     ) -> Outcome:
         try:
             args = _arguments(fn, step, payload, ctx, compensation)
-            result = _outside_the_loop(self._timed, fn, args)
+            result = self._timed(fn, args)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -274,25 +287,6 @@ class Executor:
                 self.quick[fn] = False  # for good: one slow call may mean it blocks
             else:
                 self.quick.setdefault(fn, True)
-
-
-def _outside_the_loop(
-    timed: Callable[[Callable[..., Any], tuple[Any, ...]], Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-) -> Any:
-    """A sync handler run inline, on the loop's own thread, must not see that loop: it may well
-    call ``asyncio.run()`` itself, which refuses to start inside a running loop. asyncio has no
-    public call that hides the running loop from code on its thread, so this uses the private
-    ``_get_running_loop``/``_set_running_loop`` pair (the one use of them), and puts the loop
-    back whatever happens. It is kept, not replaced by the pool, because for a quick handler
-    the thread hop and its futures cost more than the handler itself (``can_inline``)."""
-    loop = asyncio.events._get_running_loop()
-    asyncio.events._set_running_loop(None)
-    try:
-        return contextvars.copy_context().run(timed, fn, args)
-    finally:
-        asyncio.events._set_running_loop(loop)
 
 
 def _arguments(

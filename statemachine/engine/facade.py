@@ -90,6 +90,7 @@ class Engine:
             local=Local(), retry=self.retry,
         )  # fmt: skip
         self._keeper: leases.LeaseKeeper | None = None
+        self._thread: LoopThread | None = None  # a worker in the background (``worker()``)
         self._lock = threading.Lock()
 
     # -- registration (see registry.py) -------------------------------------------------
@@ -164,7 +165,7 @@ class Engine:
         self, workflow: str, input: JSON = None, instance_id: str | None = None
     ) -> records.WorkflowInstance:
         """Start, then run here until the instance ends or waits (for a timer, an event, a worker)."""
-        self._loop_thread()  # a closed engine refuses before anything is stored
+        self._open()  # a closed engine refuses before anything is stored
         services = self.services
         new = inputs.new_instance(services, workflow, input, instance_id, claim=True)
         iid, name = new.record.id, new.record.workflow_name
@@ -265,24 +266,30 @@ class Engine:
         return migration.apply(self.services, plan)
 
     # -- running (see drive.py, worker.py) ----------------------------------------------
-    def _loop_thread(self) -> LoopThread:
-        local = self.services.local
+    def _open(self) -> None:
+        """Refuse once closed; else make sure the lease keeper watches this engine's loops."""
         with self._lock:
-            if local.closed:
+            if self.services.local.closed:
                 raise errors.StatemachineError("this engine is closed")
-            if local.loop is None:
-                local.loop = LoopThread()
-                self._keeper = leases.LeaseKeeper(self.services, local.loop)
-            return local.loop
+            if self._keeper is None:
+                self._keeper = leases.LeaseKeeper(self.services)
+
+    def _loop_thread(self) -> LoopThread:
+        self._open()
+        with self._lock:
+            if self._thread is None:
+                self._thread = LoopThread(self.executor.loops)
+            return self._thread
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the calling thread, on a loop of its own (``loop.Loops``)."""
         try:
-            loop = self._loop_thread()
+            self._open()
         except errors.StatemachineError:
             coro.close()  # never scheduled: close it so Python does not warn
             raise
         try:
-            return loop.call(coro)
+            return self.executor.loops.run(coro)
         except executor.HandlerInterrupted as exc:  # a handler's SystemExit, KeyboardInterrupt...
             raise exc.original from None  # ... is the caller's: the instance waits for recovery
 
@@ -345,14 +352,15 @@ class Engine:
         poll = seconds(poll_interval, "poll_interval")
         wait = seconds(grace, "grace")
         stop = threading.Event()
+        thread = self._loop_thread()
         fut = asyncio.run_coroutine_threadsafe(
-            worker.work(self.services, concurrency, poll, stop, wait), self._loop_thread().loop
+            worker.work(self.services, concurrency, poll, stop, wait), thread.loop
         )
         try:
             yield fut
         finally:
             stop.set()
-            fut.result(timeout=wait + self.settings.lease + 10)
+            thread.wait(fut, timeout=wait + self.settings.lease + 10)
 
     def prune(self, older_than: Duration = "30d") -> int:
         """Delete finished instances (and their history) completed more than ``older_than`` ago."""
@@ -384,7 +392,7 @@ class Engine:
         local = self.services.local
         with self._lock:
             local.closed = True
-            loop, local.loop = local.loop, None
+            loop, self._thread = self._thread, None
             keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.stop()

@@ -1,13 +1,13 @@
-"""Keeps the engine's leases while its event loop is stalled.
+"""Keeps the engine's leases while one of its event loops is stalled.
 
-Runners extend their own leases from the event loop. A sync handler that has always been quick
-runs inline on that loop (``Executor.can_inline``); should it block one day, no runner on the
-loop can heartbeat until it returns, and their leases would lapse: other workers would take
-over instances that are still being run here. The keeper notices a loop that has not ticked
-for a third of the lease and extends, from its own thread, every lease the engine's runners
+Runners extend their own leases from their event loop. A sync handler that has always been
+quick runs inline on that loop's thread (``Executor.can_inline``); should it block one day, no
+runner on the loop can heartbeat until it returns, and their leases would lapse: other workers
+would take over instances that are still being run here. The keeper notices a loop that has
+not ticked for a third of the lease and extends, from its own thread, every lease its runners
 hold. A healthy loop never needs it, so it writes nothing then. A loop whose thread has died
 is not stalled: it will never run those instances again, so the keeper lets their leases
-lapse (other engines then take them over) and stops.
+lapse (other engines then take them over).
 """
 
 from __future__ import annotations
@@ -16,34 +16,19 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from statemachine import errors
 from statemachine.engine import outage
-from statemachine.engine.loop import LoopThread
+from statemachine.engine.runner_core import RunnerCore
 from statemachine.engine.services import Services
-from statemachine.runtime.outcome import Outcome
-from statemachine.runtime.state import State
-from statemachine.store import repository as repo
 
 _log = logging.getLogger("statemachine.leases")
 
 
-class LeaseHolder:
-    """A runner's own lease: its heartbeat, and learning that it lost the lease. A mixin of
-    ``InstanceRunner`` (runner.py), which holds the state these methods read."""
-
-    services: Services
-    rec: repo.InstanceRecord
-    epoch: int
-    last_beat: datetime | None
-    aborted: bool
-    inflight: dict[str, asyncio.Task[Outcome]]
-    state: State
-
-    @property
-    def now(self) -> datetime:
-        raise NotImplementedError  # InstanceRunner.now
+class LeaseHolder(RunnerCore):
+    """A runner's own lease: its heartbeat, and learning that it lost the lease. A part of
+    ``InstanceRunner`` (runner.py); the fields it reads are declared in runner_core.py."""
 
     def wait_limit(self, beat: float) -> float:
         """How long to wait for handlers: until the next heartbeat, or the workflow's deadline
@@ -88,9 +73,11 @@ class LeaseHolder:
 
 
 class LeaseKeeper:
-    def __init__(self, services: Services, loop: LoopThread) -> None:
+    """Extends, from a thread of its own, the leases of the runners on a stalled loop (one of
+    the engine's loops that has not ticked for a third of the lease)."""
+
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.loop = loop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="statemachine-leases", daemon=True)
         self._thread.start()
@@ -101,30 +88,34 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         lease = self.services.settings.lease
-        stalled = False
+        stalled: set[asyncio.AbstractEventLoop] = set()
         while not self._stop.wait(min(1.0, lease / 6)):
-            if not self.loop.alive:  # dead, not stalled: nothing here will run them again
-                _log.error("the event loop thread has died; its leases are left to expire")
-                return
-            if time.monotonic() - self.loop.beat < lease / 3:
-                stalled = False
+            now = time.monotonic()
+            # a loop whose thread has ended is not among them: its leases lapse, and other
+            # engines take those instances over
+            late = {
+                d.loop for d in self.services.executor.loops.running() if now - d.beat >= lease / 3
+            }
+            if late - stalled:
+                _log.warning("an event loop is stalled (a handler blocking it?); keeping leases")
+            stalled = late
+            if not late:
                 continue
-            if not stalled:
-                stalled = True
-                _log.warning("the event loop is stalled (a handler blocking it?); keeping leases")
             try:
-                self.keep()
+                self.keep(late)
             except Exception as exc:  # the keeper must outlive a database hiccup
                 if outage.transient(exc):
                     self.services.outage.failed("extending leases for a stalled loop", exc)
                 else:
                     _log.exception("could not extend leases for a stalled loop")
 
-    def keep(self) -> None:
-        """Extend every lease the engine's runners hold (fenced: a lease lost stays lost)."""
+    def keep(self, loops: set[asyncio.AbstractEventLoop]) -> None:
+        """Extend every lease held by a runner on one of ``loops`` (fenced: a lost lease stays lost)."""
         now = self.services.clock.now()
         until = now + timedelta(seconds=self.services.settings.lease)
         for runner in list(self.services.local.held.values()):
+            if runner.event_loop not in loops:
+                continue
             try:
                 if self.services.repo.heartbeat(runner.rec.id, runner.epoch, now, until):
                     self.services.local.leases_extended += 1

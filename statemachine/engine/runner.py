@@ -108,11 +108,8 @@ class InstanceRunner(StepCalls, Inbox, LeaseHolder):
         self.lost = False
         self.aborted = False  # the instance was taken from this runner (see ``abort``)
         self.birth = birth  # not inserted yet: the first commit inserts it
+        self.event_loop = asyncio.get_running_loop()  # made by ``drive``, on the loop it runs on
         self.refusing: set[str] = set()  # steps whose refused result is being failed instead
-
-    @property
-    def now(self) -> datetime:
-        return self.services.clock.now()
 
     # -- committing --------------------------------------------------------------------
     async def apply(

@@ -8,13 +8,15 @@ settings, the registry, the event bus, and this process's bookkeeping (``Local``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from statemachine.engine.executor import Executor
-from statemachine.engine.loop import LoopThread
 from statemachine.engine.outage import Outage
 from statemachine.engine.registry import Registry
 from statemachine.engine.settings import EngineSettings
@@ -29,6 +31,7 @@ class HeldRunner(Protocol):
     rec: InstanceRecord
     epoch: int
     birth: NewInstance | None
+    event_loop: asyncio.AbstractEventLoop  # the loop it runs on
 
     def abort(self) -> None: ...
 
@@ -40,16 +43,23 @@ class Local:
     held: dict[str, HeldRunner] = field(default_factory=dict)  # runners holding a lease, by id
     active_runners: int = 0  # instances being driven here; more than one: group commit
     closed: bool = False  # the engine was closed: nothing new starts
-    loop: LoopThread | None = None  # the loop the runners run on, once one was needed
     leases_extended: int = 0  # leases the keeper extended while the loop was stalled
     # when the stored limits per action were read, and the limited actions (``limits.limited``)
     action_limits: tuple[datetime, frozenset[str]] | None = None
 
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_runner(self, delta: int) -> None:
+        """``active_runners += delta``, atomically: runs on several threads' loops count at once."""
+        with self._count_lock:
+            self.active_runners += delta
+
     def interrupt(self, instance_id: str) -> None:
         """A runner here that held the instance learns at once that it lost it (any thread)."""
-        held, loop = self.held.get(instance_id), self.loop
-        if held is not None and loop is not None:
-            loop.loop.call_soon_threadsafe(held.abort)
+        held = self.held.get(instance_id)
+        if held is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed: it runs nothing more
+                held.event_loop.call_soon_threadsafe(held.abort)
 
 
 @dataclass(frozen=True)

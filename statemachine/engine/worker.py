@@ -47,7 +47,7 @@ def _finished(
     any other error is logged, and the worker goes on with its other instances."""
 
     def done(task: asyncio.Task[bool]) -> None:
-        services.local.active_runners -= 1
+        services.local.count_runner(-1)
         exc = None if task.cancelled() else task.exception()
         if isinstance(exc, executor.HandlerInterrupted):
             graceful = isinstance(exc.original, KeyboardInterrupt | SystemExit)
@@ -121,7 +121,7 @@ async def work(
         task = asyncio.ensure_future(drive(services, rec.id, (epoch, rec), stop=stop, counted=True))
         running[rec.id] = task
         # claimed work waiting here counts: runners then share commits, not take turns
-        services.local.active_runners += 1
+        services.local.count_runner(1)
         task.add_done_callback(_finished(services, rec.id, stop))
         return task
 

@@ -97,7 +97,7 @@ def test_the_limit_is_stored_and_a_new_engine_obeys_it(
     later.run_due()
     assert len(calls) == 2 and {later.get(i).status for i in ids} == {"completed"}
     later.limit_action("send")  # no rate, no concurrency: the limit is gone
-    assert later.repo.action_limits() == {}
+    assert later.store.action_limits() == {}
 
 
 @pytest.mark.parametrize("bad", ["100", "0/s", "10/d", "x/m", "-1/s", "1.5/s", "", 5])
@@ -105,7 +105,7 @@ def test_a_bad_rate_is_refused_with_its_shape(db_url: str, engines: list[Engine]
     eng = _engine(db_url, engines)
     with pytest.raises(InputValidationError, match="'N/s', 'N/m' or 'N/h'"):
         eng.limit_action("send", rate=bad)
-    assert eng.repo.action_limits() == {}
+    assert eng.store.action_limits() == {}
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "3", True])
@@ -113,7 +113,7 @@ def test_a_bad_concurrency_is_refused(db_url: str, engines: list[Engine], bad: A
     eng = _engine(db_url, engines)
     with pytest.raises(InputValidationError, match="concurrency"):
         eng.limit_action("send", concurrency=bad)
-    assert eng.repo.action_limits() == {}
+    assert eng.store.action_limits() == {}
 
 
 def _workers(db_url: str, tmp_path: Path, count: int, hold: float) -> list[str]:
@@ -174,7 +174,7 @@ def test_a_slot_held_by_a_dead_worker_is_free_once_its_lease_expired(
     eng = _engine(db_url, engines, clock)
     _throttled(eng, [])
     eng.limit_action("send", concurrency=1)
-    store = eng.repo
+    store = eng.store
     for iid in ("dead", "next"):
         eng.start(program.WORKFLOW, {}, instance_id=iid)
     claimed = store.claim("dead", "gone-worker", clock.now(), clock.now() + timedelta(seconds=0.5))

@@ -354,6 +354,8 @@ def test_ctrl_c_during_run_leaves_the_instance_and_says_how_to_follow_it(
     assert "statemachine logs slow-1 --follow" in err[-1] and "goes on" in err[-1], err
     with Engine(db) as engine:
         assert engine.get("slow-1").status == "running"  # stored, for a worker to take over
+        rec = engine.store.get("slow-1")
+        assert rec is not None and rec.lease_owner is None  # given up at once, not left to lapse
 
 
 def test_logs_follow_prints_history_as_another_process_writes_it(db: str) -> None:

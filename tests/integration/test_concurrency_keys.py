@@ -100,7 +100,7 @@ def test_the_key_limit_is_stored_for_another_engine(
         other.run_due()
         assert len(order) == 1
         assert sorted(other.get(i).status for i in ids) == ["pending", "pending", "waiting"]
-        assert engine.repo.get(ids[0]).concurrency_key == "c"  # type: ignore[union-attr]
+        assert engine.store.get(ids[0]).concurrency_key == "c"  # type: ignore[union-attr]
     finally:
         other.close()
 
@@ -148,9 +148,9 @@ def test_a_slot_reserved_by_a_dead_worker_is_inherited(engine: Engine, clock: Ma
     engine.start("orders", {"name": "second", "customer": "c"})
     now = clock.now()
     # a lease of a second (Postgres times leases by its own clock, so real time must pass)
-    claim = engine.repo.claim(first, "dead-worker", now, now + timedelta(seconds=1))
+    claim = engine.store.claim(first, "dead-worker", now, now + timedelta(seconds=1))
     assert claim is not None
-    assert engine.repo.reserve_slot(first, claim[0], "orders")
+    assert engine.store.reserve_slot(first, claim[0], "orders")
     engine.run_due()  # its lease is live: nothing runs, the key's slot is taken
     assert order == []
     time.sleep(1.5)

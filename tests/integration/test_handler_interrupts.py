@@ -118,7 +118,7 @@ def test_execute_raises_the_handlers_exception_and_another_engine_completes_the_
     outcome, exc = bounded(lambda: engine.execute("interrupted", {"v": 1}, instance_id="int-1"))
     assert (outcome, exc) == ("raised", state.exc)  # the handler's very exception
     if where == "inline":
-        assert _raising_thread(state) == "statemachine-loop"
+        assert _raising_thread(state) == "test-caller"  # execute runs on its caller's thread
     elif where == "pool":
         assert _raising_thread(state).startswith("sm-step")
 
@@ -290,40 +290,42 @@ def test_run_worker_returns_after_a_handlers_keyboard_interrupt(live: Engine) ->
 # -- the lease keeper ------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # it dies
 def test_the_lease_keeper_lets_the_leases_of_a_dead_loop_expire(sqlite_url: str) -> None:
-    """Should the loop thread die all the same, the keeper must not take it for a stalled
-    loop and keep its leases alive forever: they lapse, and another engine takes over. The
-    caller waiting on that loop hears of it instead of waiting forever."""
+    """Should a background worker's loop thread die all the same, the keeper must not take it
+    for a stalled loop and keep its leases alive forever: they lapse, and another engine takes
+    over. Leaving the ``worker()`` block hears of it instead of waiting forever."""
     engine = Engine(sqlite_url, lease="1.5s")
     other = Engine(sqlite_url, lease="1.5s", worker_id="thief")
-    gate = Gate()
+    entered = threading.Event()
+
+    def die() -> None:  # outside any task: asyncio lets it end run_forever, and the thread
+        raise SystemExit
+
+    async def kills_its_loop(data: Any) -> Any:
+        asyncio.get_running_loop().call_later(0.05, die)
+        entered.set()
+        await asyncio.sleep(60)
+        return data
+
     try:
-        engine.register(workflow("dying").task("a", gate).build())
+        engine.register(workflow("dying").task("a", kills_its_loop).build())
         other.register(workflow("dying").task("a", lambda x: "taken over").build())
-        engine.run_due()  # nothing is due: it only starts the engine's loop
-        loop = engine.services.local.loop
-        assert loop is not None
-
-        def kill_the_loop() -> None:  # whatever ends it: the thread is gone
-            if gate.entered.wait(timeout=BOUND):
-                loop.loop.call_soon_threadsafe(loop.loop.stop)
-
-        threading.Thread(target=kill_the_loop, daemon=True).start()
-        outcome, exc = bounded(lambda: engine.execute("dying", {}))
-        assert not loop.thread.is_alive()
-        assert outcome == "raised" and isinstance(exc, StatemachineError), (outcome, exc)
-        assert "event loop" in str(exc)
-        (dying,) = other.list(workflow="dying")
-        deadline = time.monotonic() + 10
-        while True:
-            now = other.clock.now()
-            if other.store.claim(dying.id, "thief", now, now + timedelta(seconds=1.5)):
-                break
-            assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
-            time.sleep(0.1)
+        iid = engine.start("dying", {})
+        with (
+            pytest.raises(StatemachineError, match="event loop"),
+            engine.worker(poll_interval="10ms", grace="1s"),
+        ):
+            assert entered.wait(timeout=BOUND)
+            deadline = time.monotonic() + 10
+            while True:
+                now = other.clock.now()
+                if other.store.claim(iid, "thief", now, now + timedelta(seconds=1.5)):
+                    break
+                assert time.monotonic() < deadline, "the dead loop's lease is still being kept"
+                time.sleep(0.1)
         assert engine.services.local.leases_extended == 0
     finally:
-        gate.release.set()
         engine.close()
         other.close()
 

@@ -265,7 +265,7 @@ def test_a_claim_on_a_moved_next_at_changes_nothing(engine: Engine, clock: Manua
     """Compare-and-set: an engine that read ``next_at`` before another fired the tick cannot
     claim it again (nor move the schedule back)."""
     engine.register(hourly())
-    (row,) = engine.repo.schedules()
+    (row,) = engine.store.schedules()
     assert row.next_at is not None
     clock.advance(HOUR)
     engine.run_due()
@@ -273,7 +273,7 @@ def test_a_claim_on_a_moved_next_at_changes_nothing(engine: Engine, clock: Manua
     stale = Tick(
         "hourly", 0, row.next_at, row.next_at + HOUR, row.next_at, birth, False, clock.now()
     )
-    assert engine.repo.claim_tick(stale) is None
+    assert engine.store.claim_tick(stale) is None
     assert engine.schedules()[0].next_at == datetime(2030, 1, 1, 2, tzinfo=UTC)
     assert ids(engine) == ["hourly@2030-01-01T01:00:00Z"]
 
@@ -283,7 +283,7 @@ def test_a_tick_whose_instance_cannot_be_written_stays_due(
 ) -> None:
     """The claim and the insert are one transaction: the insert failing takes the claim back."""
     engine.register(hourly())
-    (row,) = engine.repo.schedules()
+    (row,) = engine.store.schedules()
     assert row.next_at is not None
     clock.advance(HOUR)
     birth = inputs.new_instance(engine.services, "hourly", None, "hourly@broken")
@@ -292,7 +292,7 @@ def test_a_tick_whose_instance_cannot_be_written_stays_due(
         "hourly", 0, row.next_at, row.next_at + HOUR, row.next_at, birth, False, clock.now()
     )
     with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises
-        engine.repo.claim_tick(tick)
+        engine.store.claim_tick(tick)
     assert engine.schedules()[0].next_at == row.next_at
     engine.run_due()
     assert ids(engine) == ["hourly@2030-01-01T01:00:00Z"]
