@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
-import signal
 import socket
 import threading
 import time
@@ -324,23 +323,8 @@ class Engine:
         meanwhile (``loop.tuned_collector``); the ``worker()`` context leaves it alone."""
         poll = seconds(poll_interval, "poll_interval")
         wait = seconds(grace, "grace")
-        stop, hurry = threading.Event(), threading.Event()
-
-        def signalled(*_: object) -> None:
-            if stop.is_set():
-                hurry.set()
-            stop.set()
-
-        previous: dict[signal.Signals, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, signalled)
-        try:
-            with tuned_collector():
-                self._call(worker.work(self.services, concurrency, poll, stop, wait, hurry))
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with worker.stop_signals() as (stop, hurry), tuned_collector():
+            self._call(worker.work(self.services, concurrency, poll, stop, wait, hurry))
 
     @contextlib.contextmanager
     def worker(

@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 from statemachine.engine import executor, outage, schedules
 from statemachine.engine.drive import drive
@@ -197,3 +199,26 @@ async def wind_down(
     for task in pending:
         task.cancel()
     await asyncio.wait(pending, timeout=services.settings.lease + 5)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """While the block runs (on the main thread), SIGTERM/SIGINT set the first event (stop
+    claiming, finish what runs) and a second one the other (cut the grace short); the
+    process's own handlers are back afterwards."""
+    stop, hurry = threading.Event(), threading.Event()
+
+    def signalled(*_: object) -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, signalled)
+    try:
+        yield stop, hurry
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
