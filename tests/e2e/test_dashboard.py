@@ -140,6 +140,21 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, log: Path | No
         time.sleep(0.05)
 
 
+def fresh(what: str, act: Callable[[], Any], timeout: float = 15) -> Any:
+    """Do ``act`` (find elements and use them), again from the start if the page re-rendered
+    one of them in between (a live update redraws the header, the graph and the panels)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return act()
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: the page kept re-rendering it for {timeout:.0f}s")
+            time.sleep(0.05)
+
+
 def node_status(driver: Any, path: str) -> str | None:
     status: str | None = driver.execute_script(
         'const n = document.querySelector(`.node[data-path="${arguments[0]}"]`);'
@@ -162,13 +177,17 @@ def test_dashboard_shows_a_step_turning_green_live(
     # the instance list, with its start form
     driver.get(url + f"/?token={TOKEN}")
     wait_for("the start form", lambda: driver.find_elements(By.CSS_SELECTOR, ".panel select"), 15)
-    Select(driver.find_element(By.CSS_SELECTOR, ".panel select")).select_by_value(
-        "expense-approval"
-    )
-    driver.find_element(By.CSS_SELECTOR, ".panel textarea").send_keys(
-        '{"amount": 120, "employee": "ada"}'
-    )
-    driver.find_element(By.XPATH, "//button[normalize-space()='start']").click()
+
+    def start_one() -> None:
+        Select(driver.find_element(By.CSS_SELECTOR, ".panel select")).select_by_value(
+            "expense-approval"
+        )
+        text = driver.find_element(By.CSS_SELECTOR, ".panel textarea")
+        text.clear()
+        text.send_keys('{"amount": 120, "employee": "ada"}')
+        driver.find_element(By.XPATH, "//button[normalize-space()='start']").click()
+
+    fresh("the start form", start_one)
 
     # the start form opens the new instance's page
     def opened_instance() -> str | None:
@@ -213,7 +232,10 @@ def test_dashboard_shows_a_step_turning_green_live(
     wait_for("the instance badge", lambda: driver.execute_script(badge) == "completed", 5, log)
 
     # pick a step, so the screenshot shows its details too
-    driver.find_element(By.CSS_SELECTOR, '.node[data-path="decision"]').click()
+    fresh(
+        "the decision node",
+        lambda: driver.find_element(By.CSS_SELECTOR, '.node[data-path="decision"]').click(),
+    )
     wait_for(
         "the step details",
         lambda: "Step decision" in driver.find_element(By.CSS_SELECTOR, ".layout").text,
@@ -266,7 +288,10 @@ def test_dashboard_stream_reopens_with_a_new_ticket(browser: Any, tmp_path: Path
         driver.get(url + f"/#/instances/{iid}")
         badge = "return document.querySelector('h1 .badge')?.textContent"
         wait_for("decision waiting", lambda: node_status(driver, "decision") == "waiting", 30, log)
-        driver.find_element(By.XPATH, "//button[normalize-space()='pause']").click()
+        fresh(
+            "the pause button",
+            lambda: driver.find_element(By.XPATH, "//button[normalize-space()='pause']").click(),
+        )
         wait_for("the paused badge", lambda: driver.execute_script(badge) == "paused", 10, log)
         assert not driver.find_element(By.ID, "flash").text
     text = log.read_text()
@@ -373,10 +398,15 @@ def test_dashboard_failures_compensations_children_event_form_and_offline_docs(
         driver.get(url + f"/#/instances/{account}")
         child_link = ".children a"
         wait_for("the child", lambda: driver.find_elements(By.CSS_SELECTOR, child_link), 15, log)
-        child = driver.find_element(By.CSS_SELECTOR, child_link)
-        child_id = child.text
+
+        def open_child() -> str:
+            child = driver.find_element(By.CSS_SELECTOR, child_link)
+            text: str = child.text
+            child.click()
+            return text
+
+        child_id = fresh("the child link", open_child)
         assert child_id.startswith(account)
-        child.click()
         wait_for(
             "the child's page",
             lambda: "kyc-check" in script("return document.querySelector('h1')?.textContent || ''"),
@@ -392,10 +422,20 @@ def test_dashboard_failures_compensations_children_event_form_and_offline_docs(
         wait_for("decision waiting", lambda: node_status(driver, "decision") == "waiting", 30, log)
         wait_for("the live stream", lambda: driver.find_element(By.ID, "live").text == "live", 15)
         script("window.__e2e_same_page = true;")
-        form = driver.find_element(By.CSS_SELECTOR, "form.send-event")
-        form.find_element(By.NAME, "event-name").send_keys("managerDecision")
-        form.find_element(By.NAME, "event-data").send_keys('{"approved": true, "by": "grace"}')
-        form.find_element(By.XPATH, ".//button[normalize-space()='send event']").click()
+
+        def send_event() -> None:
+            form = driver.find_element(By.CSS_SELECTOR, "form.send-event")
+            name, data = (
+                form.find_element(By.NAME, "event-name"),
+                form.find_element(By.NAME, "event-data"),
+            )
+            name.clear()
+            name.send_keys("managerDecision")
+            data.clear()
+            data.send_keys('{"approved": true, "by": "grace"}')
+            form.find_element(By.XPATH, ".//button[normalize-space()='send event']").click()
+
+        fresh("the event form", send_event)
         for step in ("decision", "route", "pay"):
             wait_for(
                 f"step {step} to turn green",
