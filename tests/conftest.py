@@ -47,11 +47,16 @@ def sqlite_url(tmp_path: Path) -> str:
     ]
 )
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a fresh, empty database: a SQLite file, or a new Postgres database."""
+    """URL of a fresh database with no data: a SQLite file not created yet, or a new Postgres
+    database, copied from one at the newest schema (a test marked ``empty_database`` gets
+    one with no schema at all)."""
     if request.param == "sqlite":
         yield _sqlite_url(tmp_path)
         return
     from tests import pg  # psycopg is only needed when a Postgres test runs
 
-    with pg.temporary_database(_postgres_server()) as url:
+    server = _postgres_server()
+    empty = request.node.get_closest_marker("empty_database") is not None
+    template = None if empty else pg.schema_template(server)
+    with pg.temporary_database(server, template) as url:
         yield url

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
 from statemachine import Engine, workflow
 from statemachine.store import database
+
+pytestmark = pytest.mark.empty_database  # each test builds an older schema itself
 
 
 def _make_at(url: str, revision: str) -> None:
