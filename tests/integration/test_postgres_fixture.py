@@ -1,4 +1,6 @@
-"""The db_url fixture gives a working, empty database on every backend."""
+"""The db_url fixture gives a working database with no data on every backend: a SQLite file not
+made yet, or a Postgres database copied from one at the newest schema (empty with the
+``empty_database`` marker)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,13 @@ def test_db_url_roundtrip(db_url: str, request: pytest.FixtureRequest) -> None:
     engine = sa.create_engine(db_url)
     try:
         assert engine.dialect.name == expected_dialect
-        assert sa.inspect(engine).get_table_names() == []  # a fresh database
+        tables = sa.inspect(engine).get_table_names()
+        if expected_dialect == "sqlite":
+            assert tables == []  # a fresh file
+        else:  # the schema, copied from the template, and nothing in it
+            assert "sm_instance" in tables
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT count(*) FROM sm_instance").scalar() == 0
 
         metadata = sa.MetaData()
         items = sa.Table(
@@ -28,5 +36,16 @@ def test_db_url_roundtrip(db_url: str, request: pytest.FixtureRequest) -> None:
         with engine.connect() as conn:
             rows = conn.execute(sa.select(items.c.id, items.c.name)).all()
         assert [tuple(r) for r in rows] == [(1, "hello")]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.empty_database
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # a SQLite file is always new
+def test_an_empty_database_has_no_schema(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
