@@ -20,6 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # worker processes: run first (conftest)
+
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {"worker": "workflows", "serve": "Uvicorn running"}
 EXPECTED_EXIT = {"retry": 2}

@@ -30,6 +30,8 @@ import pytest
 
 from tests.serving import free_port, wait_until_up
 
+pytestmark = pytest.mark.slow  # worker processes: run first (conftest)
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "dashboard-instance.png"
 CHROMIUM = "/usr/bin/chromium"

@@ -18,7 +18,10 @@ from statemachine import Engine
 from tests.integration.programs import worker_keys
 from tests.integration.programs.worker_support import Proc, read_lines, wait_until
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),
+    pytest.mark.slow,
+]  # slow: run first (conftest)
 
 KEYS = 10
 INSTANCES = 200

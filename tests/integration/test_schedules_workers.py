@@ -11,7 +11,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from statemachine import Engine
+
+pytestmark = pytest.mark.slow  # worker processes: run first (conftest)
 
 PROGRAM = Path(__file__).parent / "programs" / "schedule_worker.py"
 ROOT = Path(__file__).resolve().parents[2]

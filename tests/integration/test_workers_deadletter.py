@@ -21,7 +21,10 @@ from statemachine.engine import EngineSettings
 from tests.integration.programs import worker_deadletter as wd
 from tests.integration.programs.worker_support import Proc, read_lines
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes"),
+    pytest.mark.slow,
+]  # slow: run first (conftest)
 
 
 def test_an_instance_that_kills_every_worker_is_dead_lettered(db_url: str, tmp_path: Path) -> None:

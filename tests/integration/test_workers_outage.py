@@ -28,7 +28,10 @@ from tests.integration.programs import worker_outage as wo
 from tests.integration.programs.worker_support import Proc, run_counts, wait_until
 from tests.pgcluster import throwaway_cluster
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals, rlimits, pg_ctl")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="signals, rlimits, pg_ctl"),
+    pytest.mark.slow,
+]  # slow: run first (conftest)
 
 DOWN = "database unavailable"
 BACK = "database available again"

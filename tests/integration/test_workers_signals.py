@@ -21,7 +21,10 @@ from statemachine import Engine, load_yaml
 from tests.integration.programs import worker_signals as ws
 from tests.integration.programs.worker_support import Proc, read_lines, wait_until
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+    pytest.mark.slow,
+]  # slow: run first (conftest)
 
 IID = "sig-1"
 ACTIONS = "tests.integration.programs.worker_signals:SignalActions"
