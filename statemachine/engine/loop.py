@@ -54,6 +54,7 @@ class LoopDriver:
         self.loop = asyncio.new_event_loop()
         self.beat = time.monotonic()  # the last tick while running: a stalled loop stops ticking
         self.running = False
+        self.current: asyncio.Task[Any] | None = None  # what ``run`` runs now
         self._calls: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._halted = False
 
@@ -97,7 +98,8 @@ class LoopDriver:
         (Ctrl-C while it waits), ``coro`` is cancelled and wound down (its runs give their
         leases up) before the interrupt goes on up."""
         task = self.loop.create_task(coro)
-        task.add_done_callback(lambda _: self.loop.stop())
+        self.current = task
+        task.add_done_callback(self._ended)
         with self._ticking():
             try:
                 self._until(task)
@@ -105,7 +107,16 @@ class LoopDriver:
                 task.cancel()
                 self._until(task)
                 raise
+            finally:
+                self.current = None
         return task.result()
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        # an interrupt raised inside the task ends it and leaves the loop at once, with this
+        # callback still queued: run later (the thread's next call, ``close``), it must not
+        # stop a loop that runs for something else
+        if task is self.current:
+            self.loop.stop()
 
     def _until(self, task: asyncio.Task[Any]) -> None:
         while not task.done():
@@ -130,9 +141,11 @@ class LoopDriver:
 
     def close(self) -> None:
         """Cancel what is left on the loop and close it (not running; any thread)."""
-        for task in asyncio.all_tasks(self.loop):
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
             task.cancel()
-        self.loop.run_until_complete(asyncio.sleep(0))
+        if tasks:
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 

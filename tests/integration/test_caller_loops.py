@@ -8,6 +8,8 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
+
 from statemachine import Engine, workflow
 
 
@@ -101,3 +103,40 @@ def test_a_thread_keeps_its_loop_and_the_engine_closes_it(sqlite_url: str) -> No
     assert not loops[0].is_closed()
     engine.close()
     assert loops[0].is_closed()
+
+
+def test_an_interrupt_raised_inside_a_run_leaves_the_threads_loop_usable(sqlite_url: str) -> None:
+    """Ctrl-C that lands in the run's own code (here: a subscriber printing progress, as the
+    CLI's ``run`` does) ends the run's task and the loop at once; the loop kept for this
+    thread must still run the next call and close cleanly."""
+    engine = Engine(sqlite_url)
+    engine.register(workflow("w").task("a", lambda x: x).build())
+
+    def interrupted(event: Any) -> None:
+        raise KeyboardInterrupt
+
+    off = engine.on("workflow.step.started", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute("w", {}, "first")
+    off()
+    engine.close()  # what the CLI's run does next: closing the thread's loop must not fail
+    with Engine(sqlite_url) as again:
+        again.register(workflow("w").task("a", lambda x: x).build())
+        assert again.execute("w", {}, "second").status == "completed"
+        rec = again.store.get("first")
+        assert rec is not None and rec.lease_owner is None  # the interrupted run gave it up
+
+
+def test_after_an_interrupt_the_same_thread_runs_on(sqlite_url: str) -> None:
+    engine = Engine(sqlite_url)
+    engine.register(workflow("w").task("a", lambda x: x).build())
+
+    def interrupted(event: Any) -> None:
+        raise KeyboardInterrupt
+
+    off = engine.on("workflow.step.started", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute("w", {}, "first")
+    off()
+    assert engine.execute("w", {}, "second").status == "completed"
+    engine.close()
