@@ -105,10 +105,10 @@ def test_a_thread_keeps_its_loop_and_the_engine_closes_it(sqlite_url: str) -> No
     assert loops[0].is_closed()
 
 
-def test_an_interrupt_raised_inside_a_run_leaves_the_threads_loop_usable(sqlite_url: str) -> None:
+def test_an_interrupt_raised_inside_a_run_leaves_a_loop_that_closes(sqlite_url: str) -> None:
     """Ctrl-C that lands in the run's own code (here: a subscriber printing progress, as the
-    CLI's ``run`` does) ends the run's task and the loop at once; the loop kept for this
-    thread must still run the next call and close cleanly."""
+    CLI's ``run`` does) ends the run's task and the loop at once; closing the engine (and the
+    loop kept for this thread) must still work, and the run gave its lease up."""
     engine = Engine(sqlite_url)
     engine.register(workflow("w").task("a", lambda x: x).build())
 
