@@ -29,6 +29,7 @@ from statemachine import errors
 T = TypeVar("T")
 TICK = 0.2  # seconds between a running loop's liveness ticks (see leases.LeaseKeeper)
 WATCH = 0.5  # seconds between a caller's looks at whether the loop it waits on still lives
+CLOSE_WAIT = 1.0  # seconds a closing loop gives its cancelled tasks to end
 GC_THRESHOLD = (20_000, 20, 20)  # young-generation threshold while a process is a worker
 
 
@@ -144,8 +145,8 @@ class LoopDriver:
         tasks = asyncio.all_tasks(self.loop)
         for task in tasks:
             task.cancel()
-        if tasks:
-            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if tasks:  # a second at most: a handler may ignore its cancellation
+            self.loop.run_until_complete(asyncio.wait(tasks, timeout=CLOSE_WAIT))
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 

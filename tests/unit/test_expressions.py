@@ -488,9 +488,9 @@ def nested_comprehensions(levels: int) -> str:
     ],
 )
 def test_work_is_bounded_whatever_the_shape(source: str) -> None:
-    started = time.process_time()
+    started = time.thread_time()
     refused(source)
-    assert time.process_time() - started < 0.5  # the budget is ~50 ms; the machine is shared
+    assert time.thread_time() - started < 0.5  # the budget is ~50 ms; the machine is shared
 
 
 def test_deep_work_on_ordinary_data_fits_the_budget() -> None:
@@ -607,10 +607,10 @@ SIMPLEEVAL_CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ids=[f"{i:02d}-{case[0][:40]}" for i, case in enumerate(SIMPLEEVAL_CASES)],
 )
 def test_simpleeval_sandbox_cases(source: str, expected: Any, names: dict[str, Any]) -> None:
-    started = time.process_time()
+    started = time.thread_time()
     if expected is REFUSED:
         with pytest.raises(errors.ExpressionError):
             compile_expression(source).evaluate(names)
     else:
         assert compile_expression(source).evaluate(names) == expected
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5

@@ -135,13 +135,13 @@ def test_nested_constructions_finish_or_fail_within_the_work_bound(
     names = {"input": {"items": list(range(50)), "name": "x" * 100}}
     outcomes = []
     for _ in range(2):
-        started = time.process_time()
+        started = time.thread_time()
         try:
             expression = expressions.compile_expression(source)
             outcomes.append(repr(expression.evaluate(names))[:200])
         except ExpressionError as exc:
             outcomes.append(str(exc))
-        took = time.process_time() - started
+        took = time.thread_time() - started
         assert took < 0.5, f"{took:.2f} s of CPU for {source}"  # the budget is ~50 ms
     assert outcomes[0] == outcomes[1]  # the bound is counted, not timed: same answer each time
 
