@@ -60,10 +60,3 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     template = None if empty else pg.schema_template(server)
     with pg.temporary_database(server, template) as url:
         yield url
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``slow`` first: pytest-xdist hands tests out in this order, so the long
-    ones (worker processes, crashes, a browser) start early instead of keeping one process busy
-    after the others have finished. The rest keep their order."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

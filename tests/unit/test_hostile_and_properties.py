@@ -142,7 +142,7 @@ def test_nested_constructions_finish_or_fail_within_the_work_bound(
         except ExpressionError as exc:
             outcomes.append(str(exc))
         took = time.thread_time() - started
-        assert took < 0.5, f"{took:.2f} s of CPU for {source}"  # the budget is ~50 ms
+        assert took < 2.0, f"{took:.2f} s of CPU for {source}"  # budget ~50 ms; a blowup: minutes
     assert outcomes[0] == outcomes[1]  # the bound is counted, not timed: same answer each time
 
 
