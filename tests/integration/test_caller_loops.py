@@ -105,11 +105,9 @@ def test_a_thread_keeps_its_loop_and_the_engine_closes_it(sqlite_url: str) -> No
     assert loops[0].is_closed()
 
 
-def test_an_interrupt_raised_inside_a_run_leaves_a_loop_that_closes(sqlite_url: str) -> None:
-    """Ctrl-C that lands in the run's own code (here: a subscriber printing progress, as the
-    CLI's ``run`` does) ends the run's task and the loop at once; closing the engine (and the
-    loop kept for this thread) must still work, and the run gave its lease up."""
-    engine = Engine(sqlite_url)
+def _interrupted_once(url: str) -> Engine:
+    """An engine whose first run ("first") was cut by Ctrl-C raised in its own code."""
+    engine = Engine(url)
     engine.register(workflow("w").task("a", lambda x: x).build())
 
     def interrupted(event: Any) -> None:
@@ -119,6 +117,14 @@ def test_an_interrupt_raised_inside_a_run_leaves_a_loop_that_closes(sqlite_url: 
     with pytest.raises(KeyboardInterrupt):
         engine.execute("w", {}, "first")
     off()
+    return engine
+
+
+def test_an_interrupt_raised_inside_a_run_leaves_a_loop_that_closes(sqlite_url: str) -> None:
+    """Ctrl-C that lands in the run's own code (here: a subscriber printing progress, as the
+    CLI's ``run`` does) ends the run's task and the loop at once; closing the engine (and the
+    loop kept for this thread) must still work, and the run gave its lease up."""
+    engine = _interrupted_once(sqlite_url)
     engine.close()  # what the CLI's run does next: closing the thread's loop must not fail
     with Engine(sqlite_url) as again:
         again.register(workflow("w").task("a", lambda x: x).build())
@@ -128,15 +134,6 @@ def test_an_interrupt_raised_inside_a_run_leaves_a_loop_that_closes(sqlite_url: 
 
 
 def test_after_an_interrupt_the_same_thread_runs_on(sqlite_url: str) -> None:
-    engine = Engine(sqlite_url)
-    engine.register(workflow("w").task("a", lambda x: x).build())
-
-    def interrupted(event: Any) -> None:
-        raise KeyboardInterrupt
-
-    off = engine.on("workflow.step.started", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        engine.execute("w", {}, "first")
-    off()
+    engine = _interrupted_once(sqlite_url)
     assert engine.execute("w", {}, "second").status == "completed"
     engine.close()
